@@ -1,0 +1,76 @@
+"""The ASGI application: /graphql (GraphiQL on GET), /healthz."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import anyio.to_thread
+from sqlalchemy import Engine, text
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+from starlette.websockets import WebSocket
+from strawberry.asgi import GraphQL
+
+from api.auth import TokenCache, bearer_token
+from api.context import Context, Services
+from api.schema import schema
+from domain.db import session_factories
+from domain.uow import Publish
+
+log = logging.getLogger("stockyard")
+
+
+class StockyardGraphQL(GraphQL[Context, None]):
+    def __init__(self, services: Services) -> None:
+        super().__init__(schema, graphql_ide="graphiql")
+        self.services = services
+        self.tokens = TokenCache()
+
+    async def get_context(self, request: Request | WebSocket, response: Any) -> Context:
+        token = bearer_token(request.headers.get("authorization"))
+        principal = None
+        if token is not None:
+            principal = self.tokens.resolve(self.services.reader, token) \
+                if self.tokens_cached(token) else await anyio.to_thread.run_sync(
+                    self.tokens.resolve, self.services.reader, token)
+        return Context(request=request if isinstance(request, Request) else None,
+                       services=self.services, principal=principal)
+
+    def tokens_cached(self, token: str) -> bool:
+        return self.tokens.is_fresh(token)
+
+
+def build_app(engine: Engine, publish: Publish) -> Starlette:
+    """The app around an engine the caller owns; `publish` receives committed events."""
+    writer, reader = session_factories(engine)
+    services = Services(writer=writer, reader=reader, publish=publish)
+    graphql = StockyardGraphQL(services)
+
+    async def healthz(_request: Request) -> Response:
+        def ping() -> None:
+            with engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+
+        try:
+            await anyio.to_thread.run_sync(ping)
+        except Exception:
+            log.exception("health check failed")
+            return JSONResponse({"status": "unavailable"}, status_code=503)
+        return JSONResponse({"status": "ok"})
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: Starlette) -> AsyncIterator[None]:
+        # more threads than the default 40 so a burst waits on the database pool, not here
+        anyio.to_thread.current_default_thread_limiter().total_tokens = 64
+        yield
+
+    return Starlette(
+        routes=[Route("/graphql", graphql, methods=["GET", "POST"]),
+                Route("/healthz", healthz, methods=["GET"])],
+        lifespan=lifespan,
+    )

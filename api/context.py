@@ -1,0 +1,59 @@
+"""Per-request context: the caller, the thread hop into the synchronous core, the loaders."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Concatenate, ParamSpec, TypeVar
+
+import anyio.to_thread
+from sqlalchemy.orm import Session, sessionmaker
+from starlette.requests import Request
+
+from api.loaders import Loaders
+from domain.permissions import Principal
+from domain.uow import Publish, UnitOfWork
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+@dataclass(slots=True)
+class Services:
+    """What the app holds for its lifetime: session factories and the event publisher."""
+
+    writer: sessionmaker[Session]
+    reader: sessionmaker[Session]
+    publish: Publish
+
+    def uow(self) -> UnitOfWork:
+        return UnitOfWork(self.writer, self.publish)
+
+    def read(self, fn: Callable[Concatenate[Session, P], R], *args: P.args,
+             **kwargs: P.kwargs) -> R:
+        with self.reader() as session:
+            return fn(session, *args, **kwargs)
+
+
+@dataclass(slots=True)
+class Context:
+    request: Request | None
+    services: Services
+    principal: Principal | None
+    loaders: Loaders = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.loaders = Loaders(self.read)
+
+    async def run(
+        self, fn: Callable[Concatenate[UnitOfWork, Principal | None, P], R],
+        *args: P.args, **kwargs: P.kwargs,
+    ) -> R:
+        """Run a service (one transaction) in a worker thread, as the calling principal."""
+        call = functools.partial(fn, self.services.uow(), self.principal, *args, **kwargs)
+        return await anyio.to_thread.run_sync(call)
+
+    async def read(self, fn: Callable[..., R], *args: Any) -> R:
+        """Run a read function with a read-only session in a worker thread."""
+        return await anyio.to_thread.run_sync(functools.partial(self.services.read, fn, *args))

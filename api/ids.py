@@ -1,0 +1,42 @@
+"""Relay global IDs: base64("Type:pk")."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+
+from domain.errors import InvalidInput, NotFound
+
+
+class InvalidId(ValueError):
+    """The string is not a global ID issued by Stockyard."""
+
+
+def encode(type_name: str, pk: int) -> str:
+    return base64.b64encode(f"{type_name}:{pk}".encode()).decode()
+
+
+def parse(global_id: str) -> tuple[str, int]:
+    """(type name, pk) of a well-formed global ID; InvalidId otherwise."""
+    try:
+        raw = base64.b64decode(global_id.encode("ascii"), validate=True).decode()
+        type_name, _, pk_text = raw.partition(":")
+        if not type_name.isidentifier() or not pk_text.isdigit() or len(pk_text) > 18:
+            raise InvalidId(global_id)
+        pk = int(pk_text)
+    except (UnicodeError, binascii.Error, ValueError) as exc:
+        raise InvalidId(global_id) from exc
+    if pk <= 0:
+        raise InvalidId(global_id)
+    return type_name, pk
+
+
+def decode(global_id: str, type_name: str, field: str) -> int:
+    """The pk of an ID of `type_name`: INVALID when malformed, NOT_FOUND when of another type."""
+    try:
+        found_type, pk = parse(global_id)
+    except InvalidId:
+        raise InvalidInput(f"{global_id!r} is not a valid ID", field=field) from None
+    if found_type != type_name:
+        raise NotFound(f"no {type_name} with ID {global_id!r}", field=field)
+    return pk

@@ -1,0 +1,88 @@
+"""GraphQL input types; names and fields mirror API.md."""
+
+from __future__ import annotations
+
+import strawberry
+
+from api.types import OrderTypeEnum
+
+
+@strawberry.input
+class SellerCreateInput:
+    name: str
+
+
+@strawberry.input
+class ShippingZoneCreateInput:
+    name: str
+    countries: list[str]
+
+
+@strawberry.input
+class WarehouseCreateInput:
+    seller_id: strawberry.ID
+    name: str
+    shipping_zone_ids: list[strawberry.ID]
+    priority: int = strawberry.field(
+        default=0, description="Lower allocates first; ties go to the older warehouse.")
+
+
+@strawberry.input
+class ProductCreateInput:
+    seller_id: strawberry.ID
+    name: str
+
+
+@strawberry.input
+class ProductVariantCreateInput:
+    product_id: strawberry.ID
+    sku: str
+    track_inventory: bool | None = True
+
+
+@strawberry.input
+class ProductVariantUpdateInput:
+    track_inventory: bool | None = None
+
+
+@strawberry.input
+class StockInput:
+    warehouse_id: strawberry.ID
+    quantity: int
+
+
+@strawberry.input
+class OrderTypeAllocationInput:
+    order_type: OrderTypeEnum  # type: ignore[valid-type]
+    enabled: bool
+
+
+@strawberry.input
+class MarketplaceConfigurationUpdateInput:
+    allocation: list[OrderTypeAllocationInput] | None = None
+
+
+@strawberry.input
+class OrderLineInput:
+    variant_id: strawberry.ID
+    quantity: int
+
+
+@strawberry.input
+class OrderCreateInput:
+    type: OrderTypeEnum  # type: ignore[valid-type]
+    shipping_country: str
+    lines: list[OrderLineInput]
+    idempotency_key: str | None = None
+
+
+@strawberry.input
+class OrderLineUpdateInput:
+    quantity: int
+
+
+@strawberry.input
+class OrderFulfillLineInput:
+    order_line_id: strawberry.ID
+    quantity: int
+    warehouse_id: strawberry.ID | None = None

@@ -1,0 +1,317 @@
+"""Mutations: decode IDs -> run the service in a thread -> payload with typed errors."""
+
+from __future__ import annotations
+
+import strawberry
+
+from api import ids
+from api.errors import StockyardError, collect, errors_from
+from api.inputs import (
+    MarketplaceConfigurationUpdateInput,
+    OrderCreateInput,
+    OrderFulfillLineInput,
+    OrderLineInput,
+    OrderLineUpdateInput,
+    ProductCreateInput,
+    ProductVariantCreateInput,
+    ProductVariantUpdateInput,
+    SellerCreateInput,
+    ShippingZoneCreateInput,
+    StockInput,
+    WarehouseCreateInput,
+)
+from api.types import (
+    Fulfillment,
+    Info,
+    MarketplaceConfiguration,
+    Order,
+    Product,
+    ProductVariant,
+    Seller,
+    ShippingZone,
+    Warehouse,
+)
+from domain.errors import DomainError
+from domain.models import OrderType
+from domain.services import catalog, configuration, orders
+from domain.services.reads import ZoneRow
+
+
+@strawberry.type
+class SellerCreatePayload:
+    seller: Seller | None
+    errors: list[StockyardError]
+
+
+@strawberry.type
+class ShippingZoneCreatePayload:
+    shipping_zone: ShippingZone | None
+    errors: list[StockyardError]
+
+
+@strawberry.type
+class WarehouseCreatePayload:
+    warehouse: Warehouse | None
+    errors: list[StockyardError]
+
+
+@strawberry.type
+class ProductCreatePayload:
+    product: Product | None
+    errors: list[StockyardError]
+
+
+@strawberry.type
+class ProductVariantCreatePayload:
+    product_variant: ProductVariant | None
+    errors: list[StockyardError]
+
+
+@strawberry.type
+class ProductVariantUpdatePayload:
+    product_variant: ProductVariant | None
+    errors: list[StockyardError]
+
+
+@strawberry.type
+class ProductVariantStocksUpdatePayload:
+    product_variant: ProductVariant | None
+    errors: list[StockyardError]
+
+
+@strawberry.type
+class MarketplaceConfigurationUpdatePayload:
+    marketplace_configuration: MarketplaceConfiguration | None
+    errors: list[StockyardError]
+
+
+@strawberry.type
+class OrderCreatePayload:
+    order: Order | None
+    errors: list[StockyardError]
+
+
+@strawberry.type
+class OrderLinesCreatePayload:
+    order: Order | None
+    errors: list[StockyardError]
+
+
+@strawberry.type
+class OrderLineUpdatePayload:
+    order: Order | None
+    errors: list[StockyardError]
+
+
+@strawberry.type
+class OrderLineDeletePayload:
+    order: Order | None
+    errors: list[StockyardError]
+
+
+@strawberry.type
+class OrderConfirmPayload:
+    order: Order | None
+    errors: list[StockyardError]
+
+
+@strawberry.type
+class OrderCancelPayload:
+    order: Order | None
+    errors: list[StockyardError]
+
+
+@strawberry.type
+class OrderFulfillPayload:
+    order: Order | None
+    fulfillment: Fulfillment | None
+    errors: list[StockyardError]
+
+
+def _line_requests(lines: list[OrderLineInput], prefix: str) -> list[orders.LineRequest]:
+    return collect(lines, lambda i, ln: orders.LineRequest(
+        ids.decode(ln.variant_id, "ProductVariant", f"{prefix}.{i}.variantId"), ln.quantity))
+
+
+@strawberry.type
+class Mutation:
+    @strawberry.mutation
+    async def seller_create(self, info: Info, input: SellerCreateInput) -> SellerCreatePayload:
+        try:
+            seller = await info.context.run(catalog.create_seller, name=input.name)
+        except DomainError as exc:
+            return SellerCreatePayload(seller=None, errors=errors_from(exc))
+        return SellerCreatePayload(seller=Seller.from_model(seller), errors=[])
+
+    @strawberry.mutation
+    async def shipping_zone_create(
+        self, info: Info, input: ShippingZoneCreateInput
+    ) -> ShippingZoneCreatePayload:
+        try:
+            zone, countries = await info.context.run(
+                catalog.create_shipping_zone, name=input.name, countries=input.countries)
+        except DomainError as exc:
+            return ShippingZoneCreatePayload(shipping_zone=None, errors=errors_from(exc))
+        row = ZoneRow(zone.id, zone.name, tuple(countries))
+        return ShippingZoneCreatePayload(shipping_zone=ShippingZone.from_row(row), errors=[])
+
+    @strawberry.mutation
+    async def warehouse_create(
+        self, info: Info, input: WarehouseCreateInput
+    ) -> WarehouseCreatePayload:
+        try:
+            zone_ids = collect(input.shipping_zone_ids, lambda i, z: ids.decode(
+                z, "ShippingZone", f"shippingZoneIds.{i}"))
+            warehouse = await info.context.run(
+                catalog.create_warehouse,
+                seller_id=ids.decode(input.seller_id, "Seller", "sellerId"),
+                name=input.name, zone_ids=zone_ids, priority=input.priority)
+        except DomainError as exc:
+            return WarehouseCreatePayload(warehouse=None, errors=errors_from(exc))
+        return WarehouseCreatePayload(warehouse=Warehouse.from_model(warehouse), errors=[])
+
+    @strawberry.mutation
+    async def product_create(self, info: Info, input: ProductCreateInput) -> ProductCreatePayload:
+        try:
+            product = await info.context.run(
+                catalog.create_product,
+                seller_id=ids.decode(input.seller_id, "Seller", "sellerId"), name=input.name)
+        except DomainError as exc:
+            return ProductCreatePayload(product=None, errors=errors_from(exc))
+        return ProductCreatePayload(product=Product.from_model(product), errors=[])
+
+    @strawberry.mutation
+    async def product_variant_create(
+        self, info: Info, input: ProductVariantCreateInput
+    ) -> ProductVariantCreatePayload:
+        try:
+            variant = await info.context.run(
+                catalog.create_variant,
+                product_id=ids.decode(input.product_id, "Product", "productId"),
+                sku=input.sku, track_inventory=input.track_inventory is not False)
+        except DomainError as exc:
+            return ProductVariantCreatePayload(product_variant=None, errors=errors_from(exc))
+        return ProductVariantCreatePayload(
+            product_variant=ProductVariant.from_model(variant), errors=[])
+
+    @strawberry.mutation
+    async def product_variant_update(
+        self, info: Info, id: strawberry.ID, input: ProductVariantUpdateInput
+    ) -> ProductVariantUpdatePayload:
+        try:
+            variant = await info.context.run(
+                catalog.update_variant, ids.decode(id, "ProductVariant", "id"),
+                track_inventory=input.track_inventory)
+        except DomainError as exc:
+            return ProductVariantUpdatePayload(product_variant=None, errors=errors_from(exc))
+        return ProductVariantUpdatePayload(
+            product_variant=ProductVariant.from_model(variant), errors=[])
+
+    @strawberry.mutation(description="Sets the stocked (on-hand) quantity per warehouse; "
+                                     "creates the stock record when missing.")
+    async def product_variant_stocks_update(
+        self, info: Info, variant_id: strawberry.ID, stocks: list[StockInput]
+    ) -> ProductVariantStocksUpdatePayload:
+        try:
+            rows = collect(stocks, lambda i, s: catalog.StockQuantity(
+                ids.decode(s.warehouse_id, "Warehouse", f"stocks.{i}.warehouseId"), s.quantity))
+            variant = await info.context.run(
+                catalog.set_stock_quantities,
+                ids.decode(variant_id, "ProductVariant", "variantId"), rows)
+        except DomainError as exc:
+            return ProductVariantStocksUpdatePayload(product_variant=None,
+                                                     errors=errors_from(exc))
+        return ProductVariantStocksUpdatePayload(
+            product_variant=ProductVariant.from_model(variant), errors=[])
+
+    @strawberry.mutation
+    async def marketplace_configuration_update(
+        self, info: Info, input: MarketplaceConfigurationUpdateInput
+    ) -> MarketplaceConfigurationUpdatePayload:
+        changes: dict[OrderType, bool] = {
+            OrderType(a.order_type): a.enabled for a in input.allocation or []}
+        try:
+            settings = await info.context.run(configuration.update_allocation, changes)
+        except DomainError as exc:
+            return MarketplaceConfigurationUpdatePayload(marketplace_configuration=None,
+                                                         errors=errors_from(exc))
+        return MarketplaceConfigurationUpdatePayload(
+            marketplace_configuration=MarketplaceConfiguration.from_settings(settings),
+            errors=[])
+
+    @strawberry.mutation
+    async def order_create(self, info: Info, input: OrderCreateInput) -> OrderCreatePayload:
+        try:
+            view = await info.context.run(
+                orders.create, type=OrderType(input.type),
+                shipping_country=input.shipping_country,
+                lines=_line_requests(input.lines, "lines"),
+                idempotency_key=input.idempotency_key)
+        except DomainError as exc:
+            return OrderCreatePayload(order=None, errors=errors_from(exc))
+        return OrderCreatePayload(order=Order.from_view(view), errors=[])
+
+    @strawberry.mutation(description="Adds lines to a DRAFT/QUOTE/OFFER order.")
+    async def order_lines_create(
+        self, info: Info, order_id: strawberry.ID, lines: list[OrderLineInput]
+    ) -> OrderLinesCreatePayload:
+        try:
+            view = await info.context.run(
+                orders.add_lines, ids.decode(order_id, "Order", "orderId"),
+                _line_requests(lines, "lines"))
+        except DomainError as exc:
+            return OrderLinesCreatePayload(order=None, errors=errors_from(exc))
+        return OrderLinesCreatePayload(order=Order.from_view(view), errors=[])
+
+    @strawberry.mutation(description="Changes a line's quantity on a DRAFT/QUOTE/OFFER order.")
+    async def order_line_update(
+        self, info: Info, id: strawberry.ID, input: OrderLineUpdateInput
+    ) -> OrderLineUpdatePayload:
+        try:
+            view = await info.context.run(
+                orders.update_line, ids.decode(id, "OrderLine", "id"), input.quantity)
+        except DomainError as exc:
+            return OrderLineUpdatePayload(order=None, errors=errors_from(exc))
+        return OrderLineUpdatePayload(order=Order.from_view(view), errors=[])
+
+    @strawberry.mutation(description="Removes a line from a DRAFT/QUOTE/OFFER order.")
+    async def order_line_delete(self, info: Info, id: strawberry.ID) -> OrderLineDeletePayload:
+        try:
+            view = await info.context.run(orders.delete_line, ids.decode(id, "OrderLine", "id"))
+        except DomainError as exc:
+            return OrderLineDeletePayload(order=None, errors=errors_from(exc))
+        return OrderLineDeletePayload(order=Order.from_view(view), errors=[])
+
+    @strawberry.mutation(description="Turns a DRAFT/QUOTE/OFFER into a REGULAR order.")
+    async def order_confirm(self, info: Info, id: strawberry.ID) -> OrderConfirmPayload:
+        try:
+            view = await info.context.run(orders.confirm, ids.decode(id, "Order", "id"))
+        except DomainError as exc:
+            return OrderConfirmPayload(order=None, errors=errors_from(exc))
+        return OrderConfirmPayload(order=Order.from_view(view), errors=[])
+
+    @strawberry.mutation(description="Releases all of the order's allocations.")
+    async def order_cancel(self, info: Info, id: strawberry.ID) -> OrderCancelPayload:
+        try:
+            view = await info.context.run(orders.cancel, ids.decode(id, "Order", "id"))
+        except DomainError as exc:
+            return OrderCancelPayload(order=None, errors=errors_from(exc))
+        return OrderCancelPayload(order=Order.from_view(view), errors=[])
+
+    @strawberry.mutation(description="Ships units of a REGULAR order (partial fulfilment "
+                                     "allowed).")
+    async def order_fulfill(
+        self, info: Info, order_id: strawberry.ID, lines: list[OrderFulfillLineInput]
+    ) -> OrderFulfillPayload:
+        try:
+            requests = collect(lines, lambda i, ln: orders.FulfillRequest(
+                ids.decode(ln.order_line_id, "OrderLine", f"lines.{i}.orderLineId"),
+                ln.quantity,
+                ids.decode(ln.warehouse_id, "Warehouse", f"lines.{i}.warehouseId")
+                if ln.warehouse_id is not None else None))
+            view, fulfillment = await info.context.run(
+                orders.fulfill, ids.decode(order_id, "Order", "orderId"), requests)
+        except DomainError as exc:
+            return OrderFulfillPayload(order=None, fulfillment=None, errors=errors_from(exc))
+        return OrderFulfillPayload(order=Order.from_view(view),
+                                   fulfillment=Fulfillment.from_row(fulfillment), errors=[])

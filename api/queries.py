@@ -1,0 +1,177 @@
+"""Read resolvers: node lookup, paginated lists (newest first), configuration."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Callable
+from typing import Annotated, Any, Generic, TypeVar
+
+import strawberry
+from graphql import GraphQLError
+
+from api import ids
+from api.types import (
+    Info,
+    MarketplaceConfiguration,
+    Node,
+    Order,
+    OrderStatusEnum,
+    OrderTypeEnum,
+    Product,
+    ProductVariant,
+    Seller,
+    Warehouse,
+    resolve_node,
+)
+from domain import models, permissions
+from domain.services import configuration, reads
+
+DEFAULT_PAGE = 20
+MAX_PAGE = 100
+
+T = TypeVar("T")
+
+
+@strawberry.type
+class PageInfo:
+    has_next_page: bool
+    end_cursor: str | None
+
+
+@strawberry.type
+class Edge(Generic[T]):
+    node: T
+    cursor: str
+
+
+@strawberry.type
+class Connection(Generic[T]):
+    edges: list[Edge[T]]
+    page_info: PageInfo
+
+
+def _cursor(pk: int) -> str:
+    return base64.b64encode(f"cursor:{pk}".encode()).decode()
+
+
+def _after(cursor: str | None) -> int | None:
+    if cursor is None:
+        return None
+    try:
+        kind, _, pk = base64.b64decode(cursor, validate=True).decode().partition(":")
+        if kind == "cursor" and pk.isdigit() and len(pk) < 19:
+            return int(pk)
+    except (binascii.Error, UnicodeError, ValueError):
+        pass
+    raise GraphQLError(f"`after` is not a cursor of this list: {cursor!r}",
+                       extensions={"code": "INVALID"})
+
+
+def _first(first: int | None) -> int:
+    if first is None:
+        return DEFAULT_PAGE
+    if not 0 <= first <= MAX_PAGE:
+        raise GraphQLError(f"`first` must be between 0 and {MAX_PAGE}, got {first}.",
+                           extensions={"code": "INVALID"})
+    return first
+
+
+def _filter_id(value: strawberry.ID | None, type_name: str, arg: str) -> int | None:
+    if value is None:
+        return None
+    try:
+        found, pk = ids.parse(value)
+    except ids.InvalidId:
+        raise GraphQLError(f"`{arg}` is not a valid ID: {value!r}",
+                           extensions={"code": "INVALID"}) from None
+    return pk if found == type_name else -1  # another type's ID matches nothing
+
+
+async def _page(
+    info: Info, model: type[Any], build: Callable[[Any], T], first: int | None,
+    after: str | None, **filters: Any,
+) -> Connection[T]:
+    query = reads.PageQuery(first=_first(first), before_id=_after(after), **filters)
+    rows = await info.context.read(reads.page, model, query)
+    edges = [Edge(node=build(r), cursor=_cursor(r.id)) for r in rows[:query.first]]
+    return Connection(
+        edges=edges,
+        page_info=PageInfo(has_next_page=len(rows) > query.first,
+                           end_cursor=edges[-1].cursor if edges else None),
+    )
+
+
+def _require_admin(info: Info, what: str) -> None:
+    if not permissions.can_read_stock(info.context.principal):
+        raise GraphQLError(f"Reading {what} needs an admin token.",
+                           extensions={"code": "PERMISSION_DENIED"})
+
+
+@strawberry.type
+class Query:
+    @strawberry.field(description="Any object by its global ID; null when unknown.")
+    async def node(self, info: Info, id: strawberry.ID) -> Node | None:
+        try:
+            type_name, pk = ids.parse(id)
+        except ids.InvalidId:
+            return None
+        return await resolve_node(info, type_name, pk)  # type: ignore[no-any-return]
+
+    @strawberry.field
+    async def nodes(
+        self, info: Info, ids_: Annotated[list[strawberry.ID], strawberry.argument(name="ids")]
+    ) -> list[Node | None]:
+        found: list[Node | None] = []
+        for value in ids_:
+            try:
+                type_name, pk = ids.parse(value)
+            except ids.InvalidId:
+                found.append(None)
+                continue
+            found.append(await resolve_node(info, type_name, pk))
+        return found
+
+    @strawberry.field
+    async def marketplace_configuration(self, info: Info) -> MarketplaceConfiguration:
+        settings = await info.context.read(configuration.allocation_settings)
+        return MarketplaceConfiguration.from_settings(settings)
+
+    @strawberry.field
+    async def sellers(self, info: Info, first: int | None = None,
+                      after: str | None = None) -> Connection[Seller]:
+        return await _page(info, models.Seller, Seller.from_model, first, after)
+
+    @strawberry.field
+    async def warehouses(self, info: Info, seller_id: strawberry.ID | None = None,
+                         first: int | None = None,
+                         after: str | None = None) -> Connection[Warehouse]:
+        return await _page(info, models.Warehouse, Warehouse.from_model, first, after,
+                           seller_id=_filter_id(seller_id, "Seller", "sellerId"))
+
+    @strawberry.field
+    async def products(self, info: Info, seller_id: strawberry.ID | None = None,
+                       first: int | None = None,
+                       after: str | None = None) -> Connection[Product]:
+        return await _page(info, models.Product, Product.from_model, first, after,
+                           seller_id=_filter_id(seller_id, "Seller", "sellerId"))
+
+    @strawberry.field
+    async def product_variants(self, info: Info, skus: list[str] | None = None,
+                               first: int | None = None,
+                               after: str | None = None) -> Connection[ProductVariant]:
+        return await _page(info, models.ProductVariant, ProductVariant.from_model, first,
+                           after, skus=tuple(skus) if skus is not None else None)
+
+    @strawberry.field(description="Orders, newest first (admin token).")
+    async def orders(
+        self, info: Info,
+        statuses: list[OrderStatusEnum] | None = None,  # type: ignore[valid-type]
+        types: list[OrderTypeEnum] | None = None,  # type: ignore[valid-type]
+        first: int | None = None, after: str | None = None,
+    ) -> Connection[Order]:
+        _require_admin(info, "orders")
+        return await _page(
+            info, models.Order, Order.from_model, first, after,
+            statuses=tuple(models.OrderStatus(s) for s in statuses) if statuses else None,
+            types=tuple(models.OrderType(t) for t in types) if types else None)

@@ -1,0 +1,33 @@
+"""Schema assembly: query, mutation, caches and error masking."""
+
+from __future__ import annotations
+
+import strawberry
+from strawberry.extensions import MaskErrors, ParserCache, ValidationCache
+
+from api.mutations import Mutation
+from api.queries import Query
+from api.types import (
+    Fulfillment,
+    Order,
+    OrderLine,
+    Product,
+    ProductVariant,
+    Seller,
+    ShippingZone,
+    Warehouse,
+)
+
+schema = strawberry.Schema(
+    query=Query,
+    mutation=Mutation,
+    types=[Seller, ShippingZone, Warehouse, Product, ProductVariant, Order, OrderLine,
+           Fulfillment],
+    extensions=[
+        # parsing and validating the same query text again is most of a small request's cost
+        lambda: ParserCache(maxsize=512),  # the LRU itself is module-level, shared
+        lambda: ValidationCache(maxsize=512),
+        # anything unexpected reaches the client as "Unexpected error.", the log keeps the rest
+        MaskErrors,
+    ],
+)

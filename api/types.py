@@ -1,0 +1,316 @@
+"""GraphQL output types. Built from models or views; nested fields go through the loaders."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import strawberry
+from graphql import GraphQLError
+
+from api import ids
+from api.context import Context
+from domain import models, permissions
+from domain.countries import normalize_country
+from domain.services import orders as order_service
+from domain.services import reads
+
+Info = strawberry.Info[Context, None]
+
+OrderTypeEnum = strawberry.enum(models.OrderType, name="OrderType")
+OrderStatusEnum = strawberry.enum(models.OrderStatus, name="OrderStatus")
+
+
+def _gid(type_name: str, pk: int) -> strawberry.ID:
+    return strawberry.ID(ids.encode(type_name, pk))
+
+
+def _require_stock_access(info: Info) -> None:
+    if not permissions.can_read_stock(info.context.principal):
+        raise GraphQLError("Reading stock figures needs an admin token.",
+                           extensions={"code": "PERMISSION_DENIED"})
+
+
+@strawberry.interface
+class Node:
+    id: strawberry.ID
+
+
+@strawberry.type
+class Seller(Node):
+    name: str
+    pk: strawberry.Private[int]
+
+    @classmethod
+    def from_model(cls, m: models.Seller) -> Seller:
+        return cls(id=_gid("Seller", m.id), pk=m.id, name=m.name)
+
+
+@strawberry.type
+class ShippingZone(Node):
+    name: str
+    countries: list[str]
+    pk: strawberry.Private[int]
+
+    @classmethod
+    def from_row(cls, row: reads.ZoneRow) -> ShippingZone:
+        return cls(id=_gid("ShippingZone", row.id), pk=row.id, name=row.name,
+                   countries=list(row.countries))
+
+
+@strawberry.type
+class Warehouse(Node):
+    name: str
+    pk: strawberry.Private[int]
+    seller_pk: strawberry.Private[int]
+
+    @classmethod
+    def from_model(cls, m: models.Warehouse) -> Warehouse:
+        return cls(id=_gid("Warehouse", m.id), pk=m.id, name=m.name, seller_pk=m.seller_id)
+
+    @strawberry.field
+    async def seller(self, info: Info) -> Seller:
+        return Seller.from_model(await info.context.loaders.seller.load(self.seller_pk))
+
+    @strawberry.field
+    async def shipping_zones(self, info: Info) -> list[ShippingZone]:
+        loaders = info.context.loaders
+        zone_ids = await loaders.zone_ids_of_warehouse.load(self.pk)
+        rows = await loaders.zone.load_many(zone_ids)
+        return [ShippingZone.from_row(r) for r in rows if r is not None]
+
+
+async def _warehouse(info: Info, pk: int) -> Warehouse:
+    return Warehouse.from_model(await info.context.loaders.warehouse.load(pk))
+
+
+@strawberry.type
+class Stock:
+    quantity: int
+    quantity_allocated: int
+    warehouse_pk: strawberry.Private[int]
+
+    @classmethod
+    def from_model(cls, m: models.Stock) -> Stock:
+        return cls(quantity=m.quantity, quantity_allocated=m.quantity_allocated,
+                   warehouse_pk=m.warehouse_id)
+
+    @strawberry.field
+    def quantity_available(self) -> int:
+        return max(self.quantity - self.quantity_allocated, 0)
+
+    @strawberry.field(description="Ordered on open purchase orders, not yet received.")
+    def quantity_incoming(self) -> int:
+        # purchase orders arrive with the ledger; until then nothing is ever incoming
+        return 0
+
+    @strawberry.field
+    async def warehouse(self, info: Info) -> Warehouse:
+        return await _warehouse(info, self.warehouse_pk)
+
+
+@strawberry.type
+class Product(Node):
+    name: str
+    pk: strawberry.Private[int]
+    seller_pk: strawberry.Private[int]
+
+    @classmethod
+    def from_model(cls, m: models.Product) -> Product:
+        return cls(id=_gid("Product", m.id), pk=m.id, name=m.name, seller_pk=m.seller_id)
+
+    @strawberry.field
+    async def seller(self, info: Info) -> Seller:
+        return Seller.from_model(await info.context.loaders.seller.load(self.seller_pk))
+
+    @strawberry.field
+    async def variants(self, info: Info) -> list[ProductVariant]:
+        rows = await info.context.loaders.variants_of_product.load(self.pk)
+        return [ProductVariant.from_model(v) for v in rows]
+
+
+@strawberry.type
+class ProductVariant(Node):
+    sku: str
+    track_inventory: bool
+    pk: strawberry.Private[int]
+    product_pk: strawberry.Private[int]
+
+    @classmethod
+    def from_model(cls, m: models.ProductVariant) -> ProductVariant:
+        return cls(id=_gid("ProductVariant", m.id), pk=m.id, sku=m.sku,
+                   track_inventory=m.track_inventory, product_pk=m.product_id)
+
+    @strawberry.field
+    async def product(self, info: Info) -> Product:
+        return Product.from_model(await info.context.loaders.product.load(self.product_pk))
+
+    @strawberry.field(description="Stock per warehouse (needs an admin token).")
+    async def stocks(self, info: Info) -> list[Stock]:
+        _require_stock_access(info)
+        rows = await info.context.loaders.stocks_of_variant.load(self.pk)
+        return [Stock.from_model(s) for s in rows]
+
+    @strawberry.field(description="Sum of quantityAvailable over the warehouses serving "
+                                  "`country` (over all warehouses when null).")
+    async def quantity_available(self, info: Info, country: str | None = None) -> int:
+        if not permissions.can_read_availability(info.context.principal):
+            raise GraphQLError("Reading availability needs a token.",
+                               extensions={"code": "PERMISSION_DENIED"})
+        code = None
+        if country is not None:
+            code = normalize_country(country)
+            if code is None:
+                raise GraphQLError(f"{country!r} is not an ISO 3166-1 alpha-2 country code.",
+                                   extensions={"code": "INVALID"})
+        return int(await info.context.loaders.availability.load((self.pk, code)))
+
+
+async def _variant(info: Info, pk: int) -> ProductVariant:
+    return ProductVariant.from_model(await info.context.loaders.variant.load(pk))
+
+
+@strawberry.type
+class Allocation:
+    quantity: int
+    warehouse_pk: strawberry.Private[int]
+
+    @strawberry.field
+    async def warehouse(self, info: Info) -> Warehouse:
+        return await _warehouse(info, self.warehouse_pk)
+
+
+@strawberry.type
+class OrderLine(Node):
+    quantity: int
+    quantity_fulfilled: int
+    pk: strawberry.Private[int]
+    variant_pk: strawberry.Private[int]
+    known_allocations: strawberry.Private[list[Allocation] | None] = None
+
+    @classmethod
+    def from_model(cls, m: models.OrderLine) -> OrderLine:
+        return cls(id=_gid("OrderLine", m.id), pk=m.id, variant_pk=m.variant_id,
+                   quantity=m.quantity, quantity_fulfilled=m.quantity_fulfilled)
+
+    @classmethod
+    def from_view(cls, v: order_service.LineView) -> OrderLine:
+        return cls(
+            id=_gid("OrderLine", v.id), pk=v.id, variant_pk=v.variant_id, quantity=v.quantity,
+            quantity_fulfilled=v.quantity_fulfilled,
+            known_allocations=[Allocation(quantity=a.quantity, warehouse_pk=a.warehouse_id)
+                               for a in v.allocations],
+        )
+
+    @strawberry.field
+    async def variant(self, info: Info) -> ProductVariant:
+        return await _variant(info, self.variant_pk)
+
+    @strawberry.field
+    async def allocations(self, info: Info) -> list[Allocation]:
+        if self.known_allocations is not None:
+            return self.known_allocations
+        rows = await info.context.loaders.allocations_of_line.load(self.pk)
+        return [Allocation(quantity=r.quantity, warehouse_pk=r.warehouse_id) for r in rows]
+
+
+@strawberry.type
+class Order(Node):
+    type: OrderTypeEnum  # type: ignore[valid-type]
+    status: OrderStatusEnum  # type: ignore[valid-type]
+    shipping_country: str
+    pk: strawberry.Private[int]
+    known_lines: strawberry.Private[list[OrderLine] | None] = None
+
+    @classmethod
+    def from_model(cls, m: models.Order) -> Order:
+        return cls(id=_gid("Order", m.id), pk=m.id, type=m.type, status=m.status,
+                   shipping_country=m.shipping_country)
+
+    @classmethod
+    def from_view(cls, v: order_service.OrderView) -> Order:
+        return cls(id=_gid("Order", v.id), pk=v.id, type=v.type, status=v.status,
+                   shipping_country=v.shipping_country,
+                   known_lines=[OrderLine.from_view(line) for line in v.lines])
+
+    @strawberry.field
+    async def lines(self, info: Info) -> list[OrderLine]:
+        if self.known_lines is not None:
+            return self.known_lines
+        rows = await info.context.loaders.lines_of_order.load(self.pk)
+        return [OrderLine.from_model(r) for r in rows]
+
+
+@strawberry.type
+class FulfillmentLine:
+    quantity: int
+    line_pk: strawberry.Private[int]
+    warehouse_pk: strawberry.Private[int]
+
+    @strawberry.field
+    async def order_line(self, info: Info) -> OrderLine:
+        return OrderLine.from_model(await info.context.loaders.order_line.load(self.line_pk))
+
+    @strawberry.field
+    async def warehouse(self, info: Info) -> Warehouse:
+        return await _warehouse(info, self.warehouse_pk)
+
+
+@strawberry.type
+class Fulfillment(Node):
+    lines: list[FulfillmentLine]
+    pk: strawberry.Private[int]
+
+    @classmethod
+    def from_row(cls, row: reads.FulfillmentRow | order_service.FulfillmentView) -> Fulfillment:
+        return cls(id=_gid("Fulfillment", row.id), pk=row.id, lines=[
+            FulfillmentLine(line_pk=lid, warehouse_pk=wid, quantity=q)
+            for lid, wid, q in row.lines])
+
+
+@strawberry.type
+class OrderTypeAllocation:
+    order_type: OrderTypeEnum  # type: ignore[valid-type]
+    enabled: bool
+
+
+@strawberry.type
+class MarketplaceConfiguration:
+    allocation: list[OrderTypeAllocation]
+
+    @classmethod
+    def from_settings(cls, settings: dict[models.OrderType, bool]) -> MarketplaceConfiguration:
+        return cls(allocation=[OrderTypeAllocation(order_type=t, enabled=settings[t])
+                               for t in models.OrderType])
+
+
+async def resolve_node(info: Info, type_name: str, pk: int) -> Any:
+    """The Node for a decoded ID, or None when it names nothing the caller may see."""
+    loaders = info.context.loaders
+    principal = info.context.principal
+    if type_name == "Seller":
+        m = await loaders.seller.load(pk)
+        return Seller.from_model(m) if m else None
+    if type_name == "ShippingZone":
+        z = await loaders.zone.load(pk)
+        return ShippingZone.from_row(z) if z else None
+    if type_name == "Warehouse":
+        m = await loaders.warehouse.load(pk)
+        return Warehouse.from_model(m) if m else None
+    if type_name == "Product":
+        m = await loaders.product.load(pk)
+        return Product.from_model(m) if m else None
+    if type_name == "ProductVariant":
+        m = await loaders.variant.load(pk)
+        return ProductVariant.from_model(m) if m else None
+    if not permissions.can_read_stock(principal):
+        return None  # orders and fulfilments are visible to admins only for now
+    if type_name == "Order":
+        m = await loaders.order.load(pk)
+        return Order.from_model(m) if m else None
+    if type_name == "OrderLine":
+        m = await loaders.order_line.load(pk)
+        return OrderLine.from_model(m) if m else None
+    if type_name == "Fulfillment":
+        f = await loaders.fulfillment.load(pk)
+        return Fulfillment.from_row(f) if f else None
+    return None

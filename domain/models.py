@@ -1,0 +1,233 @@
+"""SQLAlchemy models: the persistent shape of sellers, catalog, stock and orders."""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+
+from sqlalchemy import (
+    Boolean,
+    CheckConstraint,
+    Column,
+    DateTime,
+    Enum,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Table,
+    UniqueConstraint,
+    func,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class OrderType(enum.StrEnum):
+    DRAFT = "DRAFT"
+    QUOTE = "QUOTE"
+    OFFER = "OFFER"
+    REGULAR = "REGULAR"
+
+
+class OrderStatus(enum.StrEnum):
+    DRAFT = "DRAFT"
+    QUOTE = "QUOTE"
+    OFFER = "OFFER"
+    UNFULFILLED = "UNFULFILLED"
+    PARTIALLY_FULFILLED = "PARTIALLY_FULFILLED"
+    FULFILLED = "FULFILLED"
+    CANCELED = "CANCELED"
+
+
+class Role(enum.StrEnum):
+    ADMIN = "admin"
+    SELLER = "seller"
+    STOREFRONT = "storefront"
+
+
+def _enum(cls: type[enum.StrEnum]) -> Enum:
+    # stored as plain strings: adding a member never needs an ALTER TYPE
+    return Enum(cls, native_enum=False, length=24, values_callable=lambda e: [m.value for m in e])
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Seller(Base):
+    __tablename__ = "seller"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(255))
+
+
+class ShippingZone(Base):
+    __tablename__ = "shipping_zone"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(255))
+
+
+class ShippingZoneCountry(Base):
+    __tablename__ = "shipping_zone_country"
+
+    zone_id: Mapped[int] = mapped_column(
+        ForeignKey("shipping_zone.id", ondelete="CASCADE"), primary_key=True
+    )
+    country: Mapped[str] = mapped_column(String(2), primary_key=True)
+
+    __table_args__ = (Index("ix_shipping_zone_country_country", "country"),)
+
+
+warehouse_shipping_zone = Table(
+    "warehouse_shipping_zone",
+    Base.metadata,
+    Column(
+        "warehouse_id",
+        Integer,
+        ForeignKey("warehouse.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column(
+        "zone_id",
+        Integer,
+        ForeignKey("shipping_zone.id", ondelete="CASCADE"),
+        primary_key=True,
+        index=True,
+    ),
+)
+
+
+class Warehouse(Base):
+    __tablename__ = "warehouse"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    seller_id: Mapped[int] = mapped_column(ForeignKey("seller.id"), index=True)
+    name: Mapped[str] = mapped_column(String(255))
+    # lower allocates first; ties go to the older warehouse
+    priority: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+
+
+class Product(Base):
+    __tablename__ = "product"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    seller_id: Mapped[int] = mapped_column(ForeignKey("seller.id"), index=True)
+    name: Mapped[str] = mapped_column(String(255))
+
+
+class ProductVariant(Base):
+    __tablename__ = "product_variant"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    product_id: Mapped[int] = mapped_column(ForeignKey("product.id"), index=True)
+    sku: Mapped[str] = mapped_column(String(255), unique=True)
+    track_inventory: Mapped[bool] = mapped_column(Boolean, default=True)
+
+
+class Stock(Base):
+    __tablename__ = "stock"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    variant_id: Mapped[int] = mapped_column(ForeignKey("product_variant.id"))
+    warehouse_id: Mapped[int] = mapped_column(ForeignKey("warehouse.id"), index=True)
+    quantity: Mapped[int] = mapped_column(Integer, default=0)
+    quantity_allocated: Mapped[int] = mapped_column(Integer, default=0)
+
+    __table_args__ = (
+        UniqueConstraint("variant_id", "warehouse_id", name="uq_stock_variant_warehouse"),
+        CheckConstraint("quantity >= 0", name="ck_stock_quantity_nonnegative"),
+        CheckConstraint("quantity_allocated >= 0", name="ck_stock_allocated_nonnegative"),
+    )
+
+
+class Order(Base):
+    __tablename__ = "orders"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    type: Mapped[OrderType] = mapped_column(_enum(OrderType))
+    status: Mapped[OrderStatus] = mapped_column(_enum(OrderStatus), index=True)
+    shipping_country: Mapped[str] = mapped_column(String(2))
+    # True while the order's tracked lines hold allocations (its type allocated at creation,
+    # or it was confirmed); False for orders whose type had allocation turned off.
+    allocated: Mapped[bool] = mapped_column(Boolean)
+    idempotency_key: Mapped[str | None] = mapped_column(String(255), unique=True)
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now()
+    )
+
+
+class OrderLine(Base):
+    __tablename__ = "order_line"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    order_id: Mapped[int] = mapped_column(ForeignKey("orders.id"), index=True)
+    variant_id: Mapped[int] = mapped_column(ForeignKey("product_variant.id"), index=True)
+    quantity: Mapped[int] = mapped_column(Integer)
+    quantity_fulfilled: Mapped[int] = mapped_column(Integer, default=0)
+
+    __table_args__ = (
+        CheckConstraint("quantity > 0", name="ck_order_line_quantity_positive"),
+        CheckConstraint(
+            "quantity_fulfilled >= 0 AND quantity_fulfilled <= quantity",
+            name="ck_order_line_fulfilled_range",
+        ),
+    )
+
+
+class Allocation(Base):
+    __tablename__ = "allocation"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    order_line_id: Mapped[int] = mapped_column(ForeignKey("order_line.id"))
+    stock_id: Mapped[int] = mapped_column(ForeignKey("stock.id"), index=True)
+    quantity: Mapped[int] = mapped_column(Integer)
+
+    __table_args__ = (
+        UniqueConstraint("order_line_id", "stock_id", name="uq_allocation_line_stock"),
+        CheckConstraint("quantity > 0", name="ck_allocation_quantity_positive"),
+    )
+
+
+class Fulfillment(Base):
+    __tablename__ = "fulfillment"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    order_id: Mapped[int] = mapped_column(ForeignKey("orders.id"), index=True)
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now()
+    )
+
+
+class FulfillmentLine(Base):
+    __tablename__ = "fulfillment_line"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    fulfillment_id: Mapped[int] = mapped_column(ForeignKey("fulfillment.id"), index=True)
+    order_line_id: Mapped[int] = mapped_column(ForeignKey("order_line.id"), index=True)
+    warehouse_id: Mapped[int] = mapped_column(ForeignKey("warehouse.id"))
+    quantity: Mapped[int] = mapped_column(Integer)
+
+    __table_args__ = (CheckConstraint("quantity > 0", name="ck_fulfillment_line_quantity"),)
+
+
+class OrderTypeAllocation(Base):
+    """Marketplace configuration: does an order of this type allocate stock?"""
+
+    __tablename__ = "order_type_allocation"
+
+    order_type: Mapped[OrderType] = mapped_column(_enum(OrderType), primary_key=True)
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+
+
+class ApiToken(Base):
+    __tablename__ = "api_token"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    # sha256 of the token; the token itself is shown once and never stored
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    role: Mapped[Role] = mapped_column(_enum(Role))
+    seller_id: Mapped[int | None] = mapped_column(ForeignKey("seller.id"))
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now()
+    )

@@ -1,0 +1,51 @@
+"""Who may do what. Roles: admin (everything), seller (its own seller's data), storefront."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from domain.errors import PermissionDenied
+from domain.models import Role
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    token_id: int
+    role: Role
+    seller_id: int | None = None
+
+    @property
+    def name(self) -> str:
+        """How the ledger and logs name this caller, e.g. "admin:3"."""
+        return f"{self.role.value}:{self.token_id}"
+
+
+def require_admin(principal: Principal | None) -> Principal:
+    if principal is None or principal.role is not Role.ADMIN:
+        raise PermissionDenied("this operation needs an admin token")
+    return principal
+
+
+def require_seller_access(principal: Principal | None, seller_id: int) -> Principal:
+    """Admins manage every seller; a seller token only its own."""
+    if principal is not None and (
+        principal.role is Role.ADMIN
+        or (principal.role is Role.SELLER and principal.seller_id == seller_id)
+    ):
+        return principal
+    raise PermissionDenied("this operation needs an admin token or the seller's own token")
+
+
+def require_order_placement(principal: Principal | None) -> Principal:
+    if principal is None or principal.role not in (Role.ADMIN, Role.STOREFRONT):
+        raise PermissionDenied("placing orders needs an admin or storefront token")
+    return principal
+
+
+def can_read_stock(principal: Principal | None) -> bool:
+    """Raw stock figures: admin only for now (seller scoping comes with seller dashboards)."""
+    return principal is not None and principal.role is Role.ADMIN
+
+
+def can_read_availability(principal: Principal | None) -> bool:
+    return principal is not None

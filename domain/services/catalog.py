@@ -1,0 +1,262 @@
+"""Catalog use cases: sellers, shipping zones, warehouses, products, variants, stock levels."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import insert, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from domain import permissions
+from domain.countries import normalize_country
+from domain.errors import Conflict, DomainError, Duplicate, InvalidInput, NotFound, raise_all
+from domain.events import StockChanged
+from domain.models import (
+    Allocation,
+    OrderLine,
+    Product,
+    ProductVariant,
+    Seller,
+    ShippingZone,
+    ShippingZoneCountry,
+    Stock,
+    Warehouse,
+    warehouse_shipping_zone,
+)
+from domain.permissions import Principal
+from domain.uow import UnitOfWork
+
+MAX_NAME = 255
+
+
+@dataclass(frozen=True, slots=True)
+class StockQuantity:
+    warehouse_id: int
+    quantity: int
+
+
+def _name(value: str, field: str) -> str:
+    name = value.strip()
+    if not name:
+        raise InvalidInput("must not be empty", field=field)
+    if len(name) > MAX_NAME:
+        raise InvalidInput(f"must be at most {MAX_NAME} characters", field=field)
+    return name
+
+
+def create_seller(uow: UnitOfWork, principal: Principal | None, *, name: str) -> Seller:
+    permissions.require_admin(principal)
+    seller = Seller(name=_name(name, "name"))
+    with uow:
+        uow.session.add(seller)
+        uow.commit()
+    return seller
+
+
+def create_shipping_zone(
+    uow: UnitOfWork, principal: Principal | None, *, name: str, countries: Sequence[str]
+) -> tuple[ShippingZone, list[str]]:
+    """A named set of ISO 3166-1 alpha-2 countries (duplicates are folded)."""
+    permissions.require_admin(principal)
+    zone_name = _name(name, "name")
+    codes: list[str] = []
+    errors: list[DomainError] = []
+    for i, raw in enumerate(countries):
+        code = normalize_country(raw)
+        if code is None:
+            errors.append(InvalidInput(f"{raw!r} is not an ISO 3166-1 alpha-2 code",
+                                       field=f"countries.{i}"))
+        elif code not in codes:
+            codes.append(code)
+    raise_all(errors)
+    zone = ShippingZone(name=zone_name)
+    with uow:
+        uow.session.add(zone)
+        uow.session.flush()
+        uow.session.add_all(ShippingZoneCountry(zone_id=zone.id, country=c) for c in codes)
+        uow.commit()
+    return zone, codes
+
+
+def create_warehouse(
+    uow: UnitOfWork,
+    principal: Principal | None,
+    *,
+    seller_id: int,
+    name: str,
+    zone_ids: Sequence[int],
+    priority: int = 0,
+) -> Warehouse:
+    """A seller's warehouse serving the given zones; lower `priority` allocates first."""
+    wh_name = _name(name, "name")
+    with uow:
+        s = uow.session
+        if s.get(Seller, seller_id) is None:
+            raise NotFound("seller not found", field="sellerId")
+        permissions.require_seller_access(principal, seller_id)
+        unique_zones = list(dict.fromkeys(zone_ids))
+        found = set(s.scalars(select(ShippingZone.id).where(ShippingZone.id.in_(unique_zones))))
+        raise_all([
+            NotFound("shipping zone not found", field=f"shippingZoneIds.{i}")
+            for i, zid in enumerate(zone_ids) if zid not in found
+        ])
+        warehouse = Warehouse(seller_id=seller_id, name=wh_name, priority=priority)
+        s.add(warehouse)
+        s.flush()
+        if unique_zones:
+            s.execute(insert(warehouse_shipping_zone),
+                      [{"warehouse_id": warehouse.id, "zone_id": z} for z in unique_zones])
+        uow.commit()
+    return warehouse
+
+
+def create_product(
+    uow: UnitOfWork, principal: Principal | None, *, seller_id: int, name: str
+) -> Product:
+    product_name = _name(name, "name")
+    with uow:
+        if uow.session.get(Seller, seller_id) is None:
+            raise NotFound("seller not found", field="sellerId")
+        permissions.require_seller_access(principal, seller_id)
+        product = Product(seller_id=seller_id, name=product_name)
+        uow.session.add(product)
+        uow.commit()
+    return product
+
+
+def create_variant(
+    uow: UnitOfWork,
+    principal: Principal | None,
+    *,
+    product_id: int,
+    sku: str,
+    track_inventory: bool = True,
+) -> ProductVariant:
+    """A variant with a marketplace-wide unique SKU."""
+    clean_sku = sku.strip()
+    if not clean_sku or len(clean_sku) > MAX_NAME:
+        raise InvalidInput(f"SKU must be 1 to {MAX_NAME} characters", field="sku")
+    with uow:
+        s = uow.session
+        product = s.get(Product, product_id)
+        if product is None:
+            raise NotFound("product not found", field="productId")
+        permissions.require_seller_access(principal, product.seller_id)
+        if s.scalar(select(ProductVariant.id).where(ProductVariant.sku == clean_sku)):
+            raise Duplicate(f"SKU {clean_sku!r} exists already", field="sku")
+        variant = ProductVariant(product_id=product_id, sku=clean_sku,
+                                 track_inventory=track_inventory)
+        s.add(variant)
+        try:
+            uow.commit()
+        except IntegrityError:
+            # a concurrent request took the SKU between our check and our insert
+            raise Duplicate(f"SKU {clean_sku!r} exists already", field="sku") from None
+    return variant
+
+
+def update_variant(
+    uow: UnitOfWork,
+    principal: Principal | None,
+    variant_id: int,
+    *,
+    track_inventory: bool | None,
+) -> ProductVariant:
+    """Toggle inventory tracking; existing allocations stay until their orders move on."""
+    with uow:
+        s = uow.session
+        variant = s.get(ProductVariant, variant_id)
+        if variant is None:
+            raise NotFound("variant not found", field="id")
+        product = s.get(Product, variant.product_id)
+        assert product is not None
+        permissions.require_seller_access(principal, product.seller_id)
+        if track_inventory is not None and track_inventory != variant.track_inventory:
+            variant.track_inventory = track_inventory
+            uow.emit(StockChanged((variant_id,)))
+        uow.commit()
+    return variant
+
+
+def set_stock_quantities(
+    uow: UnitOfWork,
+    principal: Principal | None,
+    variant_id: int,
+    stocks: Sequence[StockQuantity],
+) -> ProductVariant:
+    """Set on-hand quantities per warehouse, creating missing stock records.
+
+    On-hand may not drop below what orders hold allocated there (INVALID naming the orders).
+    """
+    errors: list[DomainError] = []
+    for i, row in enumerate(stocks):
+        if row.quantity < 0:
+            errors.append(InvalidInput("quantity must be 0 or more",
+                                       field=f"stocks.{i}.quantity"))
+    raise_all(errors)
+    with uow:
+        s = uow.session
+        variant = s.get(ProductVariant, variant_id)
+        if variant is None:
+            raise NotFound("variant not found", field="variantId")
+        seller_id = s.scalar(select(Product.seller_id).where(Product.id == variant.product_id))
+        assert seller_id is not None
+        permissions.require_seller_access(principal, seller_id)
+        warehouse_ids = {row.warehouse_id for row in stocks}
+        owners = dict(s.execute(select(Warehouse.id, Warehouse.seller_id)
+                                .where(Warehouse.id.in_(warehouse_ids))).all())
+        for i, row in enumerate(stocks):
+            if row.warehouse_id not in owners:
+                errors.append(NotFound("warehouse not found", field=f"stocks.{i}.warehouseId",
+                                       warehouse_id=row.warehouse_id))
+            elif owners[row.warehouse_id] != seller_id:
+                errors.append(InvalidInput("the warehouse belongs to another seller",
+                                           field=f"stocks.{i}.warehouseId",
+                                           warehouse_id=row.warehouse_id))
+        raise_all(errors)
+        existing = {
+            st.warehouse_id: st
+            for st in s.scalars(
+                select(Stock)
+                .where(Stock.variant_id == variant_id, Stock.warehouse_id.in_(warehouse_ids))
+                .order_by(Stock.id)
+                .with_for_update()
+            )
+        }
+        for i, row in enumerate(stocks):
+            stock = existing.get(row.warehouse_id)
+            if stock is None:
+                stock = Stock(variant_id=variant_id, warehouse_id=row.warehouse_id,
+                              quantity=row.quantity, quantity_allocated=0)
+                s.add(stock)
+                existing[row.warehouse_id] = stock
+            elif row.quantity < stock.quantity_allocated:
+                errors.append(_below_allocated(s, stock, row.quantity, i))
+            else:
+                stock.quantity = row.quantity
+        raise_all(errors)
+        uow.emit(StockChanged((variant_id,)))
+        try:
+            uow.commit()
+        except IntegrityError:
+            # a concurrent request created the same stock record first
+            raise Conflict("the stock was created meanwhile; retry") from None
+    return variant
+
+
+def _below_allocated(s: Session, stock: Stock, quantity: int, index: int) -> DomainError:
+    order_ids = sorted(set(s.scalars(
+        select(OrderLine.order_id)
+        .join(Allocation, Allocation.order_line_id == OrderLine.id)
+        .where(Allocation.stock_id == stock.id)
+    )))
+    return InvalidInput(
+        f"{stock.quantity_allocated} units are allocated to orders {order_ids}; "
+        f"on-hand cannot go below that",
+        field=f"stocks.{index}.quantity",
+        warehouse_id=stock.warehouse_id,
+        requested=quantity,
+        available=stock.quantity_allocated,
+    )

@@ -1,0 +1,627 @@
+"""Order use cases: create, edit lines, confirm, cancel, fulfil. Each call is one transaction.
+
+Locking: an operation on an existing order locks the order row first, then every stock row
+it may touch in one statement ordered by stock id. Creating an order locks only stocks. So
+two operations never wait on each other in opposite orders (no deadlocks), and no stock is
+read, changed in Python and written back without holding its lock (no oversell).
+SQLite has no row locks: its writers are serialized by BEGIN IMMEDIATE (domain/db.py).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import and_, bindparam, delete, exists, insert, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from domain import permissions
+from domain.allocation import Book, Demand, FulfilledPart, StockLevel
+from domain.countries import normalize_country
+from domain.errors import (
+    DomainError,
+    InvalidInput,
+    InvalidState,
+    NotFound,
+    raise_all,
+)
+from domain.events import StockChanged
+from domain.models import (
+    Allocation,
+    Fulfillment,
+    FulfillmentLine,
+    Order,
+    OrderLine,
+    OrderStatus,
+    OrderType,
+    OrderTypeAllocation,
+    Product,
+    ProductVariant,
+    ShippingZoneCountry,
+    Stock,
+    Warehouse,
+    warehouse_shipping_zone,
+)
+from domain.permissions import Principal
+from domain.uow import UnitOfWork
+
+MAX_LINE_QUANTITY = 1_000_000
+EDITABLE = frozenset({OrderStatus.DRAFT, OrderStatus.QUOTE, OrderStatus.OFFER})
+FULFILLABLE = frozenset({OrderStatus.UNFULFILLED, OrderStatus.PARTIALLY_FULFILLED})
+FINAL = frozenset({OrderStatus.FULFILLED, OrderStatus.CANCELED})
+INITIAL_STATUS = {
+    OrderType.DRAFT: OrderStatus.DRAFT,
+    OrderType.QUOTE: OrderStatus.QUOTE,
+    OrderType.OFFER: OrderStatus.OFFER,
+    OrderType.REGULAR: OrderStatus.UNFULFILLED,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class LineRequest:
+    variant_id: int
+    quantity: int
+
+
+@dataclass(frozen=True, slots=True)
+class FulfillRequest:
+    line_id: int
+    quantity: int
+    warehouse_id: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AllocationView:
+    warehouse_id: int
+    quantity: int
+
+
+@dataclass(frozen=True, slots=True)
+class LineView:
+    id: int
+    variant_id: int
+    quantity: int
+    quantity_fulfilled: int
+    allocations: tuple[AllocationView, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class OrderView:
+    id: int
+    type: OrderType
+    status: OrderStatus
+    shipping_country: str
+    lines: tuple[LineView, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class FulfillmentView:
+    id: int
+    lines: tuple[tuple[int, int, int], ...]  # (order line id, warehouse id, quantity)
+
+
+def _check_quantity(quantity: int, field: str) -> DomainError | None:
+    if not 1 <= quantity <= MAX_LINE_QUANTITY:
+        return InvalidInput(f"quantity must be between 1 and {MAX_LINE_QUANTITY:,}", field=field)
+    return None
+
+
+def _check_lines(lines: Sequence[LineRequest], prefix: str = "lines") -> None:
+    if not lines:
+        raise InvalidInput("at least one line is needed", field=prefix)
+    raise_all([e for i, line in enumerate(lines)
+               if (e := _check_quantity(line.quantity, f"{prefix}.{i}.quantity"))])
+
+
+def create(
+    uow: UnitOfWork,
+    principal: Principal | None,
+    *,
+    type: OrderType,
+    shipping_country: str,
+    lines: Sequence[LineRequest],
+    idempotency_key: str | None = None,
+) -> OrderView:
+    """Create an order and allocate all of its tracked lines, or nothing at all."""
+    permissions.require_order_placement(principal)
+    country = normalize_country(shipping_country)
+    errors: list[DomainError] = []
+    if country is None:
+        errors.append(InvalidInput(f"{shipping_country!r} is not an ISO 3166-1 alpha-2 code",
+                                   field="shippingCountry"))
+    if idempotency_key is not None and not 1 <= len(idempotency_key) <= 255:
+        errors.append(InvalidInput("must be 1 to 255 characters", field="idempotencyKey"))
+    try:
+        _check_lines(lines)
+    except DomainError as exc:
+        errors.extend(exc.errors)
+    raise_all(errors)
+    assert country is not None
+    try:
+        return _create(uow, type, country, lines, idempotency_key)
+    except IntegrityError:
+        if idempotency_key is None:
+            raise
+        # a concurrent request with the same key committed first: answer with its order
+        with uow:
+            existing = _order_id_for_key(uow.session, idempotency_key)
+            if existing is None:
+                raise
+            return load_view(uow.session, existing)
+
+
+def _order_id_for_key(session: Session, key: str) -> int | None:
+    return session.scalar(select(Order.id).where(Order.idempotency_key == key))
+
+
+def _create(
+    uow: UnitOfWork,
+    type: OrderType,
+    country: str,
+    lines: Sequence[LineRequest],
+    idempotency_key: str | None,
+) -> OrderView:
+    with uow:
+        s = uow.session
+        if idempotency_key is not None:
+            existing = _order_id_for_key(s, idempotency_key)
+            if existing is not None:
+                return load_view(s, existing)
+        variant_ids = {line.variant_id for line in lines}
+        levels, tracked, enabled = _lock_stocks(s, variant_ids, country, config_for=type)
+        _require_variants(s, variant_ids, tracked, [(f"lines.{i}.variantId", line.variant_id)
+                          for i, line in enumerate(lines)])
+        demands = [Demand(i, line.variant_id, line.quantity, f"lines.{i}.quantity")
+                   for i, line in enumerate(lines)]
+        book = Book.of(levels)
+        book.require_serving(demands)
+        allocates = bool(enabled)
+        if allocates:
+            book.allocate(d for d in demands if tracked[d.variant_id])
+
+        status = INITIAL_STATUS[type]
+        order_id = s.scalar(insert(Order).values(
+            type=type, status=status, shipping_country=country, allocated=allocates,
+            idempotency_key=idempotency_key,
+        ).returning(Order.id))
+        assert order_id is not None
+        line_ids = list(s.scalars(
+            insert(OrderLine).returning(OrderLine.id, sort_by_parameter_order=True),
+            [{"order_id": order_id, "variant_id": ln.variant_id, "quantity": ln.quantity,
+              "quantity_fulfilled": 0} for ln in lines],
+        ))
+        changes = {(line_ids[i], sid): q for (i, sid), q in book.allocation_changes().items()}
+        _write_allocations(s, changes, existing=set())
+        _write_stock_deltas(s, book)
+        if book.stock_deltas():
+            uow.emit(StockChanged(tuple(sorted(variant_ids))))
+        uow.commit()
+
+    by_line: dict[int, list[AllocationView]] = defaultdict(list)
+    for (line_id, stock_id), qty in sorted(changes.items()):
+        by_line[line_id].append(AllocationView(book.stocks[stock_id].warehouse_id, qty))
+    return OrderView(
+        id=order_id, type=type, status=status, shipping_country=country,
+        lines=tuple(LineView(lid, ln.variant_id, ln.quantity, 0, tuple(by_line[lid]))
+                    for lid, ln in zip(line_ids, lines, strict=True)),
+    )
+
+
+def add_lines(
+    uow: UnitOfWork, principal: Principal | None, order_id: int, lines: Sequence[LineRequest]
+) -> OrderView:
+    """Add lines to a DRAFT/QUOTE/OFFER order, allocating them if the order allocates."""
+    permissions.require_admin(principal)
+    _check_lines(lines)
+    with uow:
+        s = uow.session
+        order = _lock_editable(s, order_id)
+        variant_ids = {line.variant_id for line in lines}
+        levels, tracked, _ = _lock_stocks(s, variant_ids, order.shipping_country)
+        _require_variants(s, variant_ids, tracked, [(f"lines.{i}.variantId", line.variant_id)
+                          for i, line in enumerate(lines)])
+        current = _order_lines(s, order_id, variant_ids)
+        book = Book.of(levels, _line_allocations(s, [ln.id for ln in current]))
+        # new lines are keyed by negative numbers until they have ids
+        demands = [Demand(-1 - i, line.variant_id, line.quantity, f"lines.{i}.quantity")
+                   for i, line in enumerate(lines)]
+        book.require_serving(demands)
+        if order.allocated:
+            requested, held = _order_totals(book, current, demands)
+            book.allocate((d for d in demands if tracked[d.variant_id]),
+                          requested=requested, held=held)
+        line_ids = list(s.scalars(
+            insert(OrderLine).returning(OrderLine.id, sort_by_parameter_order=True),
+            [{"order_id": order_id, "variant_id": ln.variant_id, "quantity": ln.quantity,
+              "quantity_fulfilled": 0} for ln in lines],
+        ))
+        changes = {((line_ids[-1 - key] if key < 0 else key), sid): q
+                   for (key, sid), q in book.allocation_changes().items()}
+        _write_allocations(s, changes, existing=set())
+        return _finish(uow, book, variant_ids, order_id)
+
+
+def update_line(
+    uow: UnitOfWork, principal: Principal | None, line_id: int, quantity: int
+) -> OrderView:
+    """Change a line's quantity; an allocated order allocates or releases the difference."""
+    permissions.require_admin(principal)
+    raise_all([e for e in [_check_quantity(quantity, "input.quantity")] if e])
+    with uow:
+        s = uow.session
+        line = _line(s, line_id)
+        order = _lock_editable(s, line.order_id)
+        levels, tracked, _ = _lock_stocks(s, {line.variant_id}, order.shipping_country)
+        current = _order_lines(s, order.id, {line.variant_id})
+        book = Book.of(levels, _line_allocations(s, [ln.id for ln in current]))
+        change = quantity - line.quantity
+        if change > 0 and order.allocated and tracked.get(line.variant_id, False):
+            demand = Demand(line.id, line.variant_id, change, "input.quantity")
+            requested, held = _order_totals(book, current, [demand])
+            book.allocate([demand], requested=requested, held=held)
+        elif change < 0:
+            book.release(line.id, max(book.held(line.id) - quantity, 0))
+        line.quantity = quantity
+        _write_allocations(s, book.allocation_changes(), existing=book.allocation_keys_before())
+        return _finish(uow, book, {line.variant_id}, order.id)
+
+
+def delete_line(uow: UnitOfWork, principal: Principal | None, line_id: int) -> OrderView:
+    """Remove a line from a DRAFT/QUOTE/OFFER order, releasing what it holds."""
+    permissions.require_admin(principal)
+    with uow:
+        s = uow.session
+        line = _line(s, line_id)
+        order = _lock_editable(s, line.order_id)
+        levels, _, _ = _lock_stocks(s, {line.variant_id}, order.shipping_country)
+        book = Book.of(levels, _line_allocations(s, [line.id]))
+        book.release(line.id)
+        _write_allocations(s, book.allocation_changes(), existing=book.allocation_keys_before())
+        s.delete(line)
+        return _finish(uow, book, {line.variant_id}, order.id)
+
+
+def confirm(uow: UnitOfWork, principal: Principal | None, order_id: int) -> OrderView:
+    """Turn a DRAFT/QUOTE/OFFER into a REGULAR order; allocate now if it held nothing."""
+    permissions.require_admin(principal)
+    with uow:
+        s = uow.session
+        order = _lock_order(s, order_id)
+        if order.status not in EDITABLE:
+            raise InvalidState(f"a {order.status} order cannot be confirmed")
+        lines = _order_lines(s, order_id)
+        if not lines:
+            raise InvalidInput("an order without lines cannot be confirmed", field="id")
+        variant_ids = {ln.variant_id for ln in lines}
+        book: Book | None = None
+        if not order.allocated:
+            levels, tracked, enabled = _lock_stocks(
+                s, variant_ids, order.shipping_country, config_for=OrderType.REGULAR)
+            if enabled is None:
+                enabled = _allocation_enabled(s, OrderType.REGULAR)
+            if enabled:
+                book = Book.of(levels)
+                demands = [Demand(ln.id, ln.variant_id, ln.quantity, f"lines.{i}.quantity")
+                           for i, ln in enumerate(lines)]
+                book.require_serving(demands)
+                book.allocate(d for d in demands if tracked.get(d.variant_id, False))
+                _write_allocations(s, book.allocation_changes(), existing=set())
+                order.allocated = True
+        order.type = OrderType.REGULAR
+        order.status = OrderStatus.UNFULFILLED
+        if book is None:
+            book = Book.of([])
+        return _finish(uow, book, variant_ids, order_id)
+
+
+def cancel(uow: UnitOfWork, principal: Principal | None, order_id: int) -> OrderView:
+    """Release every allocation of the order and mark it canceled."""
+    permissions.require_admin(principal)
+    with uow:
+        s = uow.session
+        order = _lock_order(s, order_id)
+        if order.status in FINAL:
+            raise InvalidState(f"a {order.status} order cannot be canceled")
+        held = s.execute(
+            select(Allocation.stock_id, Allocation.quantity, Stock.variant_id)
+            .join(OrderLine, OrderLine.id == Allocation.order_line_id)
+            .join(Stock, Stock.id == Allocation.stock_id)
+            .where(OrderLine.order_id == order_id)
+        ).all()
+        released: dict[int, int] = defaultdict(int)
+        for stock_id, qty, _ in held:
+            released[stock_id] += qty
+        if released:
+            # ascending stock id: the row locks are taken in the global order
+            s.execute(
+                update(Stock.__table__)
+                .where(Stock.__table__.c.id == bindparam("sid"))
+                .values(quantity_allocated=Stock.__table__.c.quantity_allocated - bindparam("n")),
+                [{"sid": sid, "n": n} for sid, n in sorted(released.items())],
+            )
+            s.execute(delete(Allocation).where(Allocation.order_line_id.in_(
+                select(OrderLine.id).where(OrderLine.order_id == order_id))))
+            uow.emit(StockChanged(tuple(sorted({v for _, _, v in held}))))
+        order.status = OrderStatus.CANCELED
+        s.flush()
+        view = load_view(s, order_id)
+        uow.commit()
+        return view
+
+
+def fulfill(
+    uow: UnitOfWork,
+    principal: Principal | None,
+    order_id: int,
+    requests: Sequence[FulfillRequest],
+) -> tuple[OrderView, FulfillmentView]:
+    """Ship units of a REGULAR order's lines: lower on-hand and the allocations consumed."""
+    permissions.require_admin(principal)
+    if not requests:
+        raise InvalidInput("at least one line is needed", field="lines")
+    raise_all([e for i, r in enumerate(requests)
+               if (e := _check_quantity(r.quantity, f"lines.{i}.quantity"))])
+    with uow:
+        s = uow.session
+        order = _lock_order(s, order_id)
+        if order.type is not OrderType.REGULAR or order.status not in FULFILLABLE:
+            raise InvalidState(f"a {order.type} order in status {order.status} "
+                               "cannot be fulfilled")
+        lines = {ln.id: ln for ln in _order_lines(s, order_id)}
+        errors: list[DomainError] = []
+        asked: dict[int, int] = defaultdict(int)
+        for i, r in enumerate(requests):
+            line = lines.get(r.line_id)
+            if line is None:
+                errors.append(NotFound("order line not found in this order",
+                                       field=f"lines.{i}.orderLineId"))
+                continue
+            asked[r.line_id] += r.quantity
+            if asked[r.line_id] > line.quantity - line.quantity_fulfilled:
+                errors.append(InvalidInput(
+                    f"only {line.quantity - line.quantity_fulfilled} left to fulfil",
+                    field=f"lines.{i}.quantity", variant_id=line.variant_id))
+        warehouse_ids = {r.warehouse_id for r in requests if r.warehouse_id is not None}
+        known = set(s.scalars(select(Warehouse.id).where(Warehouse.id.in_(warehouse_ids))))
+        errors.extend(NotFound("warehouse not found", field=f"lines.{i}.warehouseId",
+                               warehouse_id=r.warehouse_id)
+                      for i, r in enumerate(requests)
+                      if r.warehouse_id is not None and r.warehouse_id not in known)
+        raise_all(errors)
+
+        variant_ids = {lines[r.line_id].variant_id for r in requests}
+        levels, tracked, _ = _lock_stocks(s, variant_ids, order.shipping_country)
+        book = Book.of(levels, _line_allocations(s, list(asked)))
+        parts: list[FulfilledPart] = []
+        for i, r in enumerate(requests):
+            line = lines[r.line_id]
+            try:
+                parts.extend(book.fulfill(
+                    line.id, line.variant_id, r.quantity,
+                    tracked=tracked.get(line.variant_id, False) or book.held(line.id) > 0,
+                    warehouse_id=r.warehouse_id, field=f"lines.{i}.quantity"))
+            except DomainError as exc:
+                errors.extend(exc.errors)
+        raise_all(errors)
+        for line_id, qty in asked.items():
+            line = lines[line_id]
+            line.quantity_fulfilled += qty
+            # allocations never exceed what is left to ship
+            excess = book.held(line_id) - (line.quantity - line.quantity_fulfilled)
+            if excess > 0:
+                book.release(line_id, excess)
+        _write_allocations(s, book.allocation_changes(), existing=book.allocation_keys_before())
+
+        fulfillment = Fulfillment(order_id=order_id)
+        s.add(fulfillment)
+        s.flush()
+        merged: dict[tuple[int, int], int] = defaultdict(int)
+        for part in parts:
+            merged[(part.line, part.warehouse_id)] += part.quantity
+        s.execute(insert(FulfillmentLine), [
+            {"fulfillment_id": fulfillment.id, "order_line_id": lid, "warehouse_id": wid,
+             "quantity": q} for (lid, wid), q in merged.items()])
+        done = all(ln.quantity_fulfilled == ln.quantity for ln in lines.values())
+        order.status = OrderStatus.FULFILLED if done else OrderStatus.PARTIALLY_FULFILLED
+        view = _finish(uow, book, variant_ids, order_id)
+        return view, FulfillmentView(
+            fulfillment.id, tuple((lid, wid, q) for (lid, wid), q in merged.items()))
+
+
+# -- reading -------------------------------------------------------------------------------
+
+
+def load_view(session: Session, order_id: int) -> OrderView:
+    """The order with its lines and their allocations (two statements)."""
+    rows = session.execute(
+        select(Order.id, Order.type, Order.status, Order.shipping_country,
+               OrderLine.id, OrderLine.variant_id, OrderLine.quantity,
+               OrderLine.quantity_fulfilled)
+        .outerjoin(OrderLine, OrderLine.order_id == Order.id)
+        .where(Order.id == order_id)
+        .order_by(OrderLine.id)
+    ).all()
+    if not rows:
+        raise NotFound("order not found", field="id")
+    line_ids = [r[4] for r in rows if r[4] is not None]
+    allocations: dict[int, list[AllocationView]] = defaultdict(list)
+    if line_ids:
+        for line_id, warehouse_id, qty in session.execute(
+            select(Allocation.order_line_id, Stock.warehouse_id, Allocation.quantity)
+            .join(Stock, Stock.id == Allocation.stock_id)
+            .join(Warehouse, Warehouse.id == Stock.warehouse_id)
+            .where(Allocation.order_line_id.in_(line_ids))
+            .order_by(Warehouse.priority, Warehouse.id)
+        ):
+            allocations[line_id].append(AllocationView(warehouse_id, qty))
+    first = rows[0]
+    return OrderView(
+        id=first[0], type=first[1], status=first[2], shipping_country=first[3],
+        lines=tuple(LineView(r[4], r[5], r[6], r[7], tuple(allocations[r[4]]))
+                    for r in rows if r[4] is not None),
+    )
+
+
+# -- helpers -------------------------------------------------------------------------------
+
+
+def _lock_order(s: Session, order_id: int) -> Order:
+    order = s.scalars(select(Order).where(Order.id == order_id).with_for_update()).first()
+    if order is None:
+        raise NotFound("order not found", field="id")
+    return order
+
+
+def _lock_editable(s: Session, order_id: int) -> Order:
+    order = _lock_order(s, order_id)
+    if order.status not in EDITABLE:
+        raise InvalidState(f"lines of a {order.status} order cannot be edited")
+    return order
+
+
+def _line(s: Session, line_id: int) -> OrderLine:
+    line = s.get(OrderLine, line_id)
+    if line is None:
+        raise NotFound("order line not found", field="id")
+    return line
+
+
+def _order_lines(s: Session, order_id: int, variant_ids: set[int] | None = None) -> list[OrderLine]:
+    stmt = select(OrderLine).where(OrderLine.order_id == order_id).order_by(OrderLine.id)
+    if variant_ids is not None:
+        stmt = stmt.where(OrderLine.variant_id.in_(variant_ids))
+    return list(s.scalars(stmt))
+
+
+def _line_allocations(s: Session, line_ids: Sequence[int]) -> dict[tuple[int, int], int]:
+    if not line_ids:
+        return {}
+    return {(lid, sid): q for lid, sid, q in s.execute(
+        select(Allocation.order_line_id, Allocation.stock_id, Allocation.quantity)
+        .where(Allocation.order_line_id.in_(line_ids)))}
+
+
+def _order_totals(
+    book: Book, current: Sequence[OrderLine], demands: Sequence[Demand]
+) -> tuple[dict[int, int], dict[int, int]]:
+    """Per variant: the order's total after the edit, and what the order holds already."""
+    requested: dict[int, int] = defaultdict(int)
+    held: dict[int, int] = defaultdict(int)
+    for line in current:
+        requested[line.variant_id] += line.quantity
+        held[line.variant_id] += book.held(line.id)
+    for d in demands:
+        requested[d.variant_id] += d.quantity
+    return requested, held
+
+
+def _allocation_enabled(s: Session, order_type: OrderType) -> bool:
+    enabled = s.scalar(select(OrderTypeAllocation.enabled)
+                       .where(OrderTypeAllocation.order_type == order_type))
+    return True if enabled is None else bool(enabled)
+
+
+def _lock_stocks(
+    s: Session, variant_ids: Iterable[int], country: str, config_for: OrderType | None = None
+) -> tuple[list[StockLevel], dict[int, bool], bool | None]:
+    """Lock every stock of the variants, ascending id, in one statement.
+
+    Returns the levels (flagged with whether the warehouse may serve the country), the
+    variants' trackInventory found along the way, and, when `config_for` is given, whether
+    that order type allocates (read in the same statement; None when no stock row exists).
+    """
+    serves = exists().where(
+        warehouse_shipping_zone.c.warehouse_id == Warehouse.id,
+        ShippingZoneCountry.zone_id == warehouse_shipping_zone.c.zone_id,
+        ShippingZoneCountry.country == country,
+    )
+    columns = [
+        Stock.id, Stock.variant_id, Stock.warehouse_id, Warehouse.priority,
+        and_(Warehouse.seller_id == Product.seller_id, serves).label("serves"),
+        Stock.quantity, Stock.quantity_allocated, ProductVariant.track_inventory,
+    ]
+    if config_for is not None:
+        columns.append(
+            select(OrderTypeAllocation.enabled)
+            .where(OrderTypeAllocation.order_type == config_for)
+            .scalar_subquery().label("enabled"))
+    rows = s.execute(
+        select(*columns)
+        .join(Warehouse, Warehouse.id == Stock.warehouse_id)
+        .join(ProductVariant, ProductVariant.id == Stock.variant_id)
+        .join(Product, Product.id == ProductVariant.product_id)
+        .where(Stock.variant_id.in_(sorted(set(variant_ids))))
+        .order_by(Stock.id)
+        .with_for_update(of=Stock)
+    ).all()
+    levels = [StockLevel(r[0], r[1], r[2], r[3], bool(r[4]), r[5], r[6]) for r in rows]
+    tracked = {r[1]: bool(r[7]) for r in rows}
+    enabled: bool | None = None
+    if config_for is not None and rows:
+        enabled = True if rows[0][8] is None else bool(rows[0][8])
+    return levels, tracked, enabled
+
+
+def _require_variants(
+    s: Session,
+    variant_ids: set[int],
+    tracked: dict[int, bool],
+    fields: Iterable[tuple[str, int]],
+) -> None:
+    """NOT_FOUND for unknown variants; fills `tracked` for variants without any stock."""
+    missing = variant_ids - tracked.keys()
+    if not missing:
+        return
+    for vid, track in s.execute(select(ProductVariant.id, ProductVariant.track_inventory)
+                                .where(ProductVariant.id.in_(missing))):
+        tracked[vid] = bool(track)
+    raise_all([NotFound("variant not found", field=field, variant_id=vid)
+               for field, vid in fields if vid not in tracked])
+
+
+def _write_allocations(
+    s: Session, changes: dict[tuple[int, int], int], *, existing: set[tuple[int, int]]
+) -> None:
+    """Apply (line, stock) -> quantity changes: insert new, update kept, delete emptied."""
+    inserts = [{"order_line_id": lid, "stock_id": sid, "quantity": q}
+               for (lid, sid), q in changes.items() if q and (lid, sid) not in existing]
+    updates = [{"lid": lid, "sid": sid, "q": q}
+               for (lid, sid), q in changes.items() if q and (lid, sid) in existing]
+    deletes = [(lid, sid) for (lid, sid), q in changes.items() if not q]
+    table = Allocation.__table__
+    if inserts:
+        s.execute(insert(table).values(inserts))
+    if updates:
+        s.execute(update(table)
+                  .where(table.c.order_line_id == bindparam("lid"),
+                         table.c.stock_id == bindparam("sid"))
+                  .values(quantity=bindparam("q")), updates)
+    for lid, sid in deletes:
+        s.execute(delete(table).where(table.c.order_line_id == lid, table.c.stock_id == sid))
+
+
+def _write_stock_deltas(s: Session, book: Book) -> None:
+    deltas = book.stock_deltas()
+    if not deltas:
+        return
+    table = Stock.__table__
+    s.execute(
+        update(table)
+        .where(table.c.id == bindparam("sid"))
+        .values(quantity=table.c.quantity + bindparam("dq"),
+                quantity_allocated=table.c.quantity_allocated + bindparam("da")),
+        [{"sid": sid, "dq": dq, "da": da} for sid, (dq, da) in sorted(deltas.items())],
+    )
+
+
+def _finish(uow: UnitOfWork, book: Book, variant_ids: Iterable[int], order_id: int) -> OrderView:
+    """Write the book's stock changes, read the order back, commit."""
+    _write_stock_deltas(uow.session, book)
+    if book.stock_deltas():
+        uow.emit(StockChanged(tuple(sorted(variant_ids))))
+    uow.session.flush()
+    view = load_view(uow.session, order_id)
+    uow.commit()
+    return view

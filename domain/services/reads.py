@@ -1,0 +1,193 @@
+"""Batched reads for the API's loaders: one statement per call, results aligned to keys."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from sqlalchemy import Select, case, func, select
+from sqlalchemy.orm import Session
+
+from domain.models import (
+    Allocation,
+    Base,
+    Fulfillment,
+    FulfillmentLine,
+    Order,
+    OrderLine,
+    OrderStatus,
+    OrderType,
+    Product,
+    ProductVariant,
+    Seller,
+    ShippingZone,
+    ShippingZoneCountry,
+    Stock,
+    Warehouse,
+    warehouse_shipping_zone,
+)
+
+M = TypeVar("M", bound=Base)
+
+
+@dataclass(frozen=True, slots=True)
+class ZoneRow:
+    id: int
+    name: str
+    countries: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class AllocationRow:
+    warehouse_id: int
+    quantity: int
+
+
+@dataclass(frozen=True, slots=True)
+class FulfillmentRow:
+    id: int
+    lines: tuple[tuple[int, int, int], ...]  # (order line id, warehouse id, quantity)
+
+
+def by_id(session: Session, model: type[M], keys: Sequence[int]) -> list[M | None]:
+    found = {row.id: row for row in session.scalars(
+        select(model).where(model.id.in_(set(keys))))}  # type: ignore[attr-defined]
+    return [found.get(k) for k in keys]
+
+
+def zones(session: Session, keys: Sequence[int]) -> list[ZoneRow | None]:
+    names = dict(session.execute(
+        select(ShippingZone.id, ShippingZone.name).where(ShippingZone.id.in_(set(keys)))
+    ).all())
+    countries: dict[int, list[str]] = defaultdict(list)
+    for zone_id, country in session.execute(
+        select(ShippingZoneCountry.zone_id, ShippingZoneCountry.country)
+        .where(ShippingZoneCountry.zone_id.in_(names.keys()))
+        .order_by(ShippingZoneCountry.country)
+    ):
+        countries[zone_id].append(country)
+    return [ZoneRow(k, names[k], tuple(countries[k])) if k in names else None for k in keys]
+
+
+def zone_ids_of_warehouses(session: Session, keys: Sequence[int]) -> list[list[int]]:
+    found: dict[int, list[int]] = defaultdict(list)
+    for wid, zid in session.execute(
+        select(warehouse_shipping_zone.c.warehouse_id, warehouse_shipping_zone.c.zone_id)
+        .where(warehouse_shipping_zone.c.warehouse_id.in_(set(keys)))
+        .order_by(warehouse_shipping_zone.c.zone_id)
+    ):
+        found[wid].append(zid)
+    return [found[k] for k in keys]
+
+
+def variants_of_products(session: Session, keys: Sequence[int]) -> list[list[ProductVariant]]:
+    found: dict[int, list[ProductVariant]] = defaultdict(list)
+    for v in session.scalars(select(ProductVariant)
+                             .where(ProductVariant.product_id.in_(set(keys)))
+                             .order_by(ProductVariant.id)):
+        found[v.product_id].append(v)
+    return [found[k] for k in keys]
+
+
+def stocks_of_variants(session: Session, keys: Sequence[int]) -> list[list[Stock]]:
+    found: dict[int, list[Stock]] = defaultdict(list)
+    for st in session.scalars(
+        select(Stock).join(Warehouse, Warehouse.id == Stock.warehouse_id)
+        .where(Stock.variant_id.in_(set(keys)))
+        .order_by(Warehouse.priority, Warehouse.id)
+    ):
+        found[st.variant_id].append(st)
+    return [found[k] for k in keys]
+
+
+def availability(session: Session, keys: Sequence[tuple[int, str | None]]) -> list[int]:
+    """Sum of max(quantity - allocated, 0) per (variant, country); all warehouses if None."""
+    by_country: dict[str | None, set[int]] = defaultdict(set)
+    for variant_id, country in keys:
+        by_country[country].add(variant_id)
+    totals: dict[tuple[int, str | None], int] = {}
+    free = case((Stock.quantity > Stock.quantity_allocated,
+                 Stock.quantity - Stock.quantity_allocated), else_=0)
+    for country, variant_ids in by_country.items():
+        stmt = (select(Stock.variant_id, func.sum(free))
+                .where(Stock.variant_id.in_(variant_ids))
+                .group_by(Stock.variant_id))
+        if country is not None:
+            stmt = stmt.where(Stock.warehouse_id.in_(
+                select(warehouse_shipping_zone.c.warehouse_id)
+                .join(ShippingZoneCountry,
+                      ShippingZoneCountry.zone_id == warehouse_shipping_zone.c.zone_id)
+                .where(ShippingZoneCountry.country == country)))
+        for variant_id, total in session.execute(stmt):
+            totals[(variant_id, country)] = int(total or 0)
+    return [totals.get(k, 0) for k in keys]
+
+
+def lines_of_orders(session: Session, keys: Sequence[int]) -> list[list[OrderLine]]:
+    found: dict[int, list[OrderLine]] = defaultdict(list)
+    for line in session.scalars(select(OrderLine).where(OrderLine.order_id.in_(set(keys)))
+                                .order_by(OrderLine.id)):
+        found[line.order_id].append(line)
+    return [found[k] for k in keys]
+
+
+def allocations_of_lines(session: Session, keys: Sequence[int]) -> list[list[AllocationRow]]:
+    found: dict[int, list[AllocationRow]] = defaultdict(list)
+    for line_id, warehouse_id, qty in session.execute(
+        select(Allocation.order_line_id, Stock.warehouse_id, Allocation.quantity)
+        .join(Stock, Stock.id == Allocation.stock_id)
+        .join(Warehouse, Warehouse.id == Stock.warehouse_id)
+        .where(Allocation.order_line_id.in_(set(keys)))
+        .order_by(Warehouse.priority, Warehouse.id)
+    ):
+        found[line_id].append(AllocationRow(warehouse_id, qty))
+    return [found[k] for k in keys]
+
+
+def fulfillments(session: Session, keys: Sequence[int]) -> list[FulfillmentRow | None]:
+    existing = set(session.scalars(select(Fulfillment.id).where(Fulfillment.id.in_(set(keys)))))
+    lines: dict[int, list[tuple[int, int, int]]] = defaultdict(list)
+    for fid, lid, wid, qty in session.execute(
+        select(FulfillmentLine.fulfillment_id, FulfillmentLine.order_line_id,
+               FulfillmentLine.warehouse_id, FulfillmentLine.quantity)
+        .where(FulfillmentLine.fulfillment_id.in_(existing))
+        .order_by(FulfillmentLine.id)
+    ):
+        lines[fid].append((lid, wid, qty))
+    return [FulfillmentRow(k, tuple(lines[k])) if k in existing else None for k in keys]
+
+
+@dataclass(frozen=True, slots=True)
+class PageQuery:
+    """Newest first: rows with id below `before_id`, at most `first + 1` (to see a next page)."""
+
+    first: int
+    before_id: int | None = None
+    seller_id: int | None = None
+    skus: tuple[str, ...] | None = None
+    statuses: tuple[OrderStatus, ...] | None = None
+    types: tuple[OrderType, ...] | None = None
+
+
+def page(session: Session, model: type[M], query: PageQuery) -> list[M]:
+    pk: Any = model.id  # type: ignore[attr-defined]
+    stmt: Select[Any] = select(model).order_by(pk.desc()).limit(query.first + 1)
+    if query.before_id is not None:
+        stmt = stmt.where(pk < query.before_id)
+    if query.seller_id is not None:
+        stmt = stmt.where(model.seller_id == query.seller_id)  # type: ignore[attr-defined]
+    if query.skus is not None:
+        stmt = stmt.where(ProductVariant.sku.in_(query.skus))
+    if query.statuses:
+        stmt = stmt.where(Order.status.in_(query.statuses))
+    if query.types:
+        stmt = stmt.where(Order.type.in_(query.types))
+    return list(session.scalars(stmt))
+
+
+__all__ = [
+    "Fulfillment", "Order", "OrderLine", "Product", "ProductVariant", "Seller", "Stock",
+    "Warehouse",
+]

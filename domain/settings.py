@@ -1,0 +1,39 @@
+"""Settings read once from the STOCKYARD_* environment and passed down explicitly."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+DEFAULT_DATABASE_URL = "sqlite:///./var/stockyard.db"
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    database_url: str = DEFAULT_DATABASE_URL
+    broker_url: str | None = None
+    reconcile_seconds: int = 600
+    db_pool_size: int = 20
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        return cls(
+            database_url=env.get("STOCKYARD_DATABASE_URL") or DEFAULT_DATABASE_URL,
+            broker_url=env.get("STOCKYARD_BROKER_URL") or None,
+            reconcile_seconds=int(env.get("STOCKYARD_RECONCILE_SECONDS") or 600),
+            db_pool_size=int(env.get("STOCKYARD_DB_POOL_SIZE") or 20),
+        )
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    def sqlite_path(self) -> Path | None:
+        """The database file of a sqlite URL (None for in-memory or other databases)."""
+        if not self.is_sqlite:
+            return None
+        path = self.database_url.split(":///", 1)[-1]
+        return None if path in ("", ":memory:") else Path(path)

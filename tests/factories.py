@@ -1,0 +1,89 @@
+"""Small typed helpers that build a world through the real services."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from api import ids
+from domain.models import Role
+from domain.permissions import Principal
+from domain.services import catalog
+from tests.conftest import Database
+
+ADMIN = Principal(token_id=0, role=Role.ADMIN)
+_counter = itertools.count(1)
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{next(_counter)}"
+
+
+@dataclass
+class World:
+    db: Database
+
+    def seller(self, name: str | None = None) -> int:
+        return catalog.create_seller(self.db.uow(), ADMIN, name=name or unique("seller")).id
+
+    def zone(self, countries: Sequence[str], name: str | None = None) -> int:
+        zone, _ = catalog.create_shipping_zone(self.db.uow(), ADMIN, name=name or unique("zone"),
+                                               countries=countries)
+        return zone.id
+
+    def warehouse(self, seller_id: int, zone_ids: Sequence[int], priority: int = 0) -> int:
+        return catalog.create_warehouse(self.db.uow(), ADMIN, seller_id=seller_id,
+                                        name=unique("wh"), zone_ids=zone_ids,
+                                        priority=priority).id
+
+    def product(self, seller_id: int) -> int:
+        return catalog.create_product(self.db.uow(), ADMIN, seller_id=seller_id,
+                                      name=unique("product")).id
+
+    def variant(self, product_id: int, *, sku: str | None = None, track: bool = True,
+                stocks: Mapping[int, int] | None = None) -> int:
+        variant_id = catalog.create_variant(self.db.uow(), ADMIN, product_id=product_id,
+                                            sku=sku or unique("SKU"), track_inventory=track).id
+        if stocks:
+            self.set_stock(variant_id, stocks)
+        return variant_id
+
+    def set_stock(self, variant_id: int, stocks: Mapping[int, int]) -> None:
+        catalog.set_stock_quantities(self.db.uow(), ADMIN, variant_id, [
+            catalog.StockQuantity(w, q) for w, q in stocks.items()])
+
+    def stock(self, variant_id: int, warehouse_id: int) -> tuple[int, int]:
+        """(quantity, allocated) of one stock."""
+        row = self.db.rows("SELECT quantity, quantity_allocated FROM stock "
+                           "WHERE variant_id = :v AND warehouse_id = :w",
+                           v=variant_id, w=warehouse_id)[0]
+        return int(row[0]), int(row[1])
+
+
+@dataclass
+class Shop:
+    """One seller with two warehouses serving DE (w1 first), one variant stocked in both."""
+
+    world: World
+    seller: int
+    zone: int
+    w1: int
+    w2: int
+    product: int
+    variant: int
+
+
+def shop(db: Database, stock1: int = 10, stock2: int = 0, track: bool = True) -> Shop:
+    world = World(db)
+    seller = world.seller()
+    zone = world.zone(["DE", "FR"])
+    w1 = world.warehouse(seller, [zone], priority=0)
+    w2 = world.warehouse(seller, [zone], priority=1)
+    product = world.product(seller)
+    variant = world.variant(product, track=track, stocks={w1: stock1, w2: stock2})
+    return Shop(world, seller, zone, w1, w2, product, variant)
+
+
+def gid(type_name: str, pk: int) -> str:
+    return ids.encode(type_name, pk)
