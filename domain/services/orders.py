@@ -187,11 +187,7 @@ def _create(
             idempotency_key=idempotency_key,
         ).returning(Order.id))
         assert order_id is not None
-        line_ids = list(s.scalars(
-            insert(OrderLine).returning(OrderLine.id, sort_by_parameter_order=True),
-            [{"order_id": order_id, "variant_id": ln.variant_id, "quantity": ln.quantity,
-              "quantity_fulfilled": 0} for ln in lines],
-        ))
+        line_ids = _insert_lines(s, order_id, lines)
         changes = {(line_ids[i], sid): q for (i, sid), q in book.allocation_changes().items()}
         _write_allocations(s, changes, existing=set())
         _write_stock_deltas(s, book)
@@ -232,11 +228,7 @@ def add_lines(
             requested, held = _order_totals(book, current, demands)
             book.allocate((d for d in demands if tracked[d.variant_id]),
                           requested=requested, held=held)
-        line_ids = list(s.scalars(
-            insert(OrderLine).returning(OrderLine.id, sort_by_parameter_order=True),
-            [{"order_id": order_id, "variant_id": ln.variant_id, "quantity": ln.quantity,
-              "quantity_fulfilled": 0} for ln in lines],
-        ))
+        line_ids = _insert_lines(s, order_id, lines)
         changes = {((line_ids[-1 - key] if key < 0 else key), sid): q
                    for (key, sid), q in book.allocation_changes().items()}
         _write_allocations(s, changes, existing=set())
@@ -579,6 +571,23 @@ def _require_variants(
         tracked[vid] = bool(track)
     raise_all([NotFound("variant not found", field=field, variant_id=vid)
                for field, vid in fields if vid not in tracked])
+
+
+def _insert_lines(s: Session, order_id: int, lines: Sequence[LineRequest]) -> list[int]:
+    """Insert the lines in one statement; their ids in input order."""
+    table = OrderLine.__table__
+    rows = s.execute(
+        insert(table)
+        .values([{"order_id": order_id, "variant_id": ln.variant_id, "quantity": ln.quantity,
+                  "quantity_fulfilled": 0} for ln in lines])
+        .returning(table.c.id, table.c.variant_id, table.c.quantity)
+    ).all()
+    # ids ascend in VALUES order; lines with equal (variant, quantity) are interchangeable,
+    # so matching on those keeps every allocation with a line that asked for it
+    free: dict[tuple[int, int], list[int]] = defaultdict(list)
+    for line_id, variant_id, quantity in sorted(rows):
+        free[(variant_id, quantity)].append(line_id)
+    return [free[(ln.variant_id, ln.quantity)].pop(0) for ln in lines]
 
 
 def _write_allocations(

@@ -1,0 +1,133 @@
+"""No N+1: reads run a small, bounded number of statements whatever their size."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import pytest
+from sqlalchemy import event
+
+from domain.models import OrderType
+from domain.services import orders
+from tests.conftest import Api, Database
+from tests.factories import ADMIN, World, gid
+
+pytestmark = pytest.mark.anyio
+
+
+class Statements:
+    def __init__(self) -> None:
+        self.sql: list[str] = []
+
+    @property
+    def count(self) -> int:
+        return len(self.sql)
+
+
+@contextmanager
+def counting(db: Database) -> Iterator[Statements]:
+    seen = Statements()
+
+    def record(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
+        if not statement.startswith("BEGIN"):  # SQLite's explicit transaction start
+            seen.sql.append(statement)
+
+    event.listen(db.engine, "before_cursor_execute", record)
+    try:
+        yield seen
+    finally:
+        event.remove(db.engine, "before_cursor_execute", record)
+
+
+def _catalog(db: Database, variants: int) -> tuple[World, list[int], list[int]]:
+    world = World(db)
+    seller = world.seller()
+    zone = world.zone(["DE"])
+    warehouses = [world.warehouse(seller, [zone], priority=i) for i in range(3)]
+    product = world.product(seller)
+    variant_ids = [world.variant(product, stocks={w: 100 for w in warehouses})
+                   for _ in range(variants)]
+    return world, warehouses, variant_ids
+
+
+ORDER_QUERY = """
+query($id: ID!) { node(id: $id) { ... on Order { id status lines {
+  id quantity quantityFulfilled
+  variant { id sku product { name seller { name } } }
+  allocations { quantity warehouse { id name seller { id } } } } } } }"""
+
+
+async def test_reading_an_order_with_50_lines_runs_a_fixed_number_of_statements(
+    api: Api,
+) -> None:
+    _, _, variant_ids = _catalog(api.db, 50)
+    view = orders.create(api.db.uow(), ADMIN, type=OrderType.REGULAR, shipping_country="DE",
+                         lines=[orders.LineRequest(v, 150) for v in variant_ids])
+    await api.gql("{ __typename }")  # the token lookup is cached after this
+
+    with counting(api.db) as statements:
+        data = await api.gql(ORDER_QUERY, {"id": gid("Order", view.id)})
+
+    lines = data["node"]["lines"]
+    assert len(lines) == 50
+    assert sum(len(line["allocations"]) for line in lines) == 100
+    # order, lines, allocations, variants, products, sellers, warehouses
+    assert statements.count <= 8, statements.sql
+
+
+async def test_reading_100_variants_with_stocks_runs_a_fixed_number_of_statements(
+    api: Api,
+) -> None:
+    _catalog(api.db, 100)
+    await api.gql("{ __typename }")
+
+    with counting(api.db) as statements:
+        data = await api.gql("""{ productVariants(first: 100) { edges { node {
+            sku quantityAvailable(country: "DE") product { name }
+            stocks { quantity quantityAllocated quantityAvailable warehouse { name } } } } } }""")
+
+    nodes = [e["node"] for e in data["productVariants"]["edges"]]
+    assert len(nodes) == 100
+    assert all(len(n["stocks"]) == 3 and n["quantityAvailable"] == 300 for n in nodes)
+    assert statements.count <= 6, statements.sql
+
+
+async def test_reading_a_page_of_100_orders_runs_a_fixed_number_of_statements(
+    api: Api,
+) -> None:
+    _, _, variant_ids = _catalog(api.db, 3)
+    for _ in range(100):
+        orders.create(api.db.uow(), ADMIN, type=OrderType.REGULAR, shipping_country="DE",
+                      lines=[orders.LineRequest(v, 1) for v in variant_ids])
+    await api.gql("{ __typename }")
+
+    with counting(api.db) as statements:
+        data = await api.gql("""{ orders(first: 100) { edges { node { id status
+            lines { quantity variant { sku } allocations { quantity warehouse { name } } }
+        } } pageInfo { hasNextPage } } }""")
+
+    assert len(data["orders"]["edges"]) == 100
+    assert statements.count <= 6, statements.sql
+
+
+CREATE = """mutation($input: OrderCreateInput!) { orderCreate(input: $input) {
+  order { id status lines { id quantity allocations { quantity warehouse { id } } } }
+  errors { code } } }"""
+
+
+async def test_creating_a_3_line_order_runs_a_small_fixed_number_of_statements(
+    api: Api,
+) -> None:
+    _, _, variant_ids = _catalog(api.db, 3)
+    await api.gql("{ __typename }")
+    lines = [{"variantId": gid("ProductVariant", v), "quantity": 150} for v in variant_ids]
+
+    with counting(api.db) as statements:
+        data = await api.gql(CREATE, {"input": {"type": "REGULAR", "shippingCountry": "DE",
+                                                "lines": lines}})
+
+    assert data["orderCreate"]["errors"] == []
+    # lock stocks (with the config), insert order, lines, allocations, update stocks;
+    # the payload's warehouses come from one batched read
+    assert statements.count <= 6, "\n".join(s[:100] for s in statements.sql)
