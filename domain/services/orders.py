@@ -12,8 +12,9 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import cast
 
-from sqlalchemy import and_, bindparam, delete, exists, insert, select, update
+from sqlalchemy import Table, and_, bindparam, delete, exists, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -46,6 +47,10 @@ from domain.models import (
 )
 from domain.permissions import Principal
 from domain.uow import UnitOfWork
+
+STOCK = cast(Table, Stock.__table__)
+ALLOCATION = cast(Table, Allocation.__table__)
+ORDER_LINE = cast(Table, OrderLine.__table__)
 
 MAX_LINE_QUANTITY = 1_000_000
 EDITABLE = frozenset({OrderStatus.DRAFT, OrderStatus.QUOTE, OrderStatus.OFFER})
@@ -328,9 +333,9 @@ def cancel(uow: UnitOfWork, principal: Principal | None, order_id: int) -> Order
         if released:
             # ascending stock id: the row locks are taken in the global order
             s.execute(
-                update(Stock.__table__)
-                .where(Stock.__table__.c.id == bindparam("sid"))
-                .values(quantity_allocated=Stock.__table__.c.quantity_allocated - bindparam("n")),
+                update(STOCK)
+                .where(STOCK.c.id == bindparam("sid"))
+                .values(quantity_allocated=STOCK.c.quantity_allocated - bindparam("n")),
                 [{"sid": sid, "n": n} for sid, n in sorted(released.items())],
             )
             s.execute(delete(Allocation).where(Allocation.order_line_id.in_(
@@ -575,7 +580,7 @@ def _require_variants(
 
 def _insert_lines(s: Session, order_id: int, lines: Sequence[LineRequest]) -> list[int]:
     """Insert the lines in one statement; their ids in input order."""
-    table = OrderLine.__table__
+    table = ORDER_LINE
     rows = s.execute(
         insert(table)
         .values([{"order_id": order_id, "variant_id": ln.variant_id, "quantity": ln.quantity,
@@ -599,7 +604,7 @@ def _write_allocations(
     updates = [{"lid": lid, "sid": sid, "q": q}
                for (lid, sid), q in changes.items() if q and (lid, sid) in existing]
     deletes = [(lid, sid) for (lid, sid), q in changes.items() if not q]
-    table = Allocation.__table__
+    table = ALLOCATION
     if inserts:
         s.execute(insert(table).values(inserts))
     if updates:
@@ -615,7 +620,7 @@ def _write_stock_deltas(s: Session, book: Book) -> None:
     deltas = book.stock_deltas()
     if not deltas:
         return
-    table = Stock.__table__
+    table = STOCK
     s.execute(
         update(table)
         .where(table.c.id == bindparam("sid"))

@@ -52,8 +52,9 @@ class FulfillmentRow:
 
 
 def by_id(session: Session, model: type[M], keys: Sequence[int]) -> list[M | None]:
-    found = {row.id: row for row in session.scalars(
-        select(model).where(model.id.in_(set(keys))))}  # type: ignore[attr-defined]
+    pk: Any = model.id  # type: ignore[attr-defined]
+    found = {row.id: row for row in session.scalars(  # type: ignore[attr-defined]
+        select(model).where(pk.in_(set(keys))))}
     return [found.get(k) for k in keys]
 
 
