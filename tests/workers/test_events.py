@@ -52,11 +52,12 @@ def test_embedded_broker_runs_the_actor_in_process() -> None:
 
 
 @pytest.mark.broker
-@pytest.mark.parametrize("env_var", ["STOCKYARD_TEST_REDIS_URL", "STOCKYARD_TEST_AMQP_URL"])
-def test_real_broker_delivers_stock_events(env_var: str) -> None:
-    url = os.environ.get(env_var)
-    if not url:
-        pytest.skip(f"SKIPPED, NO BROKER: {env_var} is not set")
+@pytest.mark.parametrize(("env_var", "default"), [
+    ("STOCKYARD_TEST_REDIS_URL", "redis://127.0.0.1:6379/0"),
+    ("STOCKYARD_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/"),
+])
+def test_real_broker_delivers_stock_events(env_var: str, default: str) -> None:
+    url = os.environ.get(env_var) or default
     try:
         broker = make_broker(Settings(broker_url=url))
         broker.flush_all() if hasattr(broker, "flush_all") else None
