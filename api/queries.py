@@ -77,6 +77,15 @@ def _first(first: int | None) -> int:
     return first
 
 
+def _seller_filter(info: Info, seller_id: strawberry.ID | None) -> int | None:
+    """The sellerId argument, narrowed to the caller's own seller for seller tokens."""
+    wanted = _filter_id(seller_id, "Seller", "sellerId")
+    scope = permissions.seller_scope(info.context.principal)
+    if scope is None:
+        return wanted
+    return scope if wanted in (None, scope) else -1
+
+
 def _filter_id(value: strawberry.ID | None, type_name: str, arg: str) -> int | None:
     if value is None:
         return None
@@ -103,7 +112,7 @@ async def _page(
 
 
 def _require_admin(info: Info, what: str) -> None:
-    if not permissions.can_read_stock(info.context.principal):
+    if not permissions.can_read_orders(info.context.principal):
         raise GraphQLError(f"Reading {what} needs an admin token.",
                            extensions={"code": "PERMISSION_DENIED"})
 
@@ -140,28 +149,33 @@ class Query:
     @strawberry.field
     async def sellers(self, info: Info, first: int | None = None,
                       after: str | None = None) -> Connection[Seller]:
-        return await _page(info, models.Seller, Seller.from_model, first, after)
+        return await _page(info, models.Seller, Seller.from_model, first, after,
+                           only_id=permissions.seller_scope(info.context.principal))
 
     @strawberry.field
     async def warehouses(self, info: Info, seller_id: strawberry.ID | None = None,
                          first: int | None = None,
                          after: str | None = None) -> Connection[Warehouse]:
         return await _page(info, models.Warehouse, Warehouse.from_model, first, after,
-                           seller_id=_filter_id(seller_id, "Seller", "sellerId"))
+                           seller_id=_seller_filter(info, seller_id))
 
     @strawberry.field
     async def products(self, info: Info, seller_id: strawberry.ID | None = None,
                        first: int | None = None,
                        after: str | None = None) -> Connection[Product]:
         return await _page(info, models.Product, Product.from_model, first, after,
-                           seller_id=_filter_id(seller_id, "Seller", "sellerId"))
+                           seller_id=_seller_filter(info, seller_id))
 
     @strawberry.field
     async def product_variants(self, info: Info, skus: list[str] | None = None,
                                first: int | None = None,
                                after: str | None = None) -> Connection[ProductVariant]:
+        if skus is not None and any("\x00" in sku for sku in skus):
+            raise GraphQLError("`skus` must not contain NUL characters.",
+                               extensions={"code": "INVALID"})
         return await _page(info, models.ProductVariant, ProductVariant.from_model, first,
-                           after, skus=tuple(skus) if skus is not None else None)
+                           after, skus=tuple(skus) if skus is not None else None,
+                           variant_seller_id=permissions.seller_scope(info.context.principal))
 
     @strawberry.field(description="Orders, newest first (admin token).")
     async def orders(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import strawberry
+from graphql import GraphQLError
 from strawberry.extensions import MaskErrors, ParserCache, ValidationCache
 
 from api.mutations import Mutation
@@ -18,6 +19,13 @@ from api.types import (
     Warehouse,
 )
 
+
+def is_unexpected(error: GraphQLError) -> bool:
+    """Mask only exceptions nobody planned for; GraphQLErrors raised on purpose pass."""
+    original = error.original_error
+    return original is not None and not isinstance(original, GraphQLError)
+
+
 schema = strawberry.Schema(
     query=Query,
     mutation=Mutation,
@@ -28,6 +36,6 @@ schema = strawberry.Schema(
         lambda: ParserCache(maxsize=512),  # the LRU itself is module-level, shared
         lambda: ValidationCache(maxsize=512),
         # anything unexpected reaches the client as "Unexpected error.", the log keeps the rest
-        MaskErrors,
+        lambda: MaskErrors(should_mask_error=is_unexpected),
     ],
 )

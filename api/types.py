@@ -24,9 +24,9 @@ def _gid(type_name: str, pk: int) -> strawberry.ID:
     return strawberry.ID(ids.encode(type_name, pk))
 
 
-def _require_stock_access(info: Info) -> None:
-    if not permissions.can_read_stock(info.context.principal):
-        raise GraphQLError("Reading stock figures needs an admin token.",
+def _require_stock_access(info: Info, seller_id: int) -> None:
+    if not permissions.can_read_stock(info.context.principal, seller_id):
+        raise GraphQLError("Reading stock figures needs an admin token or the seller's own.",
                            extensions={"code": "PERMISSION_DENIED"})
 
 
@@ -146,7 +146,8 @@ class ProductVariant(Node):
 
     @strawberry.field(description="Stock per warehouse (needs an admin token).")
     async def stocks(self, info: Info) -> list[Stock]:
-        _require_stock_access(info)
+        product = await info.context.loaders.product.load(self.product_pk)
+        _require_stock_access(info, product.seller_id)
         rows = await info.context.loaders.stocks_of_variant.load(self.pk)
         return [Stock.from_model(s) for s in rows]
 
@@ -287,30 +288,38 @@ async def resolve_node(info: Info, type_name: str, pk: int) -> Any:
     """The Node for a decoded ID, or None when it names nothing the caller may see."""
     loaders = info.context.loaders
     principal = info.context.principal
+
+    def visible(seller_id: int) -> bool:
+        return permissions.can_see_seller_data(principal, seller_id)
+
     if type_name == "Seller":
-        m = await loaders.seller.load(pk)
-        return Seller.from_model(m) if m else None
+        seller = await loaders.seller.load(pk)
+        return Seller.from_model(seller) if seller and visible(seller.id) else None
     if type_name == "ShippingZone":
-        z = await loaders.zone.load(pk)
-        return ShippingZone.from_row(z) if z else None
+        zone = await loaders.zone.load(pk)
+        return ShippingZone.from_row(zone) if zone else None
     if type_name == "Warehouse":
-        m = await loaders.warehouse.load(pk)
-        return Warehouse.from_model(m) if m else None
+        warehouse = await loaders.warehouse.load(pk)
+        return Warehouse.from_model(warehouse) \
+            if warehouse and visible(warehouse.seller_id) else None
     if type_name == "Product":
-        m = await loaders.product.load(pk)
-        return Product.from_model(m) if m else None
+        product = await loaders.product.load(pk)
+        return Product.from_model(product) if product and visible(product.seller_id) else None
     if type_name == "ProductVariant":
-        m = await loaders.variant.load(pk)
-        return ProductVariant.from_model(m) if m else None
-    if not permissions.can_read_stock(principal):
-        return None  # orders and fulfilments are visible to admins only for now
+        variant = await loaders.variant.load(pk)
+        if variant is None:
+            return None
+        owner = await loaders.product.load(variant.product_id)
+        return ProductVariant.from_model(variant) if visible(owner.seller_id) else None
+    if not permissions.can_read_orders(principal):
+        return None
     if type_name == "Order":
-        m = await loaders.order.load(pk)
-        return Order.from_model(m) if m else None
+        order = await loaders.order.load(pk)
+        return Order.from_model(order) if order else None
     if type_name == "OrderLine":
-        m = await loaders.order_line.load(pk)
-        return OrderLine.from_model(m) if m else None
+        line = await loaders.order_line.load(pk)
+        return OrderLine.from_model(line) if line else None
     if type_name == "Fulfillment":
-        f = await loaders.fulfillment.load(pk)
-        return Fulfillment.from_row(f) if f else None
+        fulfillment = await loaders.fulfillment.load(pk)
+        return Fulfillment.from_row(fulfillment) if fulfillment else None
     return None

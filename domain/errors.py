@@ -119,6 +119,18 @@ class Rejected(DomainError):
         return self._errors
 
 
+def check_text(value: str, field: str, *, max_length: int = 255, what: str = "value") -> str:
+    """The value stripped; INVALID when empty, too long or holding a NUL character."""
+    cleaned = value.strip()
+    if not cleaned:
+        raise InvalidInput(f"{what} must not be empty", field=field)
+    if len(cleaned) > max_length:
+        raise InvalidInput(f"{what} must be at most {max_length} characters", field=field)
+    if "\x00" in cleaned:
+        raise InvalidInput(f"{what} must not contain NUL characters", field=field)
+    return cleaned
+
+
 def raise_all(errors: list[DomainError]) -> None:
     """Raise the collected errors (one or several); do nothing when there are none."""
     if len(errors) == 1:

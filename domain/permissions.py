@@ -42,9 +42,32 @@ def require_order_placement(principal: Principal | None) -> Principal:
     return principal
 
 
-def can_read_stock(principal: Principal | None) -> bool:
-    """Raw stock figures: admin only for now (seller scoping comes with seller dashboards)."""
+def can_read_stock(principal: Principal | None, seller_id: int | None = None) -> bool:
+    """Raw stock figures: admins, and a seller for its own variants."""
+    if principal is None:
+        return False
+    if principal.role is Role.ADMIN:
+        return True
+    return principal.role is Role.SELLER and seller_id is not None \
+        and principal.seller_id == seller_id
+
+
+def can_read_orders(principal: Principal | None) -> bool:
+    """Orders span sellers: admins only until per-seller order views exist."""
     return principal is not None and principal.role is Role.ADMIN
+
+
+def can_see_seller_data(principal: Principal | None, seller_id: int) -> bool:
+    """The catalog is public, except that a seller token sees only its own seller's objects."""
+    return principal is None or principal.role is not Role.SELLER \
+        or principal.seller_id == seller_id
+
+
+def seller_scope(principal: Principal | None) -> int | None:
+    """The seller a principal is confined to (None: not confined)."""
+    if principal is not None and principal.role is Role.SELLER:
+        return principal.seller_id
+    return None
 
 
 def can_read_availability(principal: Principal | None) -> bool:

@@ -11,7 +11,15 @@ from sqlalchemy.orm import Session
 
 from domain import permissions
 from domain.countries import normalize_country
-from domain.errors import Conflict, DomainError, Duplicate, InvalidInput, NotFound, raise_all
+from domain.errors import (
+    Conflict,
+    DomainError,
+    Duplicate,
+    InvalidInput,
+    NotFound,
+    check_text,
+    raise_all,
+)
 from domain.events import StockChanged
 from domain.models import (
     Allocation,
@@ -38,12 +46,7 @@ class StockQuantity:
 
 
 def _name(value: str, field: str) -> str:
-    name = value.strip()
-    if not name:
-        raise InvalidInput("must not be empty", field=field)
-    if len(name) > MAX_NAME:
-        raise InvalidInput(f"must be at most {MAX_NAME} characters", field=field)
-    return name
+    return check_text(value, field, max_length=MAX_NAME, what="name")
 
 
 def create_seller(uow: UnitOfWork, principal: Principal | None, *, name: str) -> Seller:
@@ -135,9 +138,7 @@ def create_variant(
     track_inventory: bool = True,
 ) -> ProductVariant:
     """A variant with a marketplace-wide unique SKU."""
-    clean_sku = sku.strip()
-    if not clean_sku or len(clean_sku) > MAX_NAME:
-        raise InvalidInput(f"SKU must be 1 to {MAX_NAME} characters", field="sku")
+    clean_sku = check_text(sku, "sku", max_length=MAX_NAME, what="SKU")
     with uow:
         s = uow.session
         product = s.get(Product, product_id)

@@ -9,12 +9,25 @@ SQLite has no row locks: its writers are serialized by BEGIN IMMEDIATE (domain/d
 
 from __future__ import annotations
 
+import functools
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import cast
+from typing import Any, cast
 
-from sqlalchemy import Table, and_, bindparam, delete, exists, insert, select, update
+from sqlalchemy import (
+    Select,
+    Table,
+    TextClause,
+    and_,
+    bindparam,
+    delete,
+    exists,
+    insert,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -26,6 +39,7 @@ from domain.errors import (
     InvalidInput,
     InvalidState,
     NotFound,
+    check_text,
     raise_all,
 )
 from domain.events import StockChanged
@@ -51,6 +65,7 @@ from domain.uow import UnitOfWork
 STOCK = cast(Table, Stock.__table__)
 ALLOCATION = cast(Table, Allocation.__table__)
 ORDER_LINE = cast(Table, OrderLine.__table__)
+ORDERS = cast(Table, Order.__table__)
 
 MAX_LINE_QUANTITY = 1_000_000
 EDITABLE = frozenset({OrderStatus.DRAFT, OrderStatus.QUOTE, OrderStatus.OFFER})
@@ -136,8 +151,11 @@ def create(
     if country is None:
         errors.append(InvalidInput(f"{shipping_country!r} is not an ISO 3166-1 alpha-2 code",
                                    field="shippingCountry"))
-    if idempotency_key is not None and not 1 <= len(idempotency_key) <= 255:
-        errors.append(InvalidInput("must be 1 to 255 characters", field="idempotencyKey"))
+    if idempotency_key is not None:
+        try:
+            check_text(idempotency_key, "idempotencyKey", what="idempotencyKey")
+        except DomainError as exc:
+            errors.append(exc)
     try:
         _check_lines(lines)
     except DomainError as exc:
@@ -157,8 +175,12 @@ def create(
             return load_view(uow.session, existing)
 
 
+_ORDER_ID_FOR_KEY = select(Order.id).where(Order.idempotency_key == bindparam("key"))
+_INSERT_ORDER = insert(ORDERS).returning(ORDERS.c.id)
+
+
 def _order_id_for_key(session: Session, key: str) -> int | None:
-    return session.scalar(select(Order.id).where(Order.idempotency_key == key))
+    return session.connection().execute(_ORDER_ID_FOR_KEY, {"key": key}).scalar()
 
 
 def _create(
@@ -187,10 +209,10 @@ def _create(
             book.allocate(d for d in demands if tracked[d.variant_id])
 
         status = INITIAL_STATUS[type]
-        order_id = s.scalar(insert(Order).values(
-            type=type, status=status, shipping_country=country, allocated=allocates,
-            idempotency_key=idempotency_key,
-        ).returning(Order.id))
+        order_id = s.connection().execute(_INSERT_ORDER, {
+            "type": type.value, "status": status.value, "shipping_country": country,
+            "allocated": allocates, "idempotency_key": idempotency_key,
+        }).scalar()
         assert order_id is not None
         line_ids = _insert_lines(s, order_id, lines)
         changes = {(line_ids[i], sid): q for (i, sid), q in book.allocation_changes().items()}
@@ -520,6 +542,38 @@ def _allocation_enabled(s: Session, order_type: OrderType) -> bool:
     return True if enabled is None else bool(enabled)
 
 
+def _lock_statement(with_config: bool) -> Select[Any]:
+    """Every stock of the variants, ascending id, locked; built once, compiled once."""
+    serves = exists().where(
+        warehouse_shipping_zone.c.warehouse_id == Warehouse.id,
+        ShippingZoneCountry.zone_id == warehouse_shipping_zone.c.zone_id,
+        ShippingZoneCountry.country == bindparam("country"),
+    )
+    columns: list[Any] = [
+        Stock.id, Stock.variant_id, Stock.warehouse_id, Warehouse.priority,
+        and_(Warehouse.seller_id == Product.seller_id, serves).label("serves"),
+        Stock.quantity, Stock.quantity_allocated, ProductVariant.track_inventory,
+    ]
+    if with_config:
+        columns.append(
+            select(OrderTypeAllocation.enabled)
+            .where(OrderTypeAllocation.order_type == bindparam("order_type"))
+            .scalar_subquery().label("enabled"))
+    return (
+        select(*columns)
+        .join(Warehouse, Warehouse.id == Stock.warehouse_id)
+        .join(ProductVariant, ProductVariant.id == Stock.variant_id)
+        .join(Product, Product.id == ProductVariant.product_id)
+        .where(Stock.variant_id.in_(bindparam("variant_ids", expanding=True)))
+        .order_by(Stock.id)
+        .with_for_update(of=Stock)
+    )
+
+
+_LOCK = _lock_statement(with_config=False)
+_LOCK_WITH_CONFIG = _lock_statement(with_config=True)
+
+
 def _lock_stocks(
     s: Session, variant_ids: Iterable[int], country: str, config_for: OrderType | None = None
 ) -> tuple[list[StockLevel], dict[int, bool], bool | None]:
@@ -529,30 +583,11 @@ def _lock_stocks(
     variants' trackInventory found along the way, and, when `config_for` is given, whether
     that order type allocates (read in the same statement; None when no stock row exists).
     """
-    serves = exists().where(
-        warehouse_shipping_zone.c.warehouse_id == Warehouse.id,
-        ShippingZoneCountry.zone_id == warehouse_shipping_zone.c.zone_id,
-        ShippingZoneCountry.country == country,
-    )
-    columns = [
-        Stock.id, Stock.variant_id, Stock.warehouse_id, Warehouse.priority,
-        and_(Warehouse.seller_id == Product.seller_id, serves).label("serves"),
-        Stock.quantity, Stock.quantity_allocated, ProductVariant.track_inventory,
-    ]
+    params: dict[str, Any] = {"variant_ids": sorted(set(variant_ids)), "country": country}
     if config_for is not None:
-        columns.append(
-            select(OrderTypeAllocation.enabled)
-            .where(OrderTypeAllocation.order_type == config_for)
-            .scalar_subquery().label("enabled"))
-    rows = s.execute(
-        select(*columns)
-        .join(Warehouse, Warehouse.id == Stock.warehouse_id)
-        .join(ProductVariant, ProductVariant.id == Stock.variant_id)
-        .join(Product, Product.id == ProductVariant.product_id)
-        .where(Stock.variant_id.in_(sorted(set(variant_ids))))
-        .order_by(Stock.id)
-        .with_for_update(of=Stock)
-    ).all()
+        params["order_type"] = config_for.value
+    statement = _LOCK if config_for is None else _LOCK_WITH_CONFIG
+    rows = s.connection().execute(statement, params).all()
     levels = [StockLevel(r[0], r[1], r[2], r[3], bool(r[4]), r[5], r[6]) for r in rows]
     tracked = {r[1]: bool(r[7]) for r in rows}
     enabled: bool | None = None
@@ -578,15 +613,21 @@ def _require_variants(
                for field, vid in fields if vid not in tracked])
 
 
+@functools.cache
+def _insert_lines_statement(count: int) -> TextClause:
+    # text, not insert().values([...]): SQLAlchemy does not cache multi-row VALUES inserts
+    rows = ", ".join(f"(:order_id, :v{i}, :q{i}, 0)" for i in range(count))
+    return text("INSERT INTO order_line (order_id, variant_id, quantity, quantity_fulfilled) "
+                f"VALUES {rows} RETURNING id, variant_id, quantity")
+
+
 def _insert_lines(s: Session, order_id: int, lines: Sequence[LineRequest]) -> list[int]:
     """Insert the lines in one statement; their ids in input order."""
-    table = ORDER_LINE
-    rows = s.execute(
-        insert(table)
-        .values([{"order_id": order_id, "variant_id": ln.variant_id, "quantity": ln.quantity,
-                  "quantity_fulfilled": 0} for ln in lines])
-        .returning(table.c.id, table.c.variant_id, table.c.quantity)
-    ).all()
+    params: dict[str, int] = {"order_id": order_id}
+    for i, ln in enumerate(lines):
+        params[f"v{i}"] = ln.variant_id
+        params[f"q{i}"] = ln.quantity
+    rows = s.connection().execute(_insert_lines_statement(len(lines)), params).all()
     # ids ascend in VALUES order; lines with equal (variant, quantity) are interchangeable,
     # so matching on those keeps every allocation with a line that asked for it
     free: dict[tuple[int, int], list[int]] = defaultdict(list)
@@ -595,39 +636,58 @@ def _insert_lines(s: Session, order_id: int, lines: Sequence[LineRequest]) -> li
     return [free[(ln.variant_id, ln.quantity)].pop(0) for ln in lines]
 
 
+@functools.cache
+def _insert_allocations_statement(count: int) -> TextClause:
+    rows = ", ".join(f"(:l{i}, :s{i}, :q{i})" for i in range(count))
+    return text(f"INSERT INTO allocation (order_line_id, stock_id, quantity) VALUES {rows}")
+
+
+_UPDATE_ALLOCATION = (
+    update(ALLOCATION)
+    .where(ALLOCATION.c.order_line_id == bindparam("lid"),
+           ALLOCATION.c.stock_id == bindparam("sid"))
+    .values(quantity=bindparam("q"))
+)
+_DELETE_ALLOCATION = delete(ALLOCATION).where(
+    ALLOCATION.c.order_line_id == bindparam("lid"), ALLOCATION.c.stock_id == bindparam("sid"))
+_ADD_TO_STOCK = (
+    update(STOCK)
+    .where(STOCK.c.id == bindparam("sid"))
+    .values(quantity=STOCK.c.quantity + bindparam("dq"),
+            quantity_allocated=STOCK.c.quantity_allocated + bindparam("da"))
+)
+
+
 def _write_allocations(
     s: Session, changes: dict[tuple[int, int], int], *, existing: set[tuple[int, int]]
 ) -> None:
     """Apply (line, stock) -> quantity changes: insert new, update kept, delete emptied."""
-    inserts = [{"order_line_id": lid, "stock_id": sid, "quantity": q}
-               for (lid, sid), q in changes.items() if q and (lid, sid) not in existing]
-    updates = [{"lid": lid, "sid": sid, "q": q}
-               for (lid, sid), q in changes.items() if q and (lid, sid) in existing]
-    deletes = [(lid, sid) for (lid, sid), q in changes.items() if not q]
-    table = ALLOCATION
+    conn = s.connection()
+    inserts: dict[str, int] = {}
+    updates: list[dict[str, int]] = []
+    deletes: list[dict[str, int]] = []
+    for (lid, sid), q in changes.items():
+        if not q:
+            deletes.append({"lid": lid, "sid": sid})
+        elif (lid, sid) in existing:
+            updates.append({"lid": lid, "sid": sid, "q": q})
+        else:
+            i = len(inserts) // 3
+            inserts.update({f"l{i}": lid, f"s{i}": sid, f"q{i}": q})
     if inserts:
-        s.execute(insert(table).values(inserts))
+        conn.execute(_insert_allocations_statement(len(inserts) // 3), inserts)
     if updates:
-        s.execute(update(table)
-                  .where(table.c.order_line_id == bindparam("lid"),
-                         table.c.stock_id == bindparam("sid"))
-                  .values(quantity=bindparam("q")), updates)
-    for lid, sid in deletes:
-        s.execute(delete(table).where(table.c.order_line_id == lid, table.c.stock_id == sid))
+        conn.execute(_UPDATE_ALLOCATION, updates)
+    if deletes:
+        conn.execute(_DELETE_ALLOCATION, deletes)
 
 
 def _write_stock_deltas(s: Session, book: Book) -> None:
     deltas = book.stock_deltas()
-    if not deltas:
-        return
-    table = STOCK
-    s.execute(
-        update(table)
-        .where(table.c.id == bindparam("sid"))
-        .values(quantity=table.c.quantity + bindparam("dq"),
-                quantity_allocated=table.c.quantity_allocated + bindparam("da")),
-        [{"sid": sid, "dq": dq, "da": da} for sid, (dq, da) in sorted(deltas.items())],
-    )
+    if deltas:
+        # ascending stock id, like every lock taken here
+        s.connection().execute(_ADD_TO_STOCK, [
+            {"sid": sid, "dq": dq, "da": da} for sid, (dq, da) in sorted(deltas.items())])
 
 
 def _finish(uow: UnitOfWork, book: Book, variant_ids: Iterable[int], order_id: int) -> OrderView:

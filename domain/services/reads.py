@@ -167,6 +167,8 @@ class PageQuery:
     first: int
     before_id: int | None = None
     seller_id: int | None = None
+    only_id: int | None = None
+    variant_seller_id: int | None = None
     skus: tuple[str, ...] | None = None
     statuses: tuple[OrderStatus, ...] | None = None
     types: tuple[OrderType, ...] | None = None
@@ -179,6 +181,11 @@ def page(session: Session, model: type[M], query: PageQuery) -> list[M]:
         stmt = stmt.where(pk < query.before_id)
     if query.seller_id is not None:
         stmt = stmt.where(model.seller_id == query.seller_id)  # type: ignore[attr-defined]
+    if query.only_id is not None:
+        stmt = stmt.where(pk == query.only_id)
+    if query.variant_seller_id is not None:
+        stmt = stmt.where(ProductVariant.product_id.in_(
+            select(Product.id).where(Product.seller_id == query.variant_seller_id)))
     if query.skus is not None:
         stmt = stmt.where(ProductVariant.sku.in_(query.skus))
     if query.statuses:

@@ -1,0 +1,444 @@
+"""orderFulfill ships units of REGULAR orders; orderCancel releases what an order holds."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from domain.models import Role
+from tests.conftest import Api
+from tests.factories import Shop, gid, shop
+
+pytestmark = pytest.mark.anyio
+
+ERRORS = "errors { code field message variantId warehouseId requested available }"
+ORDER = """id type status
+           lines { id quantity quantityFulfilled variant { id }
+                   allocations { warehouse { id } quantity } }"""
+ORDER_CREATE = f"""
+mutation($input: OrderCreateInput!) {{
+  orderCreate(input: $input) {{ order {{ {ORDER} }} {ERRORS} }}
+}}"""
+ORDER_FULFILL = f"""
+mutation($orderId: ID!, $lines: [OrderFulfillLineInput!]!) {{
+  orderFulfill(orderId: $orderId, lines: $lines) {{
+    order {{ {ORDER} }}
+    fulfillment {{ id lines {{ orderLine {{ id }} warehouse {{ id }} quantity }} }}
+    {ERRORS}
+  }}
+}}"""
+ORDER_CANCEL = f"""
+mutation($id: ID!) {{ orderCancel(id: $id) {{ order {{ {ORDER} }} {ERRORS} }} }}"""
+CONFIG_UPDATE = """
+mutation($input: MarketplaceConfigurationUpdateInput!) {
+  marketplaceConfigurationUpdate(input: $input) { errors { code } }
+}"""
+GET_ORDER = f"query($id: ID!) {{ node(id: $id) {{ ... on Order {{ {ORDER} }} }} }}"
+VARIANT_STOCKS = """
+query($id: ID!) {
+  node(id: $id) { ... on ProductVariant {
+    stocks { warehouse { id } quantity quantityAllocated quantityAvailable } } }
+}"""
+
+
+async def placed(api: Api, order_type: str, lines: list[tuple[int, int]],
+                 token: str | None = "admin") -> dict[str, Any]:
+    data = await api.gql(ORDER_CREATE, {"input": {
+        "type": order_type, "shippingCountry": "DE",
+        "lines": [{"variantId": gid("ProductVariant", v), "quantity": q} for v, q in lines]}},
+        token=token)
+    payload = data["orderCreate"]
+    assert payload["errors"] == []
+    return payload["order"]  # type: ignore[no-any-return]
+
+
+async def fulfil(api: Api, order: dict[str, Any], lines: list[tuple[int, int, int | None]]
+                 ) -> dict[str, Any]:
+    """orderFulfill with (line index, quantity, warehouse pk or None) triples."""
+    data = await api.gql(ORDER_FULFILL, {"orderId": order["id"], "lines": [
+        {"orderLineId": order["lines"][i]["id"], "quantity": q,
+         "warehouseId": gid("Warehouse", w) if w is not None else None}
+        for i, q, w in lines]})
+    return data["orderFulfill"]  # type: ignore[no-any-return]
+
+
+async def cancel(api: Api, order: dict[str, Any]) -> dict[str, Any]:
+    return (await api.gql(ORDER_CANCEL, {"id": order["id"]}))["orderCancel"]  # type: ignore[no-any-return]
+
+
+async def reread(api: Api, order_id: str) -> dict[str, Any]:
+    return (await api.gql(GET_ORDER, {"id": order_id}))["node"]  # type: ignore[no-any-return]
+
+
+async def set_allocation(api: Api, order_type: str, enabled: bool) -> None:
+    data = await api.gql(CONFIG_UPDATE, {"input": {"allocation": [
+        {"orderType": order_type, "enabled": enabled}]}})
+    assert data["marketplaceConfigurationUpdate"]["errors"] == []
+
+
+def allocations(order: dict[str, Any]) -> list[list[tuple[str, int]]]:
+    """Per line, (warehouse ID, quantity) sorted (API.md does not order allocations)."""
+    return [sorted((a["warehouse"]["id"], a["quantity"]) for a in line["allocations"])
+            for line in order["lines"]]
+
+
+def stocks(s: Shop, variant: int | None = None) -> tuple[tuple[int, int], tuple[int, int]]:
+    """(quantity, allocated) in w1 and in w2."""
+    v = s.variant if variant is None else variant
+    return s.world.stock(v, s.w1), s.world.stock(v, s.w2)
+
+
+def failure(payload: dict[str, Any]) -> dict[str, Any]:
+    assert payload["order"] is None
+    assert payload.get("fulfillment") is None
+    [error] = payload["errors"]
+    return error  # type: ignore[no-any-return]
+
+
+def fulfilled(api: Api) -> int:
+    return int(api.db.scalar("SELECT count(*) FROM fulfillment"))
+
+
+async def test_storefront_order_fulfilled_then_another_canceled_through_graphql(
+        api: Api) -> None:
+    s = shop(api.db, stock1=6, stock2=0)
+    storefront = api.token(Role.STOREFRONT)
+    shipped = await placed(api, "REGULAR", [(s.variant, 4)], token=storefront)
+    dropped = await placed(api, "REGULAR", [(s.variant, 2)], token=storefront)
+
+    fulfilment = await fulfil(api, shipped, [(0, 4, None)])
+    canceled = await cancel(api, dropped)
+
+    assert fulfilment["errors"] == [] and canceled["errors"] == []
+    assert fulfilment["order"]["status"] == "FULFILLED"
+    assert canceled["order"]["status"] == "CANCELED"
+    assert allocations(canceled["order"]) == [[]]
+    figures = await api.gql(VARIANT_STOCKS, {"id": gid("ProductVariant", s.variant)})
+    assert sorted((x["warehouse"]["id"], x["quantity"], x["quantityAllocated"],
+                   x["quantityAvailable"]) for x in figures["node"]["stocks"]) == sorted([
+        (gid("Warehouse", s.w1), 2, 0, 2), (gid("Warehouse", s.w2), 0, 0, 0)])
+
+
+async def test_partial_fulfilment_then_the_rest_completes_the_order(api: Api) -> None:
+    s = shop(api.db, stock1=10, stock2=0)
+    order = await placed(api, "REGULAR", [(s.variant, 5)])
+
+    first = await fulfil(api, order, [(0, 2, None)])
+
+    assert first["errors"] == []
+    assert first["order"]["status"] == "PARTIALLY_FULFILLED"
+    assert first["order"]["lines"][0]["quantityFulfilled"] == 2
+    assert allocations(first["order"]) == [[(gid("Warehouse", s.w1), 3)]]
+    assert first["fulfillment"]["lines"] == [{
+        "orderLine": {"id": order["lines"][0]["id"]}, "warehouse": {"id": gid("Warehouse", s.w1)},
+        "quantity": 2}]
+    assert stocks(s) == ((8, 3), (0, 0))
+
+    second = await fulfil(api, order, [(0, 3, None)])
+
+    assert second["errors"] == []
+    assert second["order"]["status"] == "FULFILLED"
+    assert second["order"]["lines"][0]["quantityFulfilled"] == 5
+    assert allocations(second["order"]) == [[]]
+    assert second["fulfillment"]["id"] != first["fulfillment"]["id"]
+    assert stocks(s) == ((5, 0), (0, 0))
+
+
+async def test_fulfilling_one_of_two_lines_is_partial(api: Api) -> None:
+    s = shop(api.db, stock1=10, stock2=0)
+    other = s.world.variant(s.product, stocks={s.w1: 4})
+    order = await placed(api, "REGULAR", [(s.variant, 2), (other, 3)])
+
+    payload = await fulfil(api, order, [(1, 3, None)])
+
+    assert payload["errors"] == []
+    assert payload["order"]["status"] == "PARTIALLY_FULFILLED"
+    assert [line["quantityFulfilled"] for line in payload["order"]["lines"]] == [0, 3]
+    assert stocks(s) == ((10, 2), (0, 0))
+    assert s.world.stock(other, s.w1) == (1, 0)
+
+
+async def test_fulfilment_from_an_explicit_warehouse_takes_its_allocation(api: Api) -> None:
+    s = shop(api.db, stock1=3, stock2=5)
+    order = await placed(api, "REGULAR", [(s.variant, 6)])
+
+    payload = await fulfil(api, order, [(0, 2, s.w2)])
+
+    assert payload["errors"] == []
+    assert payload["fulfillment"]["lines"][0]["warehouse"] == {"id": gid("Warehouse", s.w2)}
+    assert allocations(payload["order"]) == [
+        sorted([(gid("Warehouse", s.w1), 3), (gid("Warehouse", s.w2), 1)])]
+    assert stocks(s) == ((3, 3), (3, 1))
+
+
+async def test_fulfilment_of_a_split_line_empties_every_allocation(api: Api) -> None:
+    s = shop(api.db, stock1=3, stock2=5)
+    order = await placed(api, "REGULAR", [(s.variant, 6)])
+
+    payload = await fulfil(api, order, [(0, 6, None)])
+
+    assert payload["errors"] == []
+    assert payload["order"]["status"] == "FULFILLED"
+    assert sum(line["quantity"] for line in payload["fulfillment"]["lines"]) == 6
+    assert stocks(s) == ((0, 0), (2, 0))
+
+
+async def test_fulfilling_more_than_remains_is_invalid_and_changes_nothing(api: Api) -> None:
+    s = shop(api.db, stock1=10, stock2=0)
+    order = await placed(api, "REGULAR", [(s.variant, 5)])
+    await fulfil(api, order, [(0, 3, None)])
+
+    payload = await fulfil(api, order, [(0, 3, None)])
+
+    error = failure(payload)
+    assert error["code"] == "INVALID"
+    assert error["field"] == "lines.0.quantity"
+    assert stocks(s) == ((7, 2), (0, 0))
+    after = await reread(api, order["id"])
+    assert (after["status"], after["lines"][0]["quantityFulfilled"]) == (
+        "PARTIALLY_FULFILLED", 3)
+    assert fulfilled(api) == 1
+
+
+async def test_two_fulfil_lines_of_one_order_line_count_together(api: Api) -> None:
+    s = shop(api.db, stock1=10, stock2=0)
+    order = await placed(api, "REGULAR", [(s.variant, 5)])
+
+    payload = await fulfil(api, order, [(0, 3, None), (0, 3, None)])
+
+    assert failure(payload)["code"] == "INVALID"
+    assert stocks(s) == ((10, 5), (0, 0))
+    assert fulfilled(api) == 0
+
+
+@pytest.mark.parametrize("quantity", [0, -1])
+async def test_fulfilling_a_non_positive_quantity_is_invalid(api: Api, quantity: int) -> None:
+    s = shop(api.db, stock1=10, stock2=0)
+    order = await placed(api, "REGULAR", [(s.variant, 5)])
+
+    payload = await fulfil(api, order, [(0, quantity, None)])
+
+    error = failure(payload)
+    assert error["code"] == "INVALID"
+    assert error["field"] == "lines.0.quantity"
+    assert stocks(s) == ((10, 5), (0, 0))
+    assert fulfilled(api) == 0
+
+
+async def test_unallocated_units_lower_quantity_only(api: Api) -> None:
+    s = shop(api.db, stock1=5, stock2=0)
+    await set_allocation(api, "REGULAR", False)
+    order = await placed(api, "REGULAR", [(s.variant, 3)])
+
+    payload = await fulfil(api, order, [(0, 3, s.w1)])
+
+    assert payload["errors"] == []
+    assert payload["order"]["status"] == "FULFILLED"
+    assert stocks(s) == ((2, 0), (0, 0))
+
+
+async def test_unallocated_units_without_warehouse_come_from_one_with_available_stock(
+        api: Api) -> None:
+    s = shop(api.db, stock1=5, stock2=0)
+    await set_allocation(api, "REGULAR", False)
+    order = await placed(api, "REGULAR", [(s.variant, 2)])
+
+    payload = await fulfil(api, order, [(0, 2, None)])
+
+    assert payload["errors"] == []
+    assert payload["fulfillment"]["lines"][0]["warehouse"] == {"id": gid("Warehouse", s.w1)}
+    assert stocks(s) == ((3, 0), (0, 0))
+
+
+async def test_unallocated_units_never_eat_other_orders_allocations(api: Api) -> None:
+    s = shop(api.db, stock1=5, stock2=0)
+    await placed(api, "REGULAR", [(s.variant, 4)])
+    await set_allocation(api, "REGULAR", False)
+    unallocated = await placed(api, "REGULAR", [(s.variant, 3)])
+
+    short = await fulfil(api, unallocated, [(0, 3, s.w1)])
+
+    error = failure(short)
+    assert error["code"] == "INSUFFICIENT_STOCK"
+    assert error["variantId"] == gid("ProductVariant", s.variant)
+    assert (error["requested"], error["available"]) == (3, 1)
+    assert stocks(s) == ((5, 4), (0, 0))
+    assert (await reread(api, unallocated["id"]))["status"] == "UNFULFILLED"
+
+    enough = await fulfil(api, unallocated, [(0, 1, s.w1)])
+
+    assert enough["errors"] == []
+    assert enough["order"]["status"] == "PARTIALLY_FULFILLED"
+    assert stocks(s) == ((4, 4), (0, 0))
+
+
+async def test_unallocated_units_need_available_stock_in_the_named_warehouse(
+        api: Api) -> None:
+    s = shop(api.db, stock1=0, stock2=9)
+    await set_allocation(api, "REGULAR", False)
+    order = await placed(api, "REGULAR", [(s.variant, 2)])
+
+    payload = await fulfil(api, order, [(0, 2, s.w1)])
+
+    error = failure(payload)
+    assert error["code"] == "INSUFFICIENT_STOCK"
+    assert stocks(s) == ((0, 0), (9, 0))
+
+
+async def test_untracked_variant_keeps_its_figures_when_fulfilled(api: Api) -> None:
+    s = shop(api.db, stock1=7, stock2=0, track=False)
+    order = await placed(api, "REGULAR", [(s.variant, 30)])
+
+    payload = await fulfil(api, order, [(0, 30, None)])
+
+    assert payload["errors"] == []
+    assert payload["order"]["status"] == "FULFILLED"
+    assert payload["order"]["lines"][0]["quantityFulfilled"] == 30
+    assert stocks(s) == ((7, 0), (0, 0))
+
+
+async def test_confirmed_draft_can_be_fulfilled(api: Api) -> None:
+    s = shop(api.db, stock1=4, stock2=0)
+    draft = await placed(api, "DRAFT", [(s.variant, 4)])
+    confirmed = (await api.gql(
+        f"mutation($id: ID!) {{ orderConfirm(id: $id) {{ order {{ {ORDER} }} {ERRORS} }} }}",
+        {"id": draft["id"]}))["orderConfirm"]["order"]
+
+    payload = await fulfil(api, confirmed, [(0, 4, None)])
+
+    assert payload["errors"] == []
+    assert payload["order"]["status"] == "FULFILLED"
+    assert stocks(s) == ((0, 0), (0, 0))
+
+
+@pytest.mark.parametrize("order_type", ["DRAFT", "QUOTE", "OFFER"])
+async def test_fulfilling_an_order_that_is_not_regular_is_invalid_state(
+        api: Api, order_type: str) -> None:
+    s = shop(api.db, stock1=10, stock2=0)
+    order = await placed(api, order_type, [(s.variant, 3)])
+
+    payload = await fulfil(api, order, [(0, 3, None)])
+
+    assert failure(payload)["code"] == "INVALID_STATE"
+    assert stocks(s) == ((10, 3), (0, 0))
+    assert (await reread(api, order["id"]))["status"] == order_type
+    assert fulfilled(api) == 0
+
+
+async def test_fulfilling_a_canceled_order_is_invalid_state(api: Api) -> None:
+    s = shop(api.db, stock1=10, stock2=0)
+    order = await placed(api, "REGULAR", [(s.variant, 3)])
+    await cancel(api, order)
+
+    payload = await fulfil(api, order, [(0, 3, None)])
+
+    assert failure(payload)["code"] == "INVALID_STATE"
+    assert stocks(s) == ((10, 0), (0, 0))
+    assert fulfilled(api) == 0
+
+
+async def test_fulfilling_an_unknown_order_is_not_found(api: Api) -> None:
+    s = shop(api.db, stock1=10, stock2=0)
+    order = await placed(api, "REGULAR", [(s.variant, 3)])
+
+    payload = await fulfil(api, {"id": gid("Order", 999999), "lines": order["lines"]},
+                           [(0, 1, None)])
+
+    assert failure(payload)["code"] == "NOT_FOUND"
+    assert stocks(s) == ((10, 3), (0, 0))
+
+
+async def test_fulfilling_an_unknown_line_is_not_found(api: Api) -> None:
+    s = shop(api.db, stock1=10, stock2=0)
+    order = await placed(api, "REGULAR", [(s.variant, 3)])
+
+    payload = await fulfil(api, {"id": order["id"], "lines": [{"id": gid("OrderLine", 999999)}]},
+                           [(0, 1, None)])
+
+    assert failure(payload)["code"] == "NOT_FOUND"
+    assert stocks(s) == ((10, 3), (0, 0))
+
+
+@pytest.mark.parametrize("order_type", ["DRAFT", "QUOTE", "OFFER", "REGULAR"])
+async def test_cancel_releases_every_allocation_of_the_order(api: Api, order_type: str) -> None:
+    s = shop(api.db, stock1=3, stock2=5)
+    other = s.world.variant(s.product, stocks={s.w1: 2})
+    keep = await placed(api, "REGULAR", [(other, 1)])
+    order = await placed(api, order_type, [(s.variant, 6), (other, 1)])
+
+    payload = await cancel(api, order)
+
+    assert payload["errors"] == []
+    assert payload["order"]["status"] == "CANCELED"
+    assert allocations(payload["order"]) == [[], []]
+    assert stocks(s) == ((3, 0), (5, 0))
+    assert s.world.stock(other, s.w1) == (2, 1)
+    assert allocations(await reread(api, keep["id"])) == [[(gid("Warehouse", s.w1), 1)]]
+
+
+async def test_canceled_units_can_be_ordered_again(api: Api) -> None:
+    s = shop(api.db, stock1=3, stock2=0)
+    order = await placed(api, "REGULAR", [(s.variant, 3)])
+    await cancel(api, order)
+
+    again = await placed(api, "REGULAR", [(s.variant, 3)])
+
+    assert allocations(again) == [[(gid("Warehouse", s.w1), 3)]]
+    assert stocks(s) == ((3, 3), (0, 0))
+
+
+async def test_cancel_of_partially_fulfilled_order_releases_the_rest(api: Api) -> None:
+    s = shop(api.db, stock1=10, stock2=0)
+    order = await placed(api, "REGULAR", [(s.variant, 5)])
+    await fulfil(api, order, [(0, 2, None)])
+
+    payload = await cancel(api, order)
+
+    assert payload["errors"] == []
+    assert payload["order"]["status"] == "CANCELED"
+    assert payload["order"]["lines"][0]["quantityFulfilled"] == 2
+    assert stocks(s) == ((8, 0), (0, 0))
+
+
+async def test_cancel_of_an_unallocated_order_changes_no_stock(api: Api) -> None:
+    s = shop(api.db, stock1=10, stock2=0)
+    await set_allocation(api, "OFFER", False)
+    order = await placed(api, "OFFER", [(s.variant, 5)])
+
+    payload = await cancel(api, order)
+
+    assert payload["errors"] == []
+    assert payload["order"]["status"] == "CANCELED"
+    assert stocks(s) == ((10, 0), (0, 0))
+
+
+async def test_fulfilled_order_cannot_be_canceled(api: Api) -> None:
+    s = shop(api.db, stock1=10, stock2=0)
+    order = await placed(api, "REGULAR", [(s.variant, 4)])
+    await fulfil(api, order, [(0, 4, None)])
+
+    payload = await cancel(api, order)
+
+    assert failure(payload)["code"] == "INVALID_STATE"
+    assert stocks(s) == ((6, 0), (0, 0))
+    assert (await reread(api, order["id"]))["status"] == "FULFILLED"
+
+
+async def test_canceled_order_cannot_be_canceled_again(api: Api) -> None:
+    s = shop(api.db, stock1=10, stock2=0)
+    order = await placed(api, "REGULAR", [(s.variant, 4)])
+    await cancel(api, order)
+    await placed(api, "REGULAR", [(s.variant, 7)])
+
+    payload = await cancel(api, order)
+
+    assert failure(payload)["code"] == "INVALID_STATE"
+    assert stocks(s) == ((10, 7), (0, 0))
+    assert (await reread(api, order["id"]))["status"] == "CANCELED"
+
+
+async def test_canceling_an_unknown_order_is_not_found(api: Api) -> None:
+    payload = await cancel(api, {"id": gid("Order", 999999)})
+
+    assert failure(payload)["code"] == "NOT_FOUND"

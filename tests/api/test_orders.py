@@ -1,0 +1,636 @@
+"""orderCreate and orderConfirm: where stock is allocated from, and when an order fails."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from domain.models import Role
+from tests.conftest import Api
+from tests.factories import Shop, gid, shop
+
+pytestmark = pytest.mark.anyio
+
+ERRORS = "errors { code field message variantId warehouseId requested available }"
+ORDER = """id type status shippingCountry
+           lines { id quantity quantityFulfilled variant { id sku }
+                   allocations { warehouse { id } quantity } }"""
+ORDER_CREATE = f"""
+mutation($input: OrderCreateInput!) {{
+  orderCreate(input: $input) {{ order {{ {ORDER} }} {ERRORS} }}
+}}"""
+ORDER_CONFIRM = f"""
+mutation($id: ID!) {{ orderConfirm(id: $id) {{ order {{ {ORDER} }} {ERRORS} }} }}"""
+ORDER_CANCEL = f"""
+mutation($id: ID!) {{ orderCancel(id: $id) {{ order {{ {ORDER} }} {ERRORS} }} }}"""
+CONFIG_UPDATE = f"""
+mutation($input: MarketplaceConfigurationUpdateInput!) {{
+  marketplaceConfigurationUpdate(input: $input) {{
+    marketplaceConfiguration {{ allocation {{ orderType enabled }} }} {ERRORS}
+  }}
+}}"""
+GET_ORDER = f"query($id: ID!) {{ node(id: $id) {{ ... on Order {{ {ORDER} }} }} }}"
+VARIANT_STOCKS = """
+query($id: ID!) {
+  node(id: $id) { ... on ProductVariant {
+    stocks { warehouse { id } quantity quantityAllocated quantityAvailable } } }
+}"""
+SELLER_CREATE = """
+mutation($input: SellerCreateInput!) {
+  sellerCreate(input: $input) { seller { id } errors { code } }
+}"""
+ZONE_CREATE = """
+mutation($input: ShippingZoneCreateInput!) {
+  shippingZoneCreate(input: $input) { shippingZone { id } errors { code } }
+}"""
+WAREHOUSE_CREATE = """
+mutation($input: WarehouseCreateInput!) {
+  warehouseCreate(input: $input) { warehouse { id } errors { code } }
+}"""
+PRODUCT_CREATE = """
+mutation($input: ProductCreateInput!) {
+  productCreate(input: $input) { product { id } errors { code } }
+}"""
+VARIANT_CREATE = """
+mutation($input: ProductVariantCreateInput!) {
+  productVariantCreate(input: $input) { productVariant { id } errors { code } }
+}"""
+STOCKS_UPDATE = """
+mutation($variantId: ID!, $stocks: [StockInput!]!) {
+  productVariantStocksUpdate(variantId: $variantId, stocks: $stocks) { errors { code } }
+}"""
+
+STATUS_OF_TYPE = {"DRAFT": "DRAFT", "QUOTE": "QUOTE", "OFFER": "OFFER", "REGULAR": "UNFULFILLED"}
+
+
+def order_input(order_type: str, lines: list[tuple[int, int]], country: str = "DE",
+                key: str | None = None) -> dict[str, Any]:
+    return {"input": {"type": order_type, "shippingCountry": country, "idempotencyKey": key,
+                      "lines": [{"variantId": gid("ProductVariant", v), "quantity": q}
+                                for v, q in lines]}}
+
+
+async def create_order(api: Api, order_type: str, lines: list[tuple[int, int]],
+                       country: str = "DE", token: str | None = "admin") -> dict[str, Any]:
+    data = await api.gql(ORDER_CREATE, order_input(order_type, lines, country), token=token)
+    return data["orderCreate"]  # type: ignore[no-any-return]
+
+
+async def placed(api: Api, order_type: str, lines: list[tuple[int, int]],
+                 country: str = "DE") -> dict[str, Any]:
+    payload = await create_order(api, order_type, lines, country)
+    assert payload["errors"] == []
+    return payload["order"]  # type: ignore[no-any-return]
+
+
+async def set_allocation(api: Api, order_type: str, enabled: bool) -> None:
+    data = await api.gql(CONFIG_UPDATE, {"input": {"allocation": [
+        {"orderType": order_type, "enabled": enabled}]}})
+    assert data["marketplaceConfigurationUpdate"]["errors"] == []
+
+
+def allocations(order: dict[str, Any]) -> list[list[tuple[str, int]]]:
+    """Per line, (warehouse ID, quantity) sorted (API.md does not order allocations)."""
+    return [sorted((a["warehouse"]["id"], a["quantity"]) for a in line["allocations"])
+            for line in order["lines"]]
+
+
+def count(api: Api, table: str) -> int:
+    return int(api.db.scalar(f"SELECT count(*) FROM {table}"))
+
+
+def stocks(s: Shop, variant: int | None = None) -> tuple[tuple[int, int], tuple[int, int]]:
+    """(quantity, allocated) in w1 and in w2."""
+    v = s.variant if variant is None else variant
+    return s.world.stock(v, s.w1), s.world.stock(v, s.w2)
+
+
+def failure(payload: dict[str, Any]) -> list[dict[str, Any]]:
+    assert payload["order"] is None
+    assert payload["errors"] != []
+    return payload["errors"]  # type: ignore[no-any-return]
+
+
+async def test_storefront_order_on_a_catalog_built_through_graphql(api: Api) -> None:
+    async def create(query: str, name: str, result: str, value: dict[str, Any]) -> str:
+        payload = (await api.gql(query, {"input": value}))[name]
+        assert payload["errors"] == []
+        return payload[result]["id"]  # type: ignore[no-any-return]
+
+    seller = await create(SELLER_CREATE, "sellerCreate", "seller", {"name": "Acme"})
+    zone = await create(ZONE_CREATE, "shippingZoneCreate", "shippingZone",
+                        {"name": "EU", "countries": ["DE", "FR"]})
+    near = await create(WAREHOUSE_CREATE, "warehouseCreate", "warehouse",
+                        {"sellerId": seller, "name": "Near", "shippingZoneIds": [zone],
+                         "priority": 0})
+    far = await create(WAREHOUSE_CREATE, "warehouseCreate", "warehouse",
+                       {"sellerId": seller, "name": "Far", "shippingZoneIds": [zone],
+                        "priority": 1})
+    product = await create(PRODUCT_CREATE, "productCreate", "product",
+                           {"sellerId": seller, "name": "Mug"})
+    variant = await create(VARIANT_CREATE, "productVariantCreate", "productVariant",
+                           {"productId": product, "sku": "MUG-1"})
+    stocked = await api.gql(STOCKS_UPDATE, {"variantId": variant, "stocks": [
+        {"warehouseId": far, "quantity": 10}, {"warehouseId": near, "quantity": 2}]})
+    assert stocked["productVariantStocksUpdate"]["errors"] == []
+    storefront = api.token(Role.STOREFRONT)
+
+    data = await api.gql(ORDER_CREATE, {"input": {
+        "type": "REGULAR", "shippingCountry": "FR",
+        "lines": [{"variantId": variant, "quantity": 5}]}}, token=storefront)
+
+    payload = data["orderCreate"]
+    assert payload["errors"] == []
+    order = payload["order"]
+    assert (order["type"], order["status"], order["shippingCountry"]) == (
+        "REGULAR", "UNFULFILLED", "FR")
+    [line] = order["lines"]
+    assert (line["variant"]["id"], line["quantity"], line["quantityFulfilled"]) == (
+        variant, 5, 0)
+    assert allocations(order) == [sorted([(near, 2), (far, 3)])]
+    figures = await api.gql(VARIANT_STOCKS, {"id": variant})
+    assert sorted((s["warehouse"]["id"], s["quantity"], s["quantityAllocated"],
+                   s["quantityAvailable"]) for s in figures["node"]["stocks"]) == sorted([
+        (near, 2, 2, 0), (far, 10, 3, 7)])
+
+
+@pytest.mark.parametrize("order_type", ["DRAFT", "QUOTE", "OFFER", "REGULAR"])
+async def test_every_order_type_starts_in_its_status_and_allocates(
+        api: Api, order_type: str) -> None:
+    s = shop(api.db, stock1=10, stock2=0)
+
+    order = await placed(api, order_type, [(s.variant, 4)])
+
+    assert order["type"] == order_type
+    assert order["status"] == STATUS_OF_TYPE[order_type]
+    assert order["shippingCountry"] == "DE"
+    assert allocations(order) == [[(gid("Warehouse", s.w1), 4)]]
+    assert stocks(s) == ((10, 4), (0, 0))
+
+
+async def test_allocation_follows_warehouse_priority_not_creation_order(api: Api) -> None:
+    s = shop(api.db, stock1=2, stock2=2)
+    first = s.world.warehouse(s.seller, [s.zone], priority=-5)
+    s.world.set_stock(s.variant, {first: 3})
+
+    order = await placed(api, "REGULAR", [(s.variant, 6)])
+
+    assert allocations(order) == [sorted([(gid("Warehouse", first), 3),
+                                          (gid("Warehouse", s.w1), 2),
+                                          (gid("Warehouse", s.w2), 1)])]
+    assert s.world.stock(s.variant, first) == (3, 3)
+    assert stocks(s) == ((2, 2), (2, 1))
+
+
+async def test_allocation_skips_warehouses_not_serving_the_country(api: Api) -> None:
+    s = shop(api.db, stock1=0, stock2=3)
+    us = s.world.warehouse(s.seller, [s.world.zone(["US"])], priority=-1)
+    s.world.set_stock(s.variant, {us: 50})
+
+    order = await placed(api, "REGULAR", [(s.variant, 3)])
+
+    assert allocations(order) == [[(gid("Warehouse", s.w2), 3)]]
+    assert s.world.stock(s.variant, us) == (50, 0)
+    assert stocks(s) == ((0, 0), (3, 3))
+
+
+async def test_short_order_reports_available_from_serving_warehouses_only(api: Api) -> None:
+    s = shop(api.db, stock1=3, stock2=2)
+    us = s.world.warehouse(s.seller, [s.world.zone(["US"])])
+    s.world.set_stock(s.variant, {us: 50})
+
+    payload = await create_order(api, "REGULAR", [(s.variant, 6)])
+
+    [error] = failure(payload)
+    assert error["code"] == "INSUFFICIENT_STOCK"
+    assert (error["variantId"], error["requested"], error["available"]) == (
+        gid("ProductVariant", s.variant), 6, 5)
+    assert stocks(s) == ((3, 0), (2, 0))
+    assert s.world.stock(s.variant, us) == (50, 0)
+
+
+async def test_available_in_error_excludes_units_allocated_to_other_orders(api: Api) -> None:
+    s = shop(api.db, stock1=10, stock2=2)
+    await placed(api, "REGULAR", [(s.variant, 9)])
+
+    payload = await create_order(api, "REGULAR", [(s.variant, 4)])
+
+    [error] = failure(payload)
+    assert (error["code"], error["requested"], error["available"]) == (
+        "INSUFFICIENT_STOCK", 4, 3)
+    assert stocks(s) == ((10, 9), (2, 0))
+    assert count(api, "orders") == 1
+
+
+async def test_one_short_variant_fails_the_whole_order(api: Api) -> None:
+    s = shop(api.db, stock1=10, stock2=0)
+    short = s.world.variant(s.product, stocks={s.w1: 1, s.w2: 1})
+
+    payload = await create_order(api, "REGULAR", [(s.variant, 5), (short, 3)])
+
+    [error] = failure(payload)
+    assert error["code"] == "INSUFFICIENT_STOCK"
+    assert (error["variantId"], error["requested"], error["available"]) == (
+        gid("ProductVariant", short), 3, 2)
+    assert stocks(s) == ((10, 0), (0, 0))
+    assert stocks(s, short) == ((1, 0), (1, 0))
+    assert count(api, "orders") == 0
+    assert count(api, "allocation") == 0
+
+
+async def test_every_short_variant_gets_its_own_error(api: Api) -> None:
+    s = shop(api.db, stock1=1, stock2=0)
+    other = s.world.variant(s.product, stocks={s.w1: 0, s.w2: 2})
+    plenty = s.world.variant(s.product, stocks={s.w1: 100})
+
+    payload = await create_order(api, "QUOTE", [(s.variant, 2), (plenty, 5), (other, 7)])
+
+    errors = failure(payload)
+    assert sorted((e["code"], e["variantId"], e["requested"], e["available"])
+                  for e in errors) == sorted([
+        ("INSUFFICIENT_STOCK", gid("ProductVariant", s.variant), 2, 1),
+        ("INSUFFICIENT_STOCK", gid("ProductVariant", other), 7, 2)])
+    assert s.world.stock(plenty, s.w1) == (100, 0)
+    assert count(api, "orders") == 0
+
+
+async def test_two_lines_of_one_variant_allocate_together(api: Api) -> None:
+    s = shop(api.db, stock1=3, stock2=2)
+
+    order = await placed(api, "REGULAR", [(s.variant, 2), (s.variant, 3)])
+
+    assert sum(q for line in allocations(order) for _, q in line) == 5
+    assert [line["quantity"] for line in order["lines"]] == [2, 3]
+    assert stocks(s) == ((3, 3), (2, 2))
+
+
+async def test_two_lines_of_one_variant_short_together_give_one_error(api: Api) -> None:
+    s = shop(api.db, stock1=3, stock2=1)
+
+    payload = await create_order(api, "REGULAR", [(s.variant, 3), (s.variant, 2)])
+
+    [error] = failure(payload)
+    assert (error["code"], error["variantId"], error["requested"], error["available"]) == (
+        "INSUFFICIENT_STOCK", gid("ProductVariant", s.variant), 5, 4)
+    assert stocks(s) == ((3, 0), (1, 0))
+
+
+async def test_the_last_units_go_to_one_order_only(api: Api) -> None:
+    s = shop(api.db, stock1=3, stock2=0)
+    await placed(api, "REGULAR", [(s.variant, 3)])
+
+    payload = await create_order(api, "OFFER", [(s.variant, 1)])
+
+    [error] = failure(payload)
+    assert (error["code"], error["requested"], error["available"]) == (
+        "INSUFFICIENT_STOCK", 1, 0)
+    assert stocks(s) == ((3, 3), (0, 0))
+
+
+async def test_country_without_serving_warehouse_is_not_available(api: Api) -> None:
+    s = shop(api.db, stock1=10, stock2=10)
+
+    payload = await create_order(api, "REGULAR", [(s.variant, 1)], country="US")
+
+    [error] = failure(payload)
+    assert error["code"] == "NOT_AVAILABLE_IN_COUNTRY"
+    assert error["variantId"] == gid("ProductVariant", s.variant)
+    assert stocks(s) == ((10, 0), (10, 0))
+    assert count(api, "orders") == 0
+
+
+async def test_serving_warehouse_without_stock_record_is_not_available(api: Api) -> None:
+    s = shop(api.db, stock1=10, stock2=10)
+    s.world.warehouse(s.seller, [s.world.zone(["PL"])])
+
+    payload = await create_order(api, "REGULAR", [(s.variant, 1)], country="PL")
+
+    [error] = failure(payload)
+    assert error["code"] == "NOT_AVAILABLE_IN_COUNTRY"
+    assert error["variantId"] == gid("ProductVariant", s.variant)
+    assert stocks(s) == ((10, 0), (10, 0))
+    assert count(api, "orders") == 0
+
+
+async def test_stock_record_of_zero_units_makes_the_country_available(api: Api) -> None:
+    s = shop(api.db, stock1=10, stock2=0)
+    pl = s.world.warehouse(s.seller, [s.world.zone(["PL"])])
+    s.world.set_stock(s.variant, {pl: 0})
+
+    payload = await create_order(api, "REGULAR", [(s.variant, 1)], country="PL")
+
+    [error] = failure(payload)
+    assert (error["code"], error["requested"], error["available"]) == (
+        "INSUFFICIENT_STOCK", 1, 0)
+    assert s.world.stock(s.variant, pl) == (0, 0)
+
+
+async def test_untracked_variant_with_zero_unit_record_can_be_sold(api: Api) -> None:
+    s = shop(api.db, stock1=0, stock2=0, track=False)
+
+    order = await placed(api, "REGULAR", [(s.variant, 25)])
+
+    assert order["status"] == "UNFULFILLED"
+    assert allocations(order) == [[]]
+    assert stocks(s) == ((0, 0), (0, 0))
+
+
+async def test_untracked_variant_is_not_available_without_serving_warehouse(api: Api) -> None:
+    s = shop(api.db, stock1=5, stock2=5, track=False)
+
+    payload = await create_order(api, "REGULAR", [(s.variant, 1)], country="US")
+
+    [error] = failure(payload)
+    assert error["code"] == "NOT_AVAILABLE_IN_COUNTRY"
+    assert count(api, "orders") == 0
+
+
+async def test_untracked_variant_is_not_available_from_warehouse_without_record(
+        api: Api) -> None:
+    s = shop(api.db, stock1=5, stock2=5, track=False)
+    s.world.warehouse(s.seller, [s.world.zone(["PL"])])
+
+    payload = await create_order(api, "REGULAR", [(s.variant, 1)], country="PL")
+
+    [error] = failure(payload)
+    assert error["code"] == "NOT_AVAILABLE_IN_COUNTRY"
+    assert count(api, "orders") == 0
+
+
+async def test_untracked_line_beside_tracked_line_allocates_only_the_tracked(
+        api: Api) -> None:
+    s = shop(api.db, stock1=4, stock2=0)
+    untracked = s.world.variant(s.product, track=False, stocks={s.w1: 1})
+
+    order = await placed(api, "REGULAR", [(s.variant, 4), (untracked, 9)])
+
+    assert allocations(order) == [[(gid("Warehouse", s.w1), 4)], []]
+    assert stocks(s) == ((4, 4), (0, 0))
+    assert s.world.stock(untracked, s.w1) == (1, 0)
+
+
+async def test_variant_switched_to_untracked_stops_allocating(api: Api) -> None:
+    s = shop(api.db, stock1=2, stock2=0)
+    await api.gql("""mutation($id: ID!) { productVariantUpdate(id: $id,
+        input: {trackInventory: false}) { errors { code } } }""",
+                  {"id": gid("ProductVariant", s.variant)})
+
+    order = await placed(api, "REGULAR", [(s.variant, 5)])
+
+    assert allocations(order) == [[]]
+    assert stocks(s) == ((2, 0), (0, 0))
+
+
+async def test_disabled_type_allocates_nothing_and_skips_the_stock_check(api: Api) -> None:
+    s = shop(api.db, stock1=3, stock2=0)
+    await set_allocation(api, "DRAFT", False)
+
+    order = await placed(api, "DRAFT", [(s.variant, 50)])
+
+    assert order["status"] == "DRAFT"
+    assert allocations(order) == [[]]
+    assert stocks(s) == ((3, 0), (0, 0))
+
+
+async def test_disabled_regular_type_places_unfulfilled_order_without_allocations(
+        api: Api) -> None:
+    s = shop(api.db, stock1=3, stock2=0)
+    await set_allocation(api, "REGULAR", False)
+
+    order = await placed(api, "REGULAR", [(s.variant, 5)])
+
+    assert order["status"] == "UNFULFILLED"
+    assert allocations(order) == [[]]
+    assert stocks(s) == ((3, 0), (0, 0))
+
+
+async def test_disabled_type_still_checks_country_availability(api: Api) -> None:
+    s = shop(api.db, stock1=3, stock2=0)
+    await set_allocation(api, "QUOTE", False)
+
+    payload = await create_order(api, "QUOTE", [(s.variant, 1)], country="US")
+
+    [error] = failure(payload)
+    assert error["code"] == "NOT_AVAILABLE_IN_COUNTRY"
+    assert count(api, "orders") == 0
+
+
+async def test_disabling_one_type_leaves_the_others_allocating(api: Api) -> None:
+    s = shop(api.db, stock1=10, stock2=0)
+    await set_allocation(api, "OFFER", False)
+
+    offer = await placed(api, "OFFER", [(s.variant, 2)])
+    quote = await placed(api, "QUOTE", [(s.variant, 3)])
+
+    assert allocations(offer) == [[]]
+    assert allocations(quote) == [[(gid("Warehouse", s.w1), 3)]]
+    assert stocks(s) == ((10, 3), (0, 0))
+
+
+@pytest.mark.parametrize("order_type", ["DRAFT", "QUOTE", "OFFER", "REGULAR"])
+async def test_toggling_a_type_never_touches_existing_allocations(
+        api: Api, order_type: str) -> None:
+    s = shop(api.db, stock1=5, stock2=5)
+    order = await placed(api, order_type, [(s.variant, 7)])
+
+    await set_allocation(api, order_type, False)
+    after_disable = stocks(s)
+    await set_allocation(api, order_type, True)
+
+    assert after_disable == ((5, 5), (5, 2))
+    assert stocks(s) == ((5, 5), (5, 2))
+    reread = await api.gql(GET_ORDER, {"id": order["id"]})
+    assert allocations(reread["node"]) == allocations(order) == [
+        sorted([(gid("Warehouse", s.w1), 5), (gid("Warehouse", s.w2), 2)])]
+
+
+async def test_order_of_disabled_type_allocates_when_confirmed(api: Api) -> None:
+    s = shop(api.db, stock1=3, stock2=4)
+    await set_allocation(api, "DRAFT", False)
+    draft = await placed(api, "DRAFT", [(s.variant, 5)])
+
+    data = await api.gql(ORDER_CONFIRM, {"id": draft["id"]})
+
+    payload = data["orderConfirm"]
+    assert payload["errors"] == []
+    order = payload["order"]
+    assert (order["id"], order["type"], order["status"]) == (draft["id"], "REGULAR",
+                                                             "UNFULFILLED")
+    assert allocations(order) == [sorted([(gid("Warehouse", s.w1), 3),
+                                          (gid("Warehouse", s.w2), 2)])]
+    assert stocks(s) == ((3, 3), (4, 2))
+
+
+async def test_confirming_an_unallocated_order_short_of_stock_changes_nothing(
+        api: Api) -> None:
+    s = shop(api.db, stock1=3, stock2=1)
+    await set_allocation(api, "QUOTE", False)
+    quote = await placed(api, "QUOTE", [(s.variant, 6)])
+
+    data = await api.gql(ORDER_CONFIRM, {"id": quote["id"]})
+
+    payload = data["orderConfirm"]
+    [error] = failure(payload)
+    assert (error["code"], error["variantId"], error["requested"], error["available"]) == (
+        "INSUFFICIENT_STOCK", gid("ProductVariant", s.variant), 6, 4)
+    assert stocks(s) == ((3, 0), (1, 0))
+    reread = (await api.gql(GET_ORDER, {"id": quote["id"]}))["node"]
+    assert (reread["type"], reread["status"]) == ("QUOTE", "QUOTE")
+    assert allocations(reread) == [[]]
+
+
+async def test_confirming_an_allocated_order_keeps_its_allocations(api: Api) -> None:
+    s = shop(api.db, stock1=3, stock2=4)
+    offer = await placed(api, "OFFER", [(s.variant, 5)])
+
+    data = await api.gql(ORDER_CONFIRM, {"id": offer["id"]})
+
+    payload = data["orderConfirm"]
+    assert payload["errors"] == []
+    assert (payload["order"]["type"], payload["order"]["status"]) == ("REGULAR", "UNFULFILLED")
+    assert allocations(payload["order"]) == allocations(offer) == [
+        sorted([(gid("Warehouse", s.w1), 3), (gid("Warehouse", s.w2), 2)])]
+    assert stocks(s) == ((3, 3), (4, 2))
+
+
+async def test_confirming_allocated_order_after_type_was_disabled_keeps_allocations(
+        api: Api) -> None:
+    s = shop(api.db, stock1=10, stock2=0)
+    draft = await placed(api, "DRAFT", [(s.variant, 4)])
+    await set_allocation(api, "DRAFT", False)
+
+    data = await api.gql(ORDER_CONFIRM, {"id": draft["id"]})
+
+    assert data["orderConfirm"]["errors"] == []
+    assert allocations(data["orderConfirm"]["order"]) == [[(gid("Warehouse", s.w1), 4)]]
+    assert stocks(s) == ((10, 4), (0, 0))
+
+
+async def test_confirming_a_regular_order_is_invalid_state(api: Api) -> None:
+    s = shop(api.db, stock1=10, stock2=0)
+    order = await placed(api, "REGULAR", [(s.variant, 4)])
+
+    data = await api.gql(ORDER_CONFIRM, {"id": order["id"]})
+
+    [error] = failure(data["orderConfirm"])
+    assert error["code"] == "INVALID_STATE"
+    assert stocks(s) == ((10, 4), (0, 0))
+
+
+async def test_confirming_a_canceled_draft_is_invalid_state(api: Api) -> None:
+    s = shop(api.db, stock1=10, stock2=0)
+    draft = await placed(api, "DRAFT", [(s.variant, 4)])
+    await api.gql(ORDER_CANCEL, {"id": draft["id"]})
+
+    data = await api.gql(ORDER_CONFIRM, {"id": draft["id"]})
+
+    [error] = failure(data["orderConfirm"])
+    assert error["code"] == "INVALID_STATE"
+    assert stocks(s) == ((10, 0), (0, 0))
+    reread = (await api.gql(GET_ORDER, {"id": draft["id"]}))["node"]
+    assert reread["status"] == "CANCELED"
+
+
+async def test_confirming_an_unknown_order_is_not_found(api: Api) -> None:
+    data = await api.gql(ORDER_CONFIRM, {"id": gid("Order", 999999)})
+
+    [error] = failure(data["orderConfirm"])
+    assert error["code"] == "NOT_FOUND"
+
+
+async def test_same_idempotency_key_returns_the_first_order_and_allocates_once(
+        api: Api) -> None:
+    s = shop(api.db, stock1=10, stock2=0)
+    variables = order_input("REGULAR", [(s.variant, 3)], key="checkout-42")
+    first = (await api.gql(ORDER_CREATE, variables))["orderCreate"]
+
+    second = (await api.gql(ORDER_CREATE, variables))["orderCreate"]
+
+    assert first["errors"] == [] and second["errors"] == []
+    assert second["order"]["id"] == first["order"]["id"]
+    assert allocations(second["order"]) == [[(gid("Warehouse", s.w1), 3)]]
+    assert stocks(s) == ((10, 3), (0, 0))
+    assert count(api, "orders") == 1
+
+
+async def test_different_idempotency_keys_place_different_orders(api: Api) -> None:
+    s = shop(api.db, stock1=10, stock2=0)
+
+    first = (await api.gql(ORDER_CREATE, order_input("REGULAR", [(s.variant, 3)],
+                                                      key="a")))["orderCreate"]
+    second = (await api.gql(ORDER_CREATE, order_input("REGULAR", [(s.variant, 3)],
+                                                       key="b")))["orderCreate"]
+
+    assert first["order"]["id"] != second["order"]["id"]
+    assert stocks(s) == ((10, 6), (0, 0))
+
+
+@pytest.mark.parametrize("quantity", [0, -1, 1_000_001])
+async def test_line_quantity_out_of_bounds_is_invalid_with_its_path(
+        api: Api, quantity: int) -> None:
+    s = shop(api.db, stock1=10, stock2=0)
+
+    payload = await create_order(api, "REGULAR", [(s.variant, 1), (s.variant, quantity)])
+
+    [error] = failure(payload)
+    assert error["code"] == "INVALID"
+    assert error["field"] == "lines.1.quantity"
+    assert stocks(s) == ((10, 0), (0, 0))
+    assert count(api, "orders") == 0
+
+
+async def test_line_quantity_of_one_million_is_accepted(api: Api) -> None:
+    s = shop(api.db, stock1=0, stock2=0, track=False)
+
+    order = await placed(api, "REGULAR", [(s.variant, 1_000_000)])
+
+    assert order["lines"][0]["quantity"] == 1_000_000
+
+
+async def test_order_without_lines_is_invalid(api: Api) -> None:
+    payload = await create_order(api, "REGULAR", [])
+
+    [error] = failure(payload)
+    assert error["code"] == "INVALID"
+    assert count(api, "orders") == 0
+
+
+@pytest.mark.parametrize("country", ["XX", "DEU", "", "de1"])
+async def test_unknown_shipping_country_is_invalid(api: Api, country: str) -> None:
+    s = shop(api.db, stock1=10, stock2=0)
+
+    payload = await create_order(api, "REGULAR", [(s.variant, 1)], country=country)
+
+    [error] = failure(payload)
+    assert error["code"] == "INVALID"
+    assert error["field"] == "shippingCountry"
+    assert stocks(s) == ((10, 0), (0, 0))
+    assert count(api, "orders") == 0
+
+
+async def test_unknown_variant_is_not_found(api: Api) -> None:
+    s = shop(api.db, stock1=10, stock2=0)
+
+    payload = await create_order(api, "REGULAR", [(s.variant, 1), (999999, 1)])
+
+    [error] = failure(payload)
+    assert error["code"] == "NOT_FOUND"
+    assert error["field"] == "lines.1.variantId"
+    assert stocks(s) == ((10, 0), (0, 0))
+    assert count(api, "orders") == 0
+
+
+@pytest.mark.parametrize("variant_id", ["not-an-id", "", "UHJvZHVjdFZhcmlhbnQ6LTE="])
+async def test_malformed_variant_id_is_invalid(api: Api, variant_id: str) -> None:
+    s = shop(api.db, stock1=10, stock2=0)
+
+    data = await api.gql(ORDER_CREATE, {"input": {
+        "type": "REGULAR", "shippingCountry": "DE",
+        "lines": [{"variantId": variant_id, "quantity": 1}]}})
+
+    [error] = failure(data["orderCreate"])
+    assert error["code"] == "INVALID"
+    assert error["field"] == "lines.0.variantId"
+    assert stocks(s) == ((10, 0), (0, 0))
+    assert count(api, "orders") == 0
