@@ -1,0 +1,1 @@
+"""Stockyard load benchmark: GraphQL orderCreate under concurrency vs. a raw SQL baseline."""

@@ -1,0 +1,138 @@
+"""GraphQL load generator; `run_http_workload` is meant to run in its own process."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import resource
+import time
+from dataclasses import dataclass
+
+from bench.http_client import HttpxPoster, Poster, RawPoster, httpx_client
+from bench.stats import Tally, WorkloadResult
+from bench.workload import Timing, Workload
+
+QUERY = ("mutation BenchOrder($input: OrderCreateInput!) "
+         "{ orderCreate(input: $input) { order { id } errors { code } } }")
+BOUNDED_MAX_SECONDS = 120.0
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """The server and how to talk to it."""
+
+    host: str
+    port: int
+    token: str
+    client: str  # "raw" or "httpx"
+
+
+def variant_gid(pk: int) -> str:
+    """Relay global ID of a ProductVariant (api/ids.py)."""
+    from api import ids
+
+    return ids.encode("ProductVariant", pk)
+
+
+def order_body(variant_ids: list[str]) -> bytes:
+    """orderCreate request: constant query text, the order in variables."""
+    lines = [{"variantId": v, "quantity": 1} for v in variant_ids]
+    variables = {"input": {"type": "REGULAR", "shippingCountry": "DE", "lines": lines}}
+    return json.dumps({"query": QUERY, "variables": variables,
+                       "operationName": "BenchOrder"}).encode()
+
+
+def classify(status: int, body: bytes) -> tuple[str | None, bool]:
+    """(None if the order was created else a failure code, 'deadlock' in the response)."""
+    deadlock = b"deadlock" in body.lower()
+    if status != 200:
+        return f"HTTP_{status}", deadlock
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return "BAD_JSON", deadlock
+    if data.get("errors"):
+        return "GRAPHQL_ERROR", deadlock
+    payload = (data.get("data") or {}).get("orderCreate") or {}
+    errors = payload.get("errors")
+    if errors == [] and payload.get("order"):
+        return None, deadlock
+    if not errors:
+        return "NO_ORDER", deadlock
+    return "+".join(sorted({str(e.get("code")) for e in errors})), deadlock
+
+
+async def _client(poster: Poster, workload: Workload, gids: dict[int, str], tally: Tally,
+                  seed: int) -> None:
+    rng = random.Random(seed)
+    end = tally.window[1]
+    try:
+        while time.perf_counter() < end:
+            body = order_body([gids[v] for v in workload.pick(rng)])
+            start = time.perf_counter()
+            try:
+                status, payload = await poster.post(body)
+                code, deadlock = classify(status, payload)
+            except Exception as exc:  # transport errors of either client
+                code, deadlock = f"CLIENT_{type(exc).__name__}", False
+            tally.record(start, time.perf_counter(), code, deadlock)
+            stop = workload.stop_after_insufficient
+            if stop and tally.insufficient >= stop:
+                return
+    finally:
+        await poster.close()
+
+
+async def _run(target: Target, workload: Workload, timing: Timing) -> WorkloadResult:
+    gids = {pk: variant_gid(pk) for pk in workload.pool}
+    bounded = workload.stop_after_insufficient > 0
+    t_start = time.perf_counter()
+    t0 = t_start if bounded else t_start + timing.warmup
+    t1 = t_start + BOUNDED_MAX_SECONDS if bounded else t0 + timing.seconds
+    shared = httpx_client(target.host, target.port, target.token, timing.clients) \
+        if target.client == "httpx" else None
+    posters: list[Poster] = [
+        HttpxPoster(shared) if shared is not None
+        else RawPoster(target.host, target.port, target.token) for _ in range(timing.clients)]
+    tallies = [Tally((t0, t1)) for _ in posters]
+    tasks = [asyncio.create_task(_client(p, workload, gids, t, seed=i))
+             for i, (p, t) in enumerate(zip(posters, tallies, strict=True))]
+    cpu_start = await _cpu_at(t0)
+    if bounded:
+        await asyncio.gather(*tasks)
+        cpu_end = _cpu_seconds()
+    else:
+        cpu_end = await _cpu_at(t1)
+        await asyncio.gather(*tasks)
+    finished = min(time.perf_counter(), t1)
+    cpu_used = cpu_end - cpu_start
+    if shared is not None:
+        await shared.aclose()
+    window = finished - t0
+    result = WorkloadResult.merge(workload.name, "graphql", window, tallies,
+                                  client_cpu=cpu_used / window if window > 0 else 0.0)
+    result.extra["client"] = target.client
+    return result
+
+
+async def _cpu_at(moment: float) -> float:
+    await asyncio.sleep(max(0.0, moment - time.perf_counter()))
+    return _cpu_seconds()
+
+
+def _cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def run_http_workload(target: Target, workload: Workload, timing: Timing) -> WorkloadResult:
+    """Drive `timing.clients` concurrent keep-alive clients against the server."""
+    try:
+        import uvloop
+
+        runner = asyncio.Runner(loop_factory=uvloop.new_event_loop)
+    except ImportError:
+        runner = asyncio.Runner()
+    with runner:
+        return runner.run(_run(target, workload, timing))

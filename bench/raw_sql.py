@@ -1,0 +1,128 @@
+"""Raw SQL baseline: the same allocation as orderCreate, by threads on plain DB-API connections."""
+
+from __future__ import annotations
+
+import random
+import resource
+import threading
+import time
+from typing import Any
+
+from bench.database import BenchDatabase
+from bench.stats import Tally, WorkloadResult
+from bench.workload import Timing, Workload
+
+LOCK = ("SELECT s.id, s.variant_id, s.warehouse_id, w.priority, s.quantity, "
+        "s.quantity_allocated FROM stock s JOIN warehouse w ON w.id = s.warehouse_id "
+        "WHERE s.variant_id IN ({marks}) ORDER BY s.id")
+Row = tuple[int, int, int, int, int, int]
+
+
+def choose_stocks(rows: list[Row], variant_ids: list[int]) -> list[tuple[int, int]] | None:
+    """(variant, stock) per variant: first by (priority, warehouse) with a free unit."""
+    picked = []
+    for vid in variant_ids:
+        free = sorted((r for r in rows if r[1] == vid and r[4] - r[5] >= 1),
+                      key=lambda r: (r[3], r[2]))
+        if not free:
+            return None
+        picked.append((vid, free[0][0]))
+    return picked
+
+
+def place_order(db: BenchDatabase, conn: Any, variant_ids: list[int]) -> str | None:
+    """One order in one transaction; None on success, else a failure code."""
+    pg = db.kind == "postgresql"
+    marks = ", ".join("?" for _ in variant_ids)
+    lock = LOCK.format(marks=marks) + (" FOR UPDATE OF s" if pg else "")
+    if not pg:
+        conn.execute("BEGIN IMMEDIATE")
+    try:
+        rows = conn.execute(db.q(lock), variant_ids).fetchall()
+        picked = choose_stocks(rows, variant_ids)
+        if picked is None:
+            _rollback(db, conn)
+            return "INSUFFICIENT_STOCK"
+        order_id = conn.execute(db.q(
+            "INSERT INTO orders (type, status, shipping_country, allocated) "
+            "VALUES ('REGULAR', 'UNFULFILLED', 'DE', ?) RETURNING id"), (True,)).fetchone()[0]
+        values = ", ".join("(?, ?, 1, 0)" for _ in picked)
+        line_rows = conn.execute(db.q(
+            "INSERT INTO order_line (order_id, variant_id, quantity, quantity_fulfilled) "
+            f"VALUES {values} RETURNING id, variant_id"),
+            [x for vid, _ in picked for x in (order_id, vid)]).fetchall()
+        line_of = {vid: lid for lid, vid in line_rows}
+        values = ", ".join("(?, ?, 1)" for _ in picked)
+        conn.execute(db.q(f"INSERT INTO allocation (order_line_id, stock_id, quantity) "
+                          f"VALUES {values}"),
+                     [x for vid, sid in picked for x in (line_of[vid], sid)])
+        _executemany(db, conn, db.q("UPDATE stock SET quantity_allocated = quantity_allocated + 1 "
+                                "WHERE id = ?"), sorted((sid,) for _, sid in picked))
+        if pg:
+            conn.commit()
+        else:
+            conn.execute("COMMIT")
+        return None
+    except BaseException:
+        _rollback(db, conn)
+        raise
+
+
+def _executemany(db: BenchDatabase, conn: Any, sql: str, params: list[tuple[int]]) -> None:
+    if db.kind == "postgresql":
+        with conn.cursor() as cur:
+            cur.executemany(sql, params)
+    else:
+        conn.executemany(sql, params)
+
+
+def _rollback(db: BenchDatabase, conn: Any) -> None:
+    if db.kind == "postgresql":
+        conn.rollback()
+    elif conn.in_transaction:
+        conn.execute("ROLLBACK")
+
+
+def _client(db: BenchDatabase, conn: Any, workload: Workload, tally: Tally, seed: int,
+            ready: threading.Barrier) -> None:
+    rng = random.Random(seed)
+    ready.wait()
+    try:
+        while time.perf_counter() < tally.window[1]:
+            variant_ids = workload.pick(rng)
+            start = time.perf_counter()
+            try:
+                code = place_order(db, conn, variant_ids)
+                deadlock = False
+            except Exception as exc:
+                deadlock = "deadlock" in str(exc).lower()
+                code = "DEADLOCK" if deadlock else f"SQL_{type(exc).__name__}"
+            tally.record(start, time.perf_counter(), code, deadlock)
+    finally:
+        conn.close()
+
+
+def run_sql_workload(db: BenchDatabase, workload: Workload, timing: Timing) -> WorkloadResult:
+    """`timing.clients` threads, each on its own connection, for the warm-up plus window."""
+    conns = [db.connect() for _ in range(timing.clients)]
+    ready = threading.Barrier(timing.clients + 1)
+    t0 = time.perf_counter() + timing.warmup + 0.2
+    tallies = [Tally((t0, t0 + timing.seconds)) for _ in conns]
+    threads = [threading.Thread(target=_client, args=(db, c, workload, t, i, ready), daemon=True)
+               for i, (c, t) in enumerate(zip(conns, tallies, strict=True))]
+    for thread in threads:
+        thread.start()
+    ready.wait()
+    time.sleep(max(0.0, t0 - time.perf_counter()))
+    cpu_start = _cpu_seconds()
+    time.sleep(max(0.0, t0 + timing.seconds - time.perf_counter()))
+    cpu_used = _cpu_seconds() - cpu_start
+    for thread in threads:
+        thread.join()
+    return WorkloadResult.merge(workload.name, "sql", timing.seconds, tallies,
+                                client_cpu=cpu_used / timing.seconds)
+
+
+def _cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime

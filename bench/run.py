@@ -1,0 +1,157 @@
+"""`make bench`: seed a bench database, load Stockyard over HTTP, compare with raw SQL."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from bench import checks, cpu
+from bench.child import run_in_child
+from bench.database import ROOT, VAR, BenchDatabase
+from bench.load import Target, run_http_workload
+from bench.raw_sql import run_sql_workload
+from bench.report import checks as evaluate
+from bench.report import render, write_json
+from bench.seed import migrate, seed
+from bench.server import HOST, Server
+from bench.stats import WorkloadResult
+from bench.workload import Timing, Workload
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__)
+    p.add_argument("--seconds", type=float, default=15.0, help="measured seconds per workload")
+    p.add_argument("--warmup", type=float, default=2.0, help="unmeasured seconds before each")
+    p.add_argument("--clients", type=int, default=32, help="concurrent clients")
+    p.add_argument("--workers", type=int, default=2, help="stockyard serve --workers")
+    p.add_argument("--variants", type=int, default=10_000, help="spread workload variants")
+    p.add_argument("--bounded-units", type=int, default=300,
+                   help="units of the oversell-check variant")
+    p.add_argument("--http-client", choices=("raw", "httpx"), default="raw",
+                   help="raw asyncio streams (light) or httpx.AsyncClient")
+    p.add_argument("--pg-database", default="stockyard_bench",
+                   help="name of the throw-away database on the PostgreSQL server")
+    p.add_argument("--keep-db", action="store_true", help="do not drop the bench database")
+    p.add_argument("--skip-raw", action="store_true", help="skip the raw SQL baseline")
+    p.add_argument("--strict", action="store_true",
+                   help="exit 1 when a performance target is missed too (not only correctness)")
+    return p.parse_args(argv)
+
+
+def say(message: str) -> None:
+    """Progress on stderr (the report goes to stdout)."""
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def _interrupt(_signum: int, _frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def measured(db: BenchDatabase, run: Callable[[], WorkloadResult],
+             server: Server | None = None, pid: int | None = None) -> WorkloadResult:
+    """Run a workload; attach integrity, deadlock log lines and CPU figures."""
+    since = server.log_size() if server else 0
+    ticks, server_cpu = cpu.machine_ticks(), cpu.tree_cpu_seconds(pid) if pid else 0.0
+    started = time.perf_counter()
+    result = run()
+    elapsed = time.perf_counter() - started
+    result.extra["machine_busy"] = cpu.busy_share(ticks, cpu.machine_ticks())
+    if pid:
+        result.extra["server_cpu"] = (cpu.tree_cpu_seconds(pid) - server_cpu) / elapsed
+    if server:
+        result.extra["deadlock_log_lines"] = server.deadlocks_logged(since)
+    books = checks.integrity(db)
+    result.oversold_stocks, result.mismatched_stocks = books.oversold, books.mismatched
+    say(f"{result.name} ({result.transport}): {result.orders_per_s:.1f} orders/s, "
+        f"ok {result.ok}, failed {sum(result.failures.values())}")
+    return result
+
+
+def git_commit() -> str | None:
+    """HEAD of the repository, '+dirty' when the tree has changes."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, text=True,
+                              capture_output=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=ROOT, text=True,
+                               capture_output=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return head + ("+dirty" if dirty else "")
+
+
+def bench(args: argparse.Namespace, db: BenchDatabase) -> int:
+    """Seed, baseline, serve, load, check, report."""
+    timing = Timing(args.clients, args.warmup, args.seconds)
+    meta: dict[str, Any] = {
+        "database": db.kind, "clients": args.clients, "server_workers": args.workers,
+        "seconds": args.seconds, "warmup": args.warmup, "http_client": args.http_client,
+        "variants": args.variants, "bounded_units": args.bounded_units,
+        "cpus": os.cpu_count(), "loadavg_start": " ".join(f"{x:.2f}" for x in os.getloadavg()),
+        "started_at": datetime.now(UTC).isoformat(timespec="seconds"), "commit": git_commit()}
+    say(f"database: {db.kind} ({db.url})")
+    started = time.perf_counter()
+    db.create()
+    migrate(db)
+    seeded = seed(db, args.variants, args.bounded_units)
+    meta["database_version"] = db.server_version()
+    say(f"migrated and seeded {args.variants + 2} variants in "
+        f"{time.perf_counter() - started:.1f} s")
+
+    spread = Workload("spread", seeded.spread_variants, lines=3)
+    hot = Workload("hot", (seeded.hot_variant,), lines=1)
+    bounded = Workload("bounded", (seeded.bounded_variant,), lines=1, stop_after_insufficient=3)
+    results: list[WorkloadResult] = []
+    if not args.skip_raw:
+        for workload in (spread, hot):
+            raw = dataclasses.replace(workload, name=f"raw-{workload.name}")
+            say(f"{raw.name}: {args.clients} SQL clients, {args.warmup:g}+{args.seconds:g} s")
+            results.append(measured(db, lambda w=raw: run_sql_workload(db, w, timing)))
+
+    log = VAR / f"server-{db.kind}.log"
+    with Server(db.url, args.workers, log) as server:
+        say(f"server up on {server.url} (stderr: {log})")
+        target = Target(HOST, server.port, seeded.token, args.http_client)
+        for workload in (spread, hot, bounded):
+            say(f"{workload.name}: {args.clients} GraphQL clients")
+            results.append(measured(
+                db, lambda w=workload: run_in_child(run_http_workload, target, w, timing),
+                server, server.pid))
+    figures = checks.variant_figures(db, seeded.bounded_variant)
+    results[-1].extra.update(allocated=figures.allocated, order_lines=figures.order_lines,
+                             units=figures.quantity)
+    time.sleep(0.5)  # backends flush their statistics on exit
+    pg_deadlocks = db.pg_deadlocks()
+    meta["pg_stat_deadlocks"] = pg_deadlocks
+    found = evaluate({r.name: r for r in results}, seeded.bounded_units, pg_deadlocks)
+    print(render(meta, results, found), flush=True)
+    out = VAR / f"results-{db.kind}.json"
+    write_json(out, meta, results, found)
+    print(f"\nJSON: {out}")
+    failed = [c for c in found if c.passed is False and (c.correctness or args.strict)]
+    return 1 if failed else 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    db = BenchDatabase.choose(os.environ.get("STOCKYARD_DATABASE_URL"), args.pg_database)
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        return bench(args, db)
+    except KeyboardInterrupt:
+        say("interrupted")
+        return 130
+    finally:
+        if not args.keep_db:
+            db.drop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
