@@ -53,7 +53,10 @@ def app_factory() -> Starlette:
     from api.app import build_app
 
     settings = Settings.from_env()
-    return build_app(make_engine(settings), make_publisher(settings))
+    # a thread holding a hot stock row lock should get the GIL back quickly to COMMIT
+    sys.setswitchinterval(0.001)
+    return build_app(make_engine(settings), make_publisher(settings),
+                     threads=settings.db_pool_size)
 
 
 def _serve(args: argparse.Namespace, settings: Settings) -> int:

@@ -45,8 +45,11 @@ class StockyardGraphQL(GraphQL[Context, None]):
         return self.tokens.is_fresh(token)
 
 
-def build_app(engine: Engine, publish: Publish) -> Starlette:
-    """The app around an engine the caller owns; `publish` receives committed events."""
+def build_app(engine: Engine, publish: Publish, *, threads: int = 12) -> Starlette:
+    """The app around an engine the caller owns; `publish` receives committed events.
+
+    `threads` bounds the services running at once (match the database pool size).
+    """
     writer, reader = session_factories(engine)
     services = Services(writer=writer, reader=reader, publish=publish)
     graphql = StockyardGraphQL(services)
@@ -65,8 +68,8 @@ def build_app(engine: Engine, publish: Publish) -> Starlette:
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
-        # more threads than the default 40 so a burst waits on the database pool, not here
-        anyio.to_thread.current_default_thread_limiter().total_tokens = 64
+        # a burst queues here (fairly, FIFO) rather than as threads fighting for the GIL
+        anyio.to_thread.current_default_thread_limiter().total_tokens = threads
         yield
 
     return Starlette(

@@ -33,7 +33,7 @@ def make_engine(settings: Settings, **kwargs: Any) -> Engine:
         _serialize_sqlite_writers(engine)
         return engine
     kwargs.setdefault("pool_size", settings.db_pool_size)
-    kwargs.setdefault("max_overflow", settings.db_pool_size)
+    kwargs.setdefault("max_overflow", 4)
     kwargs.setdefault("pool_pre_ping", False)
     return create_engine(url, **kwargs)
 

@@ -15,7 +15,9 @@ class Settings:
     database_url: str = DEFAULT_DATABASE_URL
     broker_url: str | None = None
     reconcile_seconds: int = 600
-    db_pool_size: int = 20
+    # database connections per server process; also the number of worker threads that
+    # run services, so requests queue on the event loop instead of contending for the GIL
+    db_pool_size: int = 12
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -24,7 +26,7 @@ class Settings:
             database_url=env.get("STOCKYARD_DATABASE_URL") or DEFAULT_DATABASE_URL,
             broker_url=env.get("STOCKYARD_BROKER_URL") or None,
             reconcile_seconds=int(env.get("STOCKYARD_RECONCILE_SECONDS") or 600),
-            db_pool_size=int(env.get("STOCKYARD_DB_POOL_SIZE") or 20),
+            db_pool_size=int(env.get("STOCKYARD_DB_POOL_SIZE") or 12),
         )
 
     @property

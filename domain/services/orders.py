@@ -183,12 +183,41 @@ def _order_id_for_key(session: Session, key: str) -> int | None:
     return session.connection().execute(_ORDER_ID_FOR_KEY, {"key": key}).scalar()
 
 
+class _Contended(Exception):
+    """A guarded stock update found less available than the snapshot promised."""
+
+
+OPTIMISTIC_ATTEMPTS = 2
+
+
 def _create(
     uow: UnitOfWork,
     type: OrderType,
     country: str,
     lines: Sequence[LineRequest],
     idempotency_key: str | None,
+) -> OrderView:
+    # Optimistic first: plan from an unlocked read, then move the counters with guarded
+    # UPDATEs issued last, just before COMMIT, so a hot stock row is locked only for those
+    # two round trips. A guard that fails (the stock ran dry meanwhile) rolls everything
+    # back; the last attempt locks the rows up front and cannot fail that way.
+    for attempt in range(OPTIMISTIC_ATTEMPTS + 1):
+        try:
+            return _create_once(uow, type, country, lines, idempotency_key,
+                                lock=attempt == OPTIMISTIC_ATTEMPTS)
+        except _Contended:
+            continue
+    raise AssertionError("the locking attempt never raises _Contended")
+
+
+def _create_once(
+    uow: UnitOfWork,
+    type: OrderType,
+    country: str,
+    lines: Sequence[LineRequest],
+    idempotency_key: str | None,
+    *,
+    lock: bool,
 ) -> OrderView:
     with uow:
         s = uow.session
@@ -197,7 +226,8 @@ def _create(
             if existing is not None:
                 return load_view(s, existing)
         variant_ids = {line.variant_id for line in lines}
-        levels, tracked, enabled = _lock_stocks(s, variant_ids, country, config_for=type)
+        levels, tracked, enabled = _lock_stocks(s, variant_ids, country, config_for=type,
+                                                lock=lock)
         _require_variants(s, variant_ids, tracked, [(f"lines.{i}.variantId", line.variant_id)
                           for i, line in enumerate(lines)])
         demands = [Demand(i, line.variant_id, line.quantity, f"lines.{i}.quantity")
@@ -217,8 +247,12 @@ def _create(
         line_ids = _insert_lines(s, order_id, lines)
         changes = {(line_ids[i], sid): q for (i, sid), q in book.allocation_changes().items()}
         _write_allocations(s, changes, existing=set())
-        _write_stock_deltas(s, book)
-        if book.stock_deltas():
+        deltas = book.stock_deltas()
+        if deltas:
+            moved = s.connection().execute(_ALLOCATE_GUARDED, [
+                {"sid": sid, "da": da} for sid, (_, da) in sorted(deltas.items())]).rowcount
+            if moved != len(deltas):
+                raise _Contended()
             uow.emit(StockChanged(tuple(sorted(variant_ids))))
         uow.commit()
 
@@ -542,8 +576,8 @@ def _allocation_enabled(s: Session, order_type: OrderType) -> bool:
     return True if enabled is None else bool(enabled)
 
 
-def _lock_statement(with_config: bool) -> Select[Any]:
-    """Every stock of the variants, ascending id, locked; built once, compiled once."""
+def _stock_statement(*, with_config: bool, lock: bool) -> Select[Any]:
+    """Every stock of the variants, ascending id; built once, compiled once."""
     serves = exists().where(
         warehouse_shipping_zone.c.warehouse_id == Warehouse.id,
         ShippingZoneCountry.zone_id == warehouse_shipping_zone.c.zone_id,
@@ -559,25 +593,27 @@ def _lock_statement(with_config: bool) -> Select[Any]:
             select(OrderTypeAllocation.enabled)
             .where(OrderTypeAllocation.order_type == bindparam("order_type"))
             .scalar_subquery().label("enabled"))
-    return (
+    statement = (
         select(*columns)
         .join(Warehouse, Warehouse.id == Stock.warehouse_id)
         .join(ProductVariant, ProductVariant.id == Stock.variant_id)
         .join(Product, Product.id == ProductVariant.product_id)
         .where(Stock.variant_id.in_(bindparam("variant_ids", expanding=True)))
         .order_by(Stock.id)
-        .with_for_update(of=Stock)
     )
+    # NO KEY UPDATE: allocation rows referencing a locked stock can still be inserted
+    return statement.with_for_update(of=Stock, key_share=True) if lock else statement
 
 
-_LOCK = _lock_statement(with_config=False)
-_LOCK_WITH_CONFIG = _lock_statement(with_config=True)
+_STOCKS = {(config, lock): _stock_statement(with_config=config, lock=lock)
+           for config in (False, True) for lock in (False, True)}
 
 
 def _lock_stocks(
-    s: Session, variant_ids: Iterable[int], country: str, config_for: OrderType | None = None
+    s: Session, variant_ids: Iterable[int], country: str, config_for: OrderType | None = None,
+    *, lock: bool = True,
 ) -> tuple[list[StockLevel], dict[int, bool], bool | None]:
-    """Lock every stock of the variants, ascending id, in one statement.
+    """Lock (or, with lock=False, just read) every stock of the variants, ascending id.
 
     Returns the levels (flagged with whether the warehouse may serve the country), the
     variants' trackInventory found along the way, and, when `config_for` is given, whether
@@ -586,7 +622,7 @@ def _lock_stocks(
     params: dict[str, Any] = {"variant_ids": sorted(set(variant_ids)), "country": country}
     if config_for is not None:
         params["order_type"] = config_for.value
-    statement = _LOCK if config_for is None else _LOCK_WITH_CONFIG
+    statement = _STOCKS[(config_for is not None, lock)]
     rows = s.connection().execute(statement, params).all()
     levels = [StockLevel(r[0], r[1], r[2], r[3], bool(r[4]), r[5], r[6]) for r in rows]
     tracked = {r[1]: bool(r[7]) for r in rows}
@@ -650,6 +686,12 @@ _UPDATE_ALLOCATION = (
 )
 _DELETE_ALLOCATION = delete(ALLOCATION).where(
     ALLOCATION.c.order_line_id == bindparam("lid"), ALLOCATION.c.stock_id == bindparam("sid"))
+_ALLOCATE_GUARDED = (
+    update(STOCK)
+    .where(STOCK.c.id == bindparam("sid"),
+           STOCK.c.quantity - STOCK.c.quantity_allocated >= bindparam("da"))
+    .values(quantity_allocated=STOCK.c.quantity_allocated + bindparam("da"))
+)
 _ADD_TO_STOCK = (
     update(STOCK)
     .where(STOCK.c.id == bindparam("sid"))
