@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
 import anyio.to_thread
+from cross_web import HTTPException
 from sqlalchemy import Engine, text
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
 
@@ -30,6 +33,27 @@ class StockyardGraphQL(GraphQL[Context, None]):
         super().__init__(schema, graphql_ide="graphiql")
         self.services = services
         self.tokens = TokenCache()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Transport errors answer as GraphQL-shaped JSON, never as a 500."""
+        if scope["type"] != "http":
+            await super().__call__(scope, receive, send)
+            return
+        try:
+            response: Response = await self.run(Request(scope=scope, receive=receive))
+        except HTTPException as exc:
+            response = JSONResponse({"errors": [{"message": exc.reason}]},
+                                    status_code=exc.status_code)
+        await response(scope, receive, send)
+
+    def parse_json(self, data: str | bytes) -> Any:
+        try:
+            parsed = json.loads(data)
+        except ValueError as exc:  # also bodies that are not UTF-8
+            raise HTTPException(400, "Unable to parse request body as JSON") from exc
+        if not isinstance(parsed, dict | list):
+            raise HTTPException(400, "The request body must be a JSON object")
+        return parsed
 
     async def get_context(self, request: Request | WebSocket, response: Any) -> Context:
         token = bearer_token(request.headers.get("authorization"))
@@ -73,7 +97,7 @@ def build_app(engine: Engine, publish: Publish, *, threads: int = 12) -> Starlet
         yield
 
     return Starlette(
-        routes=[Route("/graphql", graphql, methods=["GET", "POST"]),
+        routes=[Route("/graphql", graphql),
                 Route("/healthz", healthz, methods=["GET"])],
         lifespan=lifespan,
     )

@@ -24,6 +24,14 @@ class StockyardError:
     available: int | None = None
 
 
+INT_MAX = 2**31 - 1
+
+
+def _as_int(value: int | None) -> int | None:
+    """GraphQL Int is 32-bit; a sum beyond it is reported as the largest Int."""
+    return None if value is None else min(value, INT_MAX)
+
+
 def errors_from(exc: DomainError) -> list[StockyardError]:
     return [
         StockyardError(
@@ -34,8 +42,8 @@ def errors_from(exc: DomainError) -> list[StockyardError]:
             if e.variant_id is not None else None,
             warehouse_id=strawberry.ID(ids.encode("Warehouse", e.warehouse_id))
             if e.warehouse_id is not None else None,
-            requested=e.requested,
-            available=e.available,
+            requested=_as_int(e.requested),
+            available=_as_int(e.available),
         )
         for e in exc.errors
     ]

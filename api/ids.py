@@ -7,6 +7,8 @@ import binascii
 
 from domain.errors import InvalidInput, NotFound
 
+MAX_PK = 2**31 - 1
+
 
 class InvalidId(ValueError):
     """The string is not a global ID issued by Stockyard."""
@@ -21,12 +23,12 @@ def parse(global_id: str) -> tuple[str, int]:
     try:
         raw = base64.b64decode(global_id.encode("ascii"), validate=True).decode()
         type_name, _, pk_text = raw.partition(":")
-        if not type_name.isidentifier() or not pk_text.isdigit() or len(pk_text) > 18:
+        if not type_name.isidentifier() or not pk_text.isdigit() or len(pk_text) > 10:
             raise InvalidId(global_id)
         pk = int(pk_text)
     except (UnicodeError, binascii.Error, ValueError) as exc:
         raise InvalidId(global_id) from exc
-    if pk <= 0:
+    if not 0 < pk <= MAX_PK:  # primary keys are 32-bit integers
         raise InvalidId(global_id)
     return type_name, pk
 

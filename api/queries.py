@@ -25,6 +25,7 @@ from api.types import (
     resolve_node,
 )
 from domain import models, permissions
+from domain.errors import is_storable
 from domain.services import configuration, reads
 
 DEFAULT_PAGE = 20
@@ -60,7 +61,7 @@ def _after(cursor: str | None) -> int | None:
         return None
     try:
         kind, _, pk = base64.b64decode(cursor, validate=True).decode().partition(":")
-        if kind == "cursor" and pk.isdigit() and len(pk) < 19:
+        if kind == "cursor" and pk.isdigit() and len(pk) <= 10 and int(pk) <= ids.MAX_PK:
             return int(pk)
     except (binascii.Error, UnicodeError, ValueError):
         pass
@@ -170,8 +171,8 @@ class Query:
     async def product_variants(self, info: Info, skus: list[str] | None = None,
                                first: int | None = None,
                                after: str | None = None) -> Connection[ProductVariant]:
-        if skus is not None and any("\x00" in sku for sku in skus):
-            raise GraphQLError("`skus` must not contain NUL characters.",
+        if skus is not None and not all(is_storable(sku) for sku in skus):
+            raise GraphQLError("`skus` must not contain NUL or unpaired surrogate characters.",
                                extensions={"code": "INVALID"})
         return await _page(info, models.ProductVariant, ProductVariant.from_model, first,
                            after, skus=tuple(skus) if skus is not None else None,

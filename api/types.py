@@ -9,6 +9,7 @@ from graphql import GraphQLError
 
 from api import ids
 from api.context import Context
+from api.errors import INT_MAX
 from domain import models, permissions
 from domain.countries import normalize_country
 from domain.services import orders as order_service
@@ -163,7 +164,8 @@ class ProductVariant(Node):
             if code is None:
                 raise GraphQLError(f"{country!r} is not an ISO 3166-1 alpha-2 country code.",
                                    extensions={"code": "INVALID"})
-        return int(await info.context.loaders.availability.load((self.pk, code)))
+        total = await info.context.loaders.availability.load((self.pk, code))
+        return min(int(total), INT_MAX)  # GraphQL Int is 32-bit; sums may exceed it
 
 
 async def _variant(info: Info, pk: int) -> ProductVariant:

@@ -126,9 +126,21 @@ def check_text(value: str, field: str, *, max_length: int = 255, what: str = "va
         raise InvalidInput(f"{what} must not be empty", field=field)
     if len(cleaned) > max_length:
         raise InvalidInput(f"{what} must be at most {max_length} characters", field=field)
-    if "\x00" in cleaned:
-        raise InvalidInput(f"{what} must not contain NUL characters", field=field)
+    if not is_storable(cleaned):
+        raise InvalidInput(f"{what} must not contain NUL or unpaired surrogate characters",
+                           field=field)
     return cleaned
+
+
+def is_storable(value: str) -> bool:
+    """Text every database can store: UTF-8 encodable, no NUL."""
+    if "\x00" in value:
+        return False
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def raise_all(errors: list[DomainError]) -> None:

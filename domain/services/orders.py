@@ -68,6 +68,7 @@ ORDER_LINE = cast(Table, OrderLine.__table__)
 ORDERS = cast(Table, Order.__table__)
 
 MAX_LINE_QUANTITY = 1_000_000
+MAX_LINES = 500
 EDITABLE = frozenset({OrderStatus.DRAFT, OrderStatus.QUOTE, OrderStatus.OFFER})
 FULFILLABLE = frozenset({OrderStatus.UNFULFILLED, OrderStatus.PARTIALLY_FULFILLED})
 FINAL = frozenset({OrderStatus.FULFILLED, OrderStatus.CANCELED})
@@ -131,6 +132,8 @@ def _check_quantity(quantity: int, field: str) -> DomainError | None:
 def _check_lines(lines: Sequence[LineRequest], prefix: str = "lines") -> None:
     if not lines:
         raise InvalidInput("at least one line is needed", field=prefix)
+    if len(lines) > MAX_LINES:
+        raise InvalidInput(f"at most {MAX_LINES} lines per request", field=prefix)
     raise_all([e for i, line in enumerate(lines)
                if (e := _check_quantity(line.quantity, f"{prefix}.{i}.quantity"))])
 
@@ -414,6 +417,8 @@ def fulfill(
     permissions.require_admin(principal)
     if not requests:
         raise InvalidInput("at least one line is needed", field="lines")
+    if len(requests) > MAX_LINES:
+        raise InvalidInput(f"at most {MAX_LINES} lines per request", field="lines")
     raise_all([e for i, r in enumerate(requests)
                if (e := _check_quantity(r.quantity, f"lines.{i}.quantity"))])
     with uow:
