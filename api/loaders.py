@@ -13,6 +13,7 @@ from domain.models import (
     Product,
     ProductVariant,
     Seller,
+    StockMovement,
     Warehouse,
 )
 from domain.services import reads
@@ -45,6 +46,7 @@ class Loaders:
         self.variant = _by_id(read, ProductVariant)
         self.order = _by_id(read, Order)
         self.order_line = _by_id(read, OrderLine)
+        self.movement = _by_id(read, StockMovement)
         self.zone = _loader(read, reads.zones)
         self.zone_ids_of_warehouse = _loader(read, reads.zone_ids_of_warehouses)
         self.variants_of_product = _loader(read, reads.variants_of_products)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Annotated, Any, Generic, TypeVar
 
 import strawberry
@@ -14,6 +15,7 @@ from api import ids
 from api.types import (
     Info,
     MarketplaceConfiguration,
+    MovementTypeEnum,
     Node,
     Order,
     OrderStatusEnum,
@@ -21,11 +23,13 @@ from api.types import (
     Product,
     ProductVariant,
     Seller,
+    StockMovement,
     Warehouse,
     resolve_node,
 )
 from domain import models, permissions
 from domain.errors import is_storable
+from domain.models import Role
 from domain.services import configuration, reads
 
 DEFAULT_PAGE = 20
@@ -112,6 +116,13 @@ async def _page(
     )
 
 
+def _utc(moment: datetime | None) -> datetime | None:
+    """Naive datetimes are taken as UTC, like the stored ones."""
+    if moment is None or moment.tzinfo is not None:
+        return moment
+    return moment.replace(tzinfo=UTC)
+
+
 def _require_admin(info: Info, what: str) -> None:
     if not permissions.can_read_orders(info.context.principal):
         raise GraphQLError(f"Reading {what} needs an admin token.",
@@ -177,6 +188,28 @@ class Query:
         return await _page(info, models.ProductVariant, ProductVariant.from_model, first,
                            after, skus=tuple(skus) if skus is not None else None,
                            variant_seller_id=permissions.seller_scope(info.context.principal))
+
+    @strawberry.field(description="The stock ledger, newest first (admin token, or a seller "
+                                  "token for its own warehouses). `since` is inclusive, "
+                                  "`until` exclusive.")
+    async def stock_movements(
+        self, info: Info, variant_id: strawberry.ID | None = None,
+        warehouse_id: strawberry.ID | None = None,
+        types: list[MovementTypeEnum] | None = None,  # type: ignore[valid-type]
+        since: datetime | None = None, until: datetime | None = None,
+        first: int | None = None, after: str | None = None,
+    ) -> Connection[StockMovement]:
+        principal = info.context.principal
+        if principal is None or principal.role is Role.STOREFRONT:
+            raise GraphQLError("Reading the stock ledger needs an admin or seller token.",
+                               extensions={"code": "PERMISSION_DENIED"})
+        return await _page(
+            info, models.StockMovement, StockMovement.from_model, first, after,
+            variant_id=_filter_id(variant_id, "ProductVariant", "variantId"),
+            warehouse_id=_filter_id(warehouse_id, "Warehouse", "warehouseId"),
+            warehouse_seller_id=permissions.seller_scope(principal),
+            movement_types=tuple(models.MovementType(t) for t in types) if types else None,
+            since=_utc(since), until=_utc(until))
 
     @strawberry.field(description="Orders, newest first (admin token).")
     async def orders(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 import strawberry
@@ -19,6 +20,7 @@ Info = strawberry.Info[Context, None]
 
 OrderTypeEnum = strawberry.enum(models.OrderType, name="OrderType")
 OrderStatusEnum = strawberry.enum(models.OrderStatus, name="OrderStatus")
+MovementTypeEnum = strawberry.enum(models.MovementType, name="StockMovementType")
 
 
 def _gid(type_name: str, pk: int) -> strawberry.ID:
@@ -270,6 +272,45 @@ class Fulfillment(Node):
             for lid, wid, q in row.lines])
 
 
+@strawberry.type(description="One change of one stock's counters (the append-only ledger).")
+class StockMovement(Node):
+    type: MovementTypeEnum  # type: ignore[valid-type]
+    quantity_change: int
+    allocated_change: int
+    quantity_after: int
+    allocated_after: int
+    reason: str | None
+    actor: str | None
+    created_at: datetime
+    variant_pk: strawberry.Private[int]
+    warehouse_pk: strawberry.Private[int]
+    order_pk: strawberry.Private[int | None]
+
+    @classmethod
+    def from_model(cls, m: models.StockMovement) -> StockMovement:
+        created = m.created_at if m.created_at.tzinfo else m.created_at.replace(tzinfo=UTC)
+        return cls(id=_gid("StockMovement", m.id), type=m.type,
+                   quantity_change=m.quantity_change, allocated_change=m.allocated_change,
+                   quantity_after=m.quantity_after, allocated_after=m.allocated_after,
+                   reason=m.reason, actor=m.actor, created_at=created,
+                   variant_pk=m.variant_id, warehouse_pk=m.warehouse_id, order_pk=m.order_id)
+
+    @strawberry.field
+    async def variant(self, info: Info) -> ProductVariant:
+        return await _variant(info, self.variant_pk)
+
+    @strawberry.field
+    async def warehouse(self, info: Info) -> Warehouse:
+        return await _warehouse(info, self.warehouse_pk)
+
+    @strawberry.field(description="The order that caused the movement (admin token).")
+    async def order(self, info: Info) -> Order | None:
+        if self.order_pk is None or not permissions.can_read_orders(info.context.principal):
+            return None
+        order = await info.context.loaders.order.load(self.order_pk)
+        return Order.from_model(order) if order else None
+
+
 @strawberry.type
 class OrderTypeAllocation:
     order_type: OrderTypeEnum  # type: ignore[valid-type]
@@ -313,6 +354,13 @@ async def resolve_node(info: Info, type_name: str, pk: int) -> Any:
             return None
         owner = await loaders.product.load(variant.product_id)
         return ProductVariant.from_model(variant) if visible(owner.seller_id) else None
+    if type_name == "StockMovement":
+        movement = await loaders.movement.load(pk)
+        if movement is None:
+            return None
+        owner = await loaders.warehouse.load(movement.warehouse_id)
+        return StockMovement.from_model(movement) \
+            if permissions.can_read_stock(principal, owner.seller_id) else None
     if not permissions.can_read_orders(principal):
         return None
     if type_name == "Order":

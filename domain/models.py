@@ -39,6 +39,18 @@ class OrderStatus(enum.StrEnum):
     CANCELED = "CANCELED"
 
 
+class MovementType(enum.StrEnum):
+    STOCK_UPDATE = "STOCK_UPDATE"
+    ADJUSTMENT = "ADJUSTMENT"
+    ALLOCATION = "ALLOCATION"
+    DEALLOCATION = "DEALLOCATION"
+    FULFILLMENT = "FULFILLMENT"
+    PURCHASE_RECEIVING = "PURCHASE_RECEIVING"
+    TRANSFER_OUT = "TRANSFER_OUT"
+    TRANSFER_IN = "TRANSFER_IN"
+    FEED_IMPORT = "FEED_IMPORT"
+
+
 class Role(enum.StrEnum):
     ADMIN = "admin"
     SELLER = "seller"
@@ -209,6 +221,35 @@ class FulfillmentLine(Base):
     quantity: Mapped[int] = mapped_column(Integer)
 
     __table_args__ = (CheckConstraint("quantity > 0", name="ck_fulfillment_line_quantity"),)
+
+
+class StockMovement(Base):
+    """One change of one stock's counters: the ledger. Rows are only ever inserted."""
+
+    __tablename__ = "stock_movement"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    stock_id: Mapped[int] = mapped_column(ForeignKey("stock.id"), index=True)
+    # denormalized from the stock so the ledger filters without a join
+    variant_id: Mapped[int] = mapped_column(Integer)
+    warehouse_id: Mapped[int] = mapped_column(Integer)
+    type: Mapped[MovementType] = mapped_column(_enum(MovementType))
+    quantity_change: Mapped[int] = mapped_column(Integer)
+    allocated_change: Mapped[int] = mapped_column(Integer)
+    quantity_after: Mapped[int] = mapped_column(Integer)
+    allocated_after: Mapped[int] = mapped_column(Integer)
+    reason: Mapped[str | None] = mapped_column(String(500))
+    order_id: Mapped[int | None] = mapped_column(ForeignKey("orders.id"))
+    actor: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now()
+    )
+
+    __table_args__ = (
+        Index("ix_stock_movement_variant", "variant_id", "id"),
+        Index("ix_stock_movement_warehouse", "warehouse_id", "id"),
+        Index("ix_stock_movement_created_at", "created_at"),
+    )
 
 
 class OrderTypeAllocation(Base):

@@ -93,11 +93,19 @@ class Database:
         tables = [t.name for t in reversed(Base.metadata.sorted_tables)
                   if t.name != "order_type_allocation"]
         with self.engine.begin() as conn:
+            # the ledger is append-only for the application; a test database is wiped anyway
             if self.backend == "postgresql":
+                conn.execute(text("SET LOCAL session_replication_role = replica"))
                 conn.execute(text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE"))
             else:
+                triggers = conn.execute(text(
+                    "SELECT name, sql FROM sqlite_master WHERE type = 'trigger'")).all()
+                for name, _ in triggers:
+                    conn.execute(text(f"DROP TRIGGER {name}"))
                 for name in tables:
                     conn.execute(text(f"DELETE FROM {name}"))
+                for _, sql in triggers:
+                    conn.execute(text(sql))
             conn.execute(text("UPDATE order_type_allocation SET enabled = :t"), {"t": True})
 
     def scalar(self, sql: str, **params: Any) -> Any:

@@ -11,10 +11,9 @@ from api.schema import schema
 
 ROOT = Path(__file__).resolve().parents[1]
 CANDIDATES = [ROOT.parent / "shared" / "contract.graphql", ROOT / "docs" / "contract.graphql"]
-# types of the ledger section (its own issue); everything else must be served already
-LEDGER_TYPES = ("StockMovement", "PurchaseOrder", "StockAdjust", "StockTransfer",
-                "StockBulk", "ErrorPolicy", "purchaseOrder", "stockAdjust", "stockTransfer",
-                "stockBulkUpdate", "stockMovements", "StockMovementType", "DateTime")
+# stock operations of the ledger section still being built (issue 6); all else must hold
+LEDGER_TYPES = ("PurchaseOrder", "StockAdjust", "StockTransfer", "StockBulk", "ErrorPolicy",
+                "purchaseOrder", "stockAdjust", "stockTransfer", "stockBulkUpdate")
 
 
 def _contract() -> str:

@@ -9,7 +9,7 @@ from sqlalchemy import insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from domain import permissions
+from domain import ledger, permissions
 from domain.countries import normalize_country
 from domain.errors import (
     Conflict,
@@ -23,6 +23,7 @@ from domain.errors import (
 from domain.events import StockChanged
 from domain.models import (
     Allocation,
+    MovementType,
     OrderLine,
     Product,
     ProductVariant,
@@ -190,6 +191,7 @@ def set_stock_quantities(
     """Set on-hand quantities per warehouse, creating missing stock records.
 
     On-hand may not drop below what orders hold allocated there (INVALID naming the orders).
+    Every change is one STOCK_UPDATE movement in the ledger.
     """
     errors: list[DomainError] = []
     for i, row in enumerate(stocks):
@@ -204,7 +206,7 @@ def set_stock_quantities(
             raise NotFound("variant not found", field="variantId")
         seller_id = s.scalar(select(Product.seller_id).where(Product.id == variant.product_id))
         assert seller_id is not None
-        permissions.require_seller_access(principal, seller_id)
+        actor = permissions.require_seller_access(principal, seller_id).name
         warehouse_ids = {row.warehouse_id for row in stocks}
         owners = dict(s.execute(select(Warehouse.id, Warehouse.seller_id)
                                 .where(Warehouse.id.in_(warehouse_ids))).all())
@@ -223,27 +225,33 @@ def set_stock_quantities(
                 select(Stock)
                 .where(Stock.variant_id == variant_id, Stock.warehouse_id.in_(warehouse_ids))
                 .order_by(Stock.id)
-                .with_for_update()
+                .with_for_update(key_share=True)
             )
         }
+        wanted: dict[int, int] = {}  # the last row for a warehouse wins
         for i, row in enumerate(stocks):
             stock = existing.get(row.warehouse_id)
-            if stock is None:
-                stock = Stock(variant_id=variant_id, warehouse_id=row.warehouse_id,
-                              quantity=row.quantity, quantity_allocated=0)
-                s.add(stock)
-                existing[row.warehouse_id] = stock
-            elif row.quantity < stock.quantity_allocated:
+            if stock is not None and row.quantity < stock.quantity_allocated:
                 errors.append(_below_allocated(s, stock, row.quantity, i))
-            else:
-                stock.quantity = row.quantity
+            wanted[row.warehouse_id] = row.quantity
         raise_all(errors)
-        uow.emit(StockChanged((variant_id,)))
+        created = [Stock(variant_id=variant_id, warehouse_id=wid, quantity=q,
+                         quantity_allocated=0)
+                   for wid, q in wanted.items() if wid not in existing]
+        s.add_all(created)
         try:
-            uow.commit()
+            s.flush()
         except IntegrityError:
             # a concurrent request created the same stock record first
             raise Conflict("the stock was created meanwhile; retry") from None
+        deltas = {existing[wid].id: (q - existing[wid].quantity, 0)
+                  for wid, q in wanted.items() if wid in existing}
+        ledger.apply(s, deltas, type=MovementType.STOCK_UPDATE, actor=actor,
+                     reason="stock level set")
+        ledger.record(s, {st.id: (st.quantity, 0) for st in created if st.quantity},
+                      type=MovementType.STOCK_UPDATE, actor=actor, reason="stock record created")
+        uow.emit(StockChanged((variant_id,)))
+        uow.commit()
     return variant
 
 

@@ -31,7 +31,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from domain import permissions
+from domain import ledger, permissions
 from domain.allocation import Book, Demand, FulfilledPart, StockLevel
 from domain.countries import normalize_country
 from domain.errors import (
@@ -47,6 +47,7 @@ from domain.models import (
     Allocation,
     Fulfillment,
     FulfillmentLine,
+    MovementType,
     Order,
     OrderLine,
     OrderStatus,
@@ -62,7 +63,6 @@ from domain.models import (
 from domain.permissions import Principal
 from domain.uow import UnitOfWork
 
-STOCK = cast(Table, Stock.__table__)
 ALLOCATION = cast(Table, Allocation.__table__)
 ORDER_LINE = cast(Table, OrderLine.__table__)
 ORDERS = cast(Table, Order.__table__)
@@ -148,7 +148,7 @@ def create(
     idempotency_key: str | None = None,
 ) -> OrderView:
     """Create an order and allocate all of its tracked lines, or nothing at all."""
-    permissions.require_order_placement(principal)
+    principal = permissions.require_order_placement(principal)
     country = normalize_country(shipping_country)
     errors: list[DomainError] = []
     if country is None:
@@ -166,7 +166,7 @@ def create(
     raise_all(errors)
     assert country is not None
     try:
-        return _create(uow, type, country, lines, idempotency_key)
+        return _create(uow, principal.name, type, country, lines, idempotency_key)
     except IntegrityError:
         if idempotency_key is None:
             raise
@@ -195,6 +195,7 @@ OPTIMISTIC_ATTEMPTS = 2
 
 def _create(
     uow: UnitOfWork,
+    actor: str,
     type: OrderType,
     country: str,
     lines: Sequence[LineRequest],
@@ -206,7 +207,7 @@ def _create(
     # back; the last attempt locks the rows up front and cannot fail that way.
     for attempt in range(OPTIMISTIC_ATTEMPTS + 1):
         try:
-            return _create_once(uow, type, country, lines, idempotency_key,
+            return _create_once(uow, actor, type, country, lines, idempotency_key,
                                 lock=attempt == OPTIMISTIC_ATTEMPTS)
         except _Contended:
             continue
@@ -215,6 +216,7 @@ def _create(
 
 def _create_once(
     uow: UnitOfWork,
+    actor: str,
     type: OrderType,
     country: str,
     lines: Sequence[LineRequest],
@@ -252,9 +254,8 @@ def _create_once(
         _write_allocations(s, changes, existing=set())
         deltas = book.stock_deltas()
         if deltas:
-            moved = s.connection().execute(_ALLOCATE_GUARDED, [
-                {"sid": sid, "da": da} for sid, (_, da) in sorted(deltas.items())]).rowcount
-            if moved != len(deltas):
+            if not ledger.apply(s, deltas, type=MovementType.ALLOCATION, actor=actor,
+                                reason="order created", order_id=order_id, guarded=True):
                 raise _Contended()
             uow.emit(StockChanged(tuple(sorted(variant_ids))))
         uow.commit()
@@ -273,7 +274,7 @@ def add_lines(
     uow: UnitOfWork, principal: Principal | None, order_id: int, lines: Sequence[LineRequest]
 ) -> OrderView:
     """Add lines to a DRAFT/QUOTE/OFFER order, allocating them if the order allocates."""
-    permissions.require_admin(principal)
+    actor = permissions.require_admin(principal).name
     _check_lines(lines)
     with uow:
         s = uow.session
@@ -296,14 +297,14 @@ def add_lines(
         changes = {((line_ids[-1 - key] if key < 0 else key), sid): q
                    for (key, sid), q in book.allocation_changes().items()}
         _write_allocations(s, changes, existing=set())
-        return _finish(uow, book, variant_ids, order_id)
+        return _finish(uow, book, variant_ids, order_id, actor, "lines added")
 
 
 def update_line(
     uow: UnitOfWork, principal: Principal | None, line_id: int, quantity: int
 ) -> OrderView:
     """Change a line's quantity; an allocated order allocates or releases the difference."""
-    permissions.require_admin(principal)
+    actor = permissions.require_admin(principal).name
     raise_all([e for e in [_check_quantity(quantity, "input.quantity")] if e])
     with uow:
         s = uow.session
@@ -321,12 +322,12 @@ def update_line(
             book.release(line.id, max(book.held(line.id) - quantity, 0))
         line.quantity = quantity
         _write_allocations(s, book.allocation_changes(), existing=book.allocation_keys_before())
-        return _finish(uow, book, {line.variant_id}, order.id)
+        return _finish(uow, book, {line.variant_id}, order.id, actor, "line updated")
 
 
 def delete_line(uow: UnitOfWork, principal: Principal | None, line_id: int) -> OrderView:
     """Remove a line from a DRAFT/QUOTE/OFFER order, releasing what it holds."""
-    permissions.require_admin(principal)
+    actor = permissions.require_admin(principal).name
     with uow:
         s = uow.session
         line = _line(s, line_id)
@@ -336,12 +337,12 @@ def delete_line(uow: UnitOfWork, principal: Principal | None, line_id: int) -> O
         book.release(line.id)
         _write_allocations(s, book.allocation_changes(), existing=book.allocation_keys_before())
         s.delete(line)
-        return _finish(uow, book, {line.variant_id}, order.id)
+        return _finish(uow, book, {line.variant_id}, order.id, actor, "line deleted")
 
 
 def confirm(uow: UnitOfWork, principal: Principal | None, order_id: int) -> OrderView:
     """Turn a DRAFT/QUOTE/OFFER into a REGULAR order; allocate now if it held nothing."""
-    permissions.require_admin(principal)
+    actor = permissions.require_admin(principal).name
     with uow:
         s = uow.session
         order = _lock_order(s, order_id)
@@ -369,12 +370,12 @@ def confirm(uow: UnitOfWork, principal: Principal | None, order_id: int) -> Orde
         order.status = OrderStatus.UNFULFILLED
         if book is None:
             book = Book.of([])
-        return _finish(uow, book, variant_ids, order_id)
+        return _finish(uow, book, variant_ids, order_id, actor, "order confirmed")
 
 
 def cancel(uow: UnitOfWork, principal: Principal | None, order_id: int) -> OrderView:
     """Release every allocation of the order and mark it canceled."""
-    permissions.require_admin(principal)
+    actor = permissions.require_admin(principal).name
     with uow:
         s = uow.session
         order = _lock_order(s, order_id)
@@ -390,13 +391,9 @@ def cancel(uow: UnitOfWork, principal: Principal | None, order_id: int) -> Order
         for stock_id, qty, _ in held:
             released[stock_id] += qty
         if released:
-            # ascending stock id: the row locks are taken in the global order
-            s.execute(
-                update(STOCK)
-                .where(STOCK.c.id == bindparam("sid"))
-                .values(quantity_allocated=STOCK.c.quantity_allocated - bindparam("n")),
-                [{"sid": sid, "n": n} for sid, n in sorted(released.items())],
-            )
+            ledger.apply(s, {sid: (0, -n) for sid, n in released.items()},
+                         type=MovementType.DEALLOCATION, actor=actor, reason="order canceled",
+                         order_id=order_id)
             s.execute(delete(Allocation).where(Allocation.order_line_id.in_(
                 select(OrderLine.id).where(OrderLine.order_id == order_id))))
             uow.emit(StockChanged(tuple(sorted({v for _, _, v in held}))))
@@ -414,7 +411,7 @@ def fulfill(
     requests: Sequence[FulfillRequest],
 ) -> tuple[OrderView, FulfillmentView]:
     """Ship units of a REGULAR order's lines: lower on-hand and the allocations consumed."""
-    permissions.require_admin(principal)
+    actor = permissions.require_admin(principal).name
     if not requests:
         raise InvalidInput("at least one line is needed", field="lines")
     if len(requests) > MAX_LINES:
@@ -483,7 +480,7 @@ def fulfill(
              "quantity": q} for (lid, wid), q in merged.items()])
         done = all(ln.quantity_fulfilled == ln.quantity for ln in lines.values())
         order.status = OrderStatus.FULFILLED if done else OrderStatus.PARTIALLY_FULFILLED
-        view = _finish(uow, book, variant_ids, order_id)
+        view = _finish(uow, book, variant_ids, order_id, actor, "order fulfilled")
         return view, FulfillmentView(
             fulfillment.id, tuple((lid, wid, q) for (lid, wid), q in merged.items()))
 
@@ -691,20 +688,6 @@ _UPDATE_ALLOCATION = (
 )
 _DELETE_ALLOCATION = delete(ALLOCATION).where(
     ALLOCATION.c.order_line_id == bindparam("lid"), ALLOCATION.c.stock_id == bindparam("sid"))
-_ALLOCATE_GUARDED = (
-    update(STOCK)
-    .where(STOCK.c.id == bindparam("sid"),
-           STOCK.c.quantity - STOCK.c.quantity_allocated >= bindparam("da"))
-    .values(quantity_allocated=STOCK.c.quantity_allocated + bindparam("da"))
-)
-_ADD_TO_STOCK = (
-    update(STOCK)
-    .where(STOCK.c.id == bindparam("sid"))
-    .values(quantity=STOCK.c.quantity + bindparam("dq"),
-            quantity_allocated=STOCK.c.quantity_allocated + bindparam("da"))
-)
-
-
 def _write_allocations(
     s: Session, changes: dict[tuple[int, int], int], *, existing: set[tuple[int, int]]
 ) -> None:
@@ -729,18 +712,14 @@ def _write_allocations(
         conn.execute(_DELETE_ALLOCATION, deletes)
 
 
-def _write_stock_deltas(s: Session, book: Book) -> None:
+def _finish(
+    uow: UnitOfWork, book: Book, variant_ids: Iterable[int], order_id: int, actor: str,
+    reason: str,
+) -> OrderView:
+    """Apply the book's stock changes through the ledger, read the order back, commit."""
     deltas = book.stock_deltas()
+    ledger.apply(uow.session, deltas, type=None, actor=actor, reason=reason, order_id=order_id)
     if deltas:
-        # ascending stock id, like every lock taken here
-        s.connection().execute(_ADD_TO_STOCK, [
-            {"sid": sid, "dq": dq, "da": da} for sid, (dq, da) in sorted(deltas.items())])
-
-
-def _finish(uow: UnitOfWork, book: Book, variant_ids: Iterable[int], order_id: int) -> OrderView:
-    """Write the book's stock changes, read the order back, commit."""
-    _write_stock_deltas(uow.session, book)
-    if book.stock_deltas():
         uow.emit(StockChanged(tuple(sorted(variant_ids))))
     uow.session.flush()
     view = load_view(uow.session, order_id)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, TypeVar
 
 from sqlalchemy import Select, case, func, select
@@ -15,6 +16,7 @@ from domain.models import (
     Base,
     Fulfillment,
     FulfillmentLine,
+    MovementType,
     Order,
     OrderLine,
     OrderStatus,
@@ -25,6 +27,7 @@ from domain.models import (
     ShippingZone,
     ShippingZoneCountry,
     Stock,
+    StockMovement,
     Warehouse,
     warehouse_shipping_zone,
 )
@@ -172,6 +175,12 @@ class PageQuery:
     skus: tuple[str, ...] | None = None
     statuses: tuple[OrderStatus, ...] | None = None
     types: tuple[OrderType, ...] | None = None
+    variant_id: int | None = None
+    warehouse_id: int | None = None
+    warehouse_seller_id: int | None = None
+    movement_types: tuple[MovementType, ...] | None = None
+    since: datetime | None = None
+    until: datetime | None = None
 
 
 def page(session: Session, model: type[M], query: PageQuery) -> list[M]:
@@ -186,6 +195,19 @@ def page(session: Session, model: type[M], query: PageQuery) -> list[M]:
     if query.variant_seller_id is not None:
         stmt = stmt.where(ProductVariant.product_id.in_(
             select(Product.id).where(Product.seller_id == query.variant_seller_id)))
+    if query.variant_id is not None:
+        stmt = stmt.where(StockMovement.variant_id == query.variant_id)
+    if query.warehouse_id is not None:
+        stmt = stmt.where(StockMovement.warehouse_id == query.warehouse_id)
+    if query.warehouse_seller_id is not None:
+        stmt = stmt.where(StockMovement.warehouse_id.in_(
+            select(Warehouse.id).where(Warehouse.seller_id == query.warehouse_seller_id)))
+    if query.movement_types:
+        stmt = stmt.where(StockMovement.type.in_(query.movement_types))
+    if query.since is not None:
+        stmt = stmt.where(StockMovement.created_at >= query.since)
+    if query.until is not None:
+        stmt = stmt.where(StockMovement.created_at < query.until)
     if query.skus is not None:
         stmt = stmt.where(ProductVariant.sku.in_(query.skus))
     if query.statuses:

@@ -128,6 +128,6 @@ async def test_creating_a_3_line_order_runs_a_small_fixed_number_of_statements(
                                                 "lines": lines}})
 
     assert data["orderCreate"]["errors"] == []
-    # lock stocks (with the config), insert order, lines, allocations, update stocks;
-    # the payload's warehouses come from one batched read
-    assert statements.count <= 6, "\n".join(s[:100] for s in statements.sql)
+    # read stocks (with the config), insert order, lines, allocations, guarded counter
+    # update, ledger movements; the payload's warehouses come from one batched read
+    assert statements.count <= 7, "\n".join(s[:100] for s in statements.sql)

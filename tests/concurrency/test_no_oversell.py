@@ -22,7 +22,8 @@ CREATE = """mutation($input: OrderCreateInput!) { orderCreate(input: $input) {
 
 
 def assert_books_balance(db: Database) -> None:
-    """allocated == sum of live allocations and 0 <= allocated <= quantity, for every stock."""
+    """For every stock: allocated == sum of live allocations, 0 <= allocated <= quantity,
+    and both counters equal the sums of its ledger movements."""
     off = db.rows("""
         SELECT s.id, s.quantity, s.quantity_allocated, COALESCE(SUM(a.quantity), 0)
         FROM stock s LEFT JOIN allocation a ON a.stock_id = s.id
@@ -31,6 +32,13 @@ def assert_books_balance(db: Database) -> None:
             OR s.quantity_allocated < 0 OR s.quantity_allocated > s.quantity
             OR s.quantity < 0""")
     assert off == []
+    # the ledger sums to every counter
+    drift = db.rows("""
+        SELECT s.id FROM stock s LEFT JOIN stock_movement m ON m.stock_id = s.id
+        GROUP BY s.id, s.quantity, s.quantity_allocated
+        HAVING s.quantity != COALESCE(SUM(m.quantity_change), 0)
+            OR s.quantity_allocated != COALESCE(SUM(m.allocated_change), 0)""")
+    assert drift == []
 
 
 async def test_64_concurrent_orders_for_20_units_sell_exactly_20(api: Api) -> None:
