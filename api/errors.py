@@ -22,6 +22,8 @@ class StockyardError:
     warehouse_id: strawberry.ID | None = None
     requested: int | None = None
     available: int | None = None
+    order_ids: list[strawberry.ID] | None = strawberry.field(
+        default=None, description="Orders at risk: they hold allocations a change would break.")
 
 
 INT_MAX = 2**31 - 1
@@ -44,6 +46,8 @@ def errors_from(exc: DomainError) -> list[StockyardError]:
             if e.warehouse_id is not None else None,
             requested=_as_int(e.requested),
             available=_as_int(e.available),
+            order_ids=[strawberry.ID(ids.encode("Order", o)) for o in e.order_ids]
+            if e.order_ids else None,
         )
         for e in exc.errors
     ]

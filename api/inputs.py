@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import enum
+
 import strawberry
 
 from api.types import OrderTypeEnum
@@ -45,10 +47,60 @@ class ProductVariantUpdateInput:
     track_inventory: bool | None = None
 
 
+FORCE = "Allow on-hand below what orders hold allocated (a recount that found less); the "\
+    "shortfall shows as Stock.quantityShort."
+
+
 @strawberry.input
 class StockInput:
     warehouse_id: strawberry.ID
     quantity: int
+    force: bool | None = strawberry.field(default=False, description=FORCE)
+
+
+@strawberry.input
+class StockAdjustInput:
+    variant_id: strawberry.ID
+    warehouse_id: strawberry.ID
+    delta: int
+    reason: str
+    expected_quantity: int | None = None
+    force: bool | None = strawberry.field(default=False, description=FORCE)
+
+
+@strawberry.input
+class StockTransferInput:
+    variant_id: strawberry.ID
+    from_warehouse_id: strawberry.ID
+    to_warehouse_id: strawberry.ID
+    quantity: int
+
+
+@strawberry.input
+class PurchaseOrderLineInput:
+    variant_id: strawberry.ID
+    quantity: int
+
+
+@strawberry.input
+class PurchaseOrderCreateInput:
+    warehouse_id: strawberry.ID
+    lines: list[PurchaseOrderLineInput]
+
+
+@strawberry.enum
+class ErrorPolicy(enum.Enum):
+    REJECT_EVERYTHING = "REJECT_EVERYTHING"
+    REJECT_FAILED_ROWS = "REJECT_FAILED_ROWS"
+
+
+@strawberry.input
+class StockBulkUpdateInput:
+    warehouse_id: strawberry.ID
+    quantity: int
+    variant_id: strawberry.ID | None = None
+    sku: str | None = None
+    force: bool | None = strawberry.field(default=False, description=FORCE)
 
 
 @strawberry.input

@@ -12,7 +12,9 @@ from domain.models import (
     OrderLine,
     Product,
     ProductVariant,
+    PurchaseOrder,
     Seller,
+    Stock,
     StockMovement,
     Warehouse,
 )
@@ -47,6 +49,10 @@ class Loaders:
         self.order = _by_id(read, Order)
         self.order_line = _by_id(read, OrderLine)
         self.movement = _by_id(read, StockMovement)
+        self.stock = _by_id(read, Stock)
+        self.purchase_order = _by_id(read, PurchaseOrder)
+        self.purchase_order_lines = _loader(read, reads.lines_of_purchase_orders)
+        self.incoming = _loader(read, reads.incoming)
         self.zone = _loader(read, reads.zones)
         self.zone_ids_of_warehouse = _loader(read, reads.zone_ids_of_warehouses)
         self.variants_of_product = _loader(read, reads.variants_of_products)

@@ -7,6 +7,7 @@ import strawberry
 from api import ids
 from api.errors import StockyardError, collect, errors_from
 from api.inputs import (
+    ErrorPolicy,
     MarketplaceConfigurationUpdateInput,
     OrderCreateInput,
     OrderFulfillLineInput,
@@ -15,9 +16,14 @@ from api.inputs import (
     ProductCreateInput,
     ProductVariantCreateInput,
     ProductVariantUpdateInput,
+    PurchaseOrderCreateInput,
+    PurchaseOrderLineInput,
     SellerCreateInput,
     ShippingZoneCreateInput,
+    StockAdjustInput,
+    StockBulkUpdateInput,
     StockInput,
+    StockTransferInput,
     WarehouseCreateInput,
 )
 from api.types import (
@@ -27,13 +33,16 @@ from api.types import (
     Order,
     Product,
     ProductVariant,
+    PurchaseOrder,
     Seller,
     ShippingZone,
+    Stock,
     Warehouse,
 )
-from domain.errors import DomainError
+from domain.errors import DomainError, check_text
 from domain.models import OrderType
 from domain.services import catalog, configuration, orders
+from domain.services import stock as stock_service
 from domain.services.reads import ZoneRow
 
 
@@ -128,6 +137,60 @@ class OrderFulfillPayload:
     errors: list[StockyardError]
 
 
+@strawberry.type
+class StockAdjustPayload:
+    stock: Stock | None
+    errors: list[StockyardError]
+
+
+@strawberry.type
+class StockTransferPayload:
+    errors: list[StockyardError]
+
+
+@strawberry.type
+class PurchaseOrderCreatePayload:
+    purchase_order: PurchaseOrder | None
+    errors: list[StockyardError]
+
+
+@strawberry.type
+class PurchaseOrderReceivePayload:
+    purchase_order: PurchaseOrder | None
+    errors: list[StockyardError]
+
+
+@strawberry.type
+class StockBulkResult:
+    stock: Stock | None
+    errors: list[StockyardError]
+
+
+@strawberry.type
+class StockBulkUpdatePayload:
+    count: int
+    results: list[StockBulkResult]
+    errors: list[StockyardError]
+
+
+def _bulk_row(i: int, row: StockBulkUpdateInput) -> stock_service.BulkRow:
+    """Decode one row; a malformed ID becomes that row's error, not the request's."""
+    try:
+        warehouse_id = ids.decode(row.warehouse_id, "Warehouse", f"stocks.{i}.warehouseId")
+        variant_id = ids.decode(row.variant_id, "ProductVariant", f"stocks.{i}.variantId") \
+            if row.variant_id is not None else None
+        sku = check_text(row.sku, f"stocks.{i}.sku", what="SKU") if row.sku is not None else None
+    except DomainError as exc:
+        return stock_service.BulkRow(warehouse_id=0, quantity=row.quantity, error=exc)
+    return stock_service.BulkRow(warehouse_id=warehouse_id, quantity=row.quantity,
+                                 variant_id=variant_id, sku=sku, force=bool(row.force))
+
+
+def _purchase_lines(lines: list[PurchaseOrderLineInput]) -> list[stock_service.PurchaseLine]:
+    return collect(lines, lambda i, ln: stock_service.PurchaseLine(
+        ids.decode(ln.variant_id, "ProductVariant", f"lines.{i}.variantId"), ln.quantity))
+
+
 def _line_requests(lines: list[OrderLineInput], prefix: str) -> list[orders.LineRequest]:
     return collect(lines, lambda i, ln: orders.LineRequest(
         ids.decode(ln.variant_id, "ProductVariant", f"{prefix}.{i}.variantId"), ln.quantity))
@@ -214,7 +277,8 @@ class Mutation:
     ) -> ProductVariantStocksUpdatePayload:
         try:
             rows = collect(stocks, lambda i, s: catalog.StockQuantity(
-                ids.decode(s.warehouse_id, "Warehouse", f"stocks.{i}.warehouseId"), s.quantity))
+                ids.decode(s.warehouse_id, "Warehouse", f"stocks.{i}.warehouseId"), s.quantity,
+                bool(s.force)))
             variant = await info.context.run(
                 catalog.set_stock_quantities,
                 ids.decode(variant_id, "ProductVariant", "variantId"), rows)
@@ -315,3 +379,81 @@ class Mutation:
             return OrderFulfillPayload(order=None, fulfillment=None, errors=errors_from(exc))
         return OrderFulfillPayload(order=Order.from_view(view),
                                    fulfillment=Fulfillment.from_row(fulfillment), errors=[])
+
+    @strawberry.mutation(description="Changes on-hand by delta (one ADJUSTMENT movement); with "
+                                     "expectedQuantity, CONFLICT unless on-hand equals it.")
+    async def stock_adjust(self, info: Info, input: StockAdjustInput) -> StockAdjustPayload:
+        try:
+            stock = await info.context.run(
+                stock_service.adjust,
+                variant_id=ids.decode(input.variant_id, "ProductVariant", "input.variantId"),
+                warehouse_id=ids.decode(input.warehouse_id, "Warehouse", "input.warehouseId"),
+                delta=input.delta, reason=input.reason,
+                expected_quantity=input.expected_quantity, force=bool(input.force))
+        except DomainError as exc:
+            return StockAdjustPayload(stock=None, errors=errors_from(exc))
+        return StockAdjustPayload(stock=Stock.from_model(stock), errors=[])
+
+    @strawberry.mutation(description="Moves available (unallocated) units between two "
+                                     "warehouses of the variant's seller.")
+    async def stock_transfer(self, info: Info, input: StockTransferInput) -> StockTransferPayload:
+        try:
+            await info.context.run(
+                stock_service.transfer,
+                variant_id=ids.decode(input.variant_id, "ProductVariant", "input.variantId"),
+                from_warehouse_id=ids.decode(input.from_warehouse_id, "Warehouse",
+                                             "input.fromWarehouseId"),
+                to_warehouse_id=ids.decode(input.to_warehouse_id, "Warehouse",
+                                           "input.toWarehouseId"),
+                quantity=input.quantity)
+        except DomainError as exc:
+            return StockTransferPayload(errors=errors_from(exc))
+        return StockTransferPayload(errors=[])
+
+    @strawberry.mutation
+    async def purchase_order_create(
+        self, info: Info, input: PurchaseOrderCreateInput
+    ) -> PurchaseOrderCreatePayload:
+        try:
+            po = await info.context.run(
+                stock_service.create_purchase_order,
+                warehouse_id=ids.decode(input.warehouse_id, "Warehouse", "input.warehouseId"),
+                lines=_purchase_lines(input.lines))
+        except DomainError as exc:
+            return PurchaseOrderCreatePayload(purchase_order=None, errors=errors_from(exc))
+        return PurchaseOrderCreatePayload(purchase_order=PurchaseOrder.from_model(po), errors=[])
+
+    @strawberry.mutation(description="Adds received units to on-hand (partial receipts "
+                                     "allowed; more than is still open is INVALID).")
+    async def purchase_order_receive(
+        self, info: Info, id: strawberry.ID, lines: list[PurchaseOrderLineInput]
+    ) -> PurchaseOrderReceivePayload:
+        try:
+            po = await info.context.run(
+                stock_service.receive_purchase_order, ids.decode(id, "PurchaseOrder", "id"),
+                _purchase_lines(lines))
+        except DomainError as exc:
+            return PurchaseOrderReceivePayload(purchase_order=None, errors=errors_from(exc))
+        return PurchaseOrderReceivePayload(purchase_order=PurchaseOrder.from_model(po),
+                                           errors=[])
+
+    @strawberry.mutation(description="Sets on-hand per row. REJECT_EVERYTHING: one bad row "
+                                     "applies nothing. REJECT_FAILED_ROWS: good rows apply.")
+    async def stock_bulk_update(
+        self, info: Info, stocks: list[StockBulkUpdateInput],
+        error_policy: ErrorPolicy | None = ErrorPolicy.REJECT_EVERYTHING,
+    ) -> StockBulkUpdatePayload:
+        rows = [_bulk_row(i, row) for i, row in enumerate(stocks)]
+        try:
+            outcome = await info.context.run(
+                stock_service.bulk_set_quantities, rows,
+                reject_failed_rows=error_policy is ErrorPolicy.REJECT_FAILED_ROWS)
+        except DomainError as exc:
+            return StockBulkUpdatePayload(count=0, results=[], errors=errors_from(exc))
+        results = [
+            StockBulkResult(stock=Stock.from_model(s) if s is not None else None,
+                            errors=[e for err in errs for e in errors_from(err)])
+            for s, errs in zip(outcome.stocks, outcome.errors, strict=True)]
+        top = [] if error_policy is ErrorPolicy.REJECT_FAILED_ROWS else [
+            e for r in results for e in r.errors]
+        return StockBulkUpdatePayload(count=outcome.count, results=results, errors=top)

@@ -14,8 +14,11 @@ from api.types import (
     OrderLine,
     Product,
     ProductVariant,
+    PurchaseOrder,
     Seller,
     ShippingZone,
+    Stock,
+    StockMovement,
     Warehouse,
 )
 
@@ -30,7 +33,7 @@ schema = strawberry.Schema(
     query=Query,
     mutation=Mutation,
     types=[Seller, ShippingZone, Warehouse, Product, ProductVariant, Order, OrderLine,
-           Fulfillment],
+           Fulfillment, Stock, StockMovement, PurchaseOrder],
     extensions=[
         # parsing and validating the same query text again is most of a small request's cost
         lambda: ParserCache(maxsize=512),  # the LRU itself is module-level, shared

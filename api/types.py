@@ -87,28 +87,41 @@ async def _warehouse(info: Info, pk: int) -> Warehouse:
 
 
 @strawberry.type
-class Stock:
+class Stock(Node):
     quantity: int
     quantity_allocated: int
+    low_stock_threshold: int | None
+    pk: strawberry.Private[int]
+    variant_pk: strawberry.Private[int]
     warehouse_pk: strawberry.Private[int]
 
     @classmethod
     def from_model(cls, m: models.Stock) -> Stock:
-        return cls(quantity=m.quantity, quantity_allocated=m.quantity_allocated,
-                   warehouse_pk=m.warehouse_id)
+        return cls(id=_gid("Stock", m.id), pk=m.id, quantity=m.quantity,
+                   quantity_allocated=m.quantity_allocated,
+                   low_stock_threshold=m.low_stock_threshold,
+                   variant_pk=m.variant_id, warehouse_pk=m.warehouse_id)
 
-    @strawberry.field
+    @strawberry.field(description="max(quantity - quantityAllocated, 0)")
     def quantity_available(self) -> int:
         return max(self.quantity - self.quantity_allocated, 0)
 
+    @strawberry.field(description="Units allocated to orders beyond what is on hand, after a "
+                                  "forced recount: max(quantityAllocated - quantity, 0).")
+    def quantity_short(self) -> int:
+        return max(self.quantity_allocated - self.quantity, 0)
+
     @strawberry.field(description="Ordered on open purchase orders, not yet received.")
-    def quantity_incoming(self) -> int:
-        # purchase orders arrive with the ledger; until then nothing is ever incoming
-        return 0
+    async def quantity_incoming(self, info: Info) -> int:
+        return int(await info.context.loaders.incoming.load((self.variant_pk, self.warehouse_pk)))
 
     @strawberry.field
     async def warehouse(self, info: Info) -> Warehouse:
         return await _warehouse(info, self.warehouse_pk)
+
+    @strawberry.field
+    async def variant(self, info: Info) -> ProductVariant:
+        return await _variant(info, self.variant_pk)
 
 
 @strawberry.type
@@ -312,6 +325,37 @@ class StockMovement(Node):
 
 
 @strawberry.type
+class PurchaseOrderLine:
+    quantity: int
+    quantity_received: int
+    variant_pk: strawberry.Private[int]
+
+    @strawberry.field
+    async def variant(self, info: Info) -> ProductVariant:
+        return await _variant(info, self.variant_pk)
+
+
+@strawberry.type
+class PurchaseOrder(Node):
+    pk: strawberry.Private[int]
+    warehouse_pk: strawberry.Private[int]
+
+    @classmethod
+    def from_model(cls, m: models.PurchaseOrder) -> PurchaseOrder:
+        return cls(id=_gid("PurchaseOrder", m.id), pk=m.id, warehouse_pk=m.warehouse_id)
+
+    @strawberry.field
+    async def warehouse(self, info: Info) -> Warehouse:
+        return await _warehouse(info, self.warehouse_pk)
+
+    @strawberry.field
+    async def lines(self, info: Info) -> list[PurchaseOrderLine]:
+        rows = await info.context.loaders.purchase_order_lines.load(self.pk)
+        return [PurchaseOrderLine(quantity=r.quantity, quantity_received=r.quantity_received,
+                                  variant_pk=r.variant_id) for r in rows]
+
+
+@strawberry.type
 class OrderTypeAllocation:
     order_type: OrderTypeEnum  # type: ignore[valid-type]
     enabled: bool
@@ -354,6 +398,20 @@ async def resolve_node(info: Info, type_name: str, pk: int) -> Any:
             return None
         owner = await loaders.product.load(variant.product_id)
         return ProductVariant.from_model(variant) if visible(owner.seller_id) else None
+    if type_name == "Stock":
+        stock = await loaders.stock.load(pk)
+        if stock is None:
+            return None
+        owner = await loaders.warehouse.load(stock.warehouse_id)
+        return Stock.from_model(stock) \
+            if permissions.can_read_stock(principal, owner.seller_id) else None
+    if type_name == "PurchaseOrder":
+        po = await loaders.purchase_order.load(pk)
+        if po is None:
+            return None
+        owner = await loaders.warehouse.load(po.warehouse_id)
+        return PurchaseOrder.from_model(po) \
+            if permissions.can_read_stock(principal, owner.seller_id) else None
     if type_name == "StockMovement":
         movement = await loaders.movement.load(pk)
         if movement is None:

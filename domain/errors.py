@@ -43,6 +43,7 @@ class DomainError(Exception):
         warehouse_id: int | None = None,
         requested: int | None = None,
         available: int | None = None,
+        order_ids: tuple[int, ...] = (),
     ) -> None:
         super().__init__(message)
         self.message = message
@@ -51,6 +52,7 @@ class DomainError(Exception):
         self.warehouse_id = warehouse_id
         self.requested = requested
         self.available = available
+        self.order_ids = order_ids
 
     @property
     def errors(self) -> tuple[DomainError, ...]:

@@ -9,15 +9,17 @@ Nothing updates or deletes a movement; the database refuses it too (migration 00
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import cast
 
-from sqlalchemy import Table, TextClause, bindparam, text, update
+from sqlalchemy import Table, TextClause, bindparam, insert, select, text, update
 from sqlalchemy.orm import Session
 
-from domain.models import MovementType, Stock
+from domain.models import MovementType, Stock, StockMovement
 
 STOCK = cast(Table, Stock.__table__)
+MOVEMENT = cast(Table, StockMovement.__table__)
 
 Deltas = Mapping[int, tuple[int, int]]  # stock id -> (quantity change, allocated change)
 
@@ -109,3 +111,96 @@ def _record_statement(count: int) -> TextClause:
         "CAST(:order_id AS INTEGER), CAST(:actor AS VARCHAR(64)) "
         f"FROM stock s WHERE s.id IN ({ids}) ORDER BY s.id"
     )
+
+
+@dataclass(frozen=True, slots=True)
+class Movement:
+    """A movement whose resulting levels the caller knows (it holds the stock's lock)."""
+
+    stock_id: int
+    variant_id: int
+    warehouse_id: int
+    type: MovementType
+    quantity_change: int
+    allocated_change: int
+    quantity_after: int
+    allocated_after: int
+
+
+_MOVEMENT_COLUMNS = ("stock_id", "variant_id", "warehouse_id", "type", "quantity_change",
+                     "allocated_change", "quantity_after", "allocated_after")
+_RECORD_UNNEST = text(
+    f"INSERT INTO stock_movement ({', '.join(_MOVEMENT_COLUMNS)}, reason, actor) "
+    "SELECT m.*, CAST(:reason AS VARCHAR(500)), CAST(:actor AS VARCHAR(64)) FROM unnest("
+    "CAST(:stock_id AS INTEGER[]), CAST(:variant_id AS INTEGER[]), "
+    "CAST(:warehouse_id AS INTEGER[]), CAST(:type AS VARCHAR[]), "
+    "CAST(:quantity_change AS INTEGER[]), CAST(:allocated_change AS INTEGER[]), "
+    "CAST(:quantity_after AS INTEGER[]), CAST(:allocated_after AS INTEGER[])) AS m"
+)
+_SET_UNNEST = text(
+    "UPDATE stock SET quantity = v.q FROM unnest(CAST(:ids AS INTEGER[]), "
+    "CAST(:qs AS INTEGER[])) AS v(id, q) WHERE stock.id = v.id"
+)
+_INSERT_STOCKS_UNNEST = text(
+    "INSERT INTO stock (variant_id, warehouse_id, quantity, quantity_allocated) "
+    "SELECT v, w, q, 0 FROM unnest(CAST(:vs AS INTEGER[]), CAST(:ws AS INTEGER[]), "
+    "CAST(:qs AS INTEGER[])) AS t(v, w, q) RETURNING id, variant_id, warehouse_id"
+)
+_SET = update(STOCK).where(STOCK.c.id == bindparam("sid")).values(quantity=bindparam("q"))
+
+
+def _is_postgresql(session: Session) -> bool:
+    return session.get_bind().dialect.name == "postgresql"
+
+
+def set_quantities(session: Session, rows: Sequence[tuple[int, int]]) -> None:
+    """Set on-hand of locked stocks: (stock id, quantity). One statement on PostgreSQL."""
+    if not rows:
+        return
+    if _is_postgresql(session):
+        session.connection().execute(_SET_UNNEST, {"ids": [r[0] for r in rows],
+                                                   "qs": [r[1] for r in rows]})
+    else:
+        session.connection().execute(_SET, [{"sid": sid, "q": q} for sid, q in rows])
+
+
+def insert_stocks(
+    session: Session, rows: Sequence[tuple[int, int, int]]
+) -> dict[tuple[int, int], int]:
+    """Create stocks (variant, warehouse, quantity); their ids by (variant, warehouse)."""
+    if not rows:
+        return {}
+    conn = session.connection()
+    if _is_postgresql(session):
+        result = conn.execute(_INSERT_STOCKS_UNNEST, {
+            "vs": [r[0] for r in rows], "ws": [r[1] for r in rows], "qs": [r[2] for r in rows]})
+        return {(v, w): sid for sid, v, w in result}
+    conn.execute(insert(STOCK), [{"variant_id": v, "warehouse_id": w, "quantity": q,
+                                  "quantity_allocated": 0} for v, w, q in rows])
+    created: dict[tuple[int, int], int] = {}
+    variant_ids = sorted({r[0] for r in rows})
+    for i in range(0, len(variant_ids), 5000):
+        for sid, v, w in conn.execute(
+            select(STOCK.c.id, STOCK.c.variant_id, STOCK.c.warehouse_id)
+            .where(STOCK.c.variant_id.in_(variant_ids[i:i + 5000]))):
+            created[(v, w)] = sid
+    return {(v, w): created[(v, w)] for v, w, _ in rows}
+
+
+def record_known(
+    session: Session, movements: Sequence[Movement], *, actor: str, reason: str | None
+) -> None:
+    """Append movements whose resulting levels are known: one statement on PostgreSQL."""
+    if not movements:
+        return
+    conn = session.connection()
+    if _is_postgresql(session):
+        params: dict[str, object] = {"actor": actor, "reason": reason}
+        for name in _MOVEMENT_COLUMNS:
+            params[name] = [getattr(m, name) for m in movements]
+        params["type"] = [m.type.value for m in movements]
+        conn.execute(_RECORD_UNNEST, params)
+        return
+    conn.execute(insert(MOVEMENT), [
+        {**{name: getattr(m, name) for name in _MOVEMENT_COLUMNS}, "type": m.type.value,
+         "actor": actor, "reason": reason} for m in movements])

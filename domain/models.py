@@ -145,6 +145,8 @@ class Stock(Base):
     warehouse_id: Mapped[int] = mapped_column(ForeignKey("warehouse.id"), index=True)
     quantity: Mapped[int] = mapped_column(Integer, default=0)
     quantity_allocated: Mapped[int] = mapped_column(Integer, default=0)
+    # seller dashboards flag the stock when available falls below this
+    low_stock_threshold: Mapped[int | None] = mapped_column(Integer)
 
     __table_args__ = (
         UniqueConstraint("variant_id", "warehouse_id", name="uq_stock_variant_warehouse"),
@@ -249,6 +251,35 @@ class StockMovement(Base):
         Index("ix_stock_movement_variant", "variant_id", "id"),
         Index("ix_stock_movement_warehouse", "warehouse_id", "id"),
         Index("ix_stock_movement_created_at", "created_at"),
+    )
+
+
+class PurchaseOrder(Base):
+    """Stock ordered from a supplier into one warehouse; received in one or more parts."""
+
+    __tablename__ = "purchase_order"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    warehouse_id: Mapped[int] = mapped_column(ForeignKey("warehouse.id"), index=True)
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now()
+    )
+
+
+class PurchaseOrderLine(Base):
+    __tablename__ = "purchase_order_line"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    purchase_order_id: Mapped[int] = mapped_column(ForeignKey("purchase_order.id"))
+    variant_id: Mapped[int] = mapped_column(ForeignKey("product_variant.id"), index=True)
+    quantity: Mapped[int] = mapped_column(Integer)
+    quantity_received: Mapped[int] = mapped_column(Integer, default=0)
+
+    __table_args__ = (
+        UniqueConstraint("purchase_order_id", "variant_id", name="uq_po_line_variant"),
+        CheckConstraint("quantity > 0", name="ck_po_line_quantity_positive"),
+        CheckConstraint("quantity_received >= 0 AND quantity_received <= quantity",
+                        name="ck_po_line_received_range"),
     )
 
 

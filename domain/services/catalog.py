@@ -7,12 +7,10 @@ from dataclasses import dataclass
 
 from sqlalchemy import insert, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
 
-from domain import ledger, permissions
+from domain import permissions
 from domain.countries import normalize_country
 from domain.errors import (
-    Conflict,
     DomainError,
     Duplicate,
     InvalidInput,
@@ -22,19 +20,16 @@ from domain.errors import (
 )
 from domain.events import StockChanged
 from domain.models import (
-    Allocation,
-    MovementType,
-    OrderLine,
     Product,
     ProductVariant,
     Seller,
     ShippingZone,
     ShippingZoneCountry,
-    Stock,
     Warehouse,
     warehouse_shipping_zone,
 )
 from domain.permissions import Principal
+from domain.services import stock
 from domain.uow import UnitOfWork
 
 MAX_NAME = 255
@@ -44,6 +39,7 @@ MAX_NAME = 255
 class StockQuantity:
     warehouse_id: int
     quantity: int
+    force: bool = False
 
 
 def _name(value: str, field: str) -> str:
@@ -190,82 +186,18 @@ def set_stock_quantities(
 ) -> ProductVariant:
     """Set on-hand quantities per warehouse, creating missing stock records.
 
-    On-hand may not drop below what orders hold allocated there (INVALID naming the orders).
-    Every change is one STOCK_UPDATE movement in the ledger.
+    On-hand may not drop below what orders hold allocated there (INVALID naming the orders)
+    unless `force` is set. Every change is one STOCK_UPDATE movement in the ledger.
     """
-    errors: list[DomainError] = []
-    for i, row in enumerate(stocks):
-        if row.quantity < 0:
-            errors.append(InvalidInput("quantity must be 0 or more",
-                                       field=f"stocks.{i}.quantity"))
-    raise_all(errors)
     with uow:
-        s = uow.session
-        variant = s.get(ProductVariant, variant_id)
+        variant = uow.session.get(ProductVariant, variant_id)
         if variant is None:
-            raise NotFound("variant not found", field="variantId")
-        seller_id = s.scalar(select(Product.seller_id).where(Product.id == variant.product_id))
-        assert seller_id is not None
-        actor = permissions.require_seller_access(principal, seller_id).name
-        warehouse_ids = {row.warehouse_id for row in stocks}
-        owners = dict(s.execute(select(Warehouse.id, Warehouse.seller_id)
-                                .where(Warehouse.id.in_(warehouse_ids))).all())
-        for i, row in enumerate(stocks):
-            if row.warehouse_id not in owners:
-                errors.append(NotFound("warehouse not found", field=f"stocks.{i}.warehouseId",
-                                       warehouse_id=row.warehouse_id))
-            elif owners[row.warehouse_id] != seller_id:
-                errors.append(InvalidInput("the warehouse belongs to another seller",
-                                           field=f"stocks.{i}.warehouseId",
-                                           warehouse_id=row.warehouse_id))
-        raise_all(errors)
-        existing = {
-            st.warehouse_id: st
-            for st in s.scalars(
-                select(Stock)
-                .where(Stock.variant_id == variant_id, Stock.warehouse_id.in_(warehouse_ids))
-                .order_by(Stock.id)
-                .with_for_update(key_share=True)
-            )
-        }
-        wanted: dict[int, int] = {}  # the last row for a warehouse wins
-        for i, row in enumerate(stocks):
-            stock = existing.get(row.warehouse_id)
-            if stock is not None and row.quantity < stock.quantity_allocated:
-                errors.append(_below_allocated(s, stock, row.quantity, i))
-            wanted[row.warehouse_id] = row.quantity
-        raise_all(errors)
-        created = [Stock(variant_id=variant_id, warehouse_id=wid, quantity=q,
-                         quantity_allocated=0)
-                   for wid, q in wanted.items() if wid not in existing]
-        s.add_all(created)
-        try:
-            s.flush()
-        except IntegrityError:
-            # a concurrent request created the same stock record first
-            raise Conflict("the stock was created meanwhile; retry") from None
-        deltas = {existing[wid].id: (q - existing[wid].quantity, 0)
-                  for wid, q in wanted.items() if wid in existing}
-        ledger.apply(s, deltas, type=MovementType.STOCK_UPDATE, actor=actor,
-                     reason="stock level set")
-        ledger.record(s, {st.id: (st.quantity, 0) for st in created if st.quantity},
-                      type=MovementType.STOCK_UPDATE, actor=actor, reason="stock record created")
-        uow.emit(StockChanged((variant_id,)))
-        uow.commit()
+            raise NotFound("variant not found", field="variantId", variant_id=variant_id)
+        uow.session.expunge(variant)  # read-only here; keep it loaded past this block
+    outcome = stock.bulk_set_quantities(
+        uow, principal,
+        [stock.BulkRow(warehouse_id=r.warehouse_id, quantity=r.quantity, variant_id=variant_id,
+                       force=r.force) for r in stocks],
+        reject_failed_rows=False, reason="stock level set")
+    raise_all([e for row_errors in outcome.errors for e in row_errors])
     return variant
-
-
-def _below_allocated(s: Session, stock: Stock, quantity: int, index: int) -> DomainError:
-    order_ids = sorted(set(s.scalars(
-        select(OrderLine.order_id)
-        .join(Allocation, Allocation.order_line_id == OrderLine.id)
-        .where(Allocation.stock_id == stock.id)
-    )))
-    return InvalidInput(
-        f"{stock.quantity_allocated} units are allocated to orders {order_ids}; "
-        f"on-hand cannot go below that",
-        field=f"stocks.{index}.quantity",
-        warehouse_id=stock.warehouse_id,
-        requested=quantity,
-        available=stock.quantity_allocated,
-    )

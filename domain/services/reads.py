@@ -23,6 +23,8 @@ from domain.models import (
     OrderType,
     Product,
     ProductVariant,
+    PurchaseOrder,
+    PurchaseOrderLine,
     Seller,
     ShippingZone,
     ShippingZoneCountry,
@@ -126,6 +128,32 @@ def availability(session: Session, keys: Sequence[tuple[int, str | None]]) -> li
                 .where(ShippingZoneCountry.country == country)))
         for variant_id, total in session.execute(stmt):
             totals[(variant_id, country)] = int(total or 0)
+    return [totals.get(k, 0) for k in keys]
+
+
+def lines_of_purchase_orders(
+    session: Session, keys: Sequence[int]
+) -> list[list[PurchaseOrderLine]]:
+    found: dict[int, list[PurchaseOrderLine]] = defaultdict(list)
+    for line in session.scalars(select(PurchaseOrderLine)
+                                .where(PurchaseOrderLine.purchase_order_id.in_(set(keys)))
+                                .order_by(PurchaseOrderLine.id)):
+        found[line.purchase_order_id].append(line)
+    return [found[k] for k in keys]
+
+
+def incoming(session: Session, keys: Sequence[tuple[int, int]]) -> list[int]:
+    """Ordered minus received on purchase orders, per (variant, warehouse)."""
+    totals: dict[tuple[int, int], int] = {}
+    variant_ids = {v for v, _ in keys}
+    for vid, wid, total in session.execute(
+        select(PurchaseOrderLine.variant_id, PurchaseOrder.warehouse_id,
+               func.sum(PurchaseOrderLine.quantity - PurchaseOrderLine.quantity_received))
+        .join(PurchaseOrder, PurchaseOrder.id == PurchaseOrderLine.purchase_order_id)
+        .where(PurchaseOrderLine.variant_id.in_(variant_ids))
+        .group_by(PurchaseOrderLine.variant_id, PurchaseOrder.warehouse_id)
+    ):
+        totals[(vid, wid)] = int(total or 0)
     return [totals.get(k, 0) for k in keys]
 
 

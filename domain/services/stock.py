@@ -1,0 +1,518 @@
+"""Stock operations: adjustments, transfers, purchase orders. Every change goes to the ledger.
+
+On-hand never drops below what orders hold allocated through these operations, unless the
+caller forces it (a recount that found less): the shortfall then shows as
+`quantity_allocated > quantity` on the stock and in the movement's resulting levels.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import ARRAY, Integer, any_, bindparam, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from domain import ledger, permissions
+from domain.errors import (
+    Conflict,
+    DomainError,
+    InsufficientStock,
+    InvalidInput,
+    NotFound,
+    check_text,
+    raise_all,
+)
+from domain.events import StockChanged
+from domain.models import (
+    Allocation,
+    MovementType,
+    OrderLine,
+    Product,
+    ProductVariant,
+    PurchaseOrder,
+    PurchaseOrderLine,
+    Stock,
+    Warehouse,
+)
+from domain.permissions import Principal
+from domain.uow import UnitOfWork
+
+MAX_QUANTITY = 1_000_000
+MAX_STOCK = 2**31 - 1
+
+
+@dataclass(frozen=True, slots=True)
+class PurchaseLine:
+    variant_id: int
+    quantity: int
+
+
+def orders_at_risk(session: Session, stock_id: int) -> tuple[int, ...]:
+    """Orders holding allocations on the stock, oldest first."""
+    return tuple(sorted(set(session.scalars(
+        select(OrderLine.order_id)
+        .join(Allocation, Allocation.order_line_id == OrderLine.id)
+        .where(Allocation.stock_id == stock_id)))))
+
+
+def below_allocated(session: Session, stock: Stock, quantity: int, field: str) -> DomainError:
+    order_ids = orders_at_risk(session, stock.id)
+    return InvalidInput(
+        f"{stock.quantity_allocated} units are allocated to orders {list(order_ids)}; "
+        "on-hand cannot go below that (force it to record a shortfall)",
+        field=field, variant_id=stock.variant_id, warehouse_id=stock.warehouse_id,
+        requested=quantity, available=stock.quantity_allocated, order_ids=order_ids,
+    )
+
+
+def _seller_of_variant(s: Session, variant_id: int, field: str) -> int:
+    seller_id = s.scalar(select(Product.seller_id)
+                         .join(ProductVariant, ProductVariant.product_id == Product.id)
+                         .where(ProductVariant.id == variant_id))
+    if seller_id is None:
+        raise NotFound("variant not found", field=field, variant_id=variant_id)
+    return seller_id
+
+
+def _warehouse_of(s: Session, warehouse_id: int, seller_id: int, field: str) -> Warehouse:
+    warehouse = s.get(Warehouse, warehouse_id)
+    if warehouse is None:
+        raise NotFound("warehouse not found", field=field, warehouse_id=warehouse_id)
+    if warehouse.seller_id != seller_id:
+        raise InvalidInput("the warehouse belongs to another seller than the variant",
+                           field=field, warehouse_id=warehouse_id)
+    return warehouse
+
+
+def lock_or_create(
+    s: Session, pairs: Sequence[tuple[int, int]]
+) -> dict[tuple[int, int], Stock]:
+    """Stocks for (variant, warehouse) pairs, all locked in one statement in id order (the
+    global lock order); missing ones are created."""
+    variant_ids = {v for v, _ in pairs}
+    warehouse_ids = {w for _, w in pairs}
+    found = {(st.variant_id, st.warehouse_id): st for st in s.scalars(
+        select(Stock)
+        .where(Stock.variant_id.in_(variant_ids), Stock.warehouse_id.in_(warehouse_ids))
+        .order_by(Stock.id)
+        .with_for_update(key_share=True))}
+    missing = [p for p in dict.fromkeys(pairs) if p not in found]
+    if missing:
+        for v, w in missing:
+            found[(v, w)] = Stock(variant_id=v, warehouse_id=w, quantity=0,
+                                  quantity_allocated=0)
+            s.add(found[(v, w)])
+        try:
+            s.flush()
+        except IntegrityError:
+            raise Conflict("the stock record was created meanwhile; retry") from None
+    return found
+
+
+def adjust(
+    uow: UnitOfWork,
+    principal: Principal | None,
+    *,
+    variant_id: int,
+    warehouse_id: int,
+    delta: int,
+    reason: str,
+    expected_quantity: int | None = None,
+    force: bool = False,
+) -> Stock:
+    """Change on-hand by delta (compare-and-set with expected_quantity); one ADJUSTMENT."""
+    errors: list[DomainError] = []
+    if delta == 0 or abs(delta) > MAX_STOCK:
+        errors.append(InvalidInput("delta must be a non-zero change", field="input.delta"))
+    try:
+        reason = check_text(reason, "input.reason", max_length=500, what="reason")
+    except DomainError as exc:
+        errors.append(exc)
+    raise_all(errors)
+    with uow:
+        s = uow.session
+        seller_id = _seller_of_variant(s, variant_id, "input.variantId")
+        _warehouse_of(s, warehouse_id, seller_id, "input.warehouseId")
+        actor = permissions.require_seller_access(principal, seller_id).name
+        stock = lock_or_create(s, [(variant_id, warehouse_id)])[(variant_id, warehouse_id)]
+        if expected_quantity is not None and stock.quantity != expected_quantity:
+            raise Conflict(f"on-hand is {stock.quantity}, not {expected_quantity}",
+                           field="input.expectedQuantity", variant_id=variant_id,
+                           warehouse_id=warehouse_id)
+        new = stock.quantity + delta
+        if not 0 <= new <= MAX_STOCK:
+            raise InvalidInput(f"on-hand would be {new}", field="input.delta",
+                               variant_id=variant_id, warehouse_id=warehouse_id)
+        if new < stock.quantity_allocated and not force:
+            raise below_allocated(s, stock, new, "input.delta")
+        ledger.apply(s, {stock.id: (delta, 0)}, type=MovementType.ADJUSTMENT, actor=actor,
+                     reason=reason)
+        s.refresh(stock)
+        uow.emit(StockChanged((variant_id,)))
+        uow.commit()
+    return stock
+
+
+def transfer(
+    uow: UnitOfWork,
+    principal: Principal | None,
+    *,
+    variant_id: int,
+    from_warehouse_id: int,
+    to_warehouse_id: int,
+    quantity: int,
+) -> tuple[Stock, Stock]:
+    """Move available (unallocated) units between two warehouses of the variant's seller."""
+    if not 1 <= quantity <= MAX_QUANTITY:
+        raise InvalidInput(f"quantity must be between 1 and {MAX_QUANTITY:,}",
+                           field="input.quantity")
+    if from_warehouse_id == to_warehouse_id:
+        raise InvalidInput("source and destination are the same warehouse",
+                           field="input.toWarehouseId")
+    with uow:
+        s = uow.session
+        seller_id = _seller_of_variant(s, variant_id, "input.variantId")
+        _warehouse_of(s, from_warehouse_id, seller_id, "input.fromWarehouseId")
+        _warehouse_of(s, to_warehouse_id, seller_id, "input.toWarehouseId")
+        actor = permissions.require_seller_access(principal, seller_id).name
+        source = s.scalars(select(Stock.id).where(
+            Stock.variant_id == variant_id, Stock.warehouse_id == from_warehouse_id)).first()
+        if source is None:
+            raise InsufficientStock("the source warehouse holds none of this variant",
+                                    field="input.quantity", variant_id=variant_id,
+                                    warehouse_id=from_warehouse_id, requested=quantity,
+                                    available=0)
+        stocks = lock_or_create(s, [(variant_id, from_warehouse_id),
+                                    (variant_id, to_warehouse_id)])
+        src, dst = stocks[(variant_id, from_warehouse_id)], stocks[(variant_id, to_warehouse_id)]
+        free = max(src.quantity - src.quantity_allocated, 0)
+        if quantity > free:
+            raise InsufficientStock(f"only {free} available to move", field="input.quantity",
+                                    variant_id=variant_id, warehouse_id=from_warehouse_id,
+                                    requested=quantity, available=free)
+        if dst.quantity + quantity > MAX_STOCK:
+            raise InvalidInput("the destination would hold too much", field="input.quantity")
+        reason = f"transfer {from_warehouse_id} -> {to_warehouse_id}"
+        ledger.apply(s, {src.id: (-quantity, 0)}, type=MovementType.TRANSFER_OUT, actor=actor,
+                     reason=reason)
+        ledger.apply(s, {dst.id: (quantity, 0)}, type=MovementType.TRANSFER_IN, actor=actor,
+                     reason=reason)
+        s.refresh(src)
+        s.refresh(dst)
+        uow.emit(StockChanged((variant_id,)))
+        uow.commit()
+    return src, dst
+
+
+def _merge(lines: Sequence[PurchaseLine], prefix: str = "lines") -> dict[int, int]:
+    if not lines:
+        raise InvalidInput("at least one line is needed", field=prefix)
+    merged: dict[int, int] = defaultdict(int)
+    errors: list[DomainError] = []
+    for i, line in enumerate(lines):
+        if not 1 <= line.quantity <= MAX_QUANTITY:
+            errors.append(InvalidInput(f"quantity must be between 1 and {MAX_QUANTITY:,}",
+                                       field=f"{prefix}.{i}.quantity"))
+        merged[line.variant_id] += line.quantity
+    raise_all(errors)
+    return dict(merged)
+
+
+def create_purchase_order(
+    uow: UnitOfWork, principal: Principal | None, *, warehouse_id: int,
+    lines: Sequence[PurchaseLine],
+) -> PurchaseOrder:
+    """Record stock ordered into a warehouse; it shows as incoming until received."""
+    merged = _merge(lines)
+    with uow:
+        s = uow.session
+        warehouse = s.get(Warehouse, warehouse_id)
+        if warehouse is None:
+            raise NotFound("warehouse not found", field="input.warehouseId",
+                           warehouse_id=warehouse_id)
+        permissions.require_seller_access(principal, warehouse.seller_id)
+        sellers = dict(s.execute(
+            select(ProductVariant.id, Product.seller_id)
+            .join(Product, Product.id == ProductVariant.product_id)
+            .where(ProductVariant.id.in_(merged))).all())
+        errors: list[DomainError] = []
+        for i, line in enumerate(lines):
+            if line.variant_id not in sellers:
+                errors.append(NotFound("variant not found", field=f"lines.{i}.variantId",
+                                       variant_id=line.variant_id))
+            elif sellers[line.variant_id] != warehouse.seller_id:
+                errors.append(InvalidInput("the variant belongs to another seller",
+                                           field=f"lines.{i}.variantId",
+                                           variant_id=line.variant_id))
+        raise_all(errors)
+        po = PurchaseOrder(warehouse_id=warehouse_id)
+        s.add(po)
+        s.flush()
+        s.add_all(PurchaseOrderLine(purchase_order_id=po.id, variant_id=v, quantity=q,
+                                    quantity_received=0) for v, q in merged.items())
+        uow.emit(StockChanged(tuple(sorted(merged))))
+        uow.commit()
+    return po
+
+
+def receive_purchase_order(
+    uow: UnitOfWork, principal: Principal | None, purchase_order_id: int,
+    lines: Sequence[PurchaseLine],
+) -> PurchaseOrder:
+    """Add received units to on-hand; receiving more than is still open is INVALID."""
+    _merge(lines)  # validates the quantities
+    with uow:
+        s = uow.session
+        po = s.scalars(select(PurchaseOrder).where(PurchaseOrder.id == purchase_order_id)
+                       .with_for_update()).first()
+        if po is None:
+            raise NotFound("purchase order not found", field="id")
+        owner = s.scalar(select(Warehouse.seller_id).where(Warehouse.id == po.warehouse_id))
+        assert owner is not None
+        actor = permissions.require_seller_access(principal, owner).name
+        po_lines = {ln.variant_id: ln for ln in s.scalars(
+            select(PurchaseOrderLine).where(PurchaseOrderLine.purchase_order_id == po.id))}
+        errors: list[DomainError] = []
+        received: dict[int, int] = defaultdict(int)
+        for i, line in enumerate(lines):
+            po_line = po_lines.get(line.variant_id)
+            if po_line is None:
+                errors.append(InvalidInput("the variant is not on this purchase order",
+                                           field=f"lines.{i}.variantId",
+                                           variant_id=line.variant_id))
+                continue
+            received[line.variant_id] += line.quantity
+            still_open = po_line.quantity - po_line.quantity_received
+            if received[line.variant_id] > still_open:
+                errors.append(InvalidInput(f"only {still_open} still open on this line",
+                                           field=f"lines.{i}.quantity",
+                                           variant_id=line.variant_id, requested=line.quantity,
+                                           available=still_open))
+        raise_all(errors)
+        for variant_id in sorted(received):
+            po_lines[variant_id].quantity_received += received[variant_id]
+        stocks = lock_or_create(s, [(v, po.warehouse_id) for v in sorted(received)])
+        ledger.apply(s, {stocks[(v, po.warehouse_id)].id: (q, 0) for v, q in received.items()},
+                     type=MovementType.PURCHASE_RECEIVING, actor=actor,
+                     reason=f"purchase order {po.id}")
+        uow.emit(StockChanged(tuple(sorted(received))))
+        uow.commit()
+    return po
+
+
+@dataclass(frozen=True, slots=True)
+class BulkRow:
+    """One row of a bulk stock update; `error` is set when the API could not decode it."""
+
+    warehouse_id: int
+    quantity: int
+    variant_id: int | None = None
+    sku: str | None = None
+    force: bool = False
+    error: DomainError | None = None
+
+
+@dataclass(slots=True)
+class BulkOutcome:
+    stocks: list[Stock | None]
+    errors: list[list[DomainError]]
+    count: int = 0
+
+    @property
+    def failed(self) -> bool:
+        return any(self.errors)
+
+
+def bulk_set_quantities(
+    uow: UnitOfWork,
+    principal: Principal | None,
+    rows: Sequence[BulkRow],
+    *,
+    reject_failed_rows: bool,
+    movement_type: MovementType = MovementType.STOCK_UPDATE,
+    reason: str = "bulk stock update",
+    actor: str | None = None,
+) -> BulkOutcome:
+    """Set on-hand for many (variant or SKU, warehouse) rows in a few set-based statements.
+
+    Every row is checked first. Without `reject_failed_rows` one bad row applies nothing;
+    with it, the good rows apply and the bad ones carry their errors.
+    """
+    if principal is None:
+        permissions.require_admin(principal)
+    assert principal is not None
+    outcome = BulkOutcome(stocks=[None] * len(rows), errors=[[] for _ in rows])
+    with uow:
+        s = uow.session
+        targets = _bulk_targets(s, principal, rows, outcome)
+        good = [i for i in range(len(rows)) if not outcome.errors[i]]
+        pairs = sorted({targets[i] for i in good})
+        levels = _bulk_lock(s, pairs)
+        for i in good:
+            level = levels.get(targets[i])
+            row = rows[i]
+            if level is not None and row.quantity < level[2] and not row.force:
+                stock = Stock(id=level[0], variant_id=targets[i][0],
+                              warehouse_id=targets[i][1], quantity=level[1],
+                              quantity_allocated=level[2])
+                outcome.errors[i].append(below_allocated(s, stock, row.quantity,
+                                                         f"stocks.{i}.quantity"))
+        if outcome.failed and not reject_failed_rows:
+            return outcome
+        good = [i for i in range(len(rows)) if not outcome.errors[i]]
+        wanted = {targets[i]: rows[i].quantity for i in good}
+        _bulk_apply(s, wanted, levels, movement_type=movement_type, reason=reason,
+                    actor=actor or principal.name)
+        for i in good:
+            stock_id, quantity, allocated = levels[targets[i]]
+            outcome.stocks[i] = Stock(id=stock_id, variant_id=targets[i][0],
+                                      warehouse_id=targets[i][1], quantity=quantity,
+                                      quantity_allocated=allocated)
+        outcome.count = len(good)
+        if good:
+            uow.emit(StockChanged(tuple(sorted({targets[i][0] for i in good}))))
+        uow.commit()
+    return outcome
+
+
+def _bulk_targets(
+    s: Session, principal: Principal, rows: Sequence[BulkRow], outcome: BulkOutcome
+) -> dict[int, tuple[int, int]]:
+    """Row index -> (variant id, warehouse id) for rows that name a stock they may set."""
+    skus = {r.sku for r in rows if r.sku is not None and r.error is None}
+    variant_ids = {r.variant_id for r in rows if r.variant_id is not None}
+    warehouse_ids = {r.warehouse_id for r in rows}
+    by_sku: dict[str, tuple[int, int]] = {}
+    by_id: dict[int, int] = {}
+    for chunk in _chunks(sorted(skus)):
+        for sku, vid, owner in s.execute(
+            select(ProductVariant.sku, ProductVariant.id, Product.seller_id)
+            .join(Product, Product.id == ProductVariant.product_id)
+            .where(ProductVariant.sku.in_(chunk))):
+            by_sku[sku] = (vid, owner)
+    for chunk in _chunks(sorted(variant_ids)):
+        for vid, owner in s.execute(
+            select(ProductVariant.id, Product.seller_id)
+            .join(Product, Product.id == ProductVariant.product_id)
+            .where(ProductVariant.id.in_(chunk))):
+            by_id[vid] = owner
+    owners: dict[int, int] = {}
+    for chunk in _chunks(sorted(warehouse_ids)):
+        owners.update(s.execute(select(Warehouse.id, Warehouse.seller_id)
+                                .where(Warehouse.id.in_(chunk))).all())
+    targets: dict[int, tuple[int, int]] = {}
+    seen: set[tuple[int, int]] = set()
+    for i, row in enumerate(rows):
+        errors = outcome.errors[i]
+        if row.error is not None:
+            errors.extend(row.error.errors)
+            continue
+        if not 0 <= row.quantity <= MAX_STOCK:
+            errors.append(InvalidInput("quantity must be 0 or more",
+                                       field=f"stocks.{i}.quantity"))
+        seller: int | None = None
+        variant_id = row.variant_id
+        if variant_id is None and row.sku is None:
+            errors.append(InvalidInput("give variantId or sku", field=f"stocks.{i}.variantId"))
+        elif row.sku is not None and row.sku not in by_sku:
+            errors.append(NotFound(f"no variant with SKU {row.sku!r}", field=f"stocks.{i}.sku"))
+        elif row.sku is not None:
+            found, seller = by_sku[row.sku]
+            if variant_id is not None and variant_id != found:
+                errors.append(InvalidInput("variantId and sku name different variants",
+                                           field=f"stocks.{i}.sku"))
+            variant_id = found
+        elif variant_id not in by_id:
+            errors.append(NotFound("variant not found", field=f"stocks.{i}.variantId",
+                                   variant_id=variant_id))
+        else:
+            seller = by_id[variant_id]
+        if row.warehouse_id not in owners:
+            errors.append(NotFound("warehouse not found", field=f"stocks.{i}.warehouseId",
+                                   warehouse_id=row.warehouse_id))
+        elif seller is not None and owners[row.warehouse_id] != seller:
+            errors.append(InvalidInput("the warehouse belongs to another seller",
+                                       field=f"stocks.{i}.warehouseId",
+                                       warehouse_id=row.warehouse_id))
+        if errors or variant_id is None or seller is None:
+            continue
+        try:
+            permissions.require_seller_access(principal, seller)
+        except DomainError as exc:
+            errors.append(exc)
+            continue
+        pair = (variant_id, row.warehouse_id)
+        if pair in seen:
+            errors.append(InvalidInput("this stock appears in an earlier row too",
+                                       field=f"stocks.{i}.warehouseId"))
+            continue
+        seen.add(pair)
+        targets[i] = pair
+    return targets
+
+
+def _bulk_lock(
+    s: Session, pairs: Sequence[tuple[int, int]]
+) -> dict[tuple[int, int], tuple[int, int, int]]:
+    """(variant, warehouse) -> (stock id, quantity, allocated) of existing stocks, locked.
+
+    One statement, ascending stock id, like every other lock (PostgreSQL takes the ids as an
+    array, so no chunking is needed; SQLite's writers are serialized anyway).
+    """
+    wanted = set(pairs)
+    variant_ids = sorted({v for v, _ in pairs})
+    warehouse_ids = sorted({w for _, w in pairs})
+    columns = (Stock.id, Stock.variant_id, Stock.warehouse_id, Stock.quantity,
+               Stock.quantity_allocated)
+    if s.get_bind().dialect.name == "postgresql":
+        statements = [select(*columns).where(
+            Stock.variant_id == any_(bindparam("vids", variant_ids, type_=ARRAY(Integer))),
+            Stock.warehouse_id.in_(warehouse_ids))]
+    else:
+        statements = [select(*columns).where(Stock.variant_id.in_(chunk),
+                                             Stock.warehouse_id.in_(warehouse_ids))
+                      for chunk in _chunks(variant_ids)]
+    found: dict[tuple[int, int], tuple[int, int, int]] = {}
+    for statement in statements:
+        for sid, vid, wid, q, a in s.execute(
+                statement.order_by(Stock.id).with_for_update(key_share=True)):
+            if (vid, wid) in wanted:
+                found[(vid, wid)] = (sid, q, a)
+    return found
+
+
+def _bulk_apply(
+    s: Session,
+    wanted: dict[tuple[int, int], int],
+    levels: dict[tuple[int, int], tuple[int, int, int]],
+    *,
+    movement_type: MovementType,
+    reason: str,
+    actor: str,
+) -> None:
+    """Write the new quantities (updates and inserts) and their movements; fills `levels`."""
+    updates = {pair: q for pair, q in wanted.items() if pair in levels and levels[pair][1] != q}
+    inserts = {pair: q for pair, q in wanted.items() if pair not in levels}
+    movements: list[ledger.Movement] = []
+    if updates:
+        ledger.set_quantities(s, [(levels[p][0], q) for p, q in updates.items()])
+        for pair, q in updates.items():
+            sid, old, allocated = levels[pair]
+            movements.append(ledger.Movement(sid, pair[0], pair[1], movement_type, q - old, 0,
+                                             q, allocated))
+            levels[pair] = (sid, q, allocated)
+    if inserts:
+        created = ledger.insert_stocks(s, [(v, w, q) for (v, w), q in inserts.items()])
+        for (v, w), sid in created.items():
+            q = inserts[(v, w)]
+            levels[(v, w)] = (sid, q, 0)
+            if q:
+                movements.append(ledger.Movement(sid, v, w, movement_type, q, 0, q, 0))
+    ledger.record_known(s, movements, actor=actor, reason=reason)
+
+
+def _chunks(values: Sequence[object], size: int = 5000) -> list[list[object]]:
+    return [list(values[i:i + size]) for i in range(0, len(values), size)]
