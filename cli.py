@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import csv
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, BinaryIO
 
 from alembic import command
 from alembic.config import Config
@@ -15,8 +18,14 @@ from starlette.applications import Starlette
 from domain.db import make_engine, session_factories
 from domain.events import Event, StockChanged
 from domain.models import Role
+from domain.permissions import Principal
 from domain.settings import Settings
 from domain.uow import UnitOfWork
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session, sessionmaker
+
+    from domain.services.audit import Drift
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -110,6 +119,126 @@ def _token_create(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+CLI_PRINCIPAL = Principal(token_id=0, role=Role.ADMIN, label="cli")
+
+
+def _check(args: argparse.Namespace, settings: Settings) -> int:
+    from domain.services import audit
+
+    engine = make_engine(settings)
+    try:
+        writer, reader = session_factories(engine)
+        if args.repair:
+            before = audit.repair(UnitOfWork(writer), actor="cli:check")
+            _print_drift(before, "before repair")
+        with reader() as session:
+            off = audit.audit(session)
+        stocks = _count_stocks(reader)
+    finally:
+        engine.dispose()
+    _print_drift(off, "off" if not args.repair else "still off after repair")
+    print(f"checked {stocks} stocks: {len(off)} off", file=sys.stderr if off else sys.stdout)
+    return 1 if off else 0
+
+
+def _count_stocks(reader: sessionmaker[Session]) -> int:
+    from sqlalchemy import func, select
+
+    from domain.models import Stock
+
+    with reader() as session:
+        return int(session.scalar(select(func.count(Stock.id))) or 0)
+
+
+def _print_drift(rows: Sequence[Drift], title: str) -> None:
+    if not rows:
+        return
+    print(f"{len(rows)} stock(s) {title}:")
+    print(f"{'stock':>8}  {'sku':<24} {'warehouse':<20} {'qty':>8} {'ledger':>8} "
+          f"{'alloc':>8} {'ledger':>8} {'live':>8}  problem")
+    for d in rows:
+        print(f"{d.stock_id:>8}  {d.sku[:24]:<24} {d.warehouse[:20]:<20} {d.quantity:>8} "
+              f"{d.ledger_quantity:>8} {d.allocated:>8} {d.ledger_allocated:>8} "
+              f"{d.live_allocated:>8}  {'; '.join(d.problems)}")
+
+
+def _import_stock(args: argparse.Namespace, settings: Settings) -> int:
+    from domain.services.stock_import import COLUMNS, import_stock
+
+    path = Path(args.file)
+    if not path.is_file():
+        print(f"error: no such file: {path}", file=sys.stderr)
+        return 2
+    migrate(settings)
+    engine = make_engine(settings)
+    progress = ProgressBar(path.stat().st_size)
+    try:
+        with path.open("rb") as raw:
+            reader = csv.DictReader(progress.lines(raw))
+            missing = [c for c in COLUMNS if c not in (reader.fieldnames or [])]
+            if missing:
+                print(f"error: the header row lacks {', '.join(missing)} "
+                      f"(expected {','.join(COLUMNS)})", file=sys.stderr)
+                return 2
+            writer, _ = session_factories(engine)
+            report = import_stock(
+                UnitOfWork(writer), CLI_PRINCIPAL,
+                ((reader.line_num, row) for row in reader),
+                decode_id=_warehouse_pk, source=path.name,
+                reject_everything=args.error_policy == "reject-everything",
+                progress=progress.rows)
+    finally:
+        engine.dispose()
+        progress.done()
+    print(f"rows applied: {report.applied}")
+    print(f"rows rejected: {len(report.rejected)}")
+    for line_no, reason in report.rejected[:1000]:
+        print(f"  line {line_no}: {reason}")
+    if len(report.rejected) > 1000:
+        print(f"  ... and {len(report.rejected) - 1000} more")
+    if report.rejected and args.error_policy == "reject-everything":
+        print("nothing was applied (--error-policy reject-everything)")
+    return 1 if report.rejected else 0
+
+
+def _warehouse_pk(text: str) -> int | None:
+    from api import ids
+
+    if text.isdigit():
+        return int(text)
+    try:
+        type_name, pk = ids.parse(text)
+    except ids.InvalidId:
+        return None
+    return pk if type_name == "Warehouse" else None
+
+
+class ProgressBar:
+    """A progress bar on stderr, driven by the bytes of the file read so far."""
+
+    def __init__(self, total_bytes: int) -> None:
+        self.total = max(total_bytes, 1)
+        self.read = 0
+        self.count = 0
+        self.live = sys.stderr.isatty()
+
+    def lines(self, raw: BinaryIO) -> Iterator[str]:
+        for chunk in raw:
+            self.read += len(chunk)
+            yield chunk.decode("utf-8-sig" if self.read == len(chunk) else "utf-8")
+
+    def rows(self, count: int) -> None:
+        self.count = count
+        share = min(self.read / self.total, 1.0)
+        bar = "#" * int(share * 30)
+        end = "\r" if self.live else "\n"
+        print(f"[{bar:<30}] {share:6.1%}  {count:,} rows", end=end, file=sys.stderr, flush=True)
+
+    def done(self) -> None:
+        if self.live:
+            print(file=sys.stderr)
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="stockyard", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -129,6 +258,15 @@ def parser() -> argparse.ArgumentParser:
     create.add_argument("--role", choices=[r.value for r in Role], required=True)
     create.add_argument("--seller", help="seller ID (global ID or number) for seller tokens")
     create.set_defaults(run=_token_create)
+    check = sub.add_parser("check", help="audit every stock against its ledger and allocations")
+    check.add_argument("--repair", action="store_true",
+                       help="rebuild allocated counters from live allocations (ledgered)")
+    check.set_defaults(run=_check)
+    imp = sub.add_parser("import-stock", help="set on-hand from a CSV of sku,warehouse,quantity")
+    imp.add_argument("file")
+    imp.add_argument("--error-policy", choices=["reject-everything", "reject-failed-rows"],
+                     default="reject-everything")
+    imp.set_defaults(run=_import_stock)
     return p
 
 

@@ -76,6 +76,21 @@ def apply(
     return True
 
 
+def rebuild_allocated(
+    session: Session, stock_id: int, *, allocated: int, ledger_allocated: int, actor: str,
+    reason: str,
+) -> None:
+    """Set a (locked) stock's allocated counter; the movement brings the ledger's sum to it.
+
+    Only the audit's repair uses this: the counter had drifted from its ledger or from the
+    live allocations, so the counter's change and the ledger's differ.
+    """
+    session.connection().execute(
+        update(STOCK).where(STOCK.c.id == stock_id).values(quantity_allocated=allocated))
+    record(session, {stock_id: (0, allocated - ledger_allocated)},
+           type=MovementType.ADJUSTMENT, actor=actor, reason=reason)
+
+
 def record(
     session: Session,
     deltas: Deltas,

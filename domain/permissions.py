@@ -13,11 +13,18 @@ class Principal:
     token_id: int
     role: Role
     seller_id: int | None = None
+    label: str | None = None  # for callers without a token, e.g. "cli"
 
     @property
     def name(self) -> str:
         """How the ledger and logs name this caller, e.g. "admin:3"."""
-        return f"{self.role.value}:{self.token_id}"
+        return self.label or f"{self.role.value}:{self.token_id}"
+
+
+def require_principal(principal: Principal | None) -> Principal:
+    if principal is None:
+        raise PermissionDenied("this operation needs a token")
+    return principal
 
 
 def require_admin(principal: Principal | None) -> Principal:

@@ -320,6 +320,7 @@ class BulkOutcome:
     stocks: list[Stock | None]
     errors: list[list[DomainError]]
     count: int = 0
+    variant_ids: tuple[int, ...] = ()
 
     @property
     def failed(self) -> bool:
@@ -332,49 +333,59 @@ def bulk_set_quantities(
     rows: Sequence[BulkRow],
     *,
     reject_failed_rows: bool,
-    movement_type: MovementType = MovementType.STOCK_UPDATE,
     reason: str = "bulk stock update",
-    actor: str | None = None,
 ) -> BulkOutcome:
     """Set on-hand for many (variant or SKU, warehouse) rows in a few set-based statements.
 
     Every row is checked first. Without `reject_failed_rows` one bad row applies nothing;
     with it, the good rows apply and the bad ones carry their errors.
     """
-    if principal is None:
-        permissions.require_admin(principal)
-    assert principal is not None
-    outcome = BulkOutcome(stocks=[None] * len(rows), errors=[[] for _ in rows])
+    principal = permissions.require_principal(principal)
     with uow:
-        s = uow.session
-        targets = _bulk_targets(s, principal, rows, outcome)
-        good = [i for i in range(len(rows)) if not outcome.errors[i]]
-        pairs = sorted({targets[i] for i in good})
-        levels = _bulk_lock(s, pairs)
-        for i in good:
-            level = levels.get(targets[i])
-            row = rows[i]
-            if level is not None and row.quantity < level[2] and not row.force:
-                stock = Stock(id=level[0], variant_id=targets[i][0],
-                              warehouse_id=targets[i][1], quantity=level[1],
-                              quantity_allocated=level[2])
-                outcome.errors[i].append(below_allocated(s, stock, row.quantity,
-                                                         f"stocks.{i}.quantity"))
-        if outcome.failed and not reject_failed_rows:
-            return outcome
-        good = [i for i in range(len(rows)) if not outcome.errors[i]]
-        wanted = {targets[i]: rows[i].quantity for i in good}
-        _bulk_apply(s, wanted, levels, movement_type=movement_type, reason=reason,
-                    actor=actor or principal.name)
-        for i in good:
-            stock_id, quantity, allocated = levels[targets[i]]
-            outcome.stocks[i] = Stock(id=stock_id, variant_id=targets[i][0],
-                                      warehouse_id=targets[i][1], quantity=quantity,
-                                      quantity_allocated=allocated)
-        outcome.count = len(good)
-        if good:
-            uow.emit(StockChanged(tuple(sorted({targets[i][0] for i in good}))))
-        uow.commit()
+        outcome = apply_bulk(uow.session, principal, rows,
+                             reject_failed_rows=reject_failed_rows, reason=reason)
+        if outcome.count:
+            uow.emit(StockChanged(outcome.variant_ids))
+            uow.commit()
+    return outcome
+
+
+def apply_bulk(
+    s: Session,
+    principal: Principal,
+    rows: Sequence[BulkRow],
+    *,
+    reject_failed_rows: bool,
+    movement_type: MovementType = MovementType.STOCK_UPDATE,
+    reason: str,
+    actor: str | None = None,
+) -> BulkOutcome:
+    """`bulk_set_quantities` inside the caller's transaction (which commits or not)."""
+    outcome = BulkOutcome(stocks=[None] * len(rows), errors=[[] for _ in rows])
+    targets = _bulk_targets(s, principal, rows, outcome)
+    good = [i for i in range(len(rows)) if not outcome.errors[i]]
+    levels = _bulk_lock(s, sorted({targets[i] for i in good}))
+    for i in good:
+        level = levels.get(targets[i])
+        row = rows[i]
+        if level is not None and row.quantity < level[2] and not row.force:
+            stock = Stock(id=level[0], variant_id=targets[i][0], warehouse_id=targets[i][1],
+                          quantity=level[1], quantity_allocated=level[2])
+            outcome.errors[i].append(below_allocated(s, stock, row.quantity,
+                                                     f"stocks.{i}.quantity"))
+    if outcome.failed and not reject_failed_rows:
+        return outcome
+    good = [i for i in range(len(rows)) if not outcome.errors[i]]
+    wanted = {targets[i]: rows[i].quantity for i in good}
+    _bulk_apply(s, wanted, levels, movement_type=movement_type, reason=reason,
+                actor=actor or principal.name)
+    for i in good:
+        stock_id, quantity, allocated = levels[targets[i]]
+        outcome.stocks[i] = Stock(id=stock_id, variant_id=targets[i][0],
+                                  warehouse_id=targets[i][1], quantity=quantity,
+                                  quantity_allocated=allocated)
+    outcome.count = len(good)
+    outcome.variant_ids = tuple(sorted({targets[i][0] for i in good}))
     return outcome
 
 
