@@ -46,7 +46,7 @@ def test_check_names_a_corrupted_counter_and_repair_fixes_it(db: Database, run) 
 
     code, output = run("check")
     repaired, repair_output = run("check", "--repair")
-    after, after_output = run("check")
+    after, _ = run("check")
 
     assert code == 1
     assert "allocated 4 != live allocations 2" in output
