@@ -69,6 +69,15 @@ class StockAdjustInput:
 
 
 @strawberry.input
+class StockUpdateInput:
+    variant_id: strawberry.ID
+    warehouse_id: strawberry.ID
+    low_stock_threshold: int | None = strawberry.field(
+        default=None, description="Dashboards flag the stock when available falls below "
+                                  "this; null clears it.")
+
+
+@strawberry.input
 class StockTransferInput:
     variant_id: strawberry.ID
     from_warehouse_id: strawberry.ID

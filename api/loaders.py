@@ -53,6 +53,8 @@ class Loaders:
         self.purchase_order = _by_id(read, PurchaseOrder)
         self.purchase_order_lines = _loader(read, reads.lines_of_purchase_orders)
         self.incoming = _loader(read, reads.incoming)
+        self.stock_totals = _loader(read, reads.stock_totals)
+        self.incoming_of_variant = _loader(read, reads.incoming_of_variants)
         self.zone = _loader(read, reads.zones)
         self.zone_ids_of_warehouse = _loader(read, reads.zone_ids_of_warehouses)
         self.variants_of_product = _loader(read, reads.variants_of_products)

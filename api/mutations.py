@@ -24,6 +24,7 @@ from api.inputs import (
     StockBulkUpdateInput,
     StockInput,
     StockTransferInput,
+    StockUpdateInput,
     WarehouseCreateInput,
 )
 from api.types import (
@@ -139,6 +140,12 @@ class OrderFulfillPayload:
 
 @strawberry.type
 class StockAdjustPayload:
+    stock: Stock | None
+    errors: list[StockyardError]
+
+
+@strawberry.type
+class StockUpdatePayload:
     stock: Stock | None
     errors: list[StockyardError]
 
@@ -457,3 +464,16 @@ class Mutation:
         top = [] if error_policy is ErrorPolicy.REJECT_FAILED_ROWS else [
             e for r in results for e in r.errors]
         return StockBulkUpdatePayload(count=outcome.count, results=results, errors=top)
+
+    @strawberry.mutation(description="Stock settings that are not counters "
+                                     "(lowStockThreshold); no ledger movement.")
+    async def stock_update(self, info: Info, input: StockUpdateInput) -> StockUpdatePayload:
+        try:
+            stock = await info.context.run(
+                stock_service.set_low_stock_threshold,
+                variant_id=ids.decode(input.variant_id, "ProductVariant", "input.variantId"),
+                warehouse_id=ids.decode(input.warehouse_id, "Warehouse", "input.warehouseId"),
+                threshold=input.low_stock_threshold)
+        except DomainError as exc:
+            return StockUpdatePayload(stock=None, errors=errors_from(exc))
+        return StockUpdatePayload(stock=Stock.from_model(stock), errors=[])

@@ -23,6 +23,7 @@ from api.types import (
     Product,
     ProductVariant,
     Seller,
+    Stock,
     StockMovement,
     Warehouse,
     resolve_node,
@@ -116,6 +117,12 @@ async def _page(
     )
 
 
+def _check_texts(values: list[str], arg: str) -> None:
+    if not all(is_storable(v) for v in values):
+        raise GraphQLError(f"`{arg}` must not contain NUL or unpaired surrogate characters.",
+                           extensions={"code": "INVALID"})
+
+
 def _utc(moment: datetime | None) -> datetime | None:
     """Naive datetimes are taken as UTC, like the stored ones."""
     if moment is None or moment.tzinfo is not None:
@@ -179,15 +186,38 @@ class Query:
                            seller_id=_seller_filter(info, seller_id))
 
     @strawberry.field
-    async def product_variants(self, info: Info, skus: list[str] | None = None,
-                               first: int | None = None,
-                               after: str | None = None) -> Connection[ProductVariant]:
-        if skus is not None and not all(is_storable(sku) for sku in skus):
-            raise GraphQLError("`skus` must not contain NUL or unpaired surrogate characters.",
-                               extensions={"code": "INVALID"})
+    async def product_variants(
+        self, info: Info, skus: list[str] | None = None, first: int | None = None,
+        after: str | None = None, sku_prefix: str | None = None,
+        seller_id: strawberry.ID | None = None,
+    ) -> Connection[ProductVariant]:
+        _check_texts(skus or [], "skus")
+        _check_texts([sku_prefix] if sku_prefix is not None else [], "skuPrefix")
         return await _page(info, models.ProductVariant, ProductVariant.from_model, first,
                            after, skus=tuple(skus) if skus is not None else None,
-                           variant_seller_id=permissions.seller_scope(info.context.principal))
+                           sku_prefix=sku_prefix,
+                           variant_seller_id=_seller_filter(info, seller_id))
+
+    @strawberry.field(description="Stock levels by warehouse for seller dashboards (admin, "
+                                  "or a seller token for its own), newest first. outOfStock: "
+                                  "nothing available; belowThreshold: available below the "
+                                  "stock's lowStockThreshold.")
+    async def stocks(
+        self, info: Info, seller_id: strawberry.ID | None = None,
+        warehouse_id: strawberry.ID | None = None, sku_prefix: str | None = None,
+        out_of_stock: bool | None = None, below_threshold: bool | None = None,
+        first: int | None = None, after: str | None = None,
+    ) -> Connection[Stock]:
+        principal = info.context.principal
+        if principal is None or principal.role is Role.STOREFRONT:
+            raise GraphQLError("Reading stock levels needs an admin or seller token.",
+                               extensions={"code": "PERMISSION_DENIED"})
+        _check_texts([sku_prefix] if sku_prefix is not None else [], "skuPrefix")
+        return await _page(
+            info, models.Stock, Stock.from_model, first, after,
+            warehouse_id=_filter_id(warehouse_id, "Warehouse", "warehouseId"),
+            stock_seller_id=_seller_filter(info, seller_id), sku_prefix=sku_prefix,
+            out_of_stock=out_of_stock, below_threshold=below_threshold)
 
     @strawberry.field(description="The stock ledger, newest first (admin token, or a seller "
                                   "token for its own warehouses). `since` is inclusive, "

@@ -167,6 +167,18 @@ class ProductVariant(Node):
         rows = await info.context.loaders.stocks_of_variant.load(self.pk)
         return [Stock.from_model(s) for s in rows]
 
+    @strawberry.field(description="Stock summed over all warehouses (admin or own seller).")
+    async def stock_totals(self, info: Info) -> VariantStockTotals:
+        product = await info.context.loaders.product.load(self.product_pk)
+        _require_stock_access(info, product.seller_id)
+        totals = await info.context.loaders.stock_totals.load(self.pk)
+        incoming = await info.context.loaders.incoming_of_variant.load(self.pk)
+        return VariantStockTotals(
+            quantity=min(totals.quantity, INT_MAX),
+            quantity_allocated=min(totals.allocated, INT_MAX),
+            quantity_available=min(totals.available, INT_MAX),
+            quantity_incoming=min(int(incoming), INT_MAX))
+
     @strawberry.field(description="Sum of quantityAvailable over the warehouses serving "
                                   "`country` (over all warehouses when null).")
     async def quantity_available(self, info: Info, country: str | None = None) -> int:
@@ -181,6 +193,14 @@ class ProductVariant(Node):
                                    extensions={"code": "INVALID"})
         total = await info.context.loaders.availability.load((self.pk, code))
         return min(int(total), INT_MAX)  # GraphQL Int is 32-bit; sums may exceed it
+
+
+@strawberry.type(description="A variant's stock summed over all its warehouses.")
+class VariantStockTotals:
+    quantity: int
+    quantity_allocated: int
+    quantity_available: int
+    quantity_incoming: int
 
 
 async def _variant(info: Info, pk: int) -> ProductVariant:

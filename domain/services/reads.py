@@ -157,6 +157,35 @@ def incoming(session: Session, keys: Sequence[tuple[int, int]]) -> list[int]:
     return [totals.get(k, 0) for k in keys]
 
 
+@dataclass(frozen=True, slots=True)
+class StockTotals:
+    quantity: int
+    allocated: int
+    available: int
+
+
+def stock_totals(session: Session, keys: Sequence[int]) -> list[StockTotals]:
+    """Per variant: on-hand, allocated and available summed over all its warehouses."""
+    free = case((Stock.quantity > Stock.quantity_allocated,
+                 Stock.quantity - Stock.quantity_allocated), else_=0)
+    found = {vid: StockTotals(int(q or 0), int(a or 0), int(f or 0)) for vid, q, a, f in
+             session.execute(select(Stock.variant_id, func.sum(Stock.quantity),
+                                    func.sum(Stock.quantity_allocated), func.sum(free))
+                             .where(Stock.variant_id.in_(set(keys)))
+                             .group_by(Stock.variant_id))}
+    return [found.get(k, StockTotals(0, 0, 0)) for k in keys]
+
+
+def incoming_of_variants(session: Session, keys: Sequence[int]) -> list[int]:
+    """Ordered minus received on purchase orders, per variant over all warehouses."""
+    totals = dict(session.execute(
+        select(PurchaseOrderLine.variant_id,
+               func.sum(PurchaseOrderLine.quantity - PurchaseOrderLine.quantity_received))
+        .where(PurchaseOrderLine.variant_id.in_(set(keys)))
+        .group_by(PurchaseOrderLine.variant_id)).all())
+    return [int(totals.get(k) or 0) for k in keys]
+
+
 def lines_of_orders(session: Session, keys: Sequence[int]) -> list[list[OrderLine]]:
     found: dict[int, list[OrderLine]] = defaultdict(list)
     for line in session.scalars(select(OrderLine).where(OrderLine.order_id.in_(set(keys)))
@@ -209,6 +238,10 @@ class PageQuery:
     movement_types: tuple[MovementType, ...] | None = None
     since: datetime | None = None
     until: datetime | None = None
+    sku_prefix: str | None = None
+    stock_seller_id: int | None = None
+    out_of_stock: bool | None = None
+    below_threshold: bool | None = None
 
 
 def page(session: Session, model: type[M], query: PageQuery) -> list[M]:
@@ -224,9 +257,9 @@ def page(session: Session, model: type[M], query: PageQuery) -> list[M]:
         stmt = stmt.where(ProductVariant.product_id.in_(
             select(Product.id).where(Product.seller_id == query.variant_seller_id)))
     if query.variant_id is not None:
-        stmt = stmt.where(StockMovement.variant_id == query.variant_id)
+        stmt = stmt.where(model.variant_id == query.variant_id)  # type: ignore[attr-defined]
     if query.warehouse_id is not None:
-        stmt = stmt.where(StockMovement.warehouse_id == query.warehouse_id)
+        stmt = stmt.where(model.warehouse_id == query.warehouse_id)  # type: ignore[attr-defined]
     if query.warehouse_seller_id is not None:
         stmt = stmt.where(StockMovement.warehouse_id.in_(
             select(Warehouse.id).where(Warehouse.seller_id == query.warehouse_seller_id)))
@@ -236,6 +269,19 @@ def page(session: Session, model: type[M], query: PageQuery) -> list[M]:
         stmt = stmt.where(StockMovement.created_at >= query.since)
     if query.until is not None:
         stmt = stmt.where(StockMovement.created_at < query.until)
+    if query.sku_prefix is not None:
+        matching = select(ProductVariant.id).where(
+            ProductVariant.sku.startswith(query.sku_prefix, autoescape=True))
+        stmt = stmt.where((Stock.variant_id if model is Stock else pk).in_(matching))
+    if query.stock_seller_id is not None:
+        stmt = stmt.where(Stock.warehouse_id.in_(
+            select(Warehouse.id).where(Warehouse.seller_id == query.stock_seller_id)))
+    free = Stock.quantity - Stock.quantity_allocated
+    if query.out_of_stock is not None:
+        stmt = stmt.where(free <= 0 if query.out_of_stock else free > 0)
+    if query.below_threshold is not None:
+        below = (Stock.low_stock_threshold.is_not(None)) & (free < Stock.low_stock_threshold)
+        stmt = stmt.where(below if query.below_threshold else ~below)
     if query.skus is not None:
         stmt = stmt.where(ProductVariant.sku.in_(query.skus))
     if query.statuses:

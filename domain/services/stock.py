@@ -156,6 +156,29 @@ def adjust(
     return stock
 
 
+def set_low_stock_threshold(
+    uow: UnitOfWork, principal: Principal | None, *, variant_id: int, warehouse_id: int,
+    threshold: int | None,
+) -> Stock:
+    """Flag the stock on dashboards when available falls below `threshold` (None: never)."""
+    if threshold is not None and not 0 <= threshold <= MAX_STOCK:
+        raise InvalidInput("lowStockThreshold must be 0 or more",
+                           field="input.lowStockThreshold")
+    with uow:
+        s = uow.session
+        seller_id = _seller_of_variant(s, variant_id, "input.variantId")
+        _warehouse_of(s, warehouse_id, seller_id, "input.warehouseId")
+        permissions.require_seller_access(principal, seller_id)
+        stock = s.scalars(select(Stock).where(Stock.variant_id == variant_id,
+                                              Stock.warehouse_id == warehouse_id)).first()
+        if stock is None:
+            raise NotFound("the warehouse holds no stock record of this variant",
+                           field="input.warehouseId", warehouse_id=warehouse_id)
+        stock.low_stock_threshold = threshold
+        uow.commit()
+    return stock
+
+
 def transfer(
     uow: UnitOfWork,
     principal: Principal | None,
