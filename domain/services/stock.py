@@ -471,19 +471,20 @@ def _bulk_targets(
             errors.append(InvalidInput("the warehouse belongs to another seller",
                                        field=f"stocks.{i}.warehouseId",
                                        warehouse_id=row.warehouse_id))
-        if errors or variant_id is None or seller is None:
+        pair = (variant_id, row.warehouse_id) if variant_id is not None else None
+        if pair is not None and row.warehouse_id in owners:
+            # remembered even when this row is bad: a later row for it is still a repeat
+            if pair in seen:
+                errors.append(InvalidInput("this stock appears in an earlier row too",
+                                           field=f"stocks.{i}.warehouseId"))
+            seen.add(pair)
+        if errors or pair is None or seller is None:
             continue
         try:
             permissions.require_seller_access(principal, seller)
         except DomainError as exc:
             errors.append(exc)
             continue
-        pair = (variant_id, row.warehouse_id)
-        if pair in seen:
-            errors.append(InvalidInput("this stock appears in an earlier row too",
-                                       field=f"stocks.{i}.warehouseId"))
-            continue
-        seen.add(pair)
         targets[i] = pair
     return targets
 
