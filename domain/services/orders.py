@@ -455,7 +455,9 @@ def fulfill(
             try:
                 parts.extend(book.fulfill(
                     line.id, line.variant_id, r.quantity,
-                    tracked=tracked.get(line.variant_id, False) or book.held(line.id) > 0,
+                    # an untracked line ships without touching stock; allocations it kept
+                    # from when it was tracked are released below as no longer needed
+                    tracked=tracked.get(line.variant_id, False),
                     warehouse_id=r.warehouse_id, field=f"lines.{i}.quantity"))
             except DomainError as exc:
                 errors.extend(exc.errors)
