@@ -299,7 +299,7 @@ class Fulfillment(Node):
     pk: strawberry.Private[int]
 
     @classmethod
-    def from_row(cls, row: reads.FulfillmentRow | order_service.FulfillmentView) -> Fulfillment:
+    def from_row(cls, row: order_service.FulfillmentView) -> Fulfillment:
         return cls(id=_gid("Fulfillment", row.id), pk=row.id, lines=[
             FulfillmentLine(line_pk=lid, warehouse_pk=wid, quantity=q)
             for lid, wid, q in row.lines])

@@ -33,6 +33,7 @@ from domain.models import (
     Warehouse,
     warehouse_shipping_zone,
 )
+from domain.services.orders import AllocationView, FulfillmentView
 
 M = TypeVar("M", bound=Base)
 
@@ -42,18 +43,6 @@ class ZoneRow:
     id: int
     name: str
     countries: tuple[str, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class AllocationRow:
-    warehouse_id: int
-    quantity: int
-
-
-@dataclass(frozen=True, slots=True)
-class FulfillmentRow:
-    id: int
-    lines: tuple[tuple[int, int, int], ...]  # (order line id, warehouse id, quantity)
 
 
 def by_id(session: Session, model: type[M], keys: Sequence[int]) -> list[M | None]:
@@ -194,8 +183,8 @@ def lines_of_orders(session: Session, keys: Sequence[int]) -> list[list[OrderLin
     return [found[k] for k in keys]
 
 
-def allocations_of_lines(session: Session, keys: Sequence[int]) -> list[list[AllocationRow]]:
-    found: dict[int, list[AllocationRow]] = defaultdict(list)
+def allocations_of_lines(session: Session, keys: Sequence[int]) -> list[list[AllocationView]]:
+    found: dict[int, list[AllocationView]] = defaultdict(list)
     for line_id, warehouse_id, qty in session.execute(
         select(Allocation.order_line_id, Stock.warehouse_id, Allocation.quantity)
         .join(Stock, Stock.id == Allocation.stock_id)
@@ -203,11 +192,11 @@ def allocations_of_lines(session: Session, keys: Sequence[int]) -> list[list[All
         .where(Allocation.order_line_id.in_(set(keys)))
         .order_by(Warehouse.priority, Warehouse.id)
     ):
-        found[line_id].append(AllocationRow(warehouse_id, qty))
+        found[line_id].append(AllocationView(warehouse_id, qty))
     return [found[k] for k in keys]
 
 
-def fulfillments(session: Session, keys: Sequence[int]) -> list[FulfillmentRow | None]:
+def fulfillments(session: Session, keys: Sequence[int]) -> list[FulfillmentView | None]:
     existing = set(session.scalars(select(Fulfillment.id).where(Fulfillment.id.in_(set(keys)))))
     lines: dict[int, list[tuple[int, int, int]]] = defaultdict(list)
     for fid, lid, wid, qty in session.execute(
@@ -217,7 +206,7 @@ def fulfillments(session: Session, keys: Sequence[int]) -> list[FulfillmentRow |
         .order_by(FulfillmentLine.id)
     ):
         lines[fid].append((lid, wid, qty))
-    return [FulfillmentRow(k, tuple(lines[k])) if k in existing else None for k in keys]
+    return [FulfillmentView(k, tuple(lines[k])) if k in existing else None for k in keys]
 
 
 @dataclass(frozen=True, slots=True)
