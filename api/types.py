@@ -15,6 +15,7 @@ from domain import models, permissions
 from domain.countries import normalize_country
 from domain.services import orders as order_service
 from domain.services import reads
+from domain.services import stock as stock_service
 
 Info = strawberry.Info[Context, None]
 
@@ -96,7 +97,7 @@ class Stock(Node):
     warehouse_pk: strawberry.Private[int]
 
     @classmethod
-    def from_model(cls, m: models.Stock) -> Stock:
+    def from_model(cls, m: models.Stock | stock_service.StockView) -> Stock:
         return cls(id=_gid("Stock", m.id), pk=m.id, quantity=m.quantity,
                    quantity_allocated=m.quantity_allocated,
                    low_stock_threshold=m.low_stock_threshold,

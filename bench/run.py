@@ -1,4 +1,5 @@
-"""`make bench`: seed a bench database, load Stockyard over HTTP, compare with raw SQL."""
+"""`make bench`: seed a bench database, load Stockyard over HTTP, compare with raw SQL,
+then time stockBulkUpdate."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from bench import checks, cpu
+from bench.bulk import BulkResult, Client, Levels, run_bulk
 from bench.child import run_in_child
 from bench.database import ROOT, VAR, BenchDatabase
 from bench.load import Target, run_http_workload
@@ -41,9 +43,21 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                    help="name of the throw-away database on the PostgreSQL server")
     p.add_argument("--keep-db", action="store_true", help="do not drop the bench database")
     p.add_argument("--skip-raw", action="store_true", help="skip the raw SQL baseline")
+    p.add_argument("--bulk-runs", type=int, default=7,
+                   help="stockBulkUpdate requests per size (10,000 and 1,000 rows)")
+    p.add_argument("--bulk-rows", type=int, default=10_000,
+                   help="rows of the big stockBulkUpdate request (at most --variants)")
+    p.add_argument("--only-bulk", action="store_true",
+                   help="seed and serve, then only the stockBulkUpdate timing "
+                        "(no raw SQL, no order workloads)")
     p.add_argument("--strict", action="store_true",
                    help="exit 1 when a performance target is missed too (not only correctness)")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if not 0 < args.bulk_rows <= args.variants:
+        p.error("--bulk-rows must be between 1 and --variants")
+    if args.bulk_runs < 1:
+        p.error("--bulk-runs must be at least 1")
+    return args
 
 
 def say(message: str) -> None:
@@ -75,6 +89,27 @@ def measured(db: BenchDatabase, run: Callable[[], WorkloadResult],
     return result
 
 
+def bulk_workloads(args: argparse.Namespace, db: BenchDatabase, server: Server,
+                   variants: tuple[int, ...], token: str) -> list[BulkResult]:
+    """stockBulkUpdate of `--bulk-rows` rows, then of 1,000 rows, `--bulk-runs` times each."""
+    sizes = [args.bulk_rows] + ([1_000] if args.bulk_rows > 1_000 else [])
+    client, levels = Client(HOST, server.port, token), Levels()
+    out: list[BulkResult] = []
+    try:
+        for rows in sizes:
+            say(f"bulk: stockBulkUpdate of {rows} rows, {args.bulk_runs} runs")
+            since = server.log_size()
+            result = run_bulk(db, client, variants[:rows], args.bulk_runs, levels, server.pid)
+            result.deadlock_log_lines = server.deadlocks_logged(since)
+            say(f"bulk {rows} rows: median {result.median_ms:.0f} ms, min "
+                f"{result.min_ms:.0f}, max {result.max_ms:.0f}, ok runs "
+                f"{result.ok_runs}/{result.runs}")
+            out.append(result)
+    finally:
+        client.close()
+    return out
+
+
 def git_commit() -> str | None:
     """HEAD of the repository, '+dirty' when the tree has changes."""
     try:
@@ -94,6 +129,7 @@ def bench(args: argparse.Namespace, db: BenchDatabase) -> int:
         "database": db.kind, "clients": args.clients, "server_workers": args.workers,
         "seconds": args.seconds, "warmup": args.warmup, "http_client": args.http_client,
         "variants": args.variants, "bounded_units": args.bounded_units,
+        "bulk_runs": args.bulk_runs, "bulk_rows": args.bulk_rows, "only_bulk": args.only_bulk,
         "cpus": os.cpu_count(), "loadavg_start": " ".join(f"{x:.2f}" for x in os.getloadavg()),
         "started_at": datetime.now(UTC).isoformat(timespec="seconds"), "commit": git_commit()}
     say(f"database: {db.kind} ({db.url})")
@@ -109,7 +145,7 @@ def bench(args: argparse.Namespace, db: BenchDatabase) -> int:
     hot = Workload("hot", (seeded.hot_variant,), lines=1)
     bounded = Workload("bounded", (seeded.bounded_variant,), lines=1, stop_after_insufficient=3)
     results: list[WorkloadResult] = []
-    if not args.skip_raw:
+    if not (args.skip_raw or args.only_bulk):
         for workload in (spread, hot):
             raw = dataclasses.replace(workload, name=f"raw-{workload.name}")
             say(f"{raw.name}: {args.clients} SQL clients, {args.warmup:g}+{args.seconds:g} s")
@@ -119,21 +155,24 @@ def bench(args: argparse.Namespace, db: BenchDatabase) -> int:
     with Server(db.url, args.workers, log) as server:
         say(f"server up on {server.url} (stderr: {log})")
         target = Target(HOST, server.port, seeded.token, args.http_client)
-        for workload in (spread, hot, bounded):
+        for workload in () if args.only_bulk else (spread, hot, bounded):
             say(f"{workload.name}: {args.clients} GraphQL clients")
             results.append(measured(
                 db, lambda w=workload: run_in_child(run_http_workload, target, w, timing),
                 server, server.pid))
-    figures = checks.variant_figures(db, seeded.bounded_variant)
-    results[-1].extra.update(allocated=figures.allocated, order_lines=figures.order_lines,
-                             units=figures.quantity)
+        bulk = bulk_workloads(args, db, server, seeded.spread_variants, seeded.token)
+    if not args.only_bulk:
+        figures = checks.variant_figures(db, seeded.bounded_variant)
+        results[-1].extra.update(allocated=figures.allocated, order_lines=figures.order_lines,
+                                 units=figures.quantity)
     time.sleep(0.5)  # backends flush their statistics on exit
     pg_deadlocks = db.pg_deadlocks()
     meta["pg_stat_deadlocks"] = pg_deadlocks
-    found = evaluate({r.name: r for r in results}, seeded.bounded_units, pg_deadlocks)
-    print(render(meta, results, found), flush=True)
+    found = evaluate({r.name: r for r in results}, seeded.bounded_units, pg_deadlocks,
+                     bulk, db.kind, orders=not args.only_bulk)
+    print(render(meta, results, found, bulk), flush=True)
     out = VAR / f"results-{db.kind}.json"
-    write_json(out, meta, results, found)
+    write_json(out, meta, results, found, bulk)
     print(f"\nJSON: {out}")
     failed = [c for c in found if c.passed is False and (c.correctness or args.strict)]
     return 1 if failed else 0

@@ -10,8 +10,9 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import ARRAY, Integer, any_, bindparam, select
+from sqlalchemy import ARRAY, Integer, String, any_, bindparam, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -338,9 +339,31 @@ class BulkRow:
     error: DomainError | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class Level:
+    """A stock's counters as locked by a bulk update."""
+
+    stock_id: int
+    quantity: int
+    allocated: int
+    low_stock_threshold: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class StockView:
+    """A stock as a bulk update left it (plain data: cheap for thousands of rows)."""
+
+    id: int
+    variant_id: int
+    warehouse_id: int
+    quantity: int
+    quantity_allocated: int
+    low_stock_threshold: int | None
+
+
 @dataclass(slots=True)
 class BulkOutcome:
-    stocks: list[Stock | None]
+    stocks: list[StockView | None]
     errors: list[list[DomainError]]
     count: int = 0
     variant_ids: tuple[int, ...] = ()
@@ -391,9 +414,10 @@ def apply_bulk(
     for i in good:
         level = levels.get(targets[i])
         row = rows[i]
-        if level is not None and row.quantity < level[2] and not row.force:
-            stock = Stock(id=level[0], variant_id=targets[i][0], warehouse_id=targets[i][1],
-                          quantity=level[1], quantity_allocated=level[2])
+        if level is not None and row.quantity < level.allocated and not row.force:
+            stock = Stock(id=level.stock_id, variant_id=targets[i][0],
+                          warehouse_id=targets[i][1], quantity=level.quantity,
+                          quantity_allocated=level.allocated)
             outcome.errors[i].append(below_allocated(s, stock, row.quantity,
                                                      f"stocks.{i}.quantity"))
     if outcome.failed and not reject_failed_rows:
@@ -403,10 +427,10 @@ def apply_bulk(
     _bulk_apply(s, wanted, levels, movement_type=movement_type, reason=reason,
                 actor=actor or principal.name)
     for i in good:
-        stock_id, quantity, allocated = levels[targets[i]]
-        outcome.stocks[i] = Stock(id=stock_id, variant_id=targets[i][0],
-                                  warehouse_id=targets[i][1], quantity=quantity,
-                                  quantity_allocated=allocated)
+        level = levels[targets[i]]
+        outcome.stocks[i] = StockView(level.stock_id, targets[i][0], targets[i][1],
+                                      level.quantity, level.allocated,
+                                      level.low_stock_threshold)
     outcome.count = len(good)
     outcome.variant_ids = tuple(sorted({targets[i][0] for i in good}))
     return outcome
@@ -419,24 +443,23 @@ def _bulk_targets(
     skus = {r.sku for r in rows if r.sku is not None and r.error is None}
     variant_ids = {r.variant_id for r in rows if r.variant_id is not None}
     warehouse_ids = {r.warehouse_id for r in rows}
-    by_sku: dict[str, tuple[int, int]] = {}
-    by_id: dict[int, int] = {}
-    for chunk in _chunks(sorted(skus)):
-        for sku, vid, owner in s.execute(
-            select(ProductVariant.sku, ProductVariant.id, Product.seller_id)
-            .join(Product, Product.id == ProductVariant.product_id)
-            .where(ProductVariant.sku.in_(chunk))):
-            by_sku[sku] = (vid, owner)
-    for chunk in _chunks(sorted(variant_ids)):
-        for vid, owner in s.execute(
-            select(ProductVariant.id, Product.seller_id)
-            .join(Product, Product.id == ProductVariant.product_id)
-            .where(ProductVariant.id.in_(chunk))):
-            by_id[vid] = owner
-    owners: dict[int, int] = {}
-    for chunk in _chunks(sorted(warehouse_ids)):
-        owners.update(s.execute(select(Warehouse.id, Warehouse.seller_id)
-                                .where(Warehouse.id.in_(chunk))).all())
+    # variants, then their products' sellers: one plan on every database (SQLite would
+    # otherwise walk every product and probe the variants for each)
+    variants: dict[int, tuple[str, int]] = {}  # id -> (sku, product id)
+    for vid, sku, product_id in _select_in(
+            s, select(ProductVariant.id, ProductVariant.sku, ProductVariant.product_id),
+            ProductVariant.sku, sorted(skus), String):
+        variants[vid] = (sku, product_id)
+    for vid, sku, product_id in _select_in(
+            s, select(ProductVariant.id, ProductVariant.sku, ProductVariant.product_id),
+            ProductVariant.id, sorted(variant_ids - variants.keys()), Integer):
+        variants[vid] = (sku, product_id)
+    sellers = dict(_select_in(s, select(Product.id, Product.seller_id), Product.id,
+                              sorted({p for _, p in variants.values()}), Integer))
+    by_sku = {sku: (vid, sellers[p]) for vid, (sku, p) in variants.items() if sku in skus}
+    by_id = {vid: sellers[p] for vid, (_, p) in variants.items()}
+    owners: dict[int, int] = dict(_select_in(s, select(Warehouse.id, Warehouse.seller_id),
+                                             Warehouse.id, sorted(warehouse_ids), Integer))
     targets: dict[int, tuple[int, int]] = {}
     seen: set[tuple[int, int]] = set()
     for i, row in enumerate(rows):
@@ -489,64 +512,83 @@ def _bulk_targets(
     return targets
 
 
-def _bulk_lock(
-    s: Session, pairs: Sequence[tuple[int, int]]
-) -> dict[tuple[int, int], tuple[int, int, int]]:
-    """(variant, warehouse) -> (stock id, quantity, allocated) of existing stocks, locked.
+_LOCK_PAIRS = text(
+    "SELECT s.id, s.variant_id, s.warehouse_id, s.quantity, s.quantity_allocated, "
+    "s.low_stock_threshold FROM stock s JOIN unnest(CAST(:vids AS INTEGER[]), "
+    "CAST(:wids AS INTEGER[])) AS p(v, w) ON s.variant_id = p.v AND s.warehouse_id = p.w "
+    "ORDER BY s.id FOR NO KEY UPDATE OF s"
+)
 
-    One statement, ascending stock id, like every other lock (PostgreSQL takes the ids as an
-    array, so no chunking is needed; SQLite's writers are serialized anyway).
+
+def _bulk_lock(s: Session, pairs: Sequence[tuple[int, int]]) -> dict[tuple[int, int], Level]:
+    """(variant, warehouse) -> level of the existing stocks among `pairs`, locked.
+
+    One statement in ascending stock id, like every other lock, and only the rows named
+    (PostgreSQL joins the pairs as arrays; SQLite's writers are serialized anyway).
     """
-    wanted = set(pairs)
-    variant_ids = sorted({v for v, _ in pairs})
-    warehouse_ids = sorted({w for _, w in pairs})
-    columns = (Stock.id, Stock.variant_id, Stock.warehouse_id, Stock.quantity,
-               Stock.quantity_allocated)
+    if not pairs:
+        return {}
     if s.get_bind().dialect.name == "postgresql":
-        statements = [select(*columns).where(
-            Stock.variant_id == any_(bindparam("vids", variant_ids, type_=ARRAY(Integer))),
-            Stock.warehouse_id.in_(warehouse_ids))]
+        rows = s.execute(_LOCK_PAIRS, {"vids": [v for v, _ in pairs],
+                                       "wids": [w for _, w in pairs]}).all()
     else:
-        statements = [select(*columns).where(Stock.variant_id.in_(chunk),
-                                             Stock.warehouse_id.in_(warehouse_ids))
-                      for chunk in _chunks(variant_ids)]
-    found: dict[tuple[int, int], tuple[int, int, int]] = {}
-    for statement in statements:
-        for sid, vid, wid, q, a in s.execute(
-                statement.order_by(Stock.id).with_for_update(key_share=True)):
-            if (vid, wid) in wanted:
-                found[(vid, wid)] = (sid, q, a)
-    return found
+        wanted = set(pairs)
+        warehouse_ids = sorted({w for _, w in pairs})
+        rows = [row for chunk in _chunks(sorted({v for v, _ in pairs}))
+                for row in s.execute(
+                    select(Stock.id, Stock.variant_id, Stock.warehouse_id, Stock.quantity,
+                           Stock.quantity_allocated, Stock.low_stock_threshold)
+                    .where(Stock.variant_id.in_(chunk), Stock.warehouse_id.in_(warehouse_ids))
+                    .order_by(Stock.id))
+                if (row[1], row[2]) in wanted]
+    return {(vid, wid): Level(sid, q, a, threshold) for sid, vid, wid, q, a, threshold in rows}
 
 
 def _bulk_apply(
     s: Session,
     wanted: dict[tuple[int, int], int],
-    levels: dict[tuple[int, int], tuple[int, int, int]],
+    levels: dict[tuple[int, int], Level],
     *,
     movement_type: MovementType,
     reason: str,
     actor: str,
 ) -> None:
     """Write the new quantities (updates and inserts) and their movements; fills `levels`."""
-    updates = {pair: q for pair, q in wanted.items() if pair in levels and levels[pair][1] != q}
+    updates = {pair: q for pair, q in wanted.items()
+               if pair in levels and levels[pair].quantity != q}
     inserts = {pair: q for pair, q in wanted.items() if pair not in levels}
     movements: list[ledger.Movement] = []
     if updates:
-        ledger.set_quantities(s, [(levels[p][0], q) for p, q in updates.items()])
+        ledger.set_quantities(s, [(levels[p].stock_id, q) for p, q in updates.items()])
         for pair, q in updates.items():
-            sid, old, allocated = levels[pair]
+            sid, old, allocated, threshold = (levels[pair].stock_id, levels[pair].quantity,
+                                              levels[pair].allocated,
+                                              levels[pair].low_stock_threshold)
             movements.append(ledger.Movement(sid, pair[0], pair[1], movement_type, q - old, 0,
                                              q, allocated))
-            levels[pair] = (sid, q, allocated)
+            levels[pair] = Level(sid, q, allocated, threshold)
     if inserts:
         created = ledger.insert_stocks(s, [(v, w, q) for (v, w), q in inserts.items()])
         for (v, w), sid in created.items():
             q = inserts[(v, w)]
-            levels[(v, w)] = (sid, q, 0)
+            levels[(v, w)] = Level(sid, q, 0, None)
             if q:
                 movements.append(ledger.Movement(sid, v, w, movement_type, q, 0, q, 0))
     ledger.record_known(s, movements, actor=actor, reason=reason)
+
+
+def _select_in(
+    s: Session, statement: Any, column: Any, values: Sequence[Any], item_type: Any,
+) -> list[Any]:
+    """Rows of `statement` where `column` is one of `values`: one array parameter on
+    PostgreSQL, IN lists of at most 5,000 elsewhere."""
+    if not values:
+        return []
+    if s.get_bind().dialect.name == "postgresql":
+        return list(s.execute(statement.where(
+            column == any_(bindparam("values", list(values), type_=ARRAY(item_type))))))
+    return [row for chunk in _chunks(values) for row in s.execute(statement.where(
+        column.in_(chunk)))]
 
 
 def _chunks(values: Sequence[object], size: int = 5000) -> list[list[object]]:
