@@ -223,7 +223,10 @@ def _mutation_payload_problems(data: Any) -> list[str]:
         return problems
     for name, payload in data.items():
         if isinstance(payload, dict) and payload.get("errors"):
-            filled = [k for k, v in payload.items() if k not in ("errors", "__typename")
+            # stockBulkUpdate's count and results are non-null by contract; a failed bulk
+            # request answers count 0 and per-row results instead
+            filled = [k for k, v in payload.items()
+                      if k not in ("errors", "__typename", "count", "results")
                       and v is not None]
             if filled:
                 problems.append(f"{name} has errors and non-null {filled}")
