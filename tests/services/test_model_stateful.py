@@ -20,6 +20,7 @@ SQL must equal the model's.
 from __future__ import annotations
 
 import copy
+import os
 from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -587,6 +588,8 @@ def test_random_service_sequences_keep_stock_figures_as_the_model_predicts(
     run_state_machine_as_test(machine_for(db), settings=settings(
         max_examples=40, stateful_step_count=30, deadline=None, database=None,
         report_multiple_bugs=False,
+        # CI replays a fixed sequence (a landing must not depend on luck); locally it explores
+        derandomize=bool(os.environ.get("CI")),
         suppress_health_check=[HealthCheck.function_scoped_fixture,
                                HealthCheck.too_slow, HealthCheck.filter_too_much],
     ))
