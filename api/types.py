@@ -419,27 +419,19 @@ async def resolve_node(info: Info, type_name: str, pk: int) -> Any:
             return None
         owner = await loaders.product.load(variant.product_id)
         return ProductVariant.from_model(variant) if visible(owner.seller_id) else None
-    if type_name == "Stock":
-        stock = await loaders.stock.load(pk)
-        if stock is None:
+    # stock-side objects belong to the seller of their warehouse
+    stock_side: dict[str, tuple[Any, Any]] = {
+        "Stock": (loaders.stock, Stock.from_model),
+        "PurchaseOrder": (loaders.purchase_order, PurchaseOrder.from_model),
+        "StockMovement": (loaders.movement, StockMovement.from_model),
+    }
+    if type_name in stock_side:
+        loader, build = stock_side[type_name]
+        row = await loader.load(pk)
+        if row is None:
             return None
-        owner = await loaders.warehouse.load(stock.warehouse_id)
-        return Stock.from_model(stock) \
-            if permissions.can_read_stock(principal, owner.seller_id) else None
-    if type_name == "PurchaseOrder":
-        po = await loaders.purchase_order.load(pk)
-        if po is None:
-            return None
-        owner = await loaders.warehouse.load(po.warehouse_id)
-        return PurchaseOrder.from_model(po) \
-            if permissions.can_read_stock(principal, owner.seller_id) else None
-    if type_name == "StockMovement":
-        movement = await loaders.movement.load(pk)
-        if movement is None:
-            return None
-        owner = await loaders.warehouse.load(movement.warehouse_id)
-        return StockMovement.from_model(movement) \
-            if permissions.can_read_stock(principal, owner.seller_id) else None
+        owner = await loaders.warehouse.load(row.warehouse_id)
+        return build(row) if permissions.can_read_stock(principal, owner.seller_id) else None
     if not permissions.can_read_orders(principal):
         return None
     if type_name == "Order":
