@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ARRAY, Integer, String, any_, bindparam, select, text
+from sqlalchemy import ARRAY, Integer, String, bindparam, cast, func, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -529,8 +529,8 @@ def _bulk_lock(s: Session, pairs: Sequence[tuple[int, int]]) -> dict[tuple[int, 
     if not pairs:
         return {}
     if s.get_bind().dialect.name == "postgresql":
-        rows = s.execute(_LOCK_PAIRS, {"vids": [v for v, _ in pairs],
-                                       "wids": [w for _, w in pairs]}).all()
+        rows = s.execute(_LOCK_PAIRS, {"vids": ledger.pg_array(v for v, _ in pairs),
+                                       "wids": ledger.pg_array(w for _, w in pairs)}).all()
     else:
         wanted = set(pairs)
         warehouse_ids = sorted({w for _, w in pairs})
@@ -586,7 +586,8 @@ def _select_in(
         return []
     if s.get_bind().dialect.name == "postgresql":
         return list(s.execute(statement.where(
-            column == any_(bindparam("values", list(values), type_=ARRAY(item_type))))))
+            column.in_(select(func.unnest(cast(bindparam("values", ledger.pg_array(values)),
+                                               ARRAY(item_type))))))))
     return [row for chunk in _chunks(values) for row in s.execute(statement.where(
         column.in_(chunk)))]
 

@@ -339,3 +339,15 @@ async def test_a_bad_row_among_two_thousand_rejects_all_of_them(api: Api) -> Non
     assert all(r["stock"] is None for r in payload["results"])
     assert codes(payload["errors"]) == [("INVALID", "stocks.1999.quantity")]
     assert snapshot(api) == before
+
+
+async def test_rows_by_skus_with_quotes_commas_braces_and_backslashes(api: Api) -> None:
+    s = shop(api.db, stock1=1)
+    odd = 'we"ird,{sku}\\x y'
+    variant = s.world.variant(s.product, sku=odd)
+
+    payload = await bulk(api, [{"sku": odd, "warehouseId": gid("Warehouse", s.w1),
+                                "quantity": 3}])
+
+    assert payload["errors"] == [] and payload["count"] == 1
+    assert s.world.stock(variant, s.w1) == (3, 0)

@@ -290,3 +290,10 @@ def test_fulfilment_of_an_untracked_variant_keeps_the_stock_figures() -> None:
     assert parts == [FulfilledPart(LINE, 1, 7, 5)]
     assert figures(book) == {1: (0, 0)}
     assert book.stock_deltas() == {}
+
+
+def test_pg_array_literals_quote_and_escape_text() -> None:
+    from domain.ledger import pg_array
+
+    assert pg_array([3, 1, 2]) == "{3,1,2}"
+    assert pg_array(['a"b', "c\\d", "x,y"]) == '{"a\\"b","c\\\\d","x,y"}'
