@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from api import ids
 from domain.models import Role
@@ -83,6 +84,19 @@ def shop(db: Database, stock1: int = 10, stock2: int = 0, track: bool = True) ->
     product = world.product(seller)
     variant = world.variant(product, track=track, stocks={w1: stock1, w2: stock2})
     return Shop(world, seller, zone, w1, w2, product, variant)
+
+
+def stocks(s: Shop, variant: int | None = None) -> tuple[tuple[int, int], tuple[int, int]]:
+    """(quantity, allocated) in w1 and in w2."""
+    v = s.variant if variant is None else variant
+    return s.world.stock(v, s.w1), s.world.stock(v, s.w2)
+
+
+def allocations(order: dict[str, Any]) -> list[list[tuple[str, int]]]:
+    """Per line of an Order payload, (warehouse ID, quantity) sorted (API.md leaves the
+    order of allocations open)."""
+    return [sorted((a["warehouse"]["id"], a["quantity"]) for a in line["allocations"])
+            for line in order["lines"]]
 
 
 def gid(type_name: str, pk: int) -> str:

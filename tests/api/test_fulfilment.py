@@ -8,7 +8,7 @@ import pytest
 
 from domain.models import Role
 from tests.conftest import Api
-from tests.factories import Shop, gid, shop
+from tests.factories import allocations, gid, shop, stocks
 
 pytestmark = pytest.mark.anyio
 
@@ -75,18 +75,6 @@ async def set_allocation(api: Api, order_type: str, enabled: bool) -> None:
     data = await api.gql(CONFIG_UPDATE, {"input": {"allocation": [
         {"orderType": order_type, "enabled": enabled}]}})
     assert data["marketplaceConfigurationUpdate"]["errors"] == []
-
-
-def allocations(order: dict[str, Any]) -> list[list[tuple[str, int]]]:
-    """Per line, (warehouse ID, quantity) sorted (API.md does not order allocations)."""
-    return [sorted((a["warehouse"]["id"], a["quantity"]) for a in line["allocations"])
-            for line in order["lines"]]
-
-
-def stocks(s: Shop, variant: int | None = None) -> tuple[tuple[int, int], tuple[int, int]]:
-    """(quantity, allocated) in w1 and in w2."""
-    v = s.variant if variant is None else variant
-    return s.world.stock(v, s.w1), s.world.stock(v, s.w2)
 
 
 def failure(payload: dict[str, Any]) -> dict[str, Any]:

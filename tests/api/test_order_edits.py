@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import Api
-from tests.factories import Shop, gid, shop
+from tests.factories import Shop, allocations, gid, shop, stocks
 
 pytestmark = pytest.mark.anyio
 
@@ -53,18 +53,6 @@ async def placed(api: Api, order_type: str, lines: list[tuple[int, int]],
 
 async def reread(api: Api, order_id: str) -> dict[str, Any]:
     return (await api.gql(GET_ORDER, {"id": order_id}))["node"]  # type: ignore[no-any-return]
-
-
-def allocations(order: dict[str, Any]) -> list[list[tuple[str, int]]]:
-    """Per line, (warehouse ID, quantity) sorted (API.md does not order allocations)."""
-    return [sorted((a["warehouse"]["id"], a["quantity"]) for a in line["allocations"])
-            for line in order["lines"]]
-
-
-def stocks(s: Shop, variant: int | None = None) -> tuple[tuple[int, int], tuple[int, int]]:
-    """(quantity, allocated) in w1 and in w2."""
-    v = s.variant if variant is None else variant
-    return s.world.stock(v, s.w1), s.world.stock(v, s.w2)
 
 
 def new_lines(lines: list[tuple[int, int]]) -> list[dict[str, Any]]:

@@ -8,7 +8,7 @@ import pytest
 
 from domain.models import Role
 from tests.conftest import Api
-from tests.factories import Shop, gid, shop
+from tests.factories import allocations, gid, shop, stocks
 
 pytestmark = pytest.mark.anyio
 
@@ -90,20 +90,8 @@ async def set_allocation(api: Api, order_type: str, enabled: bool) -> None:
     assert data["marketplaceConfigurationUpdate"]["errors"] == []
 
 
-def allocations(order: dict[str, Any]) -> list[list[tuple[str, int]]]:
-    """Per line, (warehouse ID, quantity) sorted (API.md does not order allocations)."""
-    return [sorted((a["warehouse"]["id"], a["quantity"]) for a in line["allocations"])
-            for line in order["lines"]]
-
-
 def count(api: Api, table: str) -> int:
     return int(api.db.scalar(f"SELECT count(*) FROM {table}"))
-
-
-def stocks(s: Shop, variant: int | None = None) -> tuple[tuple[int, int], tuple[int, int]]:
-    """(quantity, allocated) in w1 and in w2."""
-    v = s.variant if variant is None else variant
-    return s.world.stock(v, s.w1), s.world.stock(v, s.w2)
 
 
 def failure(payload: dict[str, Any]) -> list[dict[str, Any]]:
