@@ -25,7 +25,6 @@ from domain.models import (
     ProductVariant,
     PurchaseOrder,
     PurchaseOrderLine,
-    Seller,
     ShippingZone,
     ShippingZoneCountry,
     Stock,
@@ -278,9 +277,3 @@ def page(session: Session, model: type[M], query: PageQuery) -> list[M]:
     if query.types:
         stmt = stmt.where(Order.type.in_(query.types))
     return list(session.scalars(stmt))
-
-
-__all__ = [
-    "Fulfillment", "Order", "OrderLine", "Product", "ProductVariant", "Seller", "Stock",
-    "Warehouse",
-]
