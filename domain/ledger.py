@@ -152,14 +152,26 @@ _RECORD_UNNEST = text(
     "CAST(:quantity_change AS INTEGER[]), CAST(:allocated_change AS INTEGER[]), "
     "CAST(:quantity_after AS INTEGER[]), CAST(:allocated_after AS INTEGER[])) AS m"
 )
-_SET_UNNEST = text(
-    "UPDATE stock SET quantity = v.q FROM unnest(CAST(:ids AS INTEGER[]), "
-    "CAST(:qs AS INTEGER[])) AS v(id, q) WHERE stock.id = v.id"
+# one round trip: set the counters and append the movements from the rows just changed
+_SET_RECORDED_UNNEST = text(
+    "WITH changed AS (UPDATE stock SET quantity = v.q FROM unnest(CAST(:ids AS INTEGER[]), "
+    "CAST(:qs AS INTEGER[]), CAST(:changes AS INTEGER[])) AS v(id, q, change) "
+    "WHERE stock.id = v.id RETURNING stock.id, stock.variant_id, stock.warehouse_id, "
+    "stock.quantity, stock.quantity_allocated, v.change) "
+    f"INSERT INTO stock_movement ({', '.join(_MOVEMENT_COLUMNS)}, reason, actor) "
+    "SELECT c.id, c.variant_id, c.warehouse_id, CAST(:type AS VARCHAR(24)), c.change, 0, "
+    "c.quantity, c.quantity_allocated, CAST(:reason AS VARCHAR(500)), "
+    "CAST(:actor AS VARCHAR(64)) FROM changed c ORDER BY c.id"
 )
 _INSERT_STOCKS_UNNEST = text(
     "INSERT INTO stock (variant_id, warehouse_id, quantity, quantity_allocated) "
     "SELECT v, w, q, 0 FROM unnest(CAST(:vs AS INTEGER[]), CAST(:ws AS INTEGER[]), "
     "CAST(:qs AS INTEGER[])) AS t(v, w, q) RETURNING id, variant_id, warehouse_id"
+)
+_RECORD_SET_SQLITE = text(
+    f"INSERT INTO stock_movement ({', '.join(_MOVEMENT_COLUMNS)}, reason, actor) "
+    "SELECT id, variant_id, warehouse_id, :type, :dq, 0, quantity, quantity_allocated, "
+    ":reason, :actor FROM stock WHERE id = :sid"
 )
 _SET = update(STOCK).where(STOCK.c.id == bindparam("sid")).values(quantity=bindparam("q"))
 
@@ -183,15 +195,28 @@ def _is_postgresql(session: Session) -> bool:
     return session.get_bind().dialect.name == "postgresql"
 
 
-def set_quantities(session: Session, rows: Sequence[tuple[int, int]]) -> None:
-    """Set on-hand of locked stocks: (stock id, quantity). One statement on PostgreSQL."""
+def set_quantities(
+    session: Session, rows: Sequence[tuple[int, int, int]], *, type: MovementType, actor: str,
+    reason: str | None,
+) -> None:
+    """Set on-hand of locked stocks and record it: (stock id, old quantity, new quantity).
+
+    One statement on PostgreSQL (UPDATE ... RETURNING feeding the ledger INSERT).
+    """
+    rows = [r for r in rows if r[1] != r[2]]
     if not rows:
         return
+    conn = session.connection()
     if _is_postgresql(session):
-        session.connection().execute(_SET_UNNEST, {"ids": pg_array(r[0] for r in rows),
-                                                   "qs": pg_array(r[1] for r in rows)})
-    else:
-        session.connection().execute(_SET, [{"sid": sid, "q": q} for sid, q in rows])
+        conn.execute(_SET_RECORDED_UNNEST, {
+            "ids": pg_array(r[0] for r in rows), "qs": pg_array(r[2] for r in rows),
+            "changes": pg_array(r[2] - r[1] for r in rows), "type": type.value,
+            "reason": reason, "actor": actor})
+        return
+    conn.execute(_SET, [{"sid": sid, "q": q} for sid, _, q in rows])
+    conn.execute(_RECORD_SET_SQLITE, [{"sid": sid, "dq": new - old, "type": type.value,
+                                       "reason": reason, "actor": actor}
+                                      for sid, old, new in rows])
 
 
 def insert_stocks(

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import ARRAY, Integer, String, bindparam, cast, func, select, text
 from sqlalchemy.exc import IntegrityError
@@ -339,8 +339,7 @@ class BulkRow:
     error: DomainError | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class Level:
+class Level(NamedTuple):
     """A stock's counters as locked by a bulk update."""
 
     stock_id: int
@@ -557,16 +556,12 @@ def _bulk_apply(
     updates = {pair: q for pair, q in wanted.items()
                if pair in levels and levels[pair].quantity != q}
     inserts = {pair: q for pair, q in wanted.items() if pair not in levels}
+    ledger.set_quantities(s, [(levels[p].stock_id, levels[p].quantity, q)
+                              for p, q in updates.items()],
+                          type=movement_type, actor=actor, reason=reason)
+    for pair, q in updates.items():
+        levels[pair] = levels[pair]._replace(quantity=q)
     movements: list[ledger.Movement] = []
-    if updates:
-        ledger.set_quantities(s, [(levels[p].stock_id, q) for p, q in updates.items()])
-        for pair, q in updates.items():
-            sid, old, allocated, threshold = (levels[pair].stock_id, levels[pair].quantity,
-                                              levels[pair].allocated,
-                                              levels[pair].low_stock_threshold)
-            movements.append(ledger.Movement(sid, pair[0], pair[1], movement_type, q - old, 0,
-                                             q, allocated))
-            levels[pair] = Level(sid, q, allocated, threshold)
     if inserts:
         created = ledger.insert_stocks(s, [(v, w, q) for (v, w), q in inserts.items()])
         for (v, w), sid in created.items():
