@@ -6,6 +6,8 @@ import strawberry
 from graphql import GraphQLError
 from strawberry.extensions import MaskErrors, ParserCache, ValidationCache
 
+from api.coercion import FastCoercionExecutor, build_during_coercion
+from api.inputs import StockBulkUpdateInput, bulk_row
 from api.mutations import Mutation
 from api.queries import Query
 from api.types import (
@@ -41,4 +43,7 @@ schema = strawberry.Schema(
         # anything unexpected reaches the client as "Unexpected error.", the log keeps the rest
         lambda: MaskErrors(should_mask_error=is_unexpected),
     ],
+    # a 10k-row stockBulkUpdate spent 100 ms in graphql-core's generic variable coercion
+    execution_context_class=FastCoercionExecutor,
 )
+build_during_coercion(schema, StockBulkUpdateInput, bulk_row)
