@@ -76,6 +76,73 @@ def apply(
     return True
 
 
+def allocate_last(
+    session: Session, deltas: Deltas, *, actor: str, reason: str, order_id: int,
+    locked: bool = False,
+) -> bool:
+    """Guarded ALLOCATION of `deltas` as the transaction's last statement; False if refused.
+
+    The caller commits right after (`uow.commit()`). On PostgreSQL the update, its movements
+    and the COMMIT leave together in one pipeline and COMMIT is done on return: a hot stock
+    row stays locked only while the database works, never while this thread waits for the
+    GIL between round trips. A refused guard fails the transaction (`stockyard_require`,
+    migration 0006), so nothing is committed and the caller rolls back and retries.
+    `locked`: the caller already holds the rows' locks.
+    """
+    changed = {sid: d for sid, d in deltas.items() if d[1]}
+    if not changed:
+        return True
+    if not _is_postgresql(session):
+        return apply(session, changed, type=MovementType.ALLOCATION, actor=actor,
+                     reason=reason, order_id=order_id, guarded=True)
+    import psycopg
+
+    rows = sorted(changed.items())
+    raw = session.connection().connection.driver_connection
+    assert isinstance(raw, psycopg.Connection)
+    try:
+        with raw.pipeline():
+            raw.execute(_ALLOCATE_LAST_PG[len(rows) > 1 and not locked], {
+                "ids": pg_array(sid for sid, _ in rows),
+                "das": pg_array(da for _, (_, da) in rows),
+                "n": len(rows), "type": MovementType.ALLOCATION.value, "reason": reason,
+                "order_id": order_id, "actor": actor})
+            raw.commit()
+    except psycopg.Error as exc:
+        if exc.sqlstate == GUARD_REFUSED:
+            return False
+        raise
+    return True
+
+
+GUARD_REFUSED = "SY001"  # stockyard_require()'s SQLSTATE
+
+
+def _allocate_last_pg(lock_in_order: bool) -> str:
+    """psycopg's own placeholders: this statement bypasses SQLAlchemy to share a pipeline.
+
+    Several rows are locked first, sorted by id, like every other lock (no deadlocks
+    whatever join order the planner picks); one row needs no such step.
+    """
+    locked = ("locked AS (SELECT id FROM stock WHERE id = ANY(%(ids)s::integer[]) "
+              "ORDER BY id FOR NO KEY UPDATE), ") if lock_in_order else ""
+    source = "locked JOIN v ON v.id = locked.id WHERE stock.id = locked.id" \
+        if lock_in_order else "v WHERE stock.id = v.id"
+    return (
+        f"WITH {locked}v AS (SELECT * FROM unnest(%(ids)s::integer[], %(das)s::integer[]) "
+        "AS v(id, da)), "
+        "changed AS (UPDATE stock SET quantity_allocated = stock.quantity_allocated + v.da "
+        f"FROM {source} AND stock.quantity - stock.quantity_allocated >= v.da "
+        "RETURNING stock.id, stock.variant_id, stock.warehouse_id, stock.quantity, "
+        "stock.quantity_allocated, v.da), "
+        f"moved AS (INSERT INTO stock_movement ({', '.join(_MOVEMENT_COLUMNS)}, reason, "
+        "order_id, actor) SELECT id, variant_id, warehouse_id, %(type)s, 0, da, quantity, "
+        "quantity_allocated, %(reason)s, %(order_id)s, %(actor)s FROM changed ORDER BY id "
+        "RETURNING 1) "
+        "SELECT stockyard_require((SELECT count(*) FROM moved) = %(n)s)"
+    )
+
+
 def rebuild_allocated(
     session: Session, stock_id: int, *, allocated: int, ledger_allocated: int, actor: str,
     reason: str,
@@ -144,6 +211,7 @@ class Movement:
 
 _MOVEMENT_COLUMNS = ("stock_id", "variant_id", "warehouse_id", "type", "quantity_change",
                      "allocated_change", "quantity_after", "allocated_after")
+_ALLOCATE_LAST_PG = {several: _allocate_last_pg(several) for several in (False, True)}
 _RECORD_UNNEST = text(
     f"INSERT INTO stock_movement ({', '.join(_MOVEMENT_COLUMNS)}, reason, actor) "
     "SELECT m.*, CAST(:reason AS VARCHAR(500)), CAST(:actor AS VARCHAR(64)) FROM unnest("

@@ -254,8 +254,9 @@ def _create_once(
         _write_allocations(s, changes, existing=set())
         deltas = book.stock_deltas()
         if deltas:
-            if not ledger.apply(s, deltas, type=MovementType.ALLOCATION, actor=actor,
-                                reason="order created", order_id=order_id, guarded=True):
+            # last: the stock rows are locked from here to COMMIT, which follows at once
+            if not ledger.allocate_last(s, deltas, actor=actor, reason="order created",
+                                        order_id=order_id, locked=lock):
                 raise _Contended()
             uow.emit(StockChanged(tuple(sorted(variant_ids))))
         uow.commit()
