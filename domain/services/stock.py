@@ -442,21 +442,9 @@ def _bulk_targets(
     skus = {r.sku for r in rows if r.sku is not None and r.error is None}
     variant_ids = {r.variant_id for r in rows if r.variant_id is not None}
     warehouse_ids = {r.warehouse_id for r in rows}
-    # variants, then their products' sellers: one plan on every database (SQLite would
-    # otherwise walk every product and probe the variants for each)
-    variants: dict[int, tuple[str, int]] = {}  # id -> (sku, product id)
-    for vid, sku, product_id in _select_in(
-            s, select(ProductVariant.id, ProductVariant.sku, ProductVariant.product_id),
-            ProductVariant.sku, sorted(skus), String):
-        variants[vid] = (sku, product_id)
-    for vid, sku, product_id in _select_in(
-            s, select(ProductVariant.id, ProductVariant.sku, ProductVariant.product_id),
-            ProductVariant.id, sorted(variant_ids - variants.keys()), Integer):
-        variants[vid] = (sku, product_id)
-    sellers = dict(_select_in(s, select(Product.id, Product.seller_id), Product.id,
-                              sorted({p for _, p in variants.values()}), Integer))
-    by_sku = {sku: (vid, sellers[p]) for vid, (sku, p) in variants.items() if sku in skus}
-    by_id = {vid: sellers[p] for vid, (_, p) in variants.items()}
+    variants = _variants_with_sellers(s, sorted(skus), sorted(variant_ids))
+    by_sku = {sku: (vid, seller) for vid, (sku, seller) in variants.items() if sku in skus}
+    by_id = {vid: seller for vid, (_, seller) in variants.items()}
     owners: dict[int, int] = dict(_select_in(s, select(Warehouse.id, Warehouse.seller_id),
                                              Warehouse.id, sorted(warehouse_ids), Integer))
     targets: dict[int, tuple[int, int]] = {}
@@ -509,6 +497,39 @@ def _bulk_targets(
             continue
         targets[i] = pair
     return targets
+
+
+_VARIANTS_PG = text(
+    "SELECT v.id, v.sku, p.seller_id FROM product_variant v JOIN product p "
+    "ON p.id = v.product_id WHERE v.sku = ANY(CAST(:skus AS VARCHAR[])) "
+    "OR v.id = ANY(CAST(:ids AS INTEGER[]))"
+)
+
+
+def _variants_with_sellers(
+    s: Session, skus: Sequence[str], variant_ids: Sequence[int]
+) -> dict[int, tuple[str, int]]:
+    """Variant id -> (SKU, seller id) of the variants named by SKU or by id."""
+    if not skus and not variant_ids:
+        return {}
+    if s.get_bind().dialect.name == "postgresql":
+        rows = s.execute(_VARIANTS_PG, {"skus": ledger.pg_array(skus),
+                                        "ids": ledger.pg_array(variant_ids)})
+        return {vid: (sku, seller) for vid, sku, seller in rows}
+    # variants, then their products' sellers: SQLite would otherwise walk every product
+    # and probe the variants for each
+    variants: dict[int, tuple[str, int]] = {}  # id -> (sku, product id)
+    select_variants = select(ProductVariant.id, ProductVariant.sku, ProductVariant.product_id)
+    for vid, sku, product_id in _select_in(s, select_variants, ProductVariant.sku, skus,
+                                           String):
+        variants[vid] = (sku, product_id)
+    for vid, sku, product_id in _select_in(s, select_variants, ProductVariant.id,
+                                           [v for v in variant_ids if v not in variants],
+                                           Integer):
+        variants[vid] = (sku, product_id)
+    sellers = dict(_select_in(s, select(Product.id, Product.seller_id), Product.id,
+                              sorted({p for _, p in variants.values()}), Integer))
+    return {vid: (sku, sellers[p]) for vid, (sku, p) in variants.items()}
 
 
 _LOCK_PAIRS = text(
