@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 
 from domain.errors import InvalidInput, NotFound
 
@@ -18,6 +19,7 @@ def encode(type_name: str, pk: int) -> str:
     return base64.b64encode(f"{type_name}:{pk}".encode()).decode()
 
 
+@functools.lru_cache(maxsize=4096)  # a bulk request names the same warehouses on every row
 def parse(global_id: str) -> tuple[str, int]:
     """(type name, pk) of a well-formed global ID; InvalidId otherwise."""
     try:
