@@ -250,13 +250,12 @@ def pg_array(values: Iterable[int | str]) -> str:
     psycopg's own list adaptation inspects every element (about 20 ms per 10,000); joining
     the text ourselves is ~50x cheaper. Strings are quoted and escaped, so any SKU is safe.
     """
-    parts = []
-    for value in values:
-        if isinstance(value, int):
-            parts.append(str(value))
-        else:
-            parts.append('"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"')
-    return "{" + ",".join(parts) + "}"
+    items = values if isinstance(values, list | tuple) else list(values)
+    if all(type(v) is int for v in items):
+        return "{" + ",".join(map(str, items)) + "}"
+    return "{" + ",".join(
+        str(v) if isinstance(v, int)
+        else '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"' for v in items) + "}"
 
 
 def _is_postgresql(session: Session) -> bool:

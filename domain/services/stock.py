@@ -348,8 +348,7 @@ class Level(NamedTuple):
     low_stock_threshold: int | None
 
 
-@dataclass(frozen=True, slots=True)
-class StockView:
+class StockView(NamedTuple):
     """A stock as a bulk update left it (plain data: cheap for thousands of rows)."""
 
     id: int
@@ -514,7 +513,7 @@ def _variants_with_sellers(
         return {}
     if s.get_bind().dialect.name == "postgresql":
         rows = s.execute(_VARIANTS_PG, {"skus": ledger.pg_array(skus),
-                                        "ids": ledger.pg_array(variant_ids)})
+                                        "ids": ledger.pg_array(variant_ids)}).all()
         return {vid: (sku, seller) for vid, sku, seller in rows}
     # variants, then their products' sellers: SQLite would otherwise walk every product
     # and probe the variants for each
@@ -581,7 +580,8 @@ def _bulk_apply(
                               for p, q in updates.items()],
                           type=movement_type, actor=actor, reason=reason)
     for pair, q in updates.items():
-        levels[pair] = levels[pair]._replace(quantity=q)
+        sid, _, allocated, threshold = levels[pair]
+        levels[pair] = Level(sid, q, allocated, threshold)
     movements: list[ledger.Movement] = []
     if inserts:
         created = ledger.insert_stocks(s, [(v, w, q) for (v, w), q in inserts.items()])
