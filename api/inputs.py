@@ -161,3 +161,18 @@ def bulk_row(value: Mapping[str, Any]) -> StockBulkUpdateInput:
     return StockBulkUpdateInput(warehouse_id=value["warehouseId"], quantity=value["quantity"],
                                 variant_id=value.get("variantId"), sku=value.get("sku"),
                                 force=value.get("force", False))
+
+
+def order_line(value: Mapping[str, Any]) -> OrderLineInput:
+    """An order line from graphql-core's coerced dict (see `bulk_row`)."""
+    return OrderLineInput(variant_id=value["variantId"], quantity=value["quantity"])
+
+
+def order_create(value: Mapping[str, Any]) -> OrderCreateInput:
+    """orderCreate's input from graphql-core's coerced dict; its lines are built already.
+
+    Strawberry's generic conversion of this input was ~8% of an order's server CPU.
+    """
+    return OrderCreateInput(type=OrderTypeEnum(value["type"]),
+                            shipping_country=value["shippingCountry"], lines=value["lines"],
+                            idempotency_key=value.get("idempotencyKey"))

@@ -7,7 +7,14 @@ from graphql import GraphQLError
 from strawberry.extensions import MaskErrors, ParserCache, ValidationCache
 
 from api.coercion import FastCoercionExecutor, build_during_coercion
-from api.inputs import StockBulkUpdateInput, bulk_row
+from api.inputs import (
+    OrderCreateInput,
+    OrderLineInput,
+    StockBulkUpdateInput,
+    bulk_row,
+    order_create,
+    order_line,
+)
 from api.mutations import Mutation
 from api.queries import Query
 from api.types import (
@@ -46,4 +53,7 @@ schema = strawberry.Schema(
     # a 10k-row stockBulkUpdate spent 100 ms in graphql-core's generic variable coercion
     execution_context_class=FastCoercionExecutor,
 )
+# the hottest inputs skip strawberry's generic conversion
 build_during_coercion(schema, StockBulkUpdateInput, bulk_row)
+build_during_coercion(schema, OrderLineInput, order_line)
+build_during_coercion(schema, OrderCreateInput, order_create)
