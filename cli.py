@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import atexit
 import csv
 import gc
 import logging
@@ -17,7 +18,6 @@ from alembic.config import Config
 from starlette.applications import Starlette
 
 from domain.db import make_engine, session_factories
-from domain.events import Event, StockChanged
 from domain.models import Role
 from domain.permissions import Principal
 from domain.settings import Settings
@@ -40,8 +40,9 @@ def migrate(settings: Settings) -> None:
 
 
 def make_publisher(settings: Settings):  # type: ignore[no-untyped-def]
-    """Wire committed domain events to the broker (after commit only)."""
+    """Wire committed domain events to the broker (after commit only), coalesced."""
     from workers.broker import make_broker, start_embedded_worker
+    from workers.coalesce import Coalescer
 
     broker = make_broker(settings)
     from workers import actors  # actors bind to the broker set just above
@@ -50,11 +51,8 @@ def make_publisher(settings: Settings):  # type: ignore[no-untyped-def]
         actors.stock_changed.broker = broker
         broker.declare_actor(actors.stock_changed)
     start_embedded_worker(broker)
-
-    def publish(event: Event) -> None:
-        if isinstance(event, StockChanged):
-            actors.stock_changed.send(list(event.variant_ids))
-
+    publish = Coalescer(lambda variant_ids: actors.stock_changed.send(variant_ids))
+    atexit.register(publish.close)
     return publish
 
 
