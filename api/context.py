@@ -28,7 +28,7 @@ class Services:
     publish: Publish
 
     def uow(self) -> UnitOfWork:
-        return UnitOfWork(self.writer, self.publish)
+        return UnitOfWork(self.writer, self.publish, reader=self.reader)
 
     def read(self, fn: Callable[Concatenate[Session, P], R], *args: P.args,
              **kwargs: P.kwargs) -> R:

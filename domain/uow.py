@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 from types import TracebackType
 
 from sqlalchemy.orm import Session, sessionmaker
@@ -19,9 +20,15 @@ def _discard(_event: Event) -> None:
 class UnitOfWork:
     """`with uow:` opens a session; leaving without `commit()` rolls back."""
 
-    def __init__(self, session_factory: sessionmaker[Session], publish: Publish = _discard) -> None:
+    def __init__(
+        self,
+        session_factory: sessionmaker[Session],
+        publish: Publish = _discard,
+        reader: sessionmaker[Session] | None = None,
+    ) -> None:
         self._session_factory = session_factory
         self._publish = publish
+        self._reader = reader
         self.events: list[Event] = []
 
     def __enter__(self) -> UnitOfWork:
@@ -39,6 +46,21 @@ class UnitOfWork:
             self.session.rollback()
         finally:
             self.session.close()
+
+    @contextlib.contextmanager
+    def unlocked_reads(self) -> Iterator[Session]:
+        """A session for reads an optimistic plan may make outside the write transaction.
+
+        On SQLite, where a writing transaction holds the whole database, it is a separate
+        read-only session (WAL: it waits for nobody), so the writer's turn starts only with
+        the first write. Elsewhere it is this unit's own session: PostgreSQL reads lock
+        nothing anyway.
+        """
+        if self._reader is None or self.session.get_bind().dialect.name != "sqlite":
+            yield self.session
+            return
+        with self._reader() as session:
+            yield session
 
     def commit(self) -> None:
         self.session.commit()

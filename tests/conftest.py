@@ -87,7 +87,8 @@ class Database:
         self.writer, self.reader = session_factories(self.engine)
 
     def uow(self, events: list[Event] | None = None) -> UnitOfWork:
-        return UnitOfWork(self.writer, events.append if events is not None else _ignore)
+        return UnitOfWork(self.writer, events.append if events is not None else _ignore,
+                          reader=self.reader)
 
     def reset(self) -> None:
         tables = [t.name for t in reversed(Base.metadata.sorted_tables)

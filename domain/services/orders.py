@@ -9,6 +9,7 @@ SQLite has no row locks: its writers are serialized by BEGIN IMMEDIATE (domain/d
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
@@ -226,15 +227,17 @@ def _create_once(
 ) -> OrderView:
     with uow:
         s = uow.session
-        if idempotency_key is not None:
-            existing = _order_id_for_key(s, idempotency_key)
-            if existing is not None:
-                return load_view(s, existing)
         variant_ids = {line.variant_id for line in lines}
-        levels, tracked, enabled = _lock_stocks(s, variant_ids, country, config_for=type,
-                                                lock=lock)
-        _require_variants(s, variant_ids, tracked, [(f"lines.{i}.variantId", line.variant_id)
-                          for i, line in enumerate(lines)])
+        reads = contextlib.nullcontext(s) if lock else uow.unlocked_reads()
+        with reads as r:
+            if idempotency_key is not None:
+                existing = _order_id_for_key(r, idempotency_key)
+                if existing is not None:
+                    return load_view(r, existing)
+            levels, tracked, enabled = _lock_stocks(r, variant_ids, country,
+                                                    config_for=type, lock=lock)
+            _require_variants(r, variant_ids, tracked, [
+                (f"lines.{i}.variantId", line.variant_id) for i, line in enumerate(lines)])
         demands = [Demand(i, line.variant_id, line.quantity, f"lines.{i}.quantity")
                    for i, line in enumerate(lines)]
         book = Book.of(levels)
