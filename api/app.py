@@ -22,7 +22,7 @@ from strawberry.asgi import GraphQL
 from api.auth import TokenCache, bearer_token
 from api.context import Context, Services
 from api.schema import schema
-from domain.db import session_factories
+from domain.db import READ_ONLY, session_factories
 from domain.uow import Publish
 
 log = logging.getLogger("stockyard")
@@ -80,7 +80,8 @@ def build_app(engine: Engine, publish: Publish, *, threads: int = 12) -> Starlet
 
     async def healthz(_request: Request) -> Response:
         def ping() -> None:
-            with engine.connect() as conn:
+            # read-only: on SQLite a health check must not wait for a writer's turn
+            with engine.execution_options(**{READ_ONLY: True}).connect() as conn:
                 conn.execute(text("SELECT 1"))
 
         try:
@@ -95,6 +96,10 @@ def build_app(engine: Engine, publish: Publish, *, threads: int = 12) -> Starlet
         # a burst queues here (fairly, FIFO) rather than as threads fighting for the GIL
         anyio.to_thread.current_default_thread_limiter().total_tokens = threads
         yield
+        # the last window of stock events goes out while the broker is still there
+        close = getattr(publish, "close", None)
+        if close is not None:
+            close()
 
     return Starlette(
         routes=[Route("/graphql", graphql),

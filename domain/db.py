@@ -6,6 +6,7 @@ import fcntl
 import os
 import sqlite3
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +34,7 @@ def make_engine(settings: Settings, **kwargs: Any) -> Engine:
         path = settings.sqlite_path()
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
-        gate = _WriterGate(path) if path is not None else None
+        gate = _WriterGate.of(path) if path is not None else None
         connect_args: dict[str, Any] = {"timeout": 60, "check_same_thread": False}
         if gate is not None:
             connect_args["factory"] = gate.connection_class()
@@ -47,6 +48,8 @@ def make_engine(settings: Settings, **kwargs: Any) -> Engine:
 
 
 GATE_TIMEOUT = 60.0  # seconds a writer waits for its turn, like the busy timeout
+_GATES: dict[str, _WriterGate] = {}
+_GATES_LOCK = threading.Lock()
 
 
 class _WriterGate:
@@ -54,23 +57,50 @@ class _WriterGate:
 
     SQLite's own wait (the busy handler) polls with sleeps of up to 100 ms, so under load a
     writer often slept long after the lock was free (p99 over a second). Here threads of a
-    process queue on a lock, and one thread per process on `flock` of a side file: both
-    wake a waiter as soon as the holder's COMMIT or ROLLBACK returns. BEGIN IMMEDIATE
-    still guards the data; this only decides who goes next, and how soon.
+    process queue on a lock, which wakes the next one as soon as the holder's COMMIT or
+    ROLLBACK returns, and one thread per process polls `flock` of a side file every 2 ms
+    at most. Both give up after GATE_TIMEOUT. BEGIN IMMEDIATE still guards the data; the
+    gate only decides who goes next, and how soon.
     """
 
     def __init__(self, database: Path) -> None:
         self._threads = threading.Lock()
         self._fd = os.open(f"{database}-writer.lock", os.O_RDWR | os.O_CREAT, 0o644)
 
+    @classmethod
+    def of(cls, database: Path) -> _WriterGate:
+        """The process's one gate for this file, whatever the number of engines on it."""
+        key = str(database.resolve())
+        with _GATES_LOCK:
+            if key not in _GATES:
+                _GATES[key] = cls(database)
+            return _GATES[key]
+
     def enter(self) -> None:
+        deadline = time.monotonic() + GATE_TIMEOUT
         if not self._threads.acquire(timeout=GATE_TIMEOUT):
-            raise sqlite3.OperationalError("database is locked (no writer turn in 60 s)")
+            raise sqlite3.OperationalError(
+                f"database is locked (no writer turn in {GATE_TIMEOUT:g} s)")
         try:
-            fcntl.flock(self._fd, fcntl.LOCK_EX)  # blocks without the GIL
+            self._flock(deadline)
         except BaseException:
             self._threads.release()
             raise
+
+    def _flock(self, deadline: float) -> None:
+        """Another process's writer ends -> ours goes within a millisecond or two."""
+        pause = 0.0002
+        while True:
+            try:
+                fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise sqlite3.OperationalError(
+                        f"database is locked (no writer turn in {GATE_TIMEOUT:g} s)"
+                    ) from None
+                time.sleep(pause)
+                pause = min(pause * 2, 0.002)
 
     def leave(self) -> None:
         fcntl.flock(self._fd, fcntl.LOCK_UN)

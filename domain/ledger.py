@@ -1,19 +1,23 @@
-"""The stock ledger: every change of a stock's counters goes through `apply` and is recorded.
+"""The stock ledger: every change of a stock's counters goes through this module, recorded.
 
 `apply` moves the counters in SQL (ascending stock id, like every lock taken elsewhere) and
 appends one StockMovement per stock in the same transaction, with the levels the rows hold
 afterwards (read back from the rows this transaction just changed and therefore holds).
-Nothing updates or deletes a movement; the database refuses it too (migration 0002).
+`allocate_last` (an order's guarded allocation, sent with its COMMIT on PostgreSQL) and the
+bulk helpers (`set_quantities`, `insert_stocks` + `record_known`) do the same in fewer
+round trips. Nothing updates or deletes a movement; the database refuses it too (0002).
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import cast
 
 from sqlalchemy import Table, TextClause, bindparam, insert, select, text, update
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from domain.models import MovementType, Stock, StockMovement
@@ -77,41 +81,45 @@ def apply(
 
 
 def allocate_last(
-    session: Session, deltas: Deltas, *, actor: str, reason: str, order_id: int,
-    locked: bool = False,
+    session: Session, allocations: Mapping[int, int], *, actor: str, reason: str,
+    order_id: int, locked: bool = False,
 ) -> bool:
-    """Guarded ALLOCATION of `deltas` as the transaction's last statement; False if refused.
+    """Guarded ALLOCATION (stock id -> units) as the transaction's last step; False if refused.
 
-    The caller commits right after (`uow.commit()`). On PostgreSQL the update, its movements
-    and the COMMIT leave together in one pipeline and COMMIT is done on return: a hot stock
-    row stays locked only while the database works, never while this thread waits for the
-    GIL between round trips. A refused guard fails the transaction (`stockyard_require`,
-    migration 0006), so nothing is committed and the caller rolls back and retries.
+    Only `UnitOfWork.commit(last=...)` calls it, after flushing the session. On PostgreSQL
+    it also COMMITs: the update, its movements and the COMMIT leave together in one
+    pipeline, so a hot stock row stays locked only while the database works, never while
+    this thread waits for the GIL between round trips. A refused guard fails the
+    transaction (`stockyard_require`, migration 0006): nothing is committed, and the unit
+    of work rolls back. On SQLite the unit of work commits afterwards.
     `locked`: the caller already holds the rows' locks.
     """
-    changed = {sid: d for sid, d in deltas.items() if d[1]}
-    if not changed:
+    rows = sorted((sid, n) for sid, n in allocations.items() if n)
+    if not rows:
         return True
     if not _is_postgresql(session):
-        return apply(session, changed, type=MovementType.ALLOCATION, actor=actor,
-                     reason=reason, order_id=order_id, guarded=True)
+        return apply(session, {sid: (0, n) for sid, n in rows}, type=MovementType.ALLOCATION,
+                     actor=actor, reason=reason, order_id=order_id, guarded=True)
     import psycopg
 
-    rows = sorted(changed.items())
     raw = session.connection().connection.driver_connection
-    assert isinstance(raw, psycopg.Connection)
+    if not isinstance(raw, psycopg.Connection):
+        raise TypeError(f"allocate_last needs a psycopg connection, not {type(raw)!r}")
+    statement = _ALLOCATE_LAST_PG[len(rows) > 1 and not locked]
+    params = {"ids": pg_array(sid for sid, _ in rows), "das": pg_array(n for _, n in rows),
+              "n": len(rows), "type": MovementType.ALLOCATION.value, "reason": reason,
+              "order_id": order_id, "actor": actor}
     try:
-        with raw.pipeline():
-            raw.execute(_ALLOCATE_LAST_PG[len(rows) > 1 and not locked], {
-                "ids": pg_array(sid for sid, _ in rows),
-                "das": pg_array(da for _, (_, da) in rows),
-                "n": len(rows), "type": MovementType.ALLOCATION.value, "reason": reason,
-                "order_id": order_id, "actor": actor})
+        # libpq < 14 has no pipeline mode: then the COMMIT waits for the statement's answer
+        with raw.pipeline() if psycopg.Pipeline.is_supported() else contextlib.nullcontext():
+            raw.execute(statement, params)
             raw.commit()
     except psycopg.Error as exc:
         if exc.sqlstate == GUARD_REFUSED:
             return False
-        raise
+        # as SQLAlchemy would raise it, so callers handle it like any other statement's
+        raise DBAPIError.instance(statement, params, exc, psycopg.Error,
+                                  connection_invalidated=raw.broken) from exc
     return True
 
 

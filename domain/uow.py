@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from domain.events import Event
 
 Publish = Callable[[Event], None]
+LastStep = Callable[[Session], bool]
 
 
 def _discard(_event: Event) -> None:
@@ -62,11 +63,22 @@ class UnitOfWork:
         with self._reader() as session:
             yield session
 
-    def commit(self) -> None:
+    def commit(self, last: LastStep | None = None) -> bool:
+        """Commit, then publish the events; False, with nothing committed, if `last` refused.
+
+        `last` is the transaction's final step (`ledger.allocate_last`). It runs after a
+        flush, and may send COMMIT itself in the same round trip as its statement; the
+        session's own COMMIT then has nothing left to do.
+        """
+        if last is not None:
+            self.session.flush()  # pending ORM changes belong to the same transaction
+            if not last(self.session):
+                return False
         self.session.commit()
         events, self.events = self.events, []
         for event in events:
             self._publish(event)
+        return True
 
     def emit(self, event: Event) -> None:
         self.events.append(event)

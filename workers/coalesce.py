@@ -3,8 +3,8 @@
 A hot SKU changes hundreds of times a second; a sales channel needs its latest figure,
 once, within seconds. Publishing costs the request thread only a lock and a set update;
 a background thread sends the union of the variant ids every `window` seconds. A send
-that fails (broker down) is logged and does not reach the request that committed: the
-periodic reconciliation repairs what a lost message would have told.
+that fails (broker down) is logged, never raised into the request that committed; that
+message is lost, so the sales-channel sync must also reconcile on a timer.
 """
 
 from __future__ import annotations
@@ -35,14 +35,16 @@ class Coalescer:
         if not isinstance(event, StockChanged) or not event.variant_ids:
             return
         with self._wake:
-            if self._closed:
-                raise RuntimeError("the stock event publisher is closed")
-            self._pending.update(event.variant_ids)
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="stock-events",
-                                                daemon=True)
-                self._thread.start()
-            self._wake.notify()
+            closed = self._closed
+            if not closed:
+                self._pending.update(event.variant_ids)
+                if self._thread is None or not self._thread.is_alive():
+                    self._thread = threading.Thread(target=self._run, name="stock-events",
+                                                    daemon=True)
+                    self._thread.start()
+                self._wake.notify()
+        if closed:  # a request finishing during shutdown: send it now, in its thread
+            self._deliver(sorted(set(event.variant_ids)))
 
     def flush(self) -> None:
         """Send what is pending now, in the calling thread."""

@@ -202,10 +202,11 @@ def _create(
     lines: Sequence[LineRequest],
     idempotency_key: str | None,
 ) -> OrderView:
-    # Optimistic first: plan from an unlocked read, then move the counters with guarded
-    # UPDATEs issued last, just before COMMIT, so a hot stock row is locked only for those
-    # two round trips. A guard that fails (the stock ran dry meanwhile) rolls everything
-    # back; the last attempt locks the rows up front and cannot fail that way.
+    # Optimistic first: plan from an unlocked read, then move the counters with a guarded
+    # update that is the transaction's last step (on PostgreSQL sent with the COMMIT), so a
+    # hot stock row is locked only that long. A guard that fails (the stock ran dry
+    # meanwhile) rolls everything back; the last attempt locks the rows up front and
+    # cannot fail that way.
     for attempt in range(OPTIMISTIC_ATTEMPTS + 1):
         try:
             return _create_once(uow, actor, type, country, lines, idempotency_key,
@@ -255,14 +256,14 @@ def _create_once(
         line_ids = _insert_lines(s, order_id, lines)
         changes = {(line_ids[i], sid): q for (i, sid), q in book.allocation_changes().items()}
         _write_allocations(s, changes, existing=set())
-        deltas = book.stock_deltas()
-        if deltas:
-            # last: the stock rows are locked from here to COMMIT, which follows at once
-            if not ledger.allocate_last(s, deltas, actor=actor, reason="order created",
-                                        order_id=order_id, locked=lock):
-                raise _Contended()
+        allocations = {sid: da for sid, (_, da) in book.stock_deltas().items()}
+        if allocations:
             uow.emit(StockChanged(tuple(sorted(variant_ids))))
-        uow.commit()
+        # the counters move last, with the COMMIT: their rows stay locked only that long
+        if not uow.commit(last=functools.partial(
+                ledger.allocate_last, allocations=allocations, actor=actor,
+                reason="order created", order_id=order_id, locked=lock)):
+            raise _Contended()
 
     by_line: dict[int, list[AllocationView]] = defaultdict(list)
     for (line_id, stock_id), qty in sorted(changes.items()):

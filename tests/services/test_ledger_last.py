@@ -2,21 +2,27 @@
 
 from __future__ import annotations
 
+import functools
+
 import pytest
+from sqlalchemy import text
 
 from domain import ledger
+from domain.models import OrderType, Seller
+from domain.services import orders
+from domain.uow import LastStep
 from tests.conftest import Database
-from tests.factories import World
+from tests.factories import ADMIN, World, shop, stocks
 
 
-def _stocks(db: Database, levels: dict[int, int]) -> list[int]:
-    """Stock ids of one variant with `levels` units in as many warehouses (by priority)."""
+def _stocks(db: Database, levels: list[int]) -> list[int]:
+    """Stock ids of one variant with these units in as many warehouses."""
     world = World(db)
     seller = world.seller()
     zone = world.zone(["DE"])
     warehouses = [world.warehouse(seller, [zone], priority=i) for i in range(len(levels))]
     variant = world.variant(world.product(seller),
-                            stocks={w: q for w, q in zip(warehouses, levels.values(), strict=True)})
+                            stocks=dict(zip(warehouses, levels, strict=True)))
     return [db.scalar("SELECT id FROM stock WHERE variant_id = :v AND warehouse_id = :w",
                       v=variant, w=w) for w in warehouses]
 
@@ -29,15 +35,17 @@ def _state(db: Database, stock_ids: list[int]) -> list[tuple[int, int, int]]:
         for sid in stock_ids]
 
 
+def _last(allocations: dict[int, int], locked: bool = False) -> LastStep:
+    return functools.partial(ledger.allocate_last, allocations=allocations, actor="test",
+                             reason="order created", order_id=7, locked=locked)
+
+
 @pytest.mark.parametrize("locked", [False, True])
 def test_allocates_records_and_commits(db: Database, locked: bool) -> None:
-    ids = _stocks(db, {0: 5, 1: 5})
+    ids = _stocks(db, [5, 5])
     before = _state(db, ids)
     with db.uow() as uow:
-        assert ledger.allocate_last(uow.session, {ids[0]: (0, 2), ids[1]: (0, 5)},
-                                    actor="test", reason="order created", order_id=7,
-                                    locked=locked)
-        uow.commit()
+        assert uow.commit(last=_last({ids[0]: 2, ids[1]: 5}, locked=locked))
     assert _state(db, ids) == [(5, 2, before[0][2] + 1), (5, 5, before[1][2] + 1)]
     assert db.rows("SELECT type, quantity_change, allocated_change, quantity_after, "
                    "allocated_after, order_id, actor FROM stock_movement WHERE stock_id = :s "
@@ -46,11 +54,73 @@ def test_allocates_records_and_commits(db: Database, locked: bool) -> None:
 
 
 @pytest.mark.parametrize("rows", [1, 2])
-def test_a_refused_guard_changes_nothing(db: Database, rows: int) -> None:
-    ids = _stocks(db, {0: 5, 1: 1})[-rows:]
-    deltas = {sid: (0, 2) for sid in ids}  # the last stock holds only 1
+def test_a_refused_guard_commits_nothing(db: Database, rows: int) -> None:
+    ids = _stocks(db, [5, 1])[-rows:]
     before = _state(db, ids)
+    sellers = db.scalar("SELECT COUNT(*) FROM seller")
     with db.uow() as uow:
-        assert not ledger.allocate_last(uow.session, deltas, actor="test",
-                                        reason="order created", order_id=7)
+        uow.session.add(Seller(name="pending in the same transaction"))
+        assert not uow.commit(last=_last({sid: 2 for sid in ids}))  # the last holds only 1
     assert _state(db, ids) == before
+    assert db.scalar("SELECT COUNT(*) FROM seller") == sellers
+    # the pooled connection is clean again: the next transaction works
+    with db.uow() as uow:
+        assert uow.commit(last=_last({ids[-1]: 1}))
+    assert _state(db, ids)[-1][1] == before[-1][1] + 1
+
+
+def test_pending_changes_commit_with_the_allocation(db: Database) -> None:
+    ids = _stocks(db, [5])
+    with db.uow() as uow:
+        uow.session.add(Seller(name="committed together"))
+        assert uow.commit(last=_last({ids[0]: 1}))
+    assert db.scalar("SELECT COUNT(*) FROM seller WHERE name = 'committed together'") == 1
+    assert _state(db, ids)[0][1] == 1
+
+
+def test_a_plan_gone_stale_is_retried_from_fresh_levels(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another order takes stock between the unlocked read and the guarded update."""
+    s = shop(db, stock1=3, stock2=5)
+    read = orders._lock_stocks
+    calls: list[bool] = []
+
+    def read_then_lose_the_race(*args: object, lock: bool = True, **kwargs: object) -> object:
+        found = read(*args, lock=lock, **kwargs)  # type: ignore[arg-type]
+        calls.append(lock)
+        if len(calls) == 1:  # a competitor takes w1's 3 units right after our read
+            with db.engine.begin() as conn:
+                conn.execute(text("UPDATE stock SET quantity_allocated = 3 "
+                                  "WHERE variant_id = :v AND warehouse_id = :w"),
+                             {"v": s.variant, "w": s.w1})
+        return found
+
+    monkeypatch.setattr(orders, "_lock_stocks", read_then_lose_the_race)
+    view = orders.create(db.uow(), ADMIN, type=OrderType.REGULAR, shipping_country="DE",
+                         lines=[orders.LineRequest(s.variant, 2)])
+
+    assert calls[:2] == [False, False]  # refused once, then planned again from fresh levels
+    assert [(a.warehouse_id, a.quantity) for a in view.lines[0].allocations] == [(s.w2, 2)]
+    assert stocks(s) == ((3, 3), (5, 2))
+
+
+def test_a_key_committed_after_our_read_answers_with_that_order(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two requests with one idempotency key: the later one's read missed the first."""
+    s = shop(db, stock1=5)
+    request = {"type": OrderType.REGULAR, "shipping_country": "DE",
+               "lines": [orders.LineRequest(s.variant, 2)], "idempotency_key": "k-1"}
+    first = orders.create(db.uow(), ADMIN, **request)  # type: ignore[arg-type]
+    lookup = orders._order_id_for_key
+    misses = iter([True])
+
+    def missed_once(session: object, key: str) -> int | None:
+        return None if next(misses, False) else lookup(session, key)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(orders, "_order_id_for_key", missed_once)
+    second = orders.create(db.uow(), ADMIN, **request)  # type: ignore[arg-type]
+
+    assert second.id == first.id
+    assert stocks(s)[0] == (5, 2)  # allocated once

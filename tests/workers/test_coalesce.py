@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 
 import pytest
+from sqlalchemy import create_engine
 
+from api.app import build_app
 from domain.events import StockChanged
 from workers.coalesce import Coalescer
 
@@ -52,17 +55,50 @@ def test_close_sends_what_is_pending() -> None:
     publish(StockChanged((7, 8)))
     publish.close()
     assert sink.batches == [[7, 8]]
-    with pytest.raises(RuntimeError):
-        publish(StockChanged((9,)))
+    publish(StockChanged((9, 9)))  # after close: sent at once, in the publishing thread
+    assert sink.batches == [[7, 8], [9]]
 
 
 def test_a_failed_send_is_logged_not_raised(caplog: pytest.LogCaptureFixture) -> None:
     sink = Sink(fail_first=1)
-    publish = Coalescer(sink, window=0.01)
+    publish = Coalescer(sink, window=60)
     publish(StockChanged((1,)))
     publish.flush()  # the failing send, here in the test's thread: must not raise
+    publish.flush()
+    publish(StockChanged((2,)))
+    publish.flush()
+    publish.close()
+    assert sink.batches == [[2]]
+    assert "not sent" in caplog.text
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_a_dead_sender_thread_is_replaced() -> None:
+    sink = Sink()
+    publish = Coalescer(sink, window=0.01)
+
+    def die(_variant_ids: list[int]) -> None:
+        raise SystemExit  # not an Exception: it ends the background thread
+
+    publish._send = die
+    publish(StockChanged((1,)))
+    assert publish._thread is not None
+    publish._thread.join(5)
+    publish._send = sink
     publish(StockChanged((2,)))
     assert sink.arrived.wait(5)
     publish.close()
     assert sink.batches == [[2]]
-    assert "not sent" in caplog.text
+
+
+def test_the_server_sends_the_last_window_when_it_stops() -> None:
+    sink = Sink()
+    publish = Coalescer(sink, window=60)
+    app = build_app(create_engine("sqlite://"), publish)
+
+    async def serve_briefly() -> None:
+        async with app.router.lifespan_context(app):
+            publish(StockChanged((4,)))
+
+    asyncio.run(serve_briefly())
+    assert sink.batches == [[4]]

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine, text
+from sqlalchemy.exc import OperationalError
 
 from domain import db as db_module
 from domain.db import make_engine, session_factories
@@ -86,3 +87,25 @@ def test_a_writer_of_another_process_waits_for_its_turn(engine: Engine, tmp_path
     assert proc.returncode == 0 and out.strip() == "done"
     with engine.connect() as conn:
         assert conn.execute(text("SELECT n FROM t ORDER BY n")).scalars().all() == [1, 2]
+
+
+def test_a_turn_never_given_back_fails_after_the_timeout(
+    engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(db_module, "GATE_TIMEOUT", 0.5)
+    lock = tmp_path / "gate.db-writer.lock"
+    holder = subprocess.Popen(  # a stuck writer of another process
+        [sys.executable, "-c", "import fcntl, os, sys, time; "
+         f"fd = os.open({str(lock)!r}, os.O_RDWR | os.O_CREAT); "
+         "fcntl.flock(fd, fcntl.LOCK_EX); print('held', flush=True); time.sleep(60)"],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        with pytest.raises(OperationalError, match="database is locked"):
+            _insert(engine, 1)
+    finally:
+        holder.kill()
+        holder.wait(10)
+    _insert(engine, 2)  # the turn comes back with the process gone
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT n FROM t")).scalars().all() == [2]
