@@ -11,12 +11,11 @@ round trips. Nothing updates or deletes a movement; the database refuses it too 
 from __future__ import annotations
 
 import contextlib
-import functools
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import cast
 
-from sqlalchemy import Table, TextClause, bindparam, insert, select, text, update
+from sqlalchemy import Table, bindparam, insert, select, text, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
@@ -175,32 +174,17 @@ def record(
     reason: str | None = None,
     order_id: int | None = None,
 ) -> None:
-    """Append one movement per stock for changes already made in this transaction."""
+    """Append one movement per stock for changes already made in this transaction.
+
+    The resulting levels come from the stock rows themselves. One executemany: a single
+    round trip on PostgreSQL (psycopg pipelines it), and no parameter limit on SQLite.
+    """
     if not deltas:
         return
-    params: dict[str, object] = {"actor": actor, "reason": reason, "order_id": order_id}
-    for i, (sid, (dq, da)) in enumerate(sorted(deltas.items())):
-        kind = type or order_movement_type(dq, da)
-        params.update({f"s{i}": sid, f"q{i}": dq, f"a{i}": da, f"t{i}": kind.value})
-    session.connection().execute(_record_statement(len(deltas)), params)
-
-
-@functools.cache
-def _record_statement(count: int) -> TextClause:
-    def case(prefix: str) -> str:
-        whens = " ".join(f"WHEN :s{i} THEN :{prefix}{i}" for i in range(count))
-        return f"CASE s.id {whens} END"
-
-    ids = ", ".join(f":s{i}" for i in range(count))
-    return text(
-        "INSERT INTO stock_movement (stock_id, variant_id, warehouse_id, type, "
-        "quantity_change, allocated_change, quantity_after, allocated_after, reason, "
-        "order_id, actor) "
-        f"SELECT s.id, s.variant_id, s.warehouse_id, {case('t')}, {case('q')}, {case('a')}, "
-        "s.quantity, s.quantity_allocated, CAST(:reason AS VARCHAR(500)), "
-        "CAST(:order_id AS INTEGER), CAST(:actor AS VARCHAR(64)) "
-        f"FROM stock s WHERE s.id IN ({ids}) ORDER BY s.id"
-    )
+    session.connection().execute(_RECORD, [
+        {"sid": sid, "dq": dq, "da": da, "type": (type or order_movement_type(dq, da)).value,
+         "reason": reason, "order_id": order_id, "actor": actor}
+        for sid, (dq, da) in sorted(deltas.items())])
 
 
 @dataclass(frozen=True, slots=True)
@@ -220,6 +204,12 @@ class Movement:
 _MOVEMENT_COLUMNS = ("stock_id", "variant_id", "warehouse_id", "type", "quantity_change",
                      "allocated_change", "quantity_after", "allocated_after")
 _ALLOCATE_LAST_PG = {several: _allocate_last_pg(several) for several in (False, True)}
+_RECORD = text(
+    f"INSERT INTO stock_movement ({', '.join(_MOVEMENT_COLUMNS)}, reason, order_id, actor) "
+    "SELECT id, variant_id, warehouse_id, CAST(:type AS VARCHAR(24)), :dq, :da, quantity, "
+    "quantity_allocated, CAST(:reason AS VARCHAR(500)), CAST(:order_id AS INTEGER), "
+    "CAST(:actor AS VARCHAR(64)) FROM stock WHERE id = :sid"
+)
 _RECORD_UNNEST = text(
     f"INSERT INTO stock_movement ({', '.join(_MOVEMENT_COLUMNS)}, reason, actor) "
     "SELECT m.*, CAST(:reason AS VARCHAR(500)), CAST(:actor AS VARCHAR(64)) FROM unnest("
@@ -243,11 +233,6 @@ _INSERT_STOCKS_UNNEST = text(
     "INSERT INTO stock (variant_id, warehouse_id, quantity, quantity_allocated) "
     "SELECT v, w, q, 0 FROM unnest(CAST(:vs AS INTEGER[]), CAST(:ws AS INTEGER[]), "
     "CAST(:qs AS INTEGER[])) AS t(v, w, q) RETURNING id, variant_id, warehouse_id"
-)
-_RECORD_SET_SQLITE = text(
-    f"INSERT INTO stock_movement ({', '.join(_MOVEMENT_COLUMNS)}, reason, actor) "
-    "SELECT id, variant_id, warehouse_id, :type, :dq, 0, quantity, quantity_allocated, "
-    ":reason, :actor FROM stock WHERE id = :sid"
 )
 _SET = update(STOCK).where(STOCK.c.id == bindparam("sid")).values(quantity=bindparam("q"))
 
@@ -289,9 +274,8 @@ def set_quantities(
             "reason": reason, "actor": actor})
         return
     conn.execute(_SET, [{"sid": sid, "q": q} for sid, _, q in rows])
-    conn.execute(_RECORD_SET_SQLITE, [{"sid": sid, "dq": new - old, "type": type.value,
-                                       "reason": reason, "actor": actor}
-                                      for sid, old, new in rows])
+    record(session, {sid: (new - old, 0) for sid, old, new in rows}, type=type, actor=actor,
+           reason=reason)
 
 
 def insert_stocks(

@@ -573,9 +573,9 @@ def _bulk_apply(
     actor: str,
 ) -> None:
     """Write the new quantities (updates and inserts) and their movements; fills `levels`."""
-    updates = {pair: q for pair, q in wanted.items()
-               if pair in levels and levels[pair].quantity != q}
+    updates = {pair: q for pair, q in wanted.items() if pair in levels}
     inserts = {pair: q for pair, q in wanted.items() if pair not in levels}
+    # the ledger skips the stocks already at their new level
     ledger.set_quantities(s, [(levels[p].stock_id, levels[p].quantity, q)
                               for p, q in updates.items()],
                           type=movement_type, actor=actor, reason=reason)
