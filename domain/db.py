@@ -79,8 +79,7 @@ class _WriterGate:
     def enter(self) -> None:
         deadline = time.monotonic() + GATE_TIMEOUT
         if not self._threads.acquire(timeout=GATE_TIMEOUT):
-            raise sqlite3.OperationalError(
-                f"database is locked (no writer turn in {GATE_TIMEOUT:g} s)")
+            raise _no_turn()
         try:
             self._flock(deadline)
         except BaseException:
@@ -96,9 +95,7 @@ class _WriterGate:
                 return
             except BlockingIOError:
                 if time.monotonic() > deadline:
-                    raise sqlite3.OperationalError(
-                        f"database is locked (no writer turn in {GATE_TIMEOUT:g} s)"
-                    ) from None
+                    raise _no_turn() from None
                 time.sleep(pause)
                 pause = min(pause * 2, 0.002)
 
@@ -138,6 +135,10 @@ class _WriterGate:
                     gate.leave()
 
         return GatedConnection
+
+
+def _no_turn() -> sqlite3.OperationalError:
+    return sqlite3.OperationalError(f"database is locked (no writer turn in {GATE_TIMEOUT:g} s)")
 
 
 def _serialize_sqlite_writers(engine: Engine, gate: _WriterGate | None) -> None:
