@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import atexit
 import csv
 import gc
 import logging
@@ -51,9 +50,7 @@ def make_publisher(settings: Settings):  # type: ignore[no-untyped-def]
         actors.stock_changed.broker = broker
         broker.declare_actor(actors.stock_changed)
     start_embedded_worker(broker)
-    publish = Coalescer(lambda variant_ids: actors.stock_changed.send(variant_ids))
-    atexit.register(publish.close)
-    return publish
+    return Coalescer(actors.stock_changed.send)  # the app's lifespan closes it
 
 
 def app_factory() -> Starlette:
@@ -61,7 +58,8 @@ def app_factory() -> Starlette:
     from api.app import build_app
 
     settings = Settings.from_env()
-    # a thread holding a hot stock row lock should get the GIL back quickly to COMMIT
+    # threads waiting on the database get the GIL back sooner: in the bench, 1 ms beat both
+    # 0.5 ms and the default 5 ms on orders/s and p99
     sys.setswitchinterval(0.001)
     app = build_app(make_engine(settings), make_publisher(settings),
                     threads=settings.db_pool_size)
