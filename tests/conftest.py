@@ -11,7 +11,7 @@ import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import httpx
 import pytest
@@ -50,10 +50,17 @@ def _pg_available() -> str | None:
     return _pg_problem or None
 
 
+def service_missing(reason: str) -> NoReturn:
+    """Skip loudly; fail under STOCKYARD_REQUIRE_SERVICES (CI starts every service)."""
+    if os.environ.get("STOCKYARD_REQUIRE_SERVICES"):
+        pytest.fail(f"{reason} (STOCKYARD_REQUIRE_SERVICES is set)")
+    pytest.skip(f"SKIPPED, {reason}")
+
+
 def require_postgres() -> None:
     problem = _pg_available()
     if problem:
-        pytest.skip(f"SKIPPED, NO POSTGRESQL: {problem}")
+        service_missing(f"NO POSTGRESQL: {problem}")
 
 
 def _create_pg_database() -> str:
