@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import cast
+from typing import Any, cast
 
 from sqlalchemy import Table, bindparam, insert, select, text, update
 from sqlalchemy.exc import DBAPIError
@@ -99,54 +99,76 @@ def allocate_last(
     if not _is_postgresql(session):
         return apply(session, {sid: (0, n) for sid, n in rows}, type=MovementType.ALLOCATION,
                      actor=actor, reason=reason, order_id=order_id, guarded=True)
-    import psycopg
-
-    raw = session.connection().connection.driver_connection
-    if not isinstance(raw, psycopg.Connection):
-        raise TypeError(f"allocate_last needs a psycopg connection, not {type(raw)!r}")
     statement = _ALLOCATE_LAST_PG[len(rows) > 1 and not locked]
     params = {"ids": pg_array(sid for sid, _ in rows), "das": pg_array(n for _, n in rows),
               "n": len(rows), "type": MovementType.ALLOCATION.value, "reason": reason,
               "order_id": order_id, "actor": actor}
+    return commit_last(session, statement, params) is not None
+
+
+def commit_last(session: Session, statement: str, params: Mapping[str, object]
+                ) -> tuple[Any, ...] | None:
+    """Send `statement` and COMMIT in one pipeline (PostgreSQL); its first row, or None when
+    a `stockyard_require` in it refused (then nothing is committed).
+
+    The statement uses psycopg's own placeholders: it bypasses SQLAlchemy to share the
+    pipeline. Only the transaction's last step may use it (see `allocate_last`).
+    """
+    import psycopg
+
+    raw = session.connection().connection.driver_connection
+    if not isinstance(raw, psycopg.Connection):
+        raise TypeError(f"commit_last needs a psycopg connection, not {type(raw)!r}")
     try:
-        # libpq < 14 has no pipeline mode: then the COMMIT waits for the statement's answer
-        with raw.pipeline() if psycopg.Pipeline.is_supported() else contextlib.nullcontext():
-            raw.execute(statement, params)
-            raw.commit()
+        if raw.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
+            # nothing of this transaction has reached the server (its reads went through
+            # the reader): the statement alone is the transaction, no BEGIN and no COMMIT
+            raw.autocommit = True
+            try:
+                cursor = raw.execute(statement, params)
+            finally:
+                raw.autocommit = False
+        else:
+            # libpq < 14 has no pipeline mode: then the COMMIT waits for the statement
+            with raw.pipeline() if psycopg.Pipeline.is_supported() else contextlib.nullcontext():
+                cursor = raw.execute(statement, params)
+                raw.commit()
     except psycopg.Error as exc:
         if exc.sqlstate == GUARD_REFUSED:
-            return False
+            return None
         # as SQLAlchemy would raise it, so callers handle it like any other statement's
         raise DBAPIError.instance(statement, params, exc, psycopg.Error,
                                   connection_invalidated=raw.broken) from exc
-    return True
+    return cursor.fetchone() or ()
 
 
 GUARD_REFUSED = "SY001"  # stockyard_require()'s SQLSTATE
 
 
-def _allocate_last_pg(lock_in_order: bool) -> str:
-    """psycopg's own placeholders: this statement bypasses SQLAlchemy to share a pipeline.
+def guarded_allocation_sql(lock_in_order: bool, order_id: str = "%(order_id)s") -> str:
+    """CTEs `v`, `changed`, `moved`: the guarded ALLOCATION of %(ids)s by %(das)s units and
+    its movements (%(type)s, %(reason)s, %(actor)s, `order_id` an SQL expression).
 
-    Several rows are locked first, sorted by id, like every other lock (no deadlocks
-    whatever join order the planner picks); one row needs no such step.
+    Follow them with `stockyard_require((SELECT count(*) FROM moved) = %(n)s)`: a row the
+    guard refused makes the count fall short. With `lock_in_order`, several rows are locked
+    first, sorted by id, like every other lock (no deadlocks whatever join order the
+    planner picks); one row, or rows the transaction holds already, need no such step.
     """
     locked = ("locked AS (SELECT id FROM stock WHERE id = ANY(%(ids)s::integer[]) "
               "ORDER BY id FOR NO KEY UPDATE), ") if lock_in_order else ""
     source = "locked JOIN v ON v.id = locked.id WHERE stock.id = locked.id" \
         if lock_in_order else "v WHERE stock.id = v.id"
     return (
-        f"WITH {locked}v AS (SELECT * FROM unnest(%(ids)s::integer[], %(das)s::integer[]) "
+        f"{locked}v AS (SELECT * FROM unnest(%(ids)s::integer[], %(das)s::integer[]) "
         "AS v(id, da)), "
         "changed AS (UPDATE stock SET quantity_allocated = stock.quantity_allocated + v.da "
         f"FROM {source} AND stock.quantity - stock.quantity_allocated >= v.da "
         "RETURNING stock.id, stock.variant_id, stock.warehouse_id, stock.quantity, "
         "stock.quantity_allocated, v.da), "
         f"moved AS (INSERT INTO stock_movement ({', '.join(_MOVEMENT_COLUMNS)}, reason, "
-        "order_id, actor) SELECT id, variant_id, warehouse_id, %(type)s, 0, da, quantity, "
-        "quantity_allocated, %(reason)s, %(order_id)s, %(actor)s FROM changed ORDER BY id "
-        "RETURNING 1) "
-        "SELECT stockyard_require((SELECT count(*) FROM moved) = %(n)s)"
+        "order_id, actor) SELECT c.id, c.variant_id, c.warehouse_id, %(type)s, 0, c.da, "
+        f"c.quantity, c.quantity_allocated, %(reason)s, {order_id}, %(actor)s "
+        "FROM changed AS c ORDER BY c.id RETURNING 1)"
     )
 
 
@@ -203,7 +225,10 @@ class Movement:
 
 _MOVEMENT_COLUMNS = ("stock_id", "variant_id", "warehouse_id", "type", "quantity_change",
                      "allocated_change", "quantity_after", "allocated_after")
-_ALLOCATE_LAST_PG = {several: _allocate_last_pg(several) for several in (False, True)}
+_ALLOCATE_LAST_PG = {
+    several: f"WITH {guarded_allocation_sql(several)} "
+             "SELECT stockyard_require((SELECT count(*) FROM moved) = %(n)s)"
+    for several in (False, True)}
 _RECORD = text(
     f"INSERT INTO stock_movement ({', '.join(_MOVEMENT_COLUMNS)}, reason, order_id, actor) "
     "SELECT id, variant_id, warehouse_id, CAST(:type AS VARCHAR(24)), :dq, :da, quantity, "

@@ -52,12 +52,12 @@ class UnitOfWork:
     def unlocked_reads(self) -> Iterator[Session]:
         """A session for reads an optimistic plan may make outside the write transaction.
 
-        On SQLite, where a writing transaction holds the whole database, it is a separate
-        read-only session (WAL: it waits for nobody), so the writer's turn starts only with
-        the first write. Elsewhere it is this unit's own session: PostgreSQL reads lock
-        nothing anyway.
+        It is the reader (`db.session_factories`) when this unit has one. On SQLite, where
+        a writing transaction holds the whole database, the writer's turn then starts only
+        with the first write; on PostgreSQL the reads need no BEGIN, and the write
+        transaction can leave in one round trip with its COMMIT.
         """
-        if self._reader is None or self.session.get_bind().dialect.name != "sqlite":
+        if self._reader is None:
             yield self.session
             return
         with self._reader() as session:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import functools
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -187,6 +187,121 @@ def _order_id_for_key(session: Session, key: str) -> int | None:
     return session.connection().execute(_ORDER_ID_FOR_KEY, {"key": key}).scalar()
 
 
+@dataclass(frozen=True, slots=True)
+class OrderRow:
+    """The columns of a new order."""
+
+    type: OrderType
+    status: OrderStatus
+    shipping_country: str
+    allocated: bool
+    idempotency_key: str | None
+
+
+Placement = tuple[int, list[int]]  # the order's id, its lines' ids in input order
+
+
+def _place(
+    uow: UnitOfWork, row: OrderRow, lines: Sequence[LineRequest],
+    by_index: Mapping[tuple[int, int], int], allocations: Mapping[int, int], *, actor: str,
+    lock: bool,
+) -> Placement:
+    """Insert the order, its lines and allocations, then allocate as the last step; commit.
+
+    Raises `_Contended` (nothing committed) when a guard finds less free stock than planned.
+    """
+    s = uow.session
+    order_id = s.connection().execute(_INSERT_ORDER, {
+        "type": row.type.value, "status": row.status.value,
+        "shipping_country": row.shipping_country, "allocated": row.allocated,
+        "idempotency_key": row.idempotency_key,
+    }).scalar()
+    assert order_id is not None
+    line_ids = _insert_lines(s, order_id, lines)
+    _write_allocations(s, {(line_ids[i], sid): q for (i, sid), q in by_index.items()},
+                       existing=set())
+    # the counters move last, with the COMMIT: their rows stay locked only that long
+    if not uow.commit(last=functools.partial(
+            ledger.allocate_last, allocations=allocations, actor=actor,
+            reason=ORDER_CREATED, order_id=order_id, locked=lock)):
+        raise _Contended()
+    return order_id, line_ids
+
+
+def _place_in_one_statement(
+    uow: UnitOfWork, row: OrderRow, lines: Sequence[LineRequest],
+    by_index: Mapping[tuple[int, int], int], allocations: Mapping[int, int], *, actor: str,
+    lock: bool,
+) -> Placement:
+    """`_place` on PostgreSQL: one statement, sent with BEGIN and COMMIT in one round trip.
+
+    The order, its lines, their allocations, the guarded counters and the movements are
+    data-modifying CTEs of one statement, so the whole write is a single round trip and a
+    hot stock row is locked only while PostgreSQL executes it.
+    """
+    rows = sorted((sid, n) for sid, n in allocations.items() if n)
+    params: dict[str, object] = {
+        "otype": row.type.value, "status": row.status.value,
+        "country": row.shipping_country, "allocated": row.allocated,
+        "key": row.idempotency_key,
+        "lv": ledger.pg_array(ln.variant_id for ln in lines),
+        "lq": ledger.pg_array(ln.quantity for ln in lines)}
+    if rows:
+        ordered = sorted(by_index.items())
+        params.update(
+            an=ledger.pg_array(i + 1 for (i, _), _ in ordered),
+            asid=ledger.pg_array(sid for (_, sid), _ in ordered),
+            aq=ledger.pg_array(q for _, q in ordered),
+            ids=ledger.pg_array(sid for sid, _ in rows),
+            das=ledger.pg_array(n for _, n in rows), n=len(rows),
+            type=MovementType.ALLOCATION.value, reason=ORDER_CREATED, actor=actor)
+    placed: list[Placement] = []
+
+    def last(session: Session) -> bool:
+        result = ledger.commit_last(session, _PLACE_SQL[(bool(rows), len(rows) > 1 and not lock)],
+                                    params)
+        if result is not None:
+            placed.append((result[0], list(result[1])))
+        return result is not None
+
+    if not uow.commit(last=last):
+        raise _Contended()
+    return placed[0]
+
+
+def _place_sql(allocating: bool, lock_in_order: bool) -> str:
+    """The statement of `_place_in_one_statement` (psycopg placeholders).
+
+    Line ids ascend in input order: the INSERT takes its rows sorted by ordinality and
+    PostgreSQL draws the serial ids as it inserts them (SQLAlchemy's "insertmanyvalues"
+    relies on the same), so `row_number() OVER (ORDER BY id)` is the line's position.
+    """
+    sql = (
+        "WITH o AS (INSERT INTO orders (type, status, shipping_country, allocated, "
+        "idempotency_key) VALUES (%(otype)s, %(status)s, %(country)s, %(allocated)s, "
+        "%(key)s) RETURNING id), "
+        "l AS (INSERT INTO order_line (order_id, variant_id, quantity, quantity_fulfilled) "
+        "SELECT o.id, t.v, t.q, 0 FROM o, unnest(%(lv)s::integer[], %(lq)s::integer[]) "
+        "WITH ORDINALITY AS t(v, q, n) ORDER BY t.n RETURNING id)"
+    )
+    if allocating:
+        sql += (
+            ", a AS (INSERT INTO allocation (order_line_id, stock_id, quantity) "
+            "SELECT ln.id, t.s, t.q FROM (SELECT id, row_number() OVER (ORDER BY id) AS n "
+            "FROM l) AS ln JOIN unnest(%(an)s::integer[], %(asid)s::integer[], "
+            "%(aq)s::integer[]) AS t(n, s, q) ON t.n = ln.n RETURNING 1), "
+            + ledger.guarded_allocation_sql(lock_in_order, order_id="(SELECT id FROM o)"))
+    sql += " SELECT (SELECT id FROM o), ARRAY(SELECT id FROM l ORDER BY id)"
+    if allocating:
+        sql += ", stockyard_require((SELECT count(*) FROM moved) = %(n)s)"
+    return sql
+
+
+_PLACE_SQL = {(allocating, several): _place_sql(allocating, several)
+              for allocating in (False, True) for several in (False, True)}
+ORDER_CREATED = "order created"
+
+
 class _Contended(Exception):
     """A guarded stock update found less available than the snapshot promised."""
 
@@ -248,22 +363,15 @@ def _create_once(
             book.allocate(d for d in demands if tracked[d.variant_id])
 
         status = INITIAL_STATUS[type]
-        order_id = s.connection().execute(_INSERT_ORDER, {
-            "type": type.value, "status": status.value, "shipping_country": country,
-            "allocated": allocates, "idempotency_key": idempotency_key,
-        }).scalar()
-        assert order_id is not None
-        line_ids = _insert_lines(s, order_id, lines)
-        changes = {(line_ids[i], sid): q for (i, sid), q in book.allocation_changes().items()}
-        _write_allocations(s, changes, existing=set())
+        by_index = book.allocation_changes()  # (line index, stock id) -> units
         allocations = {sid: da for sid, (_, da) in book.stock_deltas().items()}
         if allocations:
             uow.emit(StockChanged(tuple(sorted(variant_ids))))
-        # the counters move last, with the COMMIT: their rows stay locked only that long
-        if not uow.commit(last=functools.partial(
-                ledger.allocate_last, allocations=allocations, actor=actor,
-                reason="order created", order_id=order_id, locked=lock)):
-            raise _Contended()
+        row = OrderRow(type, status, country, allocates, idempotency_key)
+        place = _place_in_one_statement if s.get_bind().dialect.name == "postgresql" else _place
+        order_id, line_ids = place(uow, row, lines, by_index, allocations, actor=actor,
+                                   lock=lock)
+        changes = {(line_ids[i], sid): q for (i, sid), q in by_index.items()}
 
     by_line: dict[int, list[AllocationView]] = defaultdict(list)
     for (line_id, stock_id), qty in sorted(changes.items()):

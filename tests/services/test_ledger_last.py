@@ -124,3 +124,41 @@ def test_a_key_committed_after_our_read_answers_with_that_order(
 
     assert second.id == first.id
     assert stocks(s)[0] == (5, 2)  # allocated once
+
+
+def test_every_line_keeps_its_own_allocations(db: Database) -> None:
+    """Many lines, a variant on several lines, splits across warehouses: what the order
+    reports is what the database holds, line by line (on PostgreSQL the lines and their
+    allocations are inserted by one statement, matched by position)."""
+    world = World(db)
+    seller = world.seller()
+    zone = world.zone(["DE"])
+    warehouses = [world.warehouse(seller, [zone], priority=i) for i in range(3)]
+    product = world.product(seller)
+    variants = [world.variant(product, stocks={w: 4 for w in warehouses}) for _ in range(6)]
+    untracked = world.variant(product, track=False, stocks={warehouses[0]: 0})
+    requested = [(variants[i % 6], 1 + i % 5) for i in range(14)] + [(untracked, 3)]
+
+    view = orders.create(db.uow(), ADMIN, type=OrderType.REGULAR, shipping_country="DE",
+                         lines=[orders.LineRequest(v, q) for v, q in requested])
+
+    assert [(ln.variant_id, ln.quantity) for ln in view.lines] == requested
+    assert db.rows("SELECT id, variant_id, quantity FROM order_line WHERE order_id = :o "
+                   "ORDER BY id", o=view.id) == [
+        (ln.id, ln.variant_id, ln.quantity) for ln in view.lines]
+    stored = db.rows("SELECT a.order_line_id, s.warehouse_id, a.quantity FROM allocation a "
+                     "JOIN stock s ON s.id = a.stock_id JOIN order_line l "
+                     "ON l.id = a.order_line_id WHERE l.order_id = :o", o=view.id)
+    assert sorted(stored) == sorted((ln.id, a.warehouse_id, a.quantity)
+                                    for ln in view.lines for a in ln.allocations)
+    for ln, (variant, quantity) in zip(view.lines, requested, strict=True):
+        assert sum(a.quantity for a in ln.allocations) == (quantity if variant != untracked
+                                                           else 0)
+    for variant in variants:  # 14 lines over 6 variants: some split over warehouses
+        held = db.scalar("SELECT SUM(quantity_allocated) FROM stock WHERE variant_id = :v",
+                         v=variant)
+        assert held == sum(q for v, q in requested if v == variant)
+    assert db.scalar("SELECT COUNT(*) FROM stock_movement WHERE order_id = :o",
+                     o=view.id) == db.scalar(
+        "SELECT COUNT(DISTINCT a.stock_id) FROM allocation a JOIN order_line l "
+        "ON l.id = a.order_line_id WHERE l.order_id = :o", o=view.id)
