@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import gc
 import logging
 import os
 import sys
+import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
@@ -72,11 +74,20 @@ def app_factory() -> Starlette:
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
     import uvicorn
 
+    from api.balancer import BOARD_ENV
+
     migrate(settings)
     print(f"Stockyard GraphQL on http://{args.host}:{args.port}/graphql", flush=True)
-    uvicorn.run("cli:app_factory", factory=True, host=args.host, port=args.port,
-                workers=args.workers, loop="uvloop", http="httptools",
-                access_log=args.access_log, log_level="warning")
+    with contextlib.ExitStack() as stack:
+        loop = "uvloop"
+        if args.workers > 1:
+            # the workers spread their keep-alive connections evenly (api/balancer.py)
+            board = stack.enter_context(tempfile.TemporaryDirectory(prefix="stockyard-conns-"))
+            os.environ[BOARD_ENV] = board
+            loop = "api.balancer:new_event_loop"
+        uvicorn.run("cli:app_factory", factory=True, host=args.host, port=args.port,
+                    workers=args.workers, loop=loop, http="httptools",
+                    access_log=args.access_log, log_level="warning")
     return 0
 
 
