@@ -64,7 +64,11 @@ def _serve(tmp_path: Path) -> tuple[socket.socket, int]:
     return sock, sock.getsockname()[1]
 
 
-def test_a_worker_lets_connections_pass_while_another_holds_fewer(tmp_path: Path) -> None:
+def test_a_worker_lets_connections_pass_while_another_holds_fewer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(balancer, "MAX_DEFER", 0.3)  # far above a connection's own time
+
     async def scenario() -> None:
         loop = asyncio.get_running_loop()
         sock, port = _serve(tmp_path)
@@ -122,6 +126,7 @@ def test_serve_with_two_workers_splits_a_burst_of_keep_alive_clients_evenly(
     env = dict(os.environ)
     env["STOCKYARD_DATABASE_URL"] = f"sqlite:///{tmp_path / 'cli.db'}"
     env.pop("STOCKYARD_BROKER_URL", None)
+    env["TMPDIR"] = str(tmp_path)  # where `serve` puts the workers' board
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = int(s.getsockname()[1])
@@ -137,6 +142,10 @@ def test_serve_with_two_workers_splits_a_burst_of_keep_alive_clients_evenly(
                 pass
             assert time.monotonic() < deadline, "server did not come up"
             time.sleep(0.2)
+        # /healthz answers as soon as one worker is up; wait until both have joined
+        while len(list(tmp_path.glob("stockyard-conns-*/*"))) < 2:
+            assert time.monotonic() < deadline, "the second worker did not come up"
+            time.sleep(0.1)
 
         async def burst() -> Counter[int]:
             async with httpx.AsyncClient(limits=httpx.Limits(max_connections=32)) as client:
