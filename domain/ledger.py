@@ -108,21 +108,28 @@ def allocate_last(
 
 def commit_last(session: Session, statement: str, params: Mapping[str, object]
                 ) -> tuple[Any, ...] | None:
-    """Send `statement` and COMMIT in one pipeline (PostgreSQL); its first row, or None when
-    a `stockyard_require` in it refused (then nothing is committed).
+    """`execute_last` on the session's connection: only the transaction's last step may
+    use it (see `allocate_last`)."""
+    return execute_last(session.connection().connection.driver_connection, statement, params)
 
-    The statement uses psycopg's own placeholders: it bypasses SQLAlchemy to share the
-    pipeline. Only the transaction's last step may use it (see `allocate_last`).
+
+def execute_last(raw: Any, statement: str, params: Mapping[str, object]
+                 ) -> tuple[Any, ...] | None:
+    """Run `statement` and commit (PostgreSQL, psycopg placeholders); its first row, or None
+    when a `stockyard_require` in it refused (then nothing is committed).
+
+    On a connection with nothing of its transaction sent yet, the statement alone is the
+    transaction (autocommit: no BEGIN, no COMMIT); otherwise it and the COMMIT leave in one
+    pipeline. Either way it is one round trip.
     """
     import psycopg
 
-    raw = session.connection().connection.driver_connection
     if not isinstance(raw, psycopg.Connection):
-        raise TypeError(f"commit_last needs a psycopg connection, not {type(raw)!r}")
+        raise TypeError(f"execute_last needs a psycopg connection, not {type(raw)!r}")
     try:
-        if raw.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
-            # nothing of this transaction has reached the server (its reads went through
-            # the reader): the statement alone is the transaction, no BEGIN and no COMMIT
+        if raw.autocommit:
+            cursor = raw.execute(statement, params)
+        elif raw.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
             raw.autocommit = True
             try:
                 cursor = raw.execute(statement, params)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterator
 from types import TracebackType
+from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -62,6 +63,30 @@ class UnitOfWork:
             return
         with self._reader() as session:
             yield session
+
+    @contextlib.contextmanager
+    def driver(self) -> Iterator[Any]:
+        """A pooled DBAPI connection in autocommit, outside the session (PostgreSQL).
+
+        For work that needs no transaction of its own: reads, and a write that is one
+        statement (`ledger.execute_last`). The session's machinery cost more CPU than the
+        order path's own work. `commit()` afterwards only publishes the events.
+        """
+        from psycopg.pq import TransactionStatus
+
+        pooled = self._session_factory.kw["bind"].raw_connection()
+        raw = pooled.driver_connection
+        try:
+            raw.autocommit = True
+            yield raw
+        finally:
+            try:
+                if raw.broken or raw.info.transaction_status != TransactionStatus.IDLE:
+                    pooled.invalidate()  # it does not go back to the pool like this
+                else:
+                    raw.autocommit = False
+            finally:
+                pooled.close()
 
     def commit(self, last: LastStep | None = None) -> bool:
         """Commit, then publish the events; False, with nothing committed, if `last` refused.

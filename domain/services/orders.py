@@ -12,15 +12,18 @@ from __future__ import annotations
 import contextlib
 import functools
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
 from sqlalchemy import (
+    Integer,
     Select,
+    String,
     Table,
     TextClause,
     and_,
+    any_,
     bindparam,
     delete,
     exists,
@@ -29,6 +32,9 @@ from sqlalchemy import (
     text,
     update,
 )
+from sqlalchemy import cast as sql_cast
+from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.dialects.postgresql.psycopg import dialect as psycopg_dialect
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -202,8 +208,8 @@ Placement = tuple[int, list[int]]  # the order's id, its lines' ids in input ord
 
 
 def _place(
-    uow: UnitOfWork, row: OrderRow, lines: Sequence[LineRequest],
-    by_index: Mapping[tuple[int, int], int], allocations: Mapping[int, int], *, actor: str,
+    *, uow: UnitOfWork, row: OrderRow, lines: Sequence[LineRequest],
+    by_index: Mapping[tuple[int, int], int], allocations: Mapping[int, int], actor: str,
     lock: bool,
 ) -> Placement:
     """Insert the order, its lines and allocations, then allocate as the last step; commit.
@@ -229,16 +235,36 @@ def _place(
 
 
 def _place_in_one_statement(
-    uow: UnitOfWork, row: OrderRow, lines: Sequence[LineRequest],
-    by_index: Mapping[tuple[int, int], int], allocations: Mapping[int, int], *, actor: str,
+    *, uow: UnitOfWork, row: OrderRow, lines: Sequence[LineRequest],
+    by_index: Mapping[tuple[int, int], int], allocations: Mapping[int, int], actor: str,
     lock: bool,
 ) -> Placement:
-    """`_place` on PostgreSQL: one statement, sent with BEGIN and COMMIT in one round trip.
+    """`_place` on PostgreSQL: one statement, sent with its COMMIT in one round trip.
 
     The order, its lines, their allocations, the guarded counters and the movements are
     data-modifying CTEs of one statement, so the whole write is a single round trip and a
     hot stock row is locked only while PostgreSQL executes it.
     """
+    moved, params = _place_params(row, lines, by_index, allocations, actor)
+    placed: list[Placement] = []
+
+    def last(session: Session) -> bool:
+        result = ledger.commit_last(session, _PLACE_SQL[(moved > 0, moved > 1 and not lock)],
+                                    params)
+        if result is not None:
+            placed.append((result[0], list(result[1])))
+        return result is not None
+
+    if not uow.commit(last=last):
+        raise _Contended()
+    return placed[0]
+
+
+def _place_params(
+    row: OrderRow, lines: Sequence[LineRequest], by_index: Mapping[tuple[int, int], int],
+    allocations: Mapping[int, int], actor: str,
+) -> tuple[int, dict[str, object]]:
+    """How many stocks the order allocates from, and the parameters of `_PLACE_SQL`."""
     rows = sorted((sid, n) for sid, n in allocations.items() if n)
     params: dict[str, object] = {
         "otype": row.type.value, "status": row.status.value,
@@ -255,18 +281,7 @@ def _place_in_one_statement(
             ids=ledger.pg_array(sid for sid, _ in rows),
             das=ledger.pg_array(n for _, n in rows), n=len(rows),
             type=MovementType.ALLOCATION.value, reason=ORDER_CREATED, actor=actor)
-    placed: list[Placement] = []
-
-    def last(session: Session) -> bool:
-        result = ledger.commit_last(session, _PLACE_SQL[(bool(rows), len(rows) > 1 and not lock)],
-                                    params)
-        if result is not None:
-            placed.append((result[0], list(result[1])))
-        return result is not None
-
-    if not uow.commit(last=last):
-        raise _Contended()
-    return placed[0]
+    return len(rows), params
 
 
 def _place_sql(allocating: bool, lock_in_order: bool) -> str:
@@ -341,46 +356,101 @@ def _create_once(
     *,
     lock: bool,
 ) -> OrderView:
+    request = _Request(actor, type, country, lines, idempotency_key)
+    variant_ids = {line.variant_id for line in lines}
     with uow:
         s = uow.session
-        variant_ids = {line.variant_id for line in lines}
+        if not lock and s.get_bind().dialect.name == "postgresql":
+            # the optimistic attempt needs no transaction of its own: one pooled connection
+            # in autocommit reads the plan and sends the one-statement write
+            with uow.driver() as conn:
+                plan = _plan_on_driver(conn, variant_ids, request)
+                if plan is not None:
+                    return _decide_and_place(
+                        uow, request, plan, functools.partial(_place_on_driver, conn, uow=uow))
         reads = contextlib.nullcontext(s) if lock else uow.unlocked_reads()
         with reads as r:
             if idempotency_key is not None:
                 existing = _order_id_for_key(r, idempotency_key)
                 if existing is not None:
                     return load_view(r, existing)
-            levels, tracked, enabled = _lock_stocks(r, variant_ids, country,
-                                                    config_for=type, lock=lock)
-            _require_variants(r, variant_ids, tracked, [
+            plan = _lock_stocks(r, variant_ids, country, config_for=type, lock=lock)
+            _require_variants(r, variant_ids, plan[1], [
                 (f"lines.{i}.variantId", line.variant_id) for i, line in enumerate(lines)])
-        demands = [Demand(i, line.variant_id, line.quantity, f"lines.{i}.quantity")
-                   for i, line in enumerate(lines)]
-        book = Book.of(levels)
-        book.require_serving(demands)
-        allocates = bool(enabled)
-        if allocates:
-            book.allocate(d for d in demands if tracked[d.variant_id])
-
-        status = INITIAL_STATUS[type]
-        by_index = book.allocation_changes()  # (line index, stock id) -> units
-        allocations = {sid: da for sid, (_, da) in book.stock_deltas().items()}
-        if allocations:
-            uow.emit(StockChanged(tuple(sorted(variant_ids))))
-        row = OrderRow(type, status, country, allocates, idempotency_key)
         place = _place_in_one_statement if s.get_bind().dialect.name == "postgresql" else _place
-        order_id, line_ids = place(uow, row, lines, by_index, allocations, actor=actor,
-                                   lock=lock)
-        changes = {(line_ids[i], sid): q for (i, sid), q in by_index.items()}
+        return _decide_and_place(uow, request, plan,
+                                 functools.partial(place, uow=uow, lock=lock))
+
+
+@dataclass(frozen=True, slots=True)
+class _Request:
+    actor: str
+    type: OrderType
+    country: str
+    lines: Sequence[LineRequest]
+    idempotency_key: str | None
+
+
+Plan = tuple[list[StockLevel], dict[int, bool], bool | None]  # see _lock_stocks
+
+
+def _decide_and_place(
+    uow: UnitOfWork, request: _Request, plan: Plan, place: Callable[..., Placement],
+) -> OrderView:
+    """Apply the rules to the planned levels, then `place` the order and commit."""
+    levels, tracked, enabled = plan
+    lines = request.lines
+    demands = [Demand(i, line.variant_id, line.quantity, f"lines.{i}.quantity")
+               for i, line in enumerate(lines)]
+    book = Book.of(levels)
+    book.require_serving(demands)
+    allocates = bool(enabled)
+    if allocates:
+        book.allocate(d for d in demands if tracked[d.variant_id])
+
+    status = INITIAL_STATUS[request.type]
+    by_index = book.allocation_changes()  # (line index, stock id) -> units
+    allocations = {sid: da for sid, (_, da) in book.stock_deltas().items()}
+    if allocations:
+        uow.emit(StockChanged(tuple(sorted({line.variant_id for line in lines}))))
+    row = OrderRow(request.type, status, request.country, allocates, request.idempotency_key)
+    order_id, line_ids = place(row=row, lines=lines, by_index=by_index,
+                               allocations=allocations, actor=request.actor)
 
     by_line: dict[int, list[AllocationView]] = defaultdict(list)
-    for (line_id, stock_id), qty in sorted(changes.items()):
-        by_line[line_id].append(AllocationView(book.stocks[stock_id].warehouse_id, qty))
+    for (i, stock_id), qty in sorted(by_index.items()):
+        by_line[line_ids[i]].append(AllocationView(book.stocks[stock_id].warehouse_id, qty))
     return OrderView(
-        id=order_id, type=type, status=status, shipping_country=country,
+        id=order_id, type=request.type, status=status, shipping_country=request.country,
         lines=tuple(LineView(lid, ln.variant_id, ln.quantity, 0, tuple(by_line[lid]))
                     for lid, ln in zip(line_ids, lines, strict=True)),
     )
+
+
+def _plan_on_driver(conn: Any, variant_ids: set[int], request: _Request) -> Plan | None:
+    """`_lock_stocks` without locks, on a psycopg connection; None when the session path
+    must answer: an order already holds the idempotency key, or a variant has no stock."""
+    if request.idempotency_key is not None and conn.execute(
+            _ORDER_ID_FOR_KEY_PG, {"key": request.idempotency_key}).fetchone() is not None:
+        return None
+    rows = conn.execute(_STOCKS_PG, {
+        "variant_ids": ledger.pg_array(sorted(variant_ids)), "country": request.country,
+        "order_type": request.type.value}).fetchall()
+    plan = _plan_of(rows, with_config=True)
+    return plan if variant_ids <= plan[1].keys() else None
+
+
+def _place_on_driver(
+    conn: Any, *, uow: UnitOfWork, row: OrderRow, lines: Sequence[LineRequest],
+    by_index: Mapping[tuple[int, int], int], allocations: Mapping[int, int], actor: str,
+) -> Placement:
+    """`_place_in_one_statement` on the driver connection of `_create_once`'s fast path."""
+    moved, params = _place_params(row, lines, by_index, allocations, actor)
+    result = ledger.execute_last(conn, _PLACE_SQL[(moved > 0, moved > 1)], params)
+    if result is None:
+        raise _Contended()
+    uow.commit()  # the session holds nothing: this publishes the events
+    return result[0], list(result[1])
 
 
 def add_lines(
@@ -693,8 +763,11 @@ def _allocation_enabled(s: Session, order_type: OrderType) -> bool:
     return True if enabled is None else bool(enabled)
 
 
-def _stock_statement(*, with_config: bool, lock: bool) -> Select[Any]:
-    """Every stock of the variants, ascending id; built once, compiled once."""
+def _stock_statement(*, with_config: bool, lock: bool, array: bool = False) -> Select[Any]:
+    """Every stock of the variants, ascending id; built once, compiled once.
+
+    `array`: the variants come as one PostgreSQL array literal (`ledger.pg_array`).
+    """
     serves = exists().where(
         warehouse_shipping_zone.c.warehouse_id == Warehouse.id,
         ShippingZoneCountry.zone_id == warehouse_shipping_zone.c.zone_id,
@@ -715,7 +788,9 @@ def _stock_statement(*, with_config: bool, lock: bool) -> Select[Any]:
         .join(Warehouse, Warehouse.id == Stock.warehouse_id)
         .join(ProductVariant, ProductVariant.id == Stock.variant_id)
         .join(Product, Product.id == ProductVariant.product_id)
-        .where(Stock.variant_id.in_(bindparam("variant_ids", expanding=True)))
+        .where(Stock.variant_id == any_(sql_cast(bindparam("variant_ids", type_=String),
+                                                 ARRAY(Integer))) if array
+               else Stock.variant_id.in_(bindparam("variant_ids", expanding=True)))
         .order_by(Stock.id)
     )
     # NO KEY UPDATE: allocation rows referencing a locked stock can still be inserted
@@ -724,6 +799,10 @@ def _stock_statement(*, with_config: bool, lock: bool) -> Select[Any]:
 
 _STOCKS = {(config, lock): _stock_statement(with_config=config, lock=lock)
            for config in (False, True) for lock in (False, True)}
+# the fast path's reads, as psycopg runs them (`_plan_on_driver`)
+_PG = psycopg_dialect()  # type: ignore[no-untyped-call]
+_STOCKS_PG = str(_stock_statement(with_config=True, lock=False, array=True).compile(dialect=_PG))
+_ORDER_ID_FOR_KEY_PG = str(_ORDER_ID_FOR_KEY.compile(dialect=_PG))
 
 
 def _lock_stocks(
@@ -740,11 +819,15 @@ def _lock_stocks(
     if config_for is not None:
         params["order_type"] = config_for.value
     statement = _STOCKS[(config_for is not None, lock)]
-    rows = s.connection().execute(statement, params).all()
+    return _plan_of(s.connection().execute(statement, params).all(),
+                    with_config=config_for is not None)
+
+
+def _plan_of(rows: Sequence[Sequence[Any]], *, with_config: bool) -> Plan:
     levels = [StockLevel(r[0], r[1], r[2], r[3], bool(r[4]), r[5], r[6]) for r in rows]
     tracked = {r[1]: bool(r[7]) for r in rows}
     enabled: bool | None = None
-    if config_for is not None and rows:
+    if with_config and rows:
         enabled = True if rows[0][8] is None else bool(rows[0][8])
     return levels, tracked, enabled
 

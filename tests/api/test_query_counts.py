@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import pytest
 from sqlalchemy import event
-from sqlalchemy.orm import Session
 
-from domain import ledger
 from domain.models import OrderType
 from domain.services import orders
 from tests.conftest import Api, Database
@@ -36,19 +34,26 @@ def counting(db: Database) -> Iterator[Statements]:
         if not statement.startswith("BEGIN"):  # SQLite's explicit transaction start
             seen.sql.append(statement)
 
-    # the statements that end a transaction on PostgreSQL go to psycopg directly: count them
-    commit_last = ledger.commit_last
+    # statements that bypass SQLAlchemy (the order path on PostgreSQL) go to psycopg's
+    # Connection.execute; SQLAlchemy itself runs cursors
+    patched = None
+    if db.engine.dialect.name == "postgresql":
+        import psycopg
 
-    def counted(session: Session, statement: str, params: Mapping[str, object]) -> Any:
-        seen.sql.append(statement)
-        return commit_last(session, statement, params)
+        patched = psycopg.Connection.execute
 
+        def counted(self: psycopg.Connection[Any], query: Any, *args: Any, **kwargs: Any
+                    ) -> Any:
+            seen.sql.append(str(query))
+            return patched(self, query, *args, **kwargs)  # type: ignore[misc]
+
+        psycopg.Connection.execute = counted  # type: ignore[assignment,method-assign]
     event.listen(db.engine, "before_cursor_execute", record)
-    ledger.commit_last = counted  # type: ignore[assignment]
     try:
         yield seen
     finally:
-        ledger.commit_last = commit_last  # type: ignore[assignment]
+        if patched is not None:
+            psycopg.Connection.execute = patched  # type: ignore[method-assign]
         event.remove(db.engine, "before_cursor_execute", record)
 
 
@@ -144,7 +149,8 @@ async def test_creating_a_3_line_order_runs_a_small_fixed_number_of_statements(
     if api.db.engine.dialect.name == "postgresql":
         # the plan's read (stocks with the config), then one statement that inserts the
         # order, lines and allocations, moves the guarded counters and writes the ledger
-        # (autocommit: no BEGIN, no COMMIT); the payload's warehouses: one batched read
+        # (both in autocommit on one connection: no BEGIN, no COMMIT); the payload's
+        # warehouses: one batched read
         assert statements.count == 3, sql
     else:
         # read stocks (with the config), insert order, lines, allocations, guarded counter

@@ -83,20 +83,30 @@ def test_a_plan_gone_stale_is_retried_from_fresh_levels(
 ) -> None:
     """Another order takes stock between the unlocked read and the guarded update."""
     s = shop(db, stock1=3, stock2=5)
-    read = orders._lock_stocks
     calls: list[bool] = []
 
-    def read_then_lose_the_race(*args: object, lock: bool = True, **kwargs: object) -> object:
-        found = read(*args, lock=lock, **kwargs)  # type: ignore[arg-type]
+    def competitor_right_after_our_first_read(lock: bool) -> None:
         calls.append(lock)
         if len(calls) == 1:  # a competitor takes w1's 3 units right after our read
             with db.engine.begin() as conn:
                 conn.execute(text("UPDATE stock SET quantity_allocated = 3 "
                                   "WHERE variant_id = :v AND warehouse_id = :w"),
                              {"v": s.variant, "w": s.w1})
+
+    read, read_on_driver = orders._lock_stocks, orders._plan_on_driver
+
+    def read_then_lose_the_race(*args: object, lock: bool = True, **kwargs: object) -> object:
+        found = read(*args, lock=lock, **kwargs)  # type: ignore[arg-type]
+        competitor_right_after_our_first_read(lock)
+        return found
+
+    def read_on_driver_then_lose_the_race(*args: object) -> object:
+        found = read_on_driver(*args)  # type: ignore[arg-type]
+        competitor_right_after_our_first_read(False)
         return found
 
     monkeypatch.setattr(orders, "_lock_stocks", read_then_lose_the_race)
+    monkeypatch.setattr(orders, "_plan_on_driver", read_on_driver_then_lose_the_race)
     view = orders.create(db.uow(), ADMIN, type=OrderType.REGULAR, shipping_country="DE",
                          lines=[orders.LineRequest(s.variant, 2)])
 
