@@ -21,6 +21,7 @@ from strawberry.asgi import GraphQL
 
 from api.auth import TokenCache, bearer_token
 from api.context import Context, Services
+from api.fast_lane import FastLane
 from api.schema import schema
 from domain.db import READ_ONLY, session_factories
 from domain.uow import Publish
@@ -33,6 +34,7 @@ class StockyardGraphQL(GraphQL[Context, None]):
         super().__init__(schema, graphql_ide="graphiql")
         self.services = services
         self.tokens = TokenCache()
+        self.lane = FastLane(self)  # the common request skips strawberry's wrapper
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Transport errors answer as GraphQL-shaped JSON, never as a 500."""
@@ -40,7 +42,8 @@ class StockyardGraphQL(GraphQL[Context, None]):
             await super().__call__(scope, receive, send)
             return
         try:
-            response: Response = await self.run(Request(scope=scope, receive=receive))
+            request = Request(scope=scope, receive=receive)
+            response: Response = await self.lane.respond(request) or await self.run(request)
         except HTTPException as exc:
             response = JSONResponse({"errors": [{"message": exc.reason}]},
                                     status_code=exc.status_code)
