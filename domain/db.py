@@ -111,6 +111,17 @@ class _WriterGate:
 
             holds_turn = False
 
+            def begin_immediate(self) -> None:
+                """Take the writer turn, then BEGIN IMMEDIATE (the turn goes if it fails)."""
+                if not self.holds_turn:
+                    gate.enter()
+                    self.holds_turn = True
+                try:
+                    self.execute("BEGIN IMMEDIATE")
+                except BaseException:
+                    self.end_turn()
+                    raise
+
             def commit(self) -> None:
                 try:
                     super().commit()
@@ -163,19 +174,13 @@ def _serialize_sqlite_writers(engine: Engine, gate: _WriterGate | None) -> None:
         if conn.get_execution_options().get(READ_ONLY, False):
             conn.exec_driver_sql("BEGIN")
             return
-        dbapi_connection = conn.connection.dbapi_connection
-        if gate is not None and not dbapi_connection.holds_turn:
-            try:
-                gate.enter()
-            except sqlite3.OperationalError as exc:
-                raise OperationalError("BEGIN IMMEDIATE", None, exc) from exc
-            dbapi_connection.holds_turn = True
-        try:
+        if gate is None:
             conn.exec_driver_sql("BEGIN IMMEDIATE")
-        except BaseException:
-            if gate is not None:
-                dbapi_connection.end_turn()
-            raise
+            return
+        try:
+            conn.connection.dbapi_connection.begin_immediate()
+        except sqlite3.OperationalError as exc:
+            raise OperationalError("BEGIN IMMEDIATE", None, exc) from exc
 
 
 def session_factories(engine: Engine) -> tuple[sessionmaker[Session], sessionmaker[Session]]:

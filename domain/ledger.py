@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 from sqlalchemy import Table, bindparam, insert, select, text, update
+from sqlalchemy.dialects.sqlite import dialect as sqlite_dialect
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
@@ -149,6 +150,23 @@ def execute_last(raw: Any, statement: str, params: Mapping[str, object]
     return cursor.fetchone() or ()
 
 
+def allocate_on_sqlite(
+    conn: Any, allocations: Mapping[int, int], *, actor: str, reason: str, order_id: int,
+) -> bool:
+    """`allocate_last`'s guarded update and movements on a pysqlite connection that holds the
+    writer turn; False, with nothing moved, when a guard refused (the caller rolls back)."""
+    rows = sorted((sid, n) for sid, n in allocations.items() if n)
+    if not rows:
+        return True
+    moved = conn.executemany(_ADD_GUARDED_SQLITE, [{"sid": sid, "da": n} for sid, n in rows])
+    if moved.rowcount != len(rows):
+        return False
+    conn.executemany(_RECORD_SQL, [
+        {"sid": sid, "dq": 0, "da": n, "type": MovementType.ALLOCATION.value,
+         "reason": reason, "order_id": order_id, "actor": actor} for sid, n in rows])
+    return True
+
+
 GUARD_REFUSED = "SY001"  # stockyard_require()'s SQLSTATE
 
 
@@ -242,6 +260,8 @@ _RECORD = text(
     "quantity_allocated, CAST(:reason AS VARCHAR(500)), CAST(:order_id AS INTEGER), "
     "CAST(:actor AS VARCHAR(64)) FROM stock WHERE id = :sid"
 )
+_RECORD_SQL = str(_RECORD)  # pysqlite takes the same :name placeholders
+_ADD_GUARDED_SQLITE = str(_ADD_GUARDED.compile(dialect=sqlite_dialect(paramstyle="named")))
 _RECORD_UNNEST = text(
     f"INSERT INTO stock_movement ({', '.join(_MOVEMENT_COLUMNS)}, reason, actor) "
     "SELECT m.*, CAST(:reason AS VARCHAR(500)), CAST(:actor AS VARCHAR(64)) FROM unnest("

@@ -66,16 +66,28 @@ class UnitOfWork:
 
     @contextlib.contextmanager
     def driver(self) -> Iterator[Any]:
-        """A pooled DBAPI connection in autocommit, outside the session (PostgreSQL).
+        """A pooled DBAPI connection outside the session, in autocommit.
 
-        For work that needs no transaction of its own: reads, and a write that is one
-        statement (`ledger.execute_last`). The session's machinery cost more CPU than the
-        order path's own work. `commit()` afterwards only publishes the events.
+        For work that needs no transaction of its own (reads, and on PostgreSQL a write
+        that is one statement, `ledger.execute_last`) or that frames its own (SQLite's
+        `begin_immediate`, which takes the writer turn). The session's machinery cost more
+        CPU than the order path's own work. `commit()` afterwards only publishes events.
         """
+        engine = self._session_factory.kw["bind"]
+        pooled = engine.raw_connection()
+        raw = pooled.driver_connection
+        if engine.dialect.name != "postgresql":
+            try:
+                yield raw  # pysqlite without isolation_level: autocommit until a BEGIN
+            finally:
+                try:
+                    if raw.in_transaction:
+                        raw.rollback()  # and gives the writer turn back
+                finally:
+                    pooled.close()
+            return
         from psycopg.pq import TransactionStatus
 
-        pooled = self._session_factory.kw["bind"].raw_connection()
-        raw = pooled.driver_connection
         try:
             raw.autocommit = True
             yield raw

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
+import sqlite3
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -27,7 +29,9 @@ from sqlalchemy import (
     bindparam,
     delete,
     exists,
+    func,
     insert,
+    literal_column,
     select,
     text,
     update,
@@ -35,7 +39,8 @@ from sqlalchemy import (
 from sqlalchemy import cast as sql_cast
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql.psycopg import dialect as psycopg_dialect
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.dialects.sqlite import dialect as sqlite_dialect
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session
 
 from domain import ledger, permissions
@@ -260,6 +265,38 @@ def _place_in_one_statement(
     return placed[0]
 
 
+def _place_on_sqlite(
+    conn: Any, *, uow: UnitOfWork, row: OrderRow, lines: Sequence[LineRequest],
+    by_index: Mapping[tuple[int, int], int], allocations: Mapping[int, int], actor: str,
+) -> Placement:
+    """`_place` on a pysqlite connection: the writer turn is held only for these statements."""
+    statement = _INSERT_ORDER_SQLITE
+    conn.begin_immediate()
+    try:
+        order_id = conn.execute(statement, {
+            "type": row.type.value, "status": row.status.value,
+            "shipping_country": row.shipping_country, "allocated": row.allocated,
+            "idempotency_key": row.idempotency_key}).fetchone()[0]
+        lines_sql, params = _insert_lines_sql(order_id, lines)
+        statement = lines_sql.text
+        line_ids = _line_ids(conn.execute(statement, params).fetchall(), lines)
+        inserts = _numbered({(line_ids[i], sid): q for (i, sid), q in by_index.items()})
+        if inserts:
+            statement = _insert_allocations_statement(len(inserts) // 3).text
+            conn.execute(statement, inserts)
+        statement = "the guarded allocation"
+        if not ledger.allocate_on_sqlite(conn, allocations, actor=actor,
+                                         reason=ORDER_CREATED, order_id=order_id):
+            conn.rollback()
+            raise _Contended()
+        conn.commit()
+    except sqlite3.Error as exc:
+        # as SQLAlchemy would raise it (an IntegrityError for a key another order took)
+        raise DBAPIError.instance(statement, None, exc, sqlite3.Error) from exc
+    uow.commit()  # the session holds nothing: this publishes the events
+    return order_id, line_ids
+
+
 def _place_params(
     row: OrderRow, lines: Sequence[LineRequest], by_index: Mapping[tuple[int, int], int],
     allocations: Mapping[int, int], actor: str,
@@ -360,14 +397,19 @@ def _create_once(
     variant_ids = {line.variant_id for line in lines}
     with uow:
         s = uow.session
-        if not lock and s.get_bind().dialect.name == "postgresql":
-            # the optimistic attempt needs no transaction of its own: one pooled connection
-            # in autocommit reads the plan and sends the one-statement write
+        dialect = s.get_bind().dialect.name
+        if not lock and dialect in _DRIVER_READS:
+            # the optimistic attempt runs on one pooled connection outside the session: its
+            # read needs no transaction, and its write frames its own
             with uow.driver() as conn:
-                plan = _plan_on_driver(conn, variant_ids, request)
-                if plan is not None:
+                # SQLite without a writer gate (in memory) has no begin_immediate
+                on_driver = _place_on_driver if dialect == "postgresql" else \
+                    _place_on_sqlite if hasattr(conn, "begin_immediate") else None
+                plan = _plan_on_driver(conn, dialect, variant_ids, request) \
+                    if on_driver else None
+                if on_driver and plan is not None:
                     return _decide_and_place(
-                        uow, request, plan, functools.partial(_place_on_driver, conn, uow=uow))
+                        uow, request, plan, functools.partial(on_driver, conn, uow=uow))
         reads = contextlib.nullcontext(s) if lock else uow.unlocked_reads()
         with reads as r:
             if idempotency_key is not None:
@@ -427,15 +469,18 @@ def _decide_and_place(
     )
 
 
-def _plan_on_driver(conn: Any, variant_ids: set[int], request: _Request) -> Plan | None:
-    """`_lock_stocks` without locks, on a psycopg connection; None when the session path
+def _plan_on_driver(conn: Any, dialect: str, variant_ids: set[int],
+                    request: _Request) -> Plan | None:
+    """`_lock_stocks` without locks, on a DBAPI connection; None when the session path
     must answer: an order already holds the idempotency key, or a variant has no stock."""
+    stocks, order_for_key = _DRIVER_READS[dialect]
     if request.idempotency_key is not None and conn.execute(
-            _ORDER_ID_FOR_KEY_PG, {"key": request.idempotency_key}).fetchone() is not None:
+            order_for_key, {"key": request.idempotency_key}).fetchone() is not None:
         return None
-    rows = conn.execute(_STOCKS_PG, {
-        "variant_ids": ledger.pg_array(sorted(variant_ids)), "country": request.country,
-        "order_type": request.type.value}).fetchall()
+    ids = sorted(variant_ids)
+    rows = conn.execute(stocks, {
+        "variant_ids": ledger.pg_array(ids) if dialect == "postgresql" else json.dumps(ids),
+        "country": request.country, "order_type": request.type.value}).fetchall()
     plan = _plan_of(rows, with_config=True)
     return plan if variant_ids <= plan[1].keys() else None
 
@@ -763,10 +808,12 @@ def _allocation_enabled(s: Session, order_type: OrderType) -> bool:
     return True if enabled is None else bool(enabled)
 
 
-def _stock_statement(*, with_config: bool, lock: bool, array: bool = False) -> Select[Any]:
+def _stock_statement(*, with_config: bool, lock: bool, array: str | None = None
+                     ) -> Select[Any]:
     """Every stock of the variants, ascending id; built once, compiled once.
 
-    `array`: the variants come as one PostgreSQL array literal (`ledger.pg_array`).
+    `array`: the variants come as one parameter, for that dialect: a PostgreSQL array
+    literal (`ledger.pg_array`) or a JSON array (SQLite's `json_each`).
     """
     serves = exists().where(
         warehouse_shipping_zone.c.warehouse_id == Warehouse.id,
@@ -788,21 +835,41 @@ def _stock_statement(*, with_config: bool, lock: bool, array: bool = False) -> S
         .join(Warehouse, Warehouse.id == Stock.warehouse_id)
         .join(ProductVariant, ProductVariant.id == Stock.variant_id)
         .join(Product, Product.id == ProductVariant.product_id)
-        .where(Stock.variant_id == any_(sql_cast(bindparam("variant_ids", type_=String),
-                                                 ARRAY(Integer))) if array
-               else Stock.variant_id.in_(bindparam("variant_ids", expanding=True)))
+        .where(_variants_in(array))
         .order_by(Stock.id)
     )
     # NO KEY UPDATE: allocation rows referencing a locked stock can still be inserted
     return statement.with_for_update(of=Stock, key_share=True) if lock else statement
 
 
+def _variants_in(array: str | None) -> Any:
+    variant_ids = bindparam("variant_ids", type_=String)
+    if array == "postgresql":
+        return Stock.variant_id == any_(sql_cast(variant_ids, ARRAY(Integer)))
+    if array == "sqlite":
+        return Stock.variant_id.in_(select(literal_column("value"))
+                                    .select_from(func.json_each(variant_ids)))
+    return Stock.variant_id.in_(bindparam("variant_ids", expanding=True))
+
+
 _STOCKS = {(config, lock): _stock_statement(with_config=config, lock=lock)
            for config in (False, True) for lock in (False, True)}
 # the fast path's reads, as psycopg runs them (`_plan_on_driver`)
 _PG = psycopg_dialect()  # type: ignore[no-untyped-call]
-_STOCKS_PG = str(_stock_statement(with_config=True, lock=False, array=True).compile(dialect=_PG))
-_ORDER_ID_FOR_KEY_PG = str(_ORDER_ID_FOR_KEY.compile(dialect=_PG))
+_SQLITE = sqlite_dialect(paramstyle="named")
+_DRIVER_READS = {  # (stocks, order by key) for `_plan_on_driver`
+    "postgresql": (
+        str(_stock_statement(with_config=True, lock=False, array="postgresql")
+            .compile(dialect=_PG)),
+        str(_ORDER_ID_FOR_KEY.compile(dialect=_PG))),
+    "sqlite": (
+        str(_stock_statement(with_config=True, lock=False, array="sqlite")
+            .compile(dialect=_SQLITE)),
+        str(_ORDER_ID_FOR_KEY.compile(dialect=_SQLITE))),
+}
+_INSERT_ORDER_SQLITE = (
+    "INSERT INTO orders (type, status, shipping_country, allocated, idempotency_key) "
+    "VALUES (:type, :status, :shipping_country, :allocated, :idempotency_key) RETURNING id")
 
 
 def _lock_stocks(
@@ -859,15 +926,25 @@ def _insert_lines_statement(count: int) -> TextClause:
 
 def _insert_lines(s: Session, order_id: int, lines: Sequence[LineRequest]) -> list[int]:
     """Insert the lines in one statement; their ids in input order."""
+    statement, params = _insert_lines_sql(order_id, lines)
+    return _line_ids(s.connection().execute(statement, params).all(), lines)
+
+
+def _insert_lines_sql(order_id: int, lines: Sequence[LineRequest]
+                      ) -> tuple[TextClause, dict[str, int]]:
     params: dict[str, int] = {"order_id": order_id}
     for i, ln in enumerate(lines):
         params[f"v{i}"] = ln.variant_id
         params[f"q{i}"] = ln.quantity
-    rows = s.connection().execute(_insert_lines_statement(len(lines)), params).all()
+    return _insert_lines_statement(len(lines)), params
+
+
+def _line_ids(rows: Iterable[Sequence[int]], lines: Sequence[LineRequest]) -> list[int]:
+    """The inserted lines' ids (rows of id, variant, quantity) in input order."""
     # ids ascend in VALUES order; lines with equal (variant, quantity) are interchangeable,
     # so matching on those keeps every allocation with a line that asked for it
     free: dict[tuple[int, int], list[int]] = defaultdict(list)
-    for line_id, variant_id, quantity in sorted(rows):
+    for line_id, variant_id, quantity in sorted(tuple(r) for r in rows):
         free[(variant_id, quantity)].append(line_id)
     return [free[(ln.variant_id, ln.quantity)].pop(0) for ln in lines]
 
@@ -886,12 +963,19 @@ _UPDATE_ALLOCATION = (
 )
 _DELETE_ALLOCATION = delete(ALLOCATION).where(
     ALLOCATION.c.order_line_id == bindparam("lid"), ALLOCATION.c.stock_id == bindparam("sid"))
+def _numbered(rows: Mapping[tuple[int, int], int]) -> dict[str, int]:
+    """Parameters of `_insert_allocations_statement` for (line, stock) -> quantity."""
+    params: dict[str, int] = {}
+    for i, ((lid, sid), q) in enumerate(rows.items()):
+        params.update({f"l{i}": lid, f"s{i}": sid, f"q{i}": q})
+    return params
+
+
 def _write_allocations(
     s: Session, changes: dict[tuple[int, int], int], *, existing: set[tuple[int, int]]
 ) -> None:
     """Apply (line, stock) -> quantity changes: insert new, update kept, delete emptied."""
     conn = s.connection()
-    inserts: dict[str, int] = {}
     updates: list[dict[str, int]] = []
     deletes: list[dict[str, int]] = []
     for (lid, sid), q in changes.items():
@@ -899,9 +983,7 @@ def _write_allocations(
             deletes.append({"lid": lid, "sid": sid})
         elif (lid, sid) in existing:
             updates.append({"lid": lid, "sid": sid, "q": q})
-        else:
-            i = len(inserts) // 3
-            inserts.update({f"l{i}": lid, f"s{i}": sid, f"q{i}": q})
+    inserts = _numbered({key: q for key, q in changes.items() if q and key not in existing})
     if inserts:
         conn.execute(_insert_allocations_statement(len(inserts) // 3), inserts)
     if updates:
