@@ -82,7 +82,8 @@ class BalancedServer:
                  protocol_factory: Callable[[], asyncio.BaseProtocol],
                  board: ConnectionBoard, backlog: int = 100) -> None:
         self.sockets = (sock,)
-        self.connections = 0
+        self._transports: set[asyncio.BaseTransport] = set()
+        self._setting_up = 0
         self._loop, self._sock, self._factory, self._board = loop, sock, protocol_factory, board
         self._deferred_since: float | None = None
         self._closed = False
@@ -111,6 +112,16 @@ class BalancedServer:
         self._board.publish(self.connections)
         self._beat = self._loop.call_later(HEARTBEAT, self._heartbeat)
 
+    @property
+    def connections(self) -> int:
+        """Open connections: transports not closing, and sockets still being set up.
+
+        Counting transports, not protocol callbacks, keeps the count true when a connection
+        changes protocol (a websocket upgrade) or closes in any other way.
+        """
+        self._transports = {t for t in self._transports if not t.is_closing()}
+        return len(self._transports) + self._setting_up
+
     def _on_readable(self) -> None:
         now = self._loop.time()
         if self._deferred_since is None:
@@ -136,7 +147,8 @@ class BalancedServer:
         conn.setblocking(False)
         if conn.family in (socket.AF_INET, socket.AF_INET6):
             conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self._opened()
+        self._setting_up += 1
+        self._board.publish(self.connections)
         self._loop.create_task(self._serve(conn))
 
     def _recheck(self) -> None:
@@ -148,35 +160,15 @@ class BalancedServer:
         self._listen()
 
     async def _serve(self, conn: socket.socket) -> None:
-        def protocol() -> asyncio.BaseProtocol:
-            created = self._factory()
-            lost = created.connection_lost
-
-            def connection_lost(exc: Exception | None) -> None:
-                self._closed_one()
-                lost(exc)
-
-            created.connection_lost = connection_lost  # type: ignore[method-assign]
-            made.append(created)
-            return created
-
-        made: list[asyncio.BaseProtocol] = []
         try:
-            await self._loop.connect_accepted_socket(protocol, conn)
+            transport, _ = await self._loop.connect_accepted_socket(self._factory, conn)
         except Exception:
             log.exception("could not set up an accepted connection")
             conn.close()
-            if not made:  # connection_lost will not come
-                self._closed_one()
-
-    def _opened(self) -> None:
-        self.connections += 1
-        self._board.publish(self.connections)
-
-    def _closed_one(self) -> None:
-        self.connections -= 1
-        if not self._closed:
-            self._board.publish(self.connections)
+            return
+        finally:
+            self._setting_up -= 1
+        self._transports.add(transport)
 
 
 class BalancingLoop(uvloop.Loop):

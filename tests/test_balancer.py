@@ -84,12 +84,52 @@ def test_a_worker_lets_connections_pass_while_another_holds_fewer(
             assert third[2] < balancer.MAX_DEFER and server.connections == 3
             for _, writer, _ in (first, second, third):
                 writer.close()
+            published = tmp_path / str(os.getpid())
+            for _ in range(100):
+                if server.connections == 0 and struct.unpack("<qd", published.read_bytes())[0] == 0:
+                    break
+                await asyncio.sleep(0.01)
+            assert server.connections == 0  # closed connections are counted off
+            assert struct.unpack("<qd", published.read_bytes())[0] == 0
+            server.close()  # stops listening and leaves the board
+            assert not published.exists()
+            with pytest.raises((ConnectionError, asyncio.TimeoutError, OSError)):
+                await asyncio.wait_for(_connect(port), 0.5)
+        finally:
+            server.close()
+            sock.close()
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(scenario())
+
+
+class _Upgrading(asyncio.Protocol):
+    """Hands its transport to another protocol, as uvicorn does for a websocket."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        other = _Echo()
+        self.transport.set_protocol(other)
+        other.connection_made(self.transport)
+        self.transport.write(data)  # type: ignore[attr-defined]
+
+
+def test_a_connection_that_changes_protocol_is_still_counted_off(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        sock, port = _serve(tmp_path)
+        server = BalancedServer(loop, sock, _Upgrading, ConnectionBoard(tmp_path))
+        try:
+            _, writer, _ = await _connect(port)
+            assert server.connections == 1
+            writer.close()
             for _ in range(100):
                 if server.connections == 0:
                     break
                 await asyncio.sleep(0.01)
-            assert server.connections == 0  # closed connections are counted off
-            assert struct.unpack("<qd", (tmp_path / str(os.getpid())).read_bytes())[0] == 0
+            assert server.connections == 0
         finally:
             server.close()
             sock.close()
