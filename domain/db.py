@@ -2,22 +2,47 @@
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import sqlite3
+import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
-from sqlalchemy.exc import OperationalError
+from sqlalchemy import Dialect, Engine, create_engine, event
+from sqlalchemy.dialects.postgresql.psycopg import dialect as psycopg_dialect
+from sqlalchemy.dialects.sqlite import dialect as sqlite_dialect
+from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from domain.settings import Settings
 
 # Execution option a read-only session sets so SQLite opens a deferred transaction.
 READ_ONLY = "stockyard_read_only"
+# statements that bypass the session (`UnitOfWork.driver`) are compiled for these once
+DRIVER_DIALECTS: dict[str, Dialect] = {
+    "postgresql": psycopg_dialect(),  # type: ignore[no-untyped-call]
+    "sqlite": sqlite_dialect(paramstyle="named"),
+}
+
+
+@contextlib.contextmanager
+def driver_errors(statement: str) -> Iterator[None]:
+    """A DBAPI error of a driver connection raised as SQLAlchemy's, as a session raises it
+    (an IntegrityError stays an IntegrityError)."""
+    try:
+        yield
+    except Exception as exc:
+        psycopg = sys.modules.get("psycopg")
+        base = sqlite3.Error if isinstance(exc, sqlite3.Error) else \
+            psycopg.Error if psycopg is not None and isinstance(exc, psycopg.Error) else None
+        if base is None:
+            raise
+        raise DBAPIError.instance(statement, None, exc, base) from exc
 
 
 def sqlalchemy_url(url: str) -> str:

@@ -3,9 +3,10 @@
 `apply` moves the counters in SQL (ascending stock id, like every lock taken elsewhere) and
 appends one StockMovement per stock in the same transaction, with the levels the rows hold
 afterwards (read back from the rows this transaction just changed and therefore holds).
-`allocate_last` (an order's guarded allocation, sent with its COMMIT on PostgreSQL) and the
-bulk helpers (`set_quantities`, `insert_stocks` + `record_known`) do the same in fewer
-round trips. Nothing updates or deletes a movement; the database refuses it too (0002).
+The order path's guarded allocations (`allocate_last`, `allocate_on_sqlite`, and on
+PostgreSQL `guarded_allocation_sql` inside the order's one statement) and the bulk helpers
+(`set_quantities`, `insert_stocks` + `record_known`) do the same in fewer round trips.
+Nothing updates or deletes a movement; the database refuses it too (0002).
 """
 
 from __future__ import annotations
@@ -16,10 +17,10 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 from sqlalchemy import Table, bindparam, insert, select, text, update
-from sqlalchemy.dialects.sqlite import dialect as sqlite_dialect
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
+from domain.db import DRIVER_DIALECTS
 from domain.models import MovementType, Stock, StockMovement
 
 STOCK = cast(Table, Stock.__table__)
@@ -82,35 +83,22 @@ def apply(
 
 def allocate_last(
     session: Session, allocations: Mapping[int, int], *, actor: str, reason: str,
-    order_id: int, locked: bool = False,
+    order_id: int,
 ) -> bool:
     """Guarded ALLOCATION (stock id -> units) as the transaction's last step; False if refused.
 
-    Only `UnitOfWork.commit(last=...)` calls it, after flushing the session. On PostgreSQL
-    it also COMMITs: the update, its movements and the COMMIT leave together in one
-    pipeline, so a hot stock row stays locked only while the database works, never while
-    this thread waits for the GIL between round trips. A refused guard fails the
-    transaction (`stockyard_require`, migration 0006): nothing is committed, and the unit
-    of work rolls back. On SQLite the unit of work commits afterwards.
-    `locked`: the caller already holds the rows' locks.
+    `UnitOfWork.commit(last=...)` calls it, after flushing the session, then commits; on
+    False the unit of work rolls back.
     """
-    rows = sorted((sid, n) for sid, n in allocations.items() if n)
-    if not rows:
-        return True
-    if not _is_postgresql(session):
-        return apply(session, {sid: (0, n) for sid, n in rows}, type=MovementType.ALLOCATION,
-                     actor=actor, reason=reason, order_id=order_id, guarded=True)
-    statement = _ALLOCATE_LAST_PG[len(rows) > 1 and not locked]
-    params = {"ids": pg_array(sid for sid, _ in rows), "das": pg_array(n for _, n in rows),
-              "n": len(rows), "type": MovementType.ALLOCATION.value, "reason": reason,
-              "order_id": order_id, "actor": actor}
-    return commit_last(session, statement, params) is not None
+    return apply(session, {sid: (0, n) for sid, n in allocations.items() if n},
+                 type=MovementType.ALLOCATION, actor=actor, reason=reason,
+                 order_id=order_id, guarded=True)
 
 
 def commit_last(session: Session, statement: str, params: Mapping[str, object]
                 ) -> tuple[Any, ...] | None:
-    """`execute_last` on the session's connection: only the transaction's last step may
-    use it (see `allocate_last`)."""
+    """`execute_last` on the session's connection: only the transaction's last step
+    (`UnitOfWork.commit(last=...)`) may use it."""
     return execute_last(session.connection().connection.driver_connection, statement, params)
 
 
@@ -119,9 +107,9 @@ def execute_last(raw: Any, statement: str, params: Mapping[str, object]
     """Run `statement` and commit (PostgreSQL, psycopg placeholders); its first row, or None
     when a `stockyard_require` in it refused (then nothing is committed).
 
-    On a connection with nothing of its transaction sent yet, the statement alone is the
-    transaction (autocommit: no BEGIN, no COMMIT); otherwise it and the COMMIT leave in one
-    pipeline. Either way it is one round trip.
+    In autocommit (`UnitOfWork.driver`) the statement alone is the transaction: no BEGIN,
+    no COMMIT. Otherwise it and the COMMIT leave in one pipeline. Either way it is one
+    round trip.
     """
     import psycopg
 
@@ -130,12 +118,6 @@ def execute_last(raw: Any, statement: str, params: Mapping[str, object]
     try:
         if raw.autocommit:
             cursor = raw.execute(statement, params)
-        elif raw.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
-            raw.autocommit = True
-            try:
-                cursor = raw.execute(statement, params)
-            finally:
-                raw.autocommit = False
         else:
             # libpq < 14 has no pipeline mode: then the COMMIT waits for the statement
             with raw.pipeline() if psycopg.Pipeline.is_supported() else contextlib.nullcontext():
@@ -170,9 +152,9 @@ def allocate_on_sqlite(
 GUARD_REFUSED = "SY001"  # stockyard_require()'s SQLSTATE
 
 
-def guarded_allocation_sql(lock_in_order: bool, order_id: str = "%(order_id)s") -> str:
+def guarded_allocation_sql(lock_in_order: bool, order_id: str) -> str:
     """CTEs `v`, `changed`, `moved`: the guarded ALLOCATION of %(ids)s by %(das)s units and
-    its movements (%(type)s, %(reason)s, %(actor)s, `order_id` an SQL expression).
+    its movements (%(movement_type)s, %(reason)s, %(actor)s, `order_id` an SQL expression).
 
     Follow them with `stockyard_require((SELECT count(*) FROM moved) = %(n)s)`: a row the
     guard refused makes the count fall short. With `lock_in_order`, several rows are locked
@@ -191,7 +173,8 @@ def guarded_allocation_sql(lock_in_order: bool, order_id: str = "%(order_id)s") 
         "RETURNING stock.id, stock.variant_id, stock.warehouse_id, stock.quantity, "
         "stock.quantity_allocated, v.da), "
         f"moved AS (INSERT INTO stock_movement ({', '.join(_MOVEMENT_COLUMNS)}, reason, "
-        "order_id, actor) SELECT c.id, c.variant_id, c.warehouse_id, %(type)s, 0, c.da, "
+        "order_id, actor) SELECT c.id, c.variant_id, c.warehouse_id, %(movement_type)s, 0, "
+        "c.da, "
         f"c.quantity, c.quantity_allocated, %(reason)s, {order_id}, %(actor)s "
         "FROM changed AS c ORDER BY c.id RETURNING 1)"
     )
@@ -250,10 +233,6 @@ class Movement:
 
 _MOVEMENT_COLUMNS = ("stock_id", "variant_id", "warehouse_id", "type", "quantity_change",
                      "allocated_change", "quantity_after", "allocated_after")
-_ALLOCATE_LAST_PG = {
-    several: f"WITH {guarded_allocation_sql(several)} "
-             "SELECT stockyard_require((SELECT count(*) FROM moved) = %(n)s)"
-    for several in (False, True)}
 _RECORD = text(
     f"INSERT INTO stock_movement ({', '.join(_MOVEMENT_COLUMNS)}, reason, order_id, actor) "
     "SELECT id, variant_id, warehouse_id, CAST(:type AS VARCHAR(24)), :dq, :da, quantity, "
@@ -261,7 +240,7 @@ _RECORD = text(
     "CAST(:actor AS VARCHAR(64)) FROM stock WHERE id = :sid"
 )
 _RECORD_SQL = str(_RECORD)  # pysqlite takes the same :name placeholders
-_ADD_GUARDED_SQLITE = str(_ADD_GUARDED.compile(dialect=sqlite_dialect(paramstyle="named")))
+_ADD_GUARDED_SQLITE = str(_ADD_GUARDED.compile(dialect=DRIVER_DIALECTS["sqlite"]))
 _RECORD_UNNEST = text(
     f"INSERT INTO stock_movement ({', '.join(_MOVEMENT_COLUMNS)}, reason, actor) "
     "SELECT m.*, CAST(:reason AS VARCHAR(500)), CAST(:actor AS VARCHAR(64)) FROM unnest("

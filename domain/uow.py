@@ -71,7 +71,7 @@ class UnitOfWork:
         For work that needs no transaction of its own (reads, and on PostgreSQL a write
         that is one statement, `ledger.execute_last`) or that frames its own (SQLite's
         `begin_immediate`, which takes the writer turn). The session's machinery cost more
-        CPU than the order path's own work. `commit()` afterwards only publishes events.
+        CPU than the order path's own work. Then `committed_on_driver()` publishes events.
         """
         engine = self._session_factory.kw["bind"]
         pooled = engine.raw_connection()
@@ -100,12 +100,17 @@ class UnitOfWork:
             finally:
                 pooled.close()
 
+    def committed_on_driver(self) -> None:
+        """The work was committed on `driver()`'s connection: publish its events."""
+        self.commit()  # the session holds nothing: this only publishes
+
     def commit(self, last: LastStep | None = None) -> bool:
         """Commit, then publish the events; False, with nothing committed, if `last` refused.
 
-        `last` is the transaction's final step (`ledger.allocate_last`). It runs after a
-        flush, and may send COMMIT itself in the same round trip as its statement; the
-        session's own COMMIT then has nothing left to do.
+        `last` is the transaction's final step (`ledger.allocate_last`, or a statement sent
+        through `ledger.commit_last`). It runs after a flush, and may send COMMIT itself in
+        the same round trip as its statement; the session's own COMMIT then has nothing
+        left to do.
         """
         if last is not None:
             self.session.flush()  # pending ORM changes belong to the same transaction

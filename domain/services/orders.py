@@ -12,11 +12,10 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
-import sqlite3
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 from sqlalchemy import (
     Integer,
@@ -38,14 +37,13 @@ from sqlalchemy import (
 )
 from sqlalchemy import cast as sql_cast
 from sqlalchemy.dialects.postgresql import ARRAY
-from sqlalchemy.dialects.postgresql.psycopg import dialect as psycopg_dialect
-from sqlalchemy.dialects.sqlite import dialect as sqlite_dialect
-from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from domain import ledger, permissions
 from domain.allocation import Book, Demand, FulfilledPart, StockLevel
 from domain.countries import normalize_country
+from domain.db import DRIVER_DIALECTS, driver_errors
 from domain.errors import (
     DomainError,
     InvalidInput,
@@ -208,8 +206,16 @@ class OrderRow:
     allocated: bool
     idempotency_key: str | None
 
+    def params(self) -> dict[str, object]:
+        """Its values, named as every order insert here names them."""
+        return {"type": self.type.value, "status": self.status.value,
+                "shipping_country": self.shipping_country, "allocated": self.allocated,
+                "idempotency_key": self.idempotency_key}
 
-Placement = tuple[int, list[int]]  # the order's id, its lines' ids in input order
+
+class Placement(NamedTuple):
+    order_id: int
+    line_ids: list[int]  # in input order
 
 
 def _place(
@@ -219,24 +225,21 @@ def _place(
 ) -> Placement:
     """Insert the order, its lines and allocations, then allocate as the last step; commit.
 
-    Raises `_Contended` (nothing committed) when a guard finds less free stock than planned.
+    The session path on SQLite (its locking attempt). Raises `_Contended` (nothing
+    committed) when a guard finds less free stock than planned.
     """
     s = uow.session
-    order_id = s.connection().execute(_INSERT_ORDER, {
-        "type": row.type.value, "status": row.status.value,
-        "shipping_country": row.shipping_country, "allocated": row.allocated,
-        "idempotency_key": row.idempotency_key,
-    }).scalar()
+    order_id = s.connection().execute(_INSERT_ORDER, row.params()).scalar()
     assert order_id is not None
     line_ids = _insert_lines(s, order_id, lines)
     _write_allocations(s, {(line_ids[i], sid): q for (i, sid), q in by_index.items()},
                        existing=set())
-    # the counters move last, with the COMMIT: their rows stay locked only that long
+    # the counters move last: on SQLite the whole database is held until COMMIT anyway
     if not uow.commit(last=functools.partial(
             ledger.allocate_last, allocations=allocations, actor=actor,
-            reason=ORDER_CREATED, order_id=order_id, locked=lock)):
+            reason=ORDER_CREATED, order_id=order_id)):
         raise _Contended()
-    return order_id, line_ids
+    return Placement(order_id, line_ids)
 
 
 def _place_in_one_statement(
@@ -244,20 +247,16 @@ def _place_in_one_statement(
     by_index: Mapping[tuple[int, int], int], allocations: Mapping[int, int], actor: str,
     lock: bool,
 ) -> Placement:
-    """`_place` on PostgreSQL: one statement, sent with its COMMIT in one round trip.
-
-    The order, its lines, their allocations, the guarded counters and the movements are
-    data-modifying CTEs of one statement, so the whole write is a single round trip and a
-    hot stock row is locked only while PostgreSQL executes it.
-    """
-    moved, params = _place_params(row, lines, by_index, allocations, actor)
+    """`_place` on PostgreSQL, in the session that locked the rows: the one statement and
+    the COMMIT leave in one pipeline."""
+    statement, params = _one_statement(row, lines, by_index, allocations, actor,
+                                       lock_in_order=not lock)
     placed: list[Placement] = []
 
     def last(session: Session) -> bool:
-        result = ledger.commit_last(session, _PLACE_SQL[(moved > 0, moved > 1 and not lock)],
-                                    params)
+        result = ledger.commit_last(session, statement, params)
         if result is not None:
-            placed.append((result[0], list(result[1])))
+            placed.append(Placement(result[0], list(result[1])))
         return result is not None
 
     if not uow.commit(last=last):
@@ -265,50 +264,52 @@ def _place_in_one_statement(
     return placed[0]
 
 
+def _place_on_driver(
+    conn: Any, *, uow: UnitOfWork, row: OrderRow, lines: Sequence[LineRequest],
+    by_index: Mapping[tuple[int, int], int], allocations: Mapping[int, int], actor: str,
+) -> Placement:
+    """`_place` on PostgreSQL's driver connection (autocommit): the statement alone is the
+    transaction, so a hot stock row is locked only while PostgreSQL executes it."""
+    statement, params = _one_statement(row, lines, by_index, allocations, actor,
+                                       lock_in_order=True)
+    result = ledger.execute_last(conn, statement, params)
+    if result is None:
+        raise _Contended()
+    uow.committed_on_driver()
+    return Placement(result[0], list(result[1]))
+
+
 def _place_on_sqlite(
     conn: Any, *, uow: UnitOfWork, row: OrderRow, lines: Sequence[LineRequest],
     by_index: Mapping[tuple[int, int], int], allocations: Mapping[int, int], actor: str,
 ) -> Placement:
-    """`_place` on a pysqlite connection: the writer turn is held only for these statements."""
-    statement = _INSERT_ORDER_SQLITE
-    conn.begin_immediate()
-    try:
-        order_id = conn.execute(statement, {
-            "type": row.type.value, "status": row.status.value,
-            "shipping_country": row.shipping_country, "allocated": row.allocated,
-            "idempotency_key": row.idempotency_key}).fetchone()[0]
-        lines_sql, params = _insert_lines_sql(order_id, lines)
-        statement = lines_sql.text
-        line_ids = _line_ids(conn.execute(statement, params).fetchall(), lines)
+    """`_place` on a gated pysqlite connection: the writer turn spans only these statements."""
+    with driver_errors("BEGIN IMMEDIATE"):
+        conn.begin_immediate()
+    with driver_errors("the order's inserts and allocation"):
+        order_id = conn.execute(_INSERT_ORDER_SQLITE, row.params()).fetchone()[0]
+        statement, params = _insert_lines_sql(order_id, lines)
+        line_ids = _line_ids(conn.execute(statement.text, params).fetchall(), lines)
         inserts = _numbered({(line_ids[i], sid): q for (i, sid), q in by_index.items()})
         if inserts:
-            statement = _insert_allocations_statement(len(inserts) // 3).text
-            conn.execute(statement, inserts)
-        statement = "the guarded allocation"
+            conn.execute(_insert_allocations_statement(len(inserts) // 3).text, inserts)
         if not ledger.allocate_on_sqlite(conn, allocations, actor=actor,
                                          reason=ORDER_CREATED, order_id=order_id):
             conn.rollback()
             raise _Contended()
         conn.commit()
-    except sqlite3.Error as exc:
-        # as SQLAlchemy would raise it (an IntegrityError for a key another order took)
-        raise DBAPIError.instance(statement, None, exc, sqlite3.Error) from exc
-    uow.commit()  # the session holds nothing: this publishes the events
-    return order_id, line_ids
+    uow.committed_on_driver()
+    return Placement(order_id, line_ids)
 
 
-def _place_params(
+def _one_statement(
     row: OrderRow, lines: Sequence[LineRequest], by_index: Mapping[tuple[int, int], int],
-    allocations: Mapping[int, int], actor: str,
-) -> tuple[int, dict[str, object]]:
-    """How many stocks the order allocates from, and the parameters of `_PLACE_SQL`."""
+    allocations: Mapping[int, int], actor: str, *, lock_in_order: bool,
+) -> tuple[str, dict[str, object]]:
+    """PostgreSQL's one-statement placement (`_place_sql`) and its parameters."""
     rows = sorted((sid, n) for sid, n in allocations.items() if n)
-    params: dict[str, object] = {
-        "otype": row.type.value, "status": row.status.value,
-        "country": row.shipping_country, "allocated": row.allocated,
-        "key": row.idempotency_key,
-        "lv": ledger.pg_array(ln.variant_id for ln in lines),
-        "lq": ledger.pg_array(ln.quantity for ln in lines)}
+    params = {**row.params(), "lv": ledger.pg_array(ln.variant_id for ln in lines),
+              "lq": ledger.pg_array(ln.quantity for ln in lines)}
     if rows:
         ordered = sorted(by_index.items())
         params.update(
@@ -317,12 +318,12 @@ def _place_params(
             aq=ledger.pg_array(q for _, q in ordered),
             ids=ledger.pg_array(sid for sid, _ in rows),
             das=ledger.pg_array(n for _, n in rows), n=len(rows),
-            type=MovementType.ALLOCATION.value, reason=ORDER_CREATED, actor=actor)
-    return len(rows), params
+            movement_type=MovementType.ALLOCATION.value, reason=ORDER_CREATED, actor=actor)
+    return _PLACE_SQL[(bool(rows), len(rows) > 1 and lock_in_order)], params
 
 
 def _place_sql(allocating: bool, lock_in_order: bool) -> str:
-    """The statement of `_place_in_one_statement` (psycopg placeholders).
+    """The statement of `_one_statement` (psycopg placeholders).
 
     Line ids ascend in input order: the INSERT takes its rows sorted by ordinality and
     PostgreSQL draws the serial ids as it inserts them (SQLAlchemy's "insertmanyvalues"
@@ -330,8 +331,8 @@ def _place_sql(allocating: bool, lock_in_order: bool) -> str:
     """
     sql = (
         "WITH o AS (INSERT INTO orders (type, status, shipping_country, allocated, "
-        "idempotency_key) VALUES (%(otype)s, %(status)s, %(country)s, %(allocated)s, "
-        "%(key)s) RETURNING id), "
+        "idempotency_key) VALUES (%(type)s, %(status)s, %(shipping_country)s, "
+        "%(allocated)s, %(idempotency_key)s) RETURNING id), "
         "l AS (INSERT INTO order_line (order_id, variant_id, quantity, quantity_fulfilled) "
         "SELECT o.id, t.v, t.q, 0 FROM o, unnest(%(lv)s::integer[], %(lq)s::integer[]) "
         "WITH ORDINALITY AS t(v, q, n) ORDER BY t.n RETURNING id)"
@@ -370,8 +371,8 @@ def _create(
     idempotency_key: str | None,
 ) -> OrderView:
     # Optimistic first: plan from an unlocked read, then move the counters with a guarded
-    # update that is the transaction's last step (on PostgreSQL sent with the COMMIT), so a
-    # hot stock row is locked only that long. A guard that fails (the stock ran dry
+    # update in the write's last statement (on PostgreSQL the write is that one statement),
+    # so a hot stock row is locked only that long. A guard that fails (the stock ran dry
     # meanwhile) rolls everything back; the last attempt locks the rows up front and
     # cannot fail that way.
     for attempt in range(OPTIMISTIC_ATTEMPTS + 1):
@@ -405,8 +406,9 @@ def _create_once(
                 # SQLite without a writer gate (in memory) has no begin_immediate
                 on_driver = _place_on_driver if dialect == "postgresql" else \
                     _place_on_sqlite if hasattr(conn, "begin_immediate") else None
-                plan = _plan_on_driver(conn, dialect, variant_ids, request) \
-                    if on_driver else None
+                with driver_errors("the order's plan"):
+                    plan = _plan_on_driver(conn, dialect, variant_ids, request) \
+                        if on_driver else None
                 if on_driver and plan is not None:
                     return _decide_and_place(
                         uow, request, plan, functools.partial(on_driver, conn, uow=uow))
@@ -416,11 +418,11 @@ def _create_once(
                 existing = _order_id_for_key(r, idempotency_key)
                 if existing is not None:
                     return load_view(r, existing)
-            plan = _lock_stocks(r, variant_ids, country, config_for=type, lock=lock)
-            _require_variants(r, variant_ids, plan[1], [
+            planned = _lock_stocks(r, variant_ids, country, config_for=type, lock=lock)
+            _require_variants(r, variant_ids, planned.tracked, [
                 (f"lines.{i}.variantId", line.variant_id) for i, line in enumerate(lines)])
-        place = _place_in_one_statement if s.get_bind().dialect.name == "postgresql" else _place
-        return _decide_and_place(uow, request, plan,
+        place = _place_in_one_statement if dialect == "postgresql" else _place
+        return _decide_and_place(uow, request, planned,
                                  functools.partial(place, uow=uow, lock=lock))
 
 
@@ -433,7 +435,12 @@ class _Request:
     idempotency_key: str | None
 
 
-Plan = tuple[list[StockLevel], dict[int, bool], bool | None]  # see _lock_stocks
+class Plan(NamedTuple):
+    """What an order is planned from (`_lock_stocks`)."""
+
+    levels: list[StockLevel]
+    tracked: dict[int, bool]  # trackInventory by variant, for the variants found
+    enabled: bool | None  # whether the order type allocates; None when no stock row exists
 
 
 def _decide_and_place(
@@ -482,20 +489,7 @@ def _plan_on_driver(conn: Any, dialect: str, variant_ids: set[int],
         "variant_ids": ledger.pg_array(ids) if dialect == "postgresql" else json.dumps(ids),
         "country": request.country, "order_type": request.type.value}).fetchall()
     plan = _plan_of(rows, with_config=True)
-    return plan if variant_ids <= plan[1].keys() else None
-
-
-def _place_on_driver(
-    conn: Any, *, uow: UnitOfWork, row: OrderRow, lines: Sequence[LineRequest],
-    by_index: Mapping[tuple[int, int], int], allocations: Mapping[int, int], actor: str,
-) -> Placement:
-    """`_place_in_one_statement` on the driver connection of `_create_once`'s fast path."""
-    moved, params = _place_params(row, lines, by_index, allocations, actor)
-    result = ledger.execute_last(conn, _PLACE_SQL[(moved > 0, moved > 1)], params)
-    if result is None:
-        raise _Contended()
-    uow.commit()  # the session holds nothing: this publishes the events
-    return result[0], list(result[1])
+    return plan if variant_ids <= plan.tracked.keys() else None
 
 
 def add_lines(
@@ -855,27 +849,20 @@ def _variants_in(array: str | None) -> Any:
 _STOCKS = {(config, lock): _stock_statement(with_config=config, lock=lock)
            for config in (False, True) for lock in (False, True)}
 # the fast path's reads, as psycopg runs them (`_plan_on_driver`)
-_PG = psycopg_dialect()  # type: ignore[no-untyped-call]
-_SQLITE = sqlite_dialect(paramstyle="named")
-_DRIVER_READS = {  # (stocks, order by key) for `_plan_on_driver`
-    "postgresql": (
-        str(_stock_statement(with_config=True, lock=False, array="postgresql")
-            .compile(dialect=_PG)),
-        str(_ORDER_ID_FOR_KEY.compile(dialect=_PG))),
-    "sqlite": (
-        str(_stock_statement(with_config=True, lock=False, array="sqlite")
-            .compile(dialect=_SQLITE)),
-        str(_ORDER_ID_FOR_KEY.compile(dialect=_SQLITE))),
-}
-_INSERT_ORDER_SQLITE = (
-    "INSERT INTO orders (type, status, shipping_country, allocated, idempotency_key) "
-    "VALUES (:type, :status, :shipping_country, :allocated, :idempotency_key) RETURNING id")
+_DRIVER_READS = {  # dialect -> (stocks, order by key), for `_plan_on_driver`
+    name: (str(_stock_statement(with_config=True, lock=False, array=name)
+               .compile(dialect=dialect)),
+           str(_ORDER_ID_FOR_KEY.compile(dialect=dialect)))
+    for name, dialect in DRIVER_DIALECTS.items()}
+_INSERT_ORDER_SQLITE = str(
+    insert(ORDERS).values({c: bindparam(c) for c in OrderRow.__slots__})
+    .returning(ORDERS.c.id).compile(dialect=DRIVER_DIALECTS["sqlite"]))
 
 
 def _lock_stocks(
     s: Session, variant_ids: Iterable[int], country: str, config_for: OrderType | None = None,
     *, lock: bool = True,
-) -> tuple[list[StockLevel], dict[int, bool], bool | None]:
+) -> Plan:
     """Lock (or, with lock=False, just read) every stock of the variants, ascending id.
 
     Returns the levels (flagged with whether the warehouse may serve the country), the
@@ -896,7 +883,7 @@ def _plan_of(rows: Sequence[Sequence[Any]], *, with_config: bool) -> Plan:
     enabled: bool | None = None
     if with_config and rows:
         enabled = True if rows[0][8] is None else bool(rows[0][8])
-    return levels, tracked, enabled
+    return Plan(levels, tracked, enabled)
 
 
 def _require_variants(

@@ -1,4 +1,5 @@
-"""ledger.allocate_last: the guarded allocation that ends an order's transaction."""
+"""Order placement's last step: the guarded allocation, refused or committed atomically,
+and the plan that went stale meanwhile (both the session's and the driver's paths)."""
 
 from __future__ import annotations
 
@@ -35,17 +36,16 @@ def _state(db: Database, stock_ids: list[int]) -> list[tuple[int, int, int]]:
         for sid in stock_ids]
 
 
-def _last(allocations: dict[int, int], locked: bool = False) -> LastStep:
+def _last(allocations: dict[int, int]) -> LastStep:
     return functools.partial(ledger.allocate_last, allocations=allocations, actor="test",
-                             reason="order created", order_id=7, locked=locked)
+                             reason="order created", order_id=7)
 
 
-@pytest.mark.parametrize("locked", [False, True])
-def test_allocates_records_and_commits(db: Database, locked: bool) -> None:
+def test_allocates_records_and_commits(db: Database) -> None:
     ids = _stocks(db, [5, 5])
     before = _state(db, ids)
     with db.uow() as uow:
-        assert uow.commit(last=_last({ids[0]: 2, ids[1]: 5}, locked=locked))
+        assert uow.commit(last=_last({ids[0]: 2, ids[1]: 5}))
     assert _state(db, ids) == [(5, 2, before[0][2] + 1), (5, 5, before[1][2] + 1)]
     assert db.rows("SELECT type, quantity_change, allocated_change, quantity_after, "
                    "allocated_after, order_id, actor FROM stock_movement WHERE stock_id = :s "

@@ -321,6 +321,10 @@ class Model:
                 from_held[w] = min(rest, line.held[w])
                 rest -= from_held[w]
             pool = self.sources(v, country)
+        if not self.tracked[v]:
+            # untracked now: it keeps its stock figures (API.md); allocations it holds from
+            # when it was tracked are not shipped from, `fulfill` gives them back
+            from_held = {}
         rest = quantity - sum(from_held.values())
         from_free: dict[int, int] = {}
         if rest and self.tracked[v]:
