@@ -157,8 +157,8 @@ async def test_creating_a_3_line_order_runs_a_small_fixed_number_of_statements(
     if api.db.engine.dialect.name == "postgresql":
         # the plan's read (stocks with the config), then one statement that inserts the
         # order, lines and allocations, moves the guarded counters and writes the ledger
-        # (both in autocommit on one connection: no BEGIN, no COMMIT); the payload's
-        # warehouses: one batched read
+        # (both in autocommit on one connection, so psycopg sends no BEGIN and no
+        # COMMIT); the payload's warehouses: one batched read
         assert statements.count == 3, sql
     else:
         # read stocks (with the config), insert order, lines, allocations, guarded counter

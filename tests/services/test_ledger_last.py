@@ -9,6 +9,7 @@ import pytest
 from sqlalchemy import text
 
 from domain import ledger
+from domain.events import Event
 from domain.models import OrderType, Seller
 from domain.services import orders
 from domain.uow import LastStep
@@ -172,3 +173,49 @@ def test_every_line_keeps_its_own_allocations(db: Database) -> None:
                      o=view.id) == db.scalar(
         "SELECT COUNT(DISTINCT a.stock_id) FROM allocation a JOIN order_line l "
         "ON l.id = a.order_line_id WHERE l.order_id = :o", o=view.id)
+
+
+def test_a_key_taken_between_the_driver_read_and_the_write_answers_with_that_order(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The fast path's read found no order with the key; another request committed one
+    before our write: the unique key refuses ours, and the first order is the answer."""
+    s = shop(db, stock1=5)
+    request = {"type": OrderType.REGULAR, "shipping_country": "DE",
+               "lines": [orders.LineRequest(s.variant, 2)], "idempotency_key": "k-2"}
+    first = orders.create(db.uow(), ADMIN, **request)  # type: ignore[arg-type]
+    # a key lookup that never finds it, as if the first order were not committed yet
+    never = {"postgresql": "SELECT 1 WHERE %(key)s::text IS NULL",
+             "sqlite": "SELECT 1 WHERE :key IS NULL"}
+    monkeypatch.setattr(orders, "_DRIVER_READS", {
+        dialect: (stocks_sql, never[dialect])
+        for dialect, (stocks_sql, _) in orders._DRIVER_READS.items()})
+    published: list[Event] = []
+    second = orders.create(db.uow(published), ADMIN, **request)  # type: ignore[arg-type]
+
+    assert second.id == first.id
+    assert stocks(s)[0] == (5, 2)  # allocated once
+    assert published == []  # nothing new was committed
+
+
+def test_the_driver_connection_goes_back_to_the_pool_clean(db: Database) -> None:
+    """After a write refused mid-way, the pooled connection is as the session expects it."""
+    s = shop(db, stock1=5)
+    with db.uow() as uow, uow.driver() as conn:
+        if db.engine.dialect.name == "postgresql":
+            assert conn.autocommit
+        else:
+            conn.begin_immediate()  # holds the writer turn, then fails
+        with pytest.raises(Exception, match="no_such_table"):
+            conn.execute("SELECT * FROM no_such_table")
+    # the next order, on the session path and on the driver path, works
+    orders.create(db.uow(), ADMIN, type=OrderType.REGULAR, shipping_country="DE",
+                  lines=[orders.LineRequest(s.variant, 1)])
+    with db.engine.connect() as connection:
+        assert connection.execute(text("SELECT COUNT(*) FROM orders")).scalar() == 1
+    if db.engine.dialect.name == "postgresql":
+        pooled = db.engine.raw_connection()
+        try:
+            assert pooled.driver_connection.autocommit is False
+        finally:
+            pooled.close()
