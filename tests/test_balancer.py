@@ -7,7 +7,6 @@ import os
 import socket
 import struct
 import subprocess
-import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -18,8 +17,7 @@ import uvloop
 
 from api import balancer
 from api.balancer import BalancedServer, ConnectionBoard
-
-STOCKYARD = [sys.executable, "-c", "import sys, cli; sys.exit(cli.main())"]
+from tests.commands import STOCKYARD, cli_env, free_port, wait_until_healthy
 
 
 def _entry(directory: Path, name: str, connections: int, age: float = 0.0) -> None:
@@ -163,25 +161,14 @@ def _established_per_worker(server_pid: int, port: int) -> Counter[int]:
 def test_serve_with_two_workers_splits_a_burst_of_keep_alive_clients_evenly(
     tmp_path: Path,
 ) -> None:
-    env = dict(os.environ)
-    env["STOCKYARD_DATABASE_URL"] = f"sqlite:///{tmp_path / 'cli.db'}"
-    env.pop("STOCKYARD_BROKER_URL", None)
+    env = cli_env(tmp_path)
     env["TMPDIR"] = str(tmp_path)  # where `serve` puts the workers' board
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = int(s.getsockname()[1])
+    port = free_port()
     server = subprocess.Popen([*STOCKYARD, "serve", "--port", str(port), "--workers", "2"],
                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "server did not come up"
-            time.sleep(0.2)
+        wait_until_healthy(port, deadline)
         # /healthz answers as soon as one worker is up; wait until both have joined
         while len(list(tmp_path.glob("stockyard-conns-*/*"))) < 2:
             assert time.monotonic() < deadline, "the second worker did not come up"
