@@ -31,7 +31,8 @@ DRIVER_DIALECTS: dict[str, Dialect] = {
 
 
 @contextlib.contextmanager
-def driver_errors(statement: str) -> Iterator[None]:
+def driver_errors(statement: str, params: Any = None, *, connection: Any = None
+                  ) -> Iterator[None]:
     """A DBAPI error of a driver connection raised as SQLAlchemy's, as a session raises it
     (an IntegrityError stays an IntegrityError)."""
     try:
@@ -42,7 +43,9 @@ def driver_errors(statement: str) -> Iterator[None]:
             psycopg.Error if psycopg is not None and isinstance(exc, psycopg.Error) else None
         if base is None:
             raise
-        raise DBAPIError.instance(statement, None, exc, base) from exc
+        raise DBAPIError.instance(
+            statement, params, exc, base,
+            connection_invalidated=getattr(connection, "broken", False)) from exc
 
 
 def sqlalchemy_url(url: str) -> str:

@@ -17,10 +17,9 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 from sqlalchemy import Table, bindparam, insert, select, text, update
-from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
-from domain.db import DRIVER_DIALECTS
+from domain.db import DRIVER_DIALECTS, driver_errors
 from domain.models import MovementType, Stock, StockMovement
 
 STOCK = cast(Table, Stock.__table__)
@@ -115,20 +114,21 @@ def execute_last(raw: Any, statement: str, params: Mapping[str, object]
 
     if not isinstance(raw, psycopg.Connection):
         raise TypeError(f"execute_last needs a psycopg connection, not {type(raw)!r}")
-    try:
-        if raw.autocommit:
-            cursor = raw.execute(statement, params)
-        else:
-            # libpq < 14 has no pipeline mode: then the COMMIT waits for the statement
-            with raw.pipeline() if psycopg.Pipeline.is_supported() else contextlib.nullcontext():
+    # other errors as SQLAlchemy would raise them, so callers handle them like any other
+    with driver_errors(statement, params, connection=raw):
+        try:
+            if raw.autocommit:
                 cursor = raw.execute(statement, params)
-                raw.commit()
-    except psycopg.Error as exc:
-        if exc.sqlstate == GUARD_REFUSED:
-            return None
-        # as SQLAlchemy would raise it, so callers handle it like any other statement's
-        raise DBAPIError.instance(statement, params, exc, psycopg.Error,
-                                  connection_invalidated=raw.broken) from exc
+            else:
+                # libpq < 14 has no pipeline mode: then the COMMIT waits for the statement
+                with (raw.pipeline() if psycopg.Pipeline.is_supported()
+                      else contextlib.nullcontext()):
+                    cursor = raw.execute(statement, params)
+                    raw.commit()
+        except psycopg.Error as exc:
+            if exc.sqlstate == GUARD_REFUSED:
+                return None
+            raise
     return cursor.fetchone() or ()
 
 

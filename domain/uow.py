@@ -55,8 +55,7 @@ class UnitOfWork:
 
         It is the reader (`db.session_factories`) when this unit has one. On SQLite, where
         a writing transaction holds the whole database, the writer's turn then starts only
-        with the first write; on PostgreSQL the reads need no BEGIN, and the write
-        transaction can leave in one round trip with its COMMIT.
+        with the first write; on PostgreSQL the reads need no BEGIN.
         """
         if self._reader is None:
             yield self.session

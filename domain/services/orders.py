@@ -221,7 +221,6 @@ class Placement(NamedTuple):
 def _place(
     *, uow: UnitOfWork, row: OrderRow, lines: Sequence[LineRequest],
     by_index: Mapping[tuple[int, int], int], allocations: Mapping[int, int], actor: str,
-    lock: bool,
 ) -> Placement:
     """Insert the order, its lines and allocations, then allocate as the last step; commit.
 
@@ -421,9 +420,9 @@ def _create_once(
             planned = _lock_stocks(r, variant_ids, country, config_for=type, lock=lock)
             _require_variants(r, variant_ids, planned.tracked, [
                 (f"lines.{i}.variantId", line.variant_id) for i, line in enumerate(lines)])
-        place = _place_in_one_statement if dialect == "postgresql" else _place
-        return _decide_and_place(uow, request, planned,
-                                 functools.partial(place, uow=uow, lock=lock))
+        place = functools.partial(_place_in_one_statement, uow=uow, lock=lock) \
+            if dialect == "postgresql" else functools.partial(_place, uow=uow)
+        return _decide_and_place(uow, request, planned, place)
 
 
 @dataclass(frozen=True, slots=True)
