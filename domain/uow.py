@@ -9,6 +9,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from domain.db import driver_pool
 from domain.events import Event
 
 Publish = Callable[[Event], None]
@@ -71,10 +72,11 @@ class UnitOfWork:
         that is one statement, `ledger.execute_last`) or that frames its own (SQLite's
         `begin_immediate`, which takes the writer turn). The session's machinery cost more
         CPU than the order path's own work. Then `committed_on_driver()` publishes events.
+        On PostgreSQL the connection comes from a pool of its own (`db.driver_pool`).
         """
-        engine = self._session_factory.kw["bind"]
+        engine = driver_pool(self._session_factory.kw["bind"])
         pooled = engine.raw_connection()
-        raw = pooled.driver_connection
+        raw: Any = pooled.driver_connection
         if engine.dialect.name != "postgresql":
             try:
                 yield raw  # pysqlite without isolation_level: autocommit until a BEGIN
@@ -88,14 +90,11 @@ class UnitOfWork:
         from psycopg.pq import TransactionStatus
 
         try:
-            raw.autocommit = True
             yield raw
         finally:
             try:
                 if raw.broken or raw.info.transaction_status != TransactionStatus.IDLE:
                     pooled.invalidate()  # it does not go back to the pool like this
-                else:
-                    raw.autocommit = False
             finally:
                 pooled.close()
 

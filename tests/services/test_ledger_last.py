@@ -9,6 +9,7 @@ import pytest
 from sqlalchemy import text
 
 from domain import ledger
+from domain.db import driver_pool, make_engine
 from domain.events import Event
 from domain.models import OrderType, Seller
 from domain.services import orders
@@ -219,3 +220,25 @@ def test_the_driver_connection_goes_back_to_the_pool_clean(db: Database) -> None
             assert pooled.driver_connection.autocommit is False
         finally:
             pooled.close()
+
+
+def test_postgresql_plans_the_order_path_once_and_the_rest_per_call(db: Database) -> None:
+    """The driver's own pool keeps generic plans and autocommit; the engine's pool keeps
+    PostgreSQL's defaults, and disposing the engine closes both."""
+    if db.engine.dialect.name != "postgresql":
+        assert driver_pool(db.engine) is db.engine
+        return
+    with db.uow() as uow, uow.driver() as conn:
+        assert conn.autocommit
+        assert conn.execute("SHOW plan_cache_mode").fetchone() == ("force_generic_plan",)
+    with db.engine.connect() as connection:
+        assert connection.execute(text("SHOW plan_cache_mode")).scalar() == "auto"
+    pool = driver_pool(db.engine)
+    assert pool is not db.engine and pool.pool.checkedin() >= 1
+    engine = make_engine(db.settings)
+    try:
+        with driver_pool(engine).connect():
+            pass
+    finally:
+        engine.dispose()
+    assert driver_pool(engine).pool.checkedin() == 0
