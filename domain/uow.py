@@ -64,6 +64,11 @@ class UnitOfWork:
         with self._reader() as session:
             yield session
 
+    @property
+    def dialect(self) -> str:
+        """The database's dialect name, e.g. "postgresql" or "sqlite"."""
+        return str(self._session_factory.kw["bind"].dialect.name)
+
     @contextlib.contextmanager
     def driver(self) -> Iterator[Any]:
         """A pooled DBAPI connection outside the session, in autocommit.
@@ -75,6 +80,7 @@ class UnitOfWork:
         On PostgreSQL the connection comes from a pool of its own (`db.driver_pool`).
         """
         engine = driver_pool(self._session_factory.kw["bind"])
+        self.events = []  # what the work on this connection emits; no session is opened
         pooled = engine.raw_connection()
         raw: Any = pooled.driver_connection
         if engine.dialect.name != "postgresql":
@@ -100,7 +106,7 @@ class UnitOfWork:
 
     def committed_on_driver(self) -> None:
         """The work was committed on `driver()`'s connection: publish its events."""
-        self.commit()  # the session holds nothing: this only publishes
+        self._publish_events()
 
     def commit(self, last: LastStep | None = None) -> bool:
         """Commit, then publish the events; False, with nothing committed, if `last` refused.
@@ -115,10 +121,13 @@ class UnitOfWork:
             if not last(self.session):
                 return False
         self.session.commit()
+        self._publish_events()
+        return True
+
+    def _publish_events(self) -> None:
         events, self.events = self.events, []
         for event in events:
             self._publish(event)
-        return True
 
     def emit(self, event: Event) -> None:
         self.events.append(event)

@@ -395,22 +395,22 @@ def _create_once(
 ) -> OrderView:
     request = _Request(actor, type, country, lines, idempotency_key)
     variant_ids = {line.variant_id for line in lines}
+    dialect = uow.dialect
+    if not lock and dialect in _DRIVER_READS:
+        # the optimistic attempt runs on one pooled connection, without a session: its read
+        # needs no transaction, and its write frames its own
+        with uow.driver() as conn:
+            # SQLite without a writer gate (in memory) has no begin_immediate
+            on_driver = _place_on_driver if dialect == "postgresql" else \
+                _place_on_sqlite if hasattr(conn, "begin_immediate") else None
+            with driver_errors("the order's plan"):
+                plan = _plan_on_driver(conn, dialect, variant_ids, request) \
+                    if on_driver else None
+            if on_driver and plan is not None:
+                return _decide_and_place(
+                    uow, request, plan, functools.partial(on_driver, conn, uow=uow))
     with uow:
         s = uow.session
-        dialect = s.get_bind().dialect.name
-        if not lock and dialect in _DRIVER_READS:
-            # the optimistic attempt runs on one pooled connection outside the session: its
-            # read needs no transaction, and its write frames its own
-            with uow.driver() as conn:
-                # SQLite without a writer gate (in memory) has no begin_immediate
-                on_driver = _place_on_driver if dialect == "postgresql" else \
-                    _place_on_sqlite if hasattr(conn, "begin_immediate") else None
-                with driver_errors("the order's plan"):
-                    plan = _plan_on_driver(conn, dialect, variant_ids, request) \
-                        if on_driver else None
-                if on_driver and plan is not None:
-                    return _decide_and_place(
-                        uow, request, plan, functools.partial(on_driver, conn, uow=uow))
         reads = contextlib.nullcontext(s) if lock else uow.unlocked_reads()
         with reads as r:
             if idempotency_key is not None:

@@ -10,7 +10,7 @@ from sqlalchemy import text
 
 from domain import ledger
 from domain.db import driver_pool, make_engine
-from domain.events import Event
+from domain.events import Event, StockChanged
 from domain.models import OrderType, Seller
 from domain.services import orders
 from domain.uow import LastStep
@@ -109,12 +109,14 @@ def test_a_plan_gone_stale_is_retried_from_fresh_levels(
 
     monkeypatch.setattr(orders, "_lock_stocks", read_then_lose_the_race)
     monkeypatch.setattr(orders, "_plan_on_driver", read_on_driver_then_lose_the_race)
-    view = orders.create(db.uow(), ADMIN, type=OrderType.REGULAR, shipping_country="DE",
-                         lines=[orders.LineRequest(s.variant, 2)])
+    published: list[Event] = []
+    view = orders.create(db.uow(published), ADMIN, type=OrderType.REGULAR,
+                         shipping_country="DE", lines=[orders.LineRequest(s.variant, 2)])
 
     assert calls[:2] == [False, False]  # refused once, then planned again from fresh levels
     assert [(a.warehouse_id, a.quantity) for a in view.lines[0].allocations] == [(s.w2, 2)]
     assert stocks(s) == ((3, 3), (5, 2))
+    assert published == [StockChanged((s.variant,))]  # the refused attempt's is dropped
 
 
 def test_a_key_committed_after_our_read_answers_with_that_order(
