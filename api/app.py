@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 from collections.abc import AsyncIterator
@@ -23,6 +24,7 @@ from api.auth import TokenCache, bearer_token
 from api.context import Context, Services
 from api.fast_lane import FastLane
 from api.schema import schema
+from api.threads import DEFAULT as SERVICE_THREADS
 from domain.db import READ_ONLY, session_factories
 from domain.uow import Publish
 
@@ -63,8 +65,8 @@ class StockyardGraphQL(GraphQL[Context, None]):
         principal = None
         if token is not None:
             principal = self.tokens.resolve(self.services.reader, token) \
-                if self.tokens_cached(token) else await anyio.to_thread.run_sync(
-                    self.tokens.resolve, self.services.reader, token)
+                if self.tokens_cached(token) else await self.services.threads.run(
+                    functools.partial(self.tokens.resolve, self.services.reader, token))
         return Context(request=request if isinstance(request, Request) else None,
                        services=self.services, principal=principal)
 
@@ -75,10 +77,12 @@ class StockyardGraphQL(GraphQL[Context, None]):
 def build_app(engine: Engine, publish: Publish, *, threads: int = 12) -> Starlette:
     """The app around an engine the caller owns; `publish` receives committed events.
 
-    `threads` bounds the services running at once (match the database pool size).
+    `threads` bounds the services running at once (match the database pool size): the
+    process's service threads (`api.threads.DEFAULT`) are resized to it.
     """
     writer, reader = session_factories(engine)
-    services = Services(writer=writer, reader=reader, publish=publish)
+    SERVICE_THREADS.resize(threads)
+    services = Services(writer=writer, reader=reader, publish=publish, threads=SERVICE_THREADS)
     graphql = StockyardGraphQL(services)
 
     async def healthz(_request: Request) -> Response:
@@ -96,8 +100,6 @@ def build_app(engine: Engine, publish: Publish, *, threads: int = 12) -> Starlet
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
-        # a burst queues here (fairly, FIFO) rather than as threads fighting for the GIL
-        anyio.to_thread.current_default_thread_limiter().total_tokens = threads
         yield
         # the last window of stock events goes out while the broker is still there
         close = getattr(publish, "close", None)

@@ -7,11 +7,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
-import anyio.to_thread
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.requests import Request
 
 from api.loaders import Loaders
+from api.threads import DEFAULT, Threads
 from domain.permissions import Principal
 from domain.uow import Publish, UnitOfWork
 
@@ -26,6 +26,7 @@ class Services:
     writer: sessionmaker[Session]
     reader: sessionmaker[Session]
     publish: Publish
+    threads: Threads = DEFAULT  # the hop into the synchronous core
 
     def uow(self) -> UnitOfWork:
         return UnitOfWork(self.writer, self.publish, reader=self.reader)
@@ -52,8 +53,8 @@ class Context:
     ) -> R:
         """Run a service (one transaction) in a worker thread, as the calling principal."""
         call = functools.partial(fn, self.services.uow(), self.principal, *args, **kwargs)
-        return await anyio.to_thread.run_sync(call)
+        return await self.services.threads.run(call)
 
     async def read(self, fn: Callable[..., R], *args: Any) -> R:
         """Run a read function with a read-only session in a worker thread."""
-        return await anyio.to_thread.run_sync(functools.partial(self.services.read, fn, *args))
+        return await self.services.threads.run(functools.partial(self.services.read, fn, *args))
