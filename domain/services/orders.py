@@ -13,9 +13,9 @@ import contextlib
 import functools
 import json
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple, cast
+from typing import Any, NamedTuple, Protocol, cast
 
 from sqlalchemy import (
     Integer,
@@ -217,6 +217,21 @@ class Placement(NamedTuple):
     order_id: int
     line_ids: list[int]  # in input order
 
+    @classmethod
+    def of_row(cls, row: Sequence[Any]) -> Placement:
+        """From the one statement's row: (order id, line ids, ...)."""
+        return cls(row[0], list(row[1]))
+
+
+class _Place(Protocol):
+    """Writes a decided order (`_place`, `_place_in_one_statement`, `_place_on_driver`,
+    `_place_on_sqlite`, with their connection and unit bound)."""
+
+    def __call__(
+        self, *, row: OrderRow, lines: Sequence[LineRequest],
+        by_index: Mapping[tuple[int, int], int], allocations: Mapping[int, int], actor: str,
+    ) -> Placement: ...
+
 
 def _place(
     *, uow: UnitOfWork, row: OrderRow, lines: Sequence[LineRequest],
@@ -255,7 +270,7 @@ def _place_in_one_statement(
     def last(session: Session) -> bool:
         result = ledger.commit_last(session, statement, params)
         if result is not None:
-            placed.append(Placement(result[0], list(result[1])))
+            placed.append(Placement.of_row(result))
         return result is not None
 
     if not uow.commit(last=last):
@@ -275,7 +290,7 @@ def _place_on_driver(
     if result is None:
         raise _Contended()
     uow.committed_on_driver()
-    return Placement(result[0], list(result[1]))
+    return Placement.of_row(result)
 
 
 def _place_on_sqlite(
@@ -443,7 +458,7 @@ class Plan(NamedTuple):
 
 
 def _decide_and_place(
-    uow: UnitOfWork, request: _Request, plan: Plan, place: Callable[..., Placement],
+    uow: UnitOfWork, request: _Request, plan: Plan, place: _Place,
 ) -> OrderView:
     """Apply the rules to the planned levels, then `place` the order and commit."""
     levels, tracked, enabled = plan
