@@ -24,7 +24,7 @@ from api.auth import TokenCache, bearer_token
 from api.context import Context, Services
 from api.fast_lane import FastLane
 from api.schema import schema
-from api.threads import DEFAULT as SERVICE_THREADS
+from api.threads import Threads
 from domain.db import READ_ONLY, session_factories
 from domain.uow import Publish
 
@@ -77,12 +77,12 @@ class StockyardGraphQL(GraphQL[Context, None]):
 def build_app(engine: Engine, publish: Publish, *, threads: int = 12) -> Starlette:
     """The app around an engine the caller owns; `publish` receives committed events.
 
-    `threads` bounds the services running at once (match the database pool size): the
-    process's service threads (`api.threads.DEFAULT`) are resized to it.
+    `threads` bounds the services running at once (match the database pool size). The
+    lifespan's end stops them; without a lifespan (tests), `app.state.threads.close()`.
     """
     writer, reader = session_factories(engine)
-    SERVICE_THREADS.resize(threads)
-    services = Services(writer=writer, reader=reader, publish=publish, threads=SERVICE_THREADS)
+    services = Services(writer=writer, reader=reader, publish=publish,
+                        threads=Threads(threads))
     graphql = StockyardGraphQL(services)
 
     async def healthz(_request: Request) -> Response:
@@ -101,13 +101,17 @@ def build_app(engine: Engine, publish: Publish, *, threads: int = 12) -> Starlet
     @contextlib.asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
         yield
+        # the services still running commit and publish first
+        await anyio.to_thread.run_sync(services.threads.close)
         # the last window of stock events goes out while the broker is still there
         close = getattr(publish, "close", None)
         if close is not None:
             close()
 
-    return Starlette(
+    app = Starlette(
         routes=[Route("/graphql", graphql),
                 Route("/healthz", healthz, methods=["GET"])],
         lifespan=lifespan,
     )
+    app.state.threads = services.threads
+    return app

@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from starlette.requests import Request
 
 from api.loaders import Loaders
-from api.threads import DEFAULT, Threads
+from api.threads import Threads
 from domain.permissions import Principal
 from domain.uow import Publish, UnitOfWork
 
@@ -21,12 +21,13 @@ R = TypeVar("R")
 
 @dataclass(slots=True)
 class Services:
-    """What the app holds for its lifetime: session factories and the event publisher."""
+    """What the app holds for its lifetime: session factories, the event publisher, and
+    the threads services run on."""
 
     writer: sessionmaker[Session]
     reader: sessionmaker[Session]
     publish: Publish
-    threads: Threads = DEFAULT  # the hop into the synchronous core
+    threads: Threads
 
     def uow(self) -> UnitOfWork:
         return UnitOfWork(self.writer, self.publish, reader=self.reader)

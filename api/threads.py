@@ -6,13 +6,14 @@ cancel scope, a capacity limiter, a queue and an idle timer per worker thread); 
 costs 5-70 µs: one queue written in C, and the result handed back to the loop with
 `call_soon_threadsafe`. The number of threads bounds the services running at once. More
 calls wait in the queue, first come first served, instead of as threads fighting for the
-GIL.
+GIL. As with anyio, a call runs in a copy of the caller's context variables.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import queue
 import threading
 from collections.abc import Callable
@@ -20,61 +21,71 @@ from typing import Any, TypeVar
 
 R = TypeVar("R")
 
-_Call = tuple[Callable[[], Any], "asyncio.Future[Any]"]
+_Call = tuple[contextvars.Context, Callable[[], Any], "asyncio.Future[Any]"]
 
 
 class Threads:
-    """A resizable set of daemon threads; `await run(fn)` runs `fn()` on one of them."""
+    """`size` daemon threads, started on first use; `await run(fn)` runs `fn()` on one.
+
+    Not for a process forked after the first call: its threads stay in the parent (the
+    server spawns its workers).
+    """
 
     def __init__(self, size: int) -> None:
-        self._calls: queue.SimpleQueue[_Call | None] = queue.SimpleQueue()
-        self._lock = threading.Lock()
-        self._size = size  # wanted
-        self._running = 0  # started and not told to stop; threads start on first use
-        self.resize(size)
-
-    @property
-    def size(self) -> int:
-        return self._size
-
-    def resize(self, size: int) -> None:
-        """The number of threads from the next call on (the surplus stops once free)."""
         if size < 1:
             raise ValueError("at least one thread")
-        with self._lock:
-            self._size = size
-            if self._running:
-                self._adjust()
-
-    def _adjust(self) -> None:
-        for _ in range(self._running, self._size):
-            threading.Thread(target=self._work, name="stockyard-service", daemon=True).start()
-        for _ in range(self._size, self._running):
-            self._calls.put(None)
-        self._running = self._size
+        self.size = size
+        self._calls: queue.SimpleQueue[_Call | None] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._threads: list[threading.Thread] = []
+        self._closed = False
 
     async def run(self, fn: Callable[[], R]) -> R:
-        """`fn()`'s result or exception. A call whose caller was cancelled before a thread
-        took it does not run; one already running finishes, and its result is dropped."""
-        if self._running != self._size:
-            with self._lock:
-                self._adjust()
+        """`fn()`'s result or exception.
+
+        A call whose caller is cancelled before a thread takes it does not run; one already
+        running finishes (a service is one transaction), and its result is dropped. anyio
+        made the cancelled caller wait for that end; here it leaves at once.
+        """
+        if len(self._threads) != self.size:
+            self._start()
         future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
-        self._calls.put((fn, future))
+        self._calls.put((contextvars.copy_context(), fn, future))
         return await future
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Let the threads finish the calls already queued, then stop them."""
+        with self._lock:
+            self._closed, threads, self._threads = True, self._threads, []
+            for _ in threads:
+                self._calls.put(None)
+        for thread in threads:
+            thread.join(timeout)
+
+    def _start(self) -> None:
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("the service threads are closed")
+            while len(self._threads) < self.size:
+                thread = threading.Thread(target=self._work, name="stockyard-service",
+                                          daemon=True)
+                thread.start()
+                self._threads.append(thread)
 
     def _work(self) -> None:
         calls = self._calls
         while (call := calls.get()) is not None:
-            fn, future = call
-            if future.cancelled():
-                continue
-            try:
-                result = fn()
-            except BaseException as exc:  # the caller gets it, as anyio's did
-                _hand_back(future, _fail, exc)
-            else:
-                _hand_back(future, _succeed, result)
+            context, fn, future = call
+            if not future.cancelled():
+                try:
+                    result = context.run(fn)
+                except BaseException as exc:  # the caller gets it, as anyio's did
+                    _hand_back(future, _fail, exc)
+                else:
+                    _hand_back(future, _succeed, result)
+                    result = None
+            # an idle thread holds no request's objects (a unit of work, a result, a trace)
+            call = context = fn = future = None  # type: ignore[assignment]
 
 
 def _hand_back(future: asyncio.Future[Any], settle: Callable[..., None], value: Any) -> None:
@@ -88,9 +99,10 @@ def _succeed(future: asyncio.Future[Any], result: Any) -> None:
 
 
 def _fail(future: asyncio.Future[Any], exc: BaseException) -> None:
-    if not future.cancelled():
-        future.set_exception(exc)
-
-
-DEFAULT = Threads(4)
-"""The process's threads for services, started on first use; `build_app` sizes them."""
+    if future.cancelled():
+        return
+    if isinstance(exc, StopIteration):  # a future refuses it: the caller would wait forever
+        error = RuntimeError("a service raised StopIteration")
+        error.__cause__ = exc
+        exc = error
+    future.set_exception(exc)

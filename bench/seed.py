@@ -13,7 +13,8 @@ VARIANTS_PER_PRODUCT = 10
 BIG_STOCK = 1_000_000
 HOT_UNITS = (400_000, 300_000, 300_000)
 SEEDED_TABLES = ("seller", "shipping_zone", "warehouse", "product", "product_variant", "stock")
-CATALOG_TABLES = (*SEEDED_TABLES, "shipping_zone_country", "warehouse_shipping_zone")
+CATALOG_TABLES = (*SEEDED_TABLES, "shipping_zone_country", "warehouse_shipping_zone",
+                  "order_type_allocation")
 
 
 @dataclass(frozen=True, slots=True)

@@ -73,8 +73,11 @@ class Book:
         return cls({s.stock_id: s for s in levels}, dict(allocations))
 
     def serving(self, variant_id: int) -> Sequence[StockLevel]:
-        """Stocks of the variant that may serve the order, in allocation priority order
-        (indexed once: asked for every line, it had scanned every stock each time)."""
+        """Stocks of the variant that may serve the order, in allocation priority order.
+
+        The book's own list, indexed when the book is made: do not change it. A book's
+        stocks keep their variant, warehouse, priority and `serves`; only their figures move.
+        """
         return self._serving.get(variant_id, ())
 
     def available(self, variant_id: int) -> int:
@@ -177,8 +180,9 @@ class Book:
         variants keep their stock figures.
         """
         if warehouse_id is not None:
-            candidates: Sequence[StockLevel] = [s for s in self.stocks.values()
-                          if s.variant_id == variant_id and s.warehouse_id == warehouse_id]
+            candidates: Sequence[StockLevel] = [
+                s for s in self.stocks.values()
+                if s.variant_id == variant_id and s.warehouse_id == warehouse_id]
             if not candidates:
                 raise InsufficientStock(
                     "the warehouse holds no stock of this variant",

@@ -19,6 +19,7 @@ from sqlalchemy.dialects.postgresql.psycopg import dialect as psycopg_dialect
 from sqlalchemy.dialects.sqlite import dialect as sqlite_dialect
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import QueuePool
 
 from domain.settings import Settings
 
@@ -73,24 +74,32 @@ def make_engine(settings: Settings, **kwargs: Any) -> Engine:
     kwargs.setdefault("pool_size", settings.db_pool_size)
     kwargs.setdefault("max_overflow", 4)
     kwargs.setdefault("pool_pre_ping", False)
-    engine = create_engine(url, **kwargs)
-    _DRIVER_POOLS[engine] = _generic_plan_pool(engine, **kwargs)
-    return engine
+    return create_engine(url, **kwargs)
 
 
 # engine -> the pool `UnitOfWork.driver` draws from, where it is not the engine's own
 _DRIVER_POOLS: weakref.WeakKeyDictionary[Engine, Engine] = weakref.WeakKeyDictionary()
+_DRIVER_POOLS_LOCK = threading.Lock()
 
 
 def driver_pool(engine: Engine) -> Engine:
     """Where `UnitOfWork.driver` takes its connections for `engine`: on PostgreSQL a pool
-    of its own (`_generic_plan_pool`), elsewhere the engine itself."""
-    return _DRIVER_POOLS.get(engine, engine)
+    of its own (`_generic_plan_pool`, made on first use), elsewhere the engine itself."""
+    if engine.dialect.name != "postgresql":
+        return engine
+    pool = _DRIVER_POOLS.get(engine)
+    if pool is None:
+        with _DRIVER_POOLS_LOCK:
+            pool = _DRIVER_POOLS.get(engine)
+            if pool is None:
+                pool = _DRIVER_POOLS[engine] = _generic_plan_pool(engine)
+    return pool
 
 
-def _generic_plan_pool(engine: Engine, **kwargs: Any) -> Engine:
-    """A second pool on `engine`'s database, in autocommit, planning each prepared
-    statement once (plan_cache_mode = force_generic_plan); disposed with `engine`.
+def _generic_plan_pool(engine: Engine) -> Engine:
+    """A second pool on `engine`'s database, as large, in autocommit, where a statement
+    psycopg prepares (from its 5th run on a connection) is planned once: plan_cache_mode =
+    force_generic_plan. Disposed with `engine`.
 
     The order path's statements are key lookups whose best plan does not depend on the
     values. PostgreSQL replanned them for every order all the same: knowing the arrays'
@@ -98,7 +107,9 @@ def _generic_plan_pool(engine: Engine, **kwargs: Any) -> Engine:
     execution (0.9 of 1.7 ms of backend CPU per order, measured). Other statements keep
     the default on the engine's own pool: a LIMIT or a skewed filter needs its values.
     """
-    pool = create_engine(engine.url, isolation_level="AUTOCOMMIT", **kwargs)
+    size = engine.pool.size() if isinstance(engine.pool, QueuePool) else 5
+    pool = create_engine(engine.url, isolation_level="AUTOCOMMIT", pool_size=size,
+                         max_overflow=4, pool_pre_ping=False)
 
     @event.listens_for(pool, "connect")
     def generic_plans(dbapi_connection: Any, _record: Any) -> None:
@@ -107,6 +118,7 @@ def _generic_plan_pool(engine: Engine, **kwargs: Any) -> Engine:
         if not dbapi_connection.autocommit:  # SQLAlchemy turns autocommit on after this
             dbapi_connection.commit()
 
+    # servers spawn their workers, so no forked child shares these connections
     event.listen(engine, "engine_disposed", lambda _engine: pool.dispose())
     return pool
 

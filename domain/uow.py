@@ -78,9 +78,12 @@ class UnitOfWork:
         `begin_immediate`, which takes the writer turn). The session's machinery cost more
         CPU than the order path's own work. Then `committed_on_driver()` publishes events.
         On PostgreSQL the connection comes from a pool of its own (`db.driver_pool`).
+
+        Like `with uow:` for the session, this starts the unit: the events emitted since are
+        what `committed_on_driver()` publishes, and an earlier attempt's are dropped.
         """
         engine = driver_pool(self._session_factory.kw["bind"])
-        self.events = []  # what the work on this connection emits; no session is opened
+        self.events = []
         pooled = engine.raw_connection()
         raw: Any = pooled.driver_connection
         if engine.dialect.name != "postgresql":

@@ -201,7 +201,10 @@ class Api:
 async def api(db: Database) -> AsyncIterator[Api]:
     events: list[Event] = []
     app = build_app(db.engine, events.append)
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://testserver",
-                                 timeout=120) as client:
-        yield Api(client, db)
+    transport = httpx.ASGITransport(app=app)  # runs no lifespan: the test stops the threads
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver",
+                                     timeout=120) as client:
+            yield Api(client, db)
+    finally:
+        app.state.threads.close()

@@ -310,8 +310,11 @@ def test_graphql_fuzz_never_fails_internally(
         records = list(server_log.records)
         _check(case, response, records, report)
 
-    with contextlib.suppress(_BudgetSpent):
-        run()
+    try:
+        with contextlib.suppress(_BudgetSpent):
+            run()
+    finally:
+        app.state.threads.close()
     assert report.requests > 0
     if report.failures:
         pytest.fail(report.render(), pytrace=False)

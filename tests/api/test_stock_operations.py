@@ -513,15 +513,18 @@ async def test_concurrent_adjustments_expecting_the_same_quantity_let_exactly_on
     rounds = 5
     outcomes: list[list[str]] = []
 
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
-                                 base_url="http://testserver", timeout=120) as client:
-        api = Api(client, pg_db)
-        for expected in range(10, 10 - rounds, -1):
-            payloads = await asyncio.gather(*(
-                adjust(api, adjust_input(s, -1, f"client {name}", expectedQuantity=expected))
-                for name in "AB"))
-            outcomes.append(sorted(e["code"] for p in payloads for e in p["errors"]))
-        nodes = await movements(api, types=["ADJUSTMENT"], first=100)
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                     base_url="http://testserver", timeout=120) as client:
+            api = Api(client, pg_db)
+            for expected in range(10, 10 - rounds, -1):
+                payloads = await asyncio.gather(*(
+                    adjust(api, adjust_input(s, -1, f"client {name}", expectedQuantity=expected))
+                    for name in "AB"))
+                outcomes.append(sorted(e["code"] for p in payloads for e in p["errors"]))
+            nodes = await movements(api, types=["ADJUSTMENT"], first=100)
+    finally:
+        app.state.threads.close()
 
     assert outcomes == [["CONFLICT"]] * rounds
     assert s.world.stock(s.variant, s.w1) == (10 - rounds, 0)

@@ -4,6 +4,7 @@ and the plan that went stale meanwhile (both the session's and the driver's path
 from __future__ import annotations
 
 import functools
+from typing import Any
 
 import pytest
 from sqlalchemy import text
@@ -217,11 +218,21 @@ def test_the_driver_connection_goes_back_to_the_pool_clean(db: Database) -> None
     with db.engine.connect() as connection:
         assert connection.execute(text("SELECT COUNT(*) FROM orders")).scalar() == 1
     if db.engine.dialect.name == "postgresql":
-        pooled = db.engine.raw_connection()
+        from psycopg.pq import TransactionStatus
+
+        pool = driver_pool(db.engine)
+        pooled = pool.raw_connection()  # the failed statement's connection went back here
         try:
-            assert pooled.driver_connection.autocommit is False
+            raw: Any = pooled.driver_connection
+            assert raw.autocommit and raw.info.transaction_status == TransactionStatus.IDLE
+            assert raw.execute("SHOW plan_cache_mode").fetchone() == ("force_generic_plan",)
         finally:
             pooled.close()
+        session_side = db.engine.raw_connection()
+        try:
+            assert session_side.driver_connection.autocommit is False  # type: ignore[union-attr]
+        finally:
+            session_side.close()
 
 
 def test_postgresql_plans_the_order_path_once_and_the_rest_per_call(db: Database) -> None:
