@@ -143,9 +143,9 @@ def allocate_on_sqlite(
     moved = conn.executemany(_ADD_GUARDED_SQLITE, [{"sid": sid, "da": n} for sid, n in rows])
     if moved.rowcount != len(rows):
         return False
-    conn.executemany(_RECORD_SQL, [
-        {"sid": sid, "dq": 0, "da": n, "type": MovementType.ALLOCATION.value,
-         "reason": reason, "order_id": order_id, "actor": actor} for sid, n in rows])
+    conn.executemany(_RECORD_SQL, _record_params(
+        {sid: (0, n) for sid, n in rows}, type=MovementType.ALLOCATION, actor=actor,
+        reason=reason, order_id=order_id))
     return True
 
 
@@ -211,10 +211,19 @@ def record(
     """
     if not deltas:
         return
-    session.connection().execute(_RECORD, [
-        {"sid": sid, "dq": dq, "da": da, "type": (type or order_movement_type(dq, da)).value,
-         "reason": reason, "order_id": order_id, "actor": actor}
-        for sid, (dq, da) in sorted(deltas.items())])
+    session.connection().execute(_RECORD, _record_params(
+        deltas, type=type, actor=actor, reason=reason, order_id=order_id))
+
+
+def _record_params(
+    deltas: Deltas, *, type: MovementType | None, actor: str, reason: str | None,
+    order_id: int | None,
+) -> list[dict[str, object]]:
+    """`_RECORD`'s parameters, one row per stock in ascending id."""
+    return [{"sid": sid, "dq": dq, "da": da,
+             "type": (type or order_movement_type(dq, da)).value, "reason": reason,
+             "order_id": order_id, "actor": actor}
+            for sid, (dq, da) in sorted(deltas.items())]
 
 
 @dataclass(frozen=True, slots=True)

@@ -851,19 +851,19 @@ def _stock_statement(*, with_config: bool, lock: bool, array: str | None = None
 
 
 def _variants_in(array: str | None) -> Any:
+    if array is None:
+        return Stock.variant_id.in_(bindparam("variant_ids", expanding=True))
     variant_ids = bindparam("variant_ids", type_=String)
     if array == "postgresql":
         return Stock.variant_id == any_(sql_cast(variant_ids, ARRAY(Integer)))
-    if array == "sqlite":
-        return Stock.variant_id.in_(select(literal_column("value"))
-                                    .select_from(func.json_each(variant_ids)))
-    return Stock.variant_id.in_(bindparam("variant_ids", expanding=True))
+    return Stock.variant_id.in_(select(literal_column("value"))
+                                .select_from(func.json_each(variant_ids)))
 
 
 _STOCKS = {(config, lock): _stock_statement(with_config=config, lock=lock)
            for config in (False, True) for lock in (False, True)}
-# the fast path's reads, as psycopg runs them (`_plan_on_driver`)
-_DRIVER_READS = {  # dialect -> (stocks, order by key), for `_plan_on_driver`
+# dialect -> (stocks, order by key): `_plan_on_driver`'s reads, compiled for the DBAPI
+_DRIVER_READS = {
     name: (str(_stock_statement(with_config=True, lock=False, array=name)
                .compile(dialect=dialect)),
            str(_ORDER_ID_FOR_KEY.compile(dialect=dialect)))
@@ -964,6 +964,8 @@ _UPDATE_ALLOCATION = (
 )
 _DELETE_ALLOCATION = delete(ALLOCATION).where(
     ALLOCATION.c.order_line_id == bindparam("lid"), ALLOCATION.c.stock_id == bindparam("sid"))
+
+
 def _numbered(rows: Mapping[tuple[int, int], int]) -> dict[str, int]:
     """Parameters of `_insert_allocations_statement` for (line, stock) -> quantity."""
     params: dict[str, int] = {}
@@ -977,6 +979,7 @@ def _write_allocations(
 ) -> None:
     """Apply (line, stock) -> quantity changes: insert new, update kept, delete emptied."""
     conn = s.connection()
+    new: dict[tuple[int, int], int] = {}
     updates: list[dict[str, int]] = []
     deletes: list[dict[str, int]] = []
     for (lid, sid), q in changes.items():
@@ -984,7 +987,9 @@ def _write_allocations(
             deletes.append({"lid": lid, "sid": sid})
         elif (lid, sid) in existing:
             updates.append({"lid": lid, "sid": sid, "q": q})
-    inserts = _numbered({key: q for key, q in changes.items() if q and key not in existing})
+        else:
+            new[(lid, sid)] = q
+    inserts = _numbered(new)
     if inserts:
         conn.execute(_insert_allocations_statement(len(inserts) // 3), inserts)
     if updates:
