@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy import Dialect, Engine, create_engine, event
 from sqlalchemy.dialects.postgresql.psycopg import dialect as psycopg_dialect
 from sqlalchemy.dialects.sqlite import dialect as sqlite_dialect
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import QueuePool
 
@@ -253,10 +253,8 @@ def _serialize_sqlite_writers(engine: Engine, gate: _WriterGate | None) -> None:
         if gate is None:
             conn.exec_driver_sql("BEGIN IMMEDIATE")
             return
-        try:
+        with driver_errors("BEGIN IMMEDIATE"):
             conn.connection.dbapi_connection.begin_immediate()
-        except sqlite3.OperationalError as exc:
-            raise OperationalError("BEGIN IMMEDIATE", None, exc) from exc
 
 
 def session_factories(engine: Engine) -> tuple[sessionmaker[Session], sessionmaker[Session]]:
