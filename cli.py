@@ -48,9 +48,7 @@ def make_publisher(settings: Settings):  # type: ignore[no-untyped-def]
     broker = make_broker(settings)
     from workers import actors  # actors bind to the broker set just above
 
-    if actors.stock_changed.broker is not broker:  # imported earlier (tests): rebind
-        actors.stock_changed.broker = broker
-        broker.declare_actor(actors.stock_changed)
+    actors.bind(broker)  # imported earlier (tests): rebind
     start_embedded_worker(broker)
     return Coalescer(actors.stock_changed.send)  # the app's lifespan closes it
 

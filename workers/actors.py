@@ -16,3 +16,11 @@ log = logging.getLogger("stockyard.workers")
 def stock_changed(variant_ids: list[int]) -> None:
     """Stock of these variants changed; sales-channel sync subscribes here (next issue)."""
     log.debug("stock changed: %s", variant_ids)
+
+
+def bind(broker: dramatiq.Broker) -> None:
+    """Send and run the actors through `broker`. Each actor took the broker that was
+    current when this module was first imported; a broker made later needs this."""
+    if stock_changed.broker is not broker:
+        stock_changed.broker = broker
+        broker.declare_actor(stock_changed)

@@ -32,13 +32,8 @@ def test_events_are_published_after_commit_only(db: Database) -> None:
     assert events == [StockChanged((s.variant,))]
 
 
-def _bind(broker: dramatiq.Broker) -> None:
-    actors.stock_changed.broker = broker
-    broker.declare_actor(actors.stock_changed)
-
-
 def _publish_through(broker: dramatiq.Broker) -> None:
-    _bind(broker)
+    actors.bind(broker)
     actors.stock_changed.send([1, 2])
 
 
@@ -63,7 +58,7 @@ def test_real_broker_delivers_stock_events(env_var: str, default: str) -> None:
     url = os.environ.get(env_var) or default
     try:
         broker = make_broker(Settings(broker_url=url))
-        _bind(broker)
+        actors.bind(broker)
         broker.flush_all()  # purges the declared queue: a first real round trip
     except Exception as exc:  # no server answering: skip loudly
         service_missing(f"BROKER DOES NOT ANSWER at {url}: {exc!r:.200}")
