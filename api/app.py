@@ -26,6 +26,7 @@ from api.fast_lane import FastLane
 from api.schema import schema
 from api.threads import Threads
 from domain.db import READ_ONLY, session_factories
+from domain.relay import Relay
 from domain.uow import Publish
 
 log = logging.getLogger("stockyard")
@@ -75,7 +76,8 @@ class StockyardGraphQL(GraphQL[Context, None]):
 
 
 def build_app(engine: Engine, publish: Publish, *, threads: int = 12) -> Starlette:
-    """The app around an engine the caller owns; `publish` receives committed events.
+    """The app around an engine the caller owns; `publish` receives committed events (a
+    `Relay`, which the lifespan starts and stops, or a test's list).
 
     `threads` bounds the services running at once (match the database pool size). The
     lifespan's end stops them; without a lifespan (tests), `app.state.threads.close()`.
@@ -100,13 +102,15 @@ def build_app(engine: Engine, publish: Publish, *, threads: int = 12) -> Starlet
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
+        if isinstance(publish, Relay):
+            publish.start()
         yield
-        # the services still running commit and publish first
+        # the services still running commit first
         await anyio.to_thread.run_sync(services.threads.close)
-        # the last window of stock events goes out while the broker is still there
-        close = getattr(publish, "close", None)
-        if close is not None:
-            close()
+        if isinstance(publish, Relay):
+            # a last round while the broker is still there; what it cannot hand on stays
+            # in the ledger for the next process
+            await anyio.to_thread.run_sync(publish.close)
 
     app = Starlette(
         routes=[Route("/graphql", graphql),

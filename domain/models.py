@@ -308,3 +308,16 @@ class ApiToken(Base):
     created_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), server_default=func.now()
     )
+
+
+class RelayPosition(Base):
+    """How far a relay has handed the ledger on: every movement with `id <= last_id` has
+    reached its consumer, or can never commit (domain/relay.py)."""
+
+    __tablename__ = "relay_position"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    last_id: Mapped[int] = mapped_column(Integer)
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now(), onupdate=func.now()
+    )

@@ -6,6 +6,7 @@ Importing this module binds the actors to the broker `workers.broker.make_broker
 from __future__ import annotations
 
 import logging
+import sys
 
 import dramatiq
 
@@ -14,13 +15,21 @@ log = logging.getLogger("stockyard.workers")
 
 @dramatiq.actor(queue_name="stock-events", max_retries=3)
 def stock_changed(variant_ids: list[int]) -> None:
-    """Stock of these variants changed; sales-channel sync subscribes here (next issue)."""
+    """The available figures of these variants may have changed (the relay of committed
+    stock changes, `domain/relay.py`, sends this); sales-channel sync subscribes here."""
     log.debug("stock changed: %s", variant_ids)
 
 
+def every_actor() -> list[dramatiq.Actor[..., None]]:
+    """The actors this module defines."""
+    module = sys.modules[__name__]
+    return [value for value in vars(module).values() if isinstance(value, dramatiq.Actor)]
+
+
 def bind(broker: dramatiq.Broker) -> None:
-    """Send and run the actors through `broker`. Each actor took the broker that was
+    """Send and run every actor through `broker`. Each actor took the broker that was
     current when this module was first imported; a broker made later needs this."""
-    if stock_changed.broker is not broker:
-        stock_changed.broker = broker
-        broker.declare_actor(stock_changed)
+    for actor in every_actor():
+        if actor.broker is not broker:
+            actor.broker = broker
+            broker.declare_actor(actor)
