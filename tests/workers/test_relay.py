@@ -45,15 +45,21 @@ def _two_variants(db: Database) -> tuple[Shop, int]:
     return s, other
 
 
+def _caught_up(db: Database) -> tuple[Relay, Sink]:
+    """A relay that handed on what is there (the factories' stocks) and a clean sink."""
+    relay = Relay(db.engine, sink := Sink())
+    relay.run_once()
+    sink.batches.clear()
+    return relay, sink
+
+
 def _position(db: Database) -> int:
     return int(db.scalar("SELECT last_id FROM relay_position WHERE name = 'stock_changed'"))
 
 
 def test_committed_changes_go_out_as_one_sorted_message_then_nothing(db: Database) -> None:
     s, other = _two_variants(db)
-    relay = Relay(db.engine, sink := Sink())
-    relay.run_once()  # the stocks set up by the factories
-    sink.batches.clear()
+    relay, sink = _caught_up(db)
 
     _order(db, other)
     _order(db, s.variant)
@@ -67,9 +73,7 @@ def test_committed_changes_go_out_as_one_sorted_message_then_nothing(db: Databas
 
 def test_a_refused_order_hands_nothing_on(db: Database) -> None:
     s = shop(db, stock1=1)
-    relay = Relay(db.engine, sink := Sink())
-    relay.run_once()
-    sink.batches.clear()
+    relay, sink = _caught_up(db)
     with pytest.raises(InsufficientStock):
         _order(db, s.variant, 2)
     assert relay.run_once() == []
@@ -125,9 +129,7 @@ def _move_in(conn: Connection, variant: int) -> int:
 def test_an_id_that_commits_after_a_higher_one_is_still_handed_on(
         pg_db: Database, held: Connection) -> None:
     s, other = _two_variants(pg_db)
-    relay = Relay(pg_db.engine, sink := Sink())
-    relay.run_once()
-    sink.batches.clear()
+    relay, sink = _caught_up(pg_db)
 
     late = _move_in(held, s.variant)  # drawn first, committed last
     _order(pg_db, other)
@@ -144,9 +146,7 @@ def test_an_id_that_commits_after_a_higher_one_is_still_handed_on(
 def test_a_rolled_back_id_stops_holding_the_position_once_its_transaction_ended(
         pg_db: Database, held: Connection) -> None:
     s, other = _two_variants(pg_db)
-    relay = Relay(pg_db.engine, sink := Sink())
-    relay.run_once()
-    sink.batches.clear()
+    relay, sink = _caught_up(pg_db)
 
     gone = _move_in(held, s.variant)
     _order(pg_db, other)
