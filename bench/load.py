@@ -103,7 +103,7 @@ async def _client(poster: Poster, workload: Workload, gids: dict[int, str], tall
                     placed = (pk, tuple(variants))
             tally.record(start, finished, code, deadlock, placed)
             stop = workload.stop_after_insufficient
-            if stop and tally.insufficient >= stop:
+            if (stop and tally.insufficient >= stop) or tally.given_up:
                 return
     finally:
         await poster.close()

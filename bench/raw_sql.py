@@ -124,6 +124,8 @@ def _client(db: BenchDatabase, conn: Any, workload: Workload, tally: Tally, seed
                 code = "DEADLOCK" if deadlock else f"SQL_{type(exc).__name__}"
             placed = None if order_id is None else (order_id, tuple(variant_ids))
             tally.record(start, time.perf_counter(), code, deadlock, placed)
+            if tally.given_up:
+                return
     finally:
         conn.close()
 

@@ -225,7 +225,7 @@ def _spread_text(spread: Spread, digits: int = 1) -> str:
 
 def _runs_table(results: list[WorkloadResult]) -> list[str]:
     head = (f"{'workload':<11}{'runs':>5}  {'orders/s median [min-max]':<28}"
-            f"{'p50 ms median [min-max]':<26}{'p99 ms median [min-max]':<26}")
+            f"{'p50 ms median [min-max]':<26}{'p99 ms median [min-max]'}")
     lines = ["Over the runs (targets use the medians):", head, "-" * len(head)]
     runs_of = by_name(results)
     for name, figures in summarize(results).items():

@@ -19,6 +19,9 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 Placed = tuple[int, tuple[int, ...]]  # (order pk, the variant pks it was asked for)
+# a client stops issuing after this many failures: the run has failed already, and the
+# bounded workload would otherwise go on for its 120 s against a broken server
+MAX_FAILURES_PER_CLIENT = 50
 
 
 @dataclass(slots=True)
@@ -36,6 +39,11 @@ class Tally:
     placed: list[Placed] = field(default_factory=list)  # every order created
     deadlocks: int = 0
     insufficient: int = 0
+
+    @property
+    def given_up(self) -> bool:
+        """Too many failures to go on (MAX_FAILURES_PER_CLIENT)."""
+        return sum(self.failures.values()) >= MAX_FAILURES_PER_CLIENT
 
     def record(self, start: float, end: float, code: str | None, deadlock: bool = False,
                placed: Placed | None = None) -> None:
