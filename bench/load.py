@@ -16,6 +16,7 @@ from bench.workload import Timing, Workload
 QUERY = ("mutation BenchOrder($input: OrderCreateInput!) "
          "{ orderCreate(input: $input) { order { id } errors { code } } }")
 BOUNDED_MAX_SECONDS = 120.0
+REQUEST_TIMEOUT = 60.0  # a request still unanswered then counts as CLIENT_TimeoutError
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,42 +44,66 @@ def order_body(variant_ids: list[str]) -> bytes:
                        "operationName": "BenchOrder"}).encode()
 
 
-def classify(status: int, body: bytes) -> tuple[str | None, bool]:
-    """(None if the order was created else a failure code, 'deadlock' in the response)."""
+def classify(status: int, body: bytes) -> tuple[str | None, bool, str | None]:
+    """(None if the order was created else a failure code, 'deadlock' in the response,
+    the order's global ID)."""
     deadlock = b"deadlock" in body.lower()
     if status != 200:
-        return f"HTTP_{status}", deadlock
+        return f"HTTP_{status}", deadlock, None
     try:
         data = json.loads(body)
     except ValueError:
-        return "BAD_JSON", deadlock
+        return "BAD_JSON", deadlock, None
+    if not isinstance(data, dict):
+        return "BAD_JSON", deadlock, None
     if data.get("errors"):
-        return "GRAPHQL_ERROR", deadlock
+        return "GRAPHQL_ERROR", deadlock, None
     payload = (data.get("data") or {}).get("orderCreate") or {}
     errors = payload.get("errors")
-    if errors == [] and payload.get("order"):
-        return None, deadlock
+    order = payload.get("order") or {}
+    if errors == [] and isinstance(order.get("id"), str):
+        return None, deadlock, order["id"]
     if not errors:
-        return "NO_ORDER", deadlock
-    return "+".join(sorted({str(e.get("code")) for e in errors})), deadlock
+        return "NO_ORDER", deadlock, None
+    return "+".join(sorted({str(e.get("code")) for e in errors})), deadlock, None
+
+
+def order_pk(global_id: str) -> int | None:
+    """The pk of an Order global ID, None when it is not one."""
+    from api import ids
+
+    try:
+        type_name, pk = ids.parse(global_id)
+    except ids.InvalidId:
+        return None
+    return pk if type_name == "Order" else None
 
 
 async def _client(poster: Poster, workload: Workload, gids: dict[int, str], tally: Tally,
                   seed: int) -> None:
     rng = random.Random(seed)
-    end = tally.window[1]
+    stop_issuing = tally.window[1]
     try:
-        while time.perf_counter() < end:
-            body = order_body([gids[v] for v in workload.pick(rng)])
+        while time.perf_counter() < stop_issuing:
+            variants = workload.pick(rng)
+            body = order_body([gids[v] for v in variants])
             start = time.perf_counter()
+            placed = None
             try:
-                status, payload = await poster.post(body)
-                code, deadlock = classify(status, payload)
-            except Exception as exc:  # transport errors of either client
-                code, deadlock = f"CLIENT_{type(exc).__name__}", False
-            tally.record(start, time.perf_counter(), code, deadlock)
+                status, payload = await asyncio.wait_for(poster.post(body), REQUEST_TIMEOUT)
+                code, deadlock, gid = classify(status, payload)
+            except Exception as exc:  # transport errors of either client, timeouts
+                code, deadlock, gid = f"CLIENT_{type(exc).__name__}", False, None
+            finished = time.perf_counter()
+            if gid is not None:
+                pk = order_pk(gid)
+                if pk is None:
+                    code = "BAD_ORDER_ID"
+                else:
+                    placed = (pk, tuple(variants))
+            tally.record(start, finished, code, deadlock, placed)
             stop = workload.stop_after_insufficient
-            if stop and tally.insufficient >= stop:
+            if (stop and tally.insufficient >= stop) or tally.given_up:
                 return
     finally:
         await poster.close()
@@ -95,7 +120,7 @@ async def _run(target: Target, workload: Workload, timing: Timing) -> WorkloadRe
     posters: list[Poster] = [
         HttpxPoster(shared) if shared is not None
         else RawPoster(target.host, target.port, target.token) for _ in range(timing.clients)]
-    tallies = [Tally((t0, t1)) for _ in posters]
+    tallies = [Tally((t0, t1), workload.expected_refusals) for _ in posters]
     tasks = [asyncio.create_task(_client(p, workload, gids, t, seed=i))
              for i, (p, t) in enumerate(zip(posters, tallies, strict=True))]
     cpu_start = await _cpu_at(t0)

@@ -16,6 +16,13 @@ LOCK = ("SELECT s.id, s.variant_id, s.warehouse_id, w.priority, s.quantity, "
         "s.quantity_allocated FROM stock s JOIN warehouse w ON w.id = s.warehouse_id "
         "WHERE s.variant_id IN ({marks}) ORDER BY s.id")
 Row = tuple[int, int, int, int, int, int]
+# the columns the app's ledger writes for an order's allocation (domain/ledger.py
+# `_MOVEMENT_COLUMNS` + reason, order_id, actor; created_at is the column's default)
+MOVEMENT_COLUMNS = ("stock_id", "variant_id", "warehouse_id", "type", "quantity_change",
+                    "allocated_change", "quantity_after", "allocated_after", "reason",
+                    "order_id", "actor")
+ALLOCATION = "ALLOCATION"  # MovementType.ALLOCATION.value
+ORDER_CREATED = "order created"  # domain/services/orders.py ORDER_CREATED
 
 
 def choose_stocks(rows: list[Row], variant_ids: list[int]) -> list[tuple[int, int]] | None:
@@ -30,8 +37,10 @@ def choose_stocks(rows: list[Row], variant_ids: list[int]) -> list[tuple[int, in
     return picked
 
 
-def place_order(db: BenchDatabase, conn: Any, variant_ids: list[int]) -> str | None:
-    """One order in one transaction; None on success, else a failure code."""
+def place_order(db: BenchDatabase, conn: Any, variant_ids: list[int], actor: str
+                ) -> tuple[str | None, int | None]:
+    """One order in one transaction: (None, order id) on success, else (a failure code,
+    None)."""
     pg = db.kind == "postgresql"
     marks = ", ".join("?" for _ in variant_ids)
     lock = LOCK.format(marks=marks) + (" FOR UPDATE OF s" if pg else "")
@@ -42,7 +51,7 @@ def place_order(db: BenchDatabase, conn: Any, variant_ids: list[int]) -> str | N
         picked = choose_stocks(rows, variant_ids)
         if picked is None:
             _rollback(db, conn)
-            return "INSUFFICIENT_STOCK"
+            return "INSUFFICIENT_STOCK", None
         order_id = conn.execute(db.q(
             "INSERT INTO orders (type, status, shipping_country, allocated) "
             "VALUES ('REGULAR', 'UNFULFILLED', 'DE', ?) RETURNING id"), (True,)).fetchone()[0]
@@ -56,16 +65,31 @@ def place_order(db: BenchDatabase, conn: Any, variant_ids: list[int]) -> str | N
         conn.execute(db.q(f"INSERT INTO allocation (order_line_id, stock_id, quantity) "
                           f"VALUES {values}"),
                      [x for vid, sid in picked for x in (line_of[vid], sid)])
+        stock_ids = sorted(sid for _, sid in picked)
         _executemany(db, conn, db.q("UPDATE stock SET quantity_allocated = quantity_allocated + 1 "
-                                "WHERE id = ?"), sorted((sid,) for _, sid in picked))
+                                "WHERE id = ?"), [(sid,) for sid in stock_ids])
+        # the ledger, as the app writes it: one ALLOCATION movement per changed stock with
+        # the levels after the change (known: this transaction holds the rows' locks)
+        by_id = {r[0]: r for r in rows}
+        values = ", ".join(f"({', '.join('?' * len(MOVEMENT_COLUMNS))})" for _ in stock_ids)
+        conn.execute(db.q(f"INSERT INTO stock_movement ({', '.join(MOVEMENT_COLUMNS)}) "
+                          f"VALUES {values}"),
+                     [x for sid in stock_ids for x in _movement(by_id[sid], order_id, actor)])
         if pg:
             conn.commit()
         else:
             conn.execute("COMMIT")
-        return None
+        return None, int(order_id)
     except BaseException:
         _rollback(db, conn)
         raise
+
+
+def _movement(row: Row, order_id: int, actor: str) -> tuple[object, ...]:
+    """MOVEMENT_COLUMNS of one unit allocated from the locked stock `row`."""
+    sid, vid, wid, _, quantity, allocated = row
+    return (sid, vid, wid, ALLOCATION, 0, 1, quantity, allocated + 1, ORDER_CREATED,
+            order_id, actor)
 
 
 def _executemany(db: BenchDatabase, conn: Any, sql: str, params: list[tuple[int]]) -> None:
@@ -84,31 +108,37 @@ def _rollback(db: BenchDatabase, conn: Any) -> None:
 
 
 def _client(db: BenchDatabase, conn: Any, workload: Workload, tally: Tally, seed: int,
-            ready: threading.Barrier) -> None:
+            ready: threading.Barrier, actor: str) -> None:
     rng = random.Random(seed)
     ready.wait()
     try:
         while time.perf_counter() < tally.window[1]:
             variant_ids = workload.pick(rng)
             start = time.perf_counter()
+            order_id = None
             try:
-                code = place_order(db, conn, variant_ids)
+                code, order_id = place_order(db, conn, variant_ids, actor)
                 deadlock = False
             except Exception as exc:
                 deadlock = "deadlock" in str(exc).lower()
                 code = "DEADLOCK" if deadlock else f"SQL_{type(exc).__name__}"
-            tally.record(start, time.perf_counter(), code, deadlock)
+            placed = None if order_id is None else (order_id, tuple(variant_ids))
+            tally.record(start, time.perf_counter(), code, deadlock, placed)
+            if tally.given_up:
+                return
     finally:
         conn.close()
 
 
-def run_sql_workload(db: BenchDatabase, workload: Workload, timing: Timing) -> WorkloadResult:
+def run_sql_workload(db: BenchDatabase, workload: Workload, timing: Timing, actor: str
+                     ) -> WorkloadResult:
     """`timing.clients` threads, each on its own connection, for the warm-up plus window."""
     conns = [db.connect() for _ in range(timing.clients)]
     ready = threading.Barrier(timing.clients + 1)
     t0 = time.perf_counter() + timing.warmup + 0.2
-    tallies = [Tally((t0, t0 + timing.seconds)) for _ in conns]
-    threads = [threading.Thread(target=_client, args=(db, c, workload, t, i, ready), daemon=True)
+    tallies = [Tally((t0, t0 + timing.seconds), workload.expected_refusals) for _ in conns]
+    threads = [threading.Thread(target=_client, args=(db, c, workload, t, i, ready, actor),
+                                daemon=True)
                for i, (c, t) in enumerate(zip(conns, tallies, strict=True))]
     for thread in threads:
         thread.start()

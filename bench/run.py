@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import os
 import signal
 import subprocess
@@ -50,6 +51,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--only-bulk", action="store_true",
                    help="seed and serve, then only the stockBulkUpdate timing "
                         "(no raw SQL, no order workloads)")
+    p.add_argument("--runs", type=int, default=1,
+                   help="rounds of the order workloads (raw-spread, spread, raw-hot, hot; "
+                        "every other round app first); figures: median and range")
     p.add_argument("--strict", action="store_true",
                    help="exit 1 when a performance target is missed too (not only correctness)")
     args = p.parse_args(argv)
@@ -57,6 +61,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         p.error("--bulk-rows must be between 1 and --variants")
     if args.bulk_runs < 1:
         p.error("--bulk-runs must be at least 1")
+    if args.runs < 1:
+        p.error("--runs must be at least 1")
     return args
 
 
@@ -69,24 +75,62 @@ def _interrupt(_signum: int, _frame: Any) -> None:
     raise KeyboardInterrupt
 
 
-def measured(db: BenchDatabase, run: Callable[[], WorkloadResult],
-             server: Server | None = None, pid: int | None = None) -> WorkloadResult:
-    """Run a workload; attach integrity, deadlock log lines and CPU figures."""
-    since = server.log_size() if server else 0
+def settle(pid: int | None, timeout: float = 10.0) -> None:
+    """Wait until the server tree is idle (< 5% of a core over 0.5 s): the event worker may
+    still be working off the previous workload's events."""
+    if not pid:
+        return
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        before = cpu.tree_cpu_seconds(pid)
+        time.sleep(0.5)
+        if cpu.tree_cpu_seconds(pid) - before < 0.025:
+            return
+
+
+def measured(db: BenchDatabase, run: Callable[[], WorkloadResult], server: Server,
+             run_no: int = 1, reader: Client | None = None) -> WorkloadResult:
+    """Run a workload; attach integrity, the read-back of its orders, deadlock log lines
+    and CPU figures (`reader`: read a sample of the orders back through GraphQL too)."""
+    settle(server.pid)
+    since_order = checks.last_order_id(db)
+    since = server.log_size()
+    pid = server.pid
     ticks, server_cpu = cpu.machine_ticks(), cpu.tree_cpu_seconds(pid) if pid else 0.0
     started = time.perf_counter()
     result = run()
     elapsed = time.perf_counter() - started
+    result.run = run_no
     result.extra["machine_busy"] = cpu.busy_share(ticks, cpu.machine_ticks())
     if pid:
         result.extra["server_cpu"] = (cpu.tree_cpu_seconds(pid) - server_cpu) / elapsed
-    if server:
-        result.extra["deadlock_log_lines"] = server.deadlocks_logged(since)
+    result.extra["deadlock_log_lines"] = server.deadlocks_logged(since)
     books = checks.integrity(db)
     result.oversold_stocks, result.mismatched_stocks = books.oversold, books.mismatched
-    say(f"{result.name} ({result.transport}): {result.orders_per_s:.1f} orders/s, "
-        f"ok {result.ok}, failed {sum(result.failures.values())}")
+    readback = checks.read_back(db, result.placed, since_order)
+    if reader is not None:
+        checks.read_back_graphql(reader.post, reader.close, result.placed, readback,
+                                 seed=run_no)
+    result.readback = readback
+    say(f"{result.name} #{run_no} ({result.transport}): {result.orders_per_s:.1f} orders/s, "
+        f"ok {result.ok}, failed {result.failed}, read back {readback.received} orders "
+        f"({readback.graphql_sampled} via GraphQL), {readback.broken} mismatched")
+    for problem in readback.problems:
+        say(f"  read-back: {problem}")
+    if result.failures:
+        say(f"  failures: {result.failures}")
     return result
+
+
+def rounds(runs: int, raw: bool) -> list[tuple[int, str]]:
+    """(round, workload) in the order run: raw-spread, spread, raw-hot, hot; every other
+    round each pair the other way round (spread, raw-spread, hot, raw-hot)."""
+    out: list[tuple[int, str]] = []
+    for n in range(1, runs + 1):
+        for name in ("spread", "hot"):
+            pair = [f"raw-{name}", name] if raw else [name]
+            out += [(n, w) for w in (pair if n % 2 else pair[::-1])]
+    return out
 
 
 def bulk_workloads(args: argparse.Namespace, db: BenchDatabase, server: Server,
@@ -129,7 +173,8 @@ def bench(args: argparse.Namespace, db: BenchDatabase) -> int:
         "database": db.kind, "clients": args.clients, "server_workers": args.workers,
         "seconds": args.seconds, "warmup": args.warmup, "http_client": args.http_client,
         "variants": args.variants, "bounded_units": args.bounded_units,
-        "bulk_runs": args.bulk_runs, "bulk_rows": args.bulk_rows, "only_bulk": args.only_bulk,
+        "runs": args.runs, "bulk_runs": args.bulk_runs, "bulk_rows": args.bulk_rows,
+        "only_bulk": args.only_bulk,
         "cpus": os.cpu_count(), "loadavg_start": " ".join(f"{x:.2f}" for x in os.getloadavg()),
         "started_at": datetime.now(UTC).isoformat(timespec="seconds"), "commit": git_commit()}
     say(f"database: {db.kind} ({db.url})")
@@ -143,23 +188,34 @@ def bench(args: argparse.Namespace, db: BenchDatabase) -> int:
 
     spread = Workload("spread", seeded.spread_variants, lines=3)
     hot = Workload("hot", (seeded.hot_variant,), lines=1)
-    bounded = Workload("bounded", (seeded.bounded_variant,), lines=1, stop_after_insufficient=3)
+    bounded = Workload("bounded", (seeded.bounded_variant,), lines=1, stop_after_insufficient=3,
+                       expected_refusals=frozenset({"INSUFFICIENT_STOCK"}))
+    workloads = {w.name: w for w in (spread, hot, bounded)}
+    workloads |= {f"raw-{w.name}": dataclasses.replace(w, name=f"raw-{w.name}")
+                  for w in (spread, hot)}
     results: list[WorkloadResult] = []
-    if not (args.skip_raw or args.only_bulk):
-        for workload in (spread, hot):
-            raw = dataclasses.replace(workload, name=f"raw-{workload.name}")
-            say(f"{raw.name}: {args.clients} SQL clients, {args.warmup:g}+{args.seconds:g} s")
-            results.append(measured(db, lambda w=raw: run_sql_workload(db, w, timing)))
-
     log = VAR / f"server-{db.kind}.log"
     with Server(db.url, args.workers, log) as server:
         say(f"server up on {server.url} (stderr: {log})")
         target = Target(HOST, server.port, seeded.token, args.http_client)
-        for workload in () if args.only_bulk else (spread, hot, bounded):
-            say(f"{workload.name}: {args.clients} GraphQL clients")
-            results.append(measured(
-                db, lambda w=workload: run_in_child(run_http_workload, target, w, timing),
-                server, server.pid))
+        reader = Client(HOST, server.port, seeded.token)  # reads orders back via GraphQL
+        try:
+            order_runs = [] if args.only_bulk else \
+                [*rounds(args.runs, raw=not args.skip_raw), (1, "bounded")]
+            for run_no, name in order_runs:
+                workload = workloads[name]
+                if name.startswith("raw-"):
+                    say(f"{name} #{run_no}: {args.clients} SQL clients, "
+                        f"{args.warmup:g}+{args.seconds:g} s")
+                    results.append(measured(db, functools.partial(
+                        run_sql_workload, db, workload, timing, seeded.actor), server, run_no))
+                else:
+                    say(f"{name} #{run_no}: {args.clients} GraphQL clients")
+                    results.append(measured(db, functools.partial(
+                        run_in_child, run_http_workload, target, workload, timing),
+                        server, run_no, reader=reader))
+        finally:
+            reader.close()
         bulk = bulk_workloads(args, db, server, seeded.spread_variants, seeded.token)
     if not args.only_bulk:
         figures = checks.variant_figures(db, seeded.bounded_variant)
@@ -168,8 +224,8 @@ def bench(args: argparse.Namespace, db: BenchDatabase) -> int:
     time.sleep(0.5)  # backends flush their statistics on exit
     pg_deadlocks = db.pg_deadlocks()
     meta["pg_stat_deadlocks"] = pg_deadlocks
-    found = evaluate({r.name: r for r in results}, seeded.bounded_units, pg_deadlocks,
-                     bulk, db.kind, orders=not args.only_bulk)
+    found = evaluate(results, seeded.bounded_units, pg_deadlocks, bulk, db.kind,
+                     orders=not args.only_bulk)
     print(render(meta, results, found, bulk), flush=True)
     out = VAR / f"results-{db.kind}.json"
     write_json(out, meta, results, found, bulk)

@@ -26,6 +26,7 @@ class Seeded:
     bounded_variant: int
     bounded_units: int
     token: str
+    actor: str  # how the app's ledger names the token's holder ("admin:<token id>")
 
 
 def migrate(db: BenchDatabase) -> None:
@@ -36,8 +37,9 @@ def migrate(db: BenchDatabase) -> None:
     cli.migrate(Settings(database_url=db.url))
 
 
-def create_admin_token(db: BenchDatabase) -> str:
-    """An admin token, created the way `stockyard token create --role admin` does."""
+def create_admin_token(db: BenchDatabase) -> tuple[str, str]:
+    """An admin token, created the way `stockyard token create --role admin` does, and the
+    actor name the ledger records for it (`Principal.name`)."""
     from domain.db import make_engine, session_factories
     from domain.models import Role
     from domain.services.tokens import create_token
@@ -47,9 +49,12 @@ def create_admin_token(db: BenchDatabase) -> str:
     engine = make_engine(Settings(database_url=db.url))
     try:
         writer, _ = session_factories(engine)
-        return create_token(UnitOfWork(writer), Role.ADMIN)
+        token = create_token(UnitOfWork(writer), Role.ADMIN)
     finally:
         engine.dispose()
+    with db.connection() as conn:
+        token_id = conn.execute("SELECT MAX(id) FROM api_token").fetchone()[0]
+    return token, f"{Role.ADMIN.value}:{token_id}"
 
 
 def _split(total: int, parts: int) -> list[int]:
@@ -104,7 +109,7 @@ def seed(db: BenchDatabase, variants: int, bounded_units: int) -> Seeded:
             # ANALYZE; a real shop's order tables are big and analyzed (README)
             conn.execute(f"ANALYZE {', '.join(CATALOG_TABLES)}")
     return Seeded(tuple(range(1, variants + 1)), hot, bounded, bounded_units,
-                  create_admin_token(db))
+                  *create_admin_token(db))
 
 
 def _insert(db: BenchDatabase, conn: Any, table: str, columns: Sequence[str],

@@ -15,6 +15,9 @@ class Workload:
     lines: int = 1
     # bounded mode: no fixed duration; a client stops after this many INSUFFICIENT_STOCK
     stop_after_insufficient: int = 0
+    # business refusals this workload expects (bounded: INSUFFICIENT_STOCK); any other
+    # outcome that is not an order is a failure of the run
+    expected_refusals: frozenset[str] = frozenset()
 
     def pick(self, rng: random.Random) -> list[int]:
         """The variant pks of one order."""
