@@ -4,6 +4,7 @@ and the plan that went stale meanwhile (both the session's and the driver's path
 from __future__ import annotations
 
 import functools
+import threading
 from typing import Any
 
 import pytest
@@ -15,6 +16,7 @@ from domain.events import Event, StockChanged
 from domain.models import OrderType, Seller
 from domain.services import orders
 from domain.uow import LastStep
+from tests.concurrency.test_no_oversell import assert_books_balance
 from tests.conftest import Database
 from tests.factories import ADMIN, World, shop, stocks
 
@@ -84,17 +86,26 @@ def test_pending_changes_commit_with_the_allocation(db: Database) -> None:
 def test_a_plan_gone_stale_is_retried_from_fresh_levels(
     db: Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Another order takes stock between the unlocked read and the guarded update."""
+    """Another order takes stock between the unlocked read and the guarded update: the
+    refused attempt leaves nothing behind (no order, line or allocation of its own), and the
+    books balance."""
     s = shop(db, stock1=3, stock2=5)
     calls: list[bool] = []
+    rivals: list[orders.OrderView] = []
+    competing = threading.Event()  # set while the competitor's own order reads and writes
 
     def competitor_right_after_our_first_read(lock: bool) -> None:
+        if competing.is_set():
+            return
         calls.append(lock)
-        if len(calls) == 1:  # a competitor takes w1's 3 units right after our read
-            with db.engine.begin() as conn:
-                conn.execute(text("UPDATE stock SET quantity_allocated = 3 "
-                                  "WHERE variant_id = :v AND warehouse_id = :w"),
-                             {"v": s.variant, "w": s.w1})
+        if len(calls) == 1:  # a competitor's order takes w1's 3 units right after our read
+            competing.set()
+            try:
+                rivals.append(orders.create(db.uow(), ADMIN, type=OrderType.REGULAR,
+                                            shipping_country="DE",
+                                            lines=[orders.LineRequest(s.variant, 3)]))
+            finally:
+                competing.clear()
 
     read, read_on_driver = orders._lock_stocks, orders._plan_on_driver
 
@@ -118,6 +129,20 @@ def test_a_plan_gone_stale_is_retried_from_fresh_levels(
     assert [(a.warehouse_id, a.quantity) for a in view.lines[0].allocations] == [(s.w2, 2)]
     assert stocks(s) == ((3, 3), (5, 2))
     assert published == [StockChanged((s.variant,))]  # the refused attempt's is dropped
+    [rival] = rivals
+    assert [(a.warehouse_id, a.quantity) for a in rival.lines[0].allocations] == [(s.w1, 3)]
+    # the refused attempt committed nothing: two orders, two lines, two allocations
+    assert db.rows("SELECT o.id, l.quantity, s.warehouse_id, a.quantity FROM orders o "
+                   "LEFT JOIN order_line l ON l.order_id = o.id "
+                   "LEFT JOIN allocation a ON a.order_line_id = l.id "
+                   "LEFT JOIN stock s ON s.id = a.stock_id ORDER BY o.id") == [
+        (rival.id, 3, s.w1, 3), (view.id, 2, s.w2, 2)]
+    assert db.scalar("SELECT COUNT(*) FROM order_line") == 2
+    assert db.scalar("SELECT COUNT(*) FROM allocation") == 2
+    assert db.rows("SELECT order_id, warehouse_id, allocated_change FROM stock_movement "
+                   "WHERE type = 'ALLOCATION' ORDER BY id") == [
+        (rival.id, s.w1, 3), (view.id, s.w2, 2)]
+    assert_books_balance(db)  # counters == ledger == live allocations, none oversold
 
 
 def test_a_key_committed_after_our_read_answers_with_that_order(
