@@ -43,7 +43,7 @@ from sqlalchemy.orm import Session
 from domain import ledger, permissions
 from domain.allocation import Book, Demand, FulfilledPart, StockLevel
 from domain.countries import normalize_country
-from domain.db import DRIVER_DIALECTS, driver_errors
+from domain.db import DRIVER_DIALECTS, driver_errors, pg_array
 from domain.errors import (
     DomainError,
     InvalidInput,
@@ -322,16 +322,16 @@ def _one_statement(
 ) -> tuple[str, dict[str, object]]:
     """PostgreSQL's one-statement placement (`_place_sql`) and its parameters."""
     rows = sorted((sid, n) for sid, n in allocations.items() if n)
-    params = {**row.params(), "lv": ledger.pg_array(ln.variant_id for ln in lines),
-              "lq": ledger.pg_array(ln.quantity for ln in lines)}
+    params = {**row.params(), "lv": pg_array(ln.variant_id for ln in lines),
+              "lq": pg_array(ln.quantity for ln in lines)}
     if rows:
         ordered = sorted(by_index.items())
         params.update(
-            an=ledger.pg_array(i + 1 for (i, _), _ in ordered),
-            asid=ledger.pg_array(sid for (_, sid), _ in ordered),
-            aq=ledger.pg_array(q for _, q in ordered),
-            ids=ledger.pg_array(sid for sid, _ in rows),
-            das=ledger.pg_array(n for _, n in rows), n=len(rows),
+            an=pg_array(i + 1 for (i, _), _ in ordered),
+            asid=pg_array(sid for (_, sid), _ in ordered),
+            aq=pg_array(q for _, q in ordered),
+            ids=pg_array(sid for sid, _ in rows),
+            das=pg_array(n for _, n in rows), n=len(rows),
             movement_type=MovementType.ALLOCATION.value, reason=ORDER_CREATED, actor=actor)
     return _PLACE_SQL[(bool(rows), len(rows) > 1 and lock_in_order)], params
 
@@ -500,7 +500,7 @@ def _plan_on_driver(conn: Any, dialect: str, variant_ids: set[int],
         return None
     ids = sorted(variant_ids)
     rows = conn.execute(stocks, {
-        "variant_ids": ledger.pg_array(ids) if dialect == "postgresql" else json.dumps(ids),
+        "variant_ids": pg_array(ids) if dialect == "postgresql" else json.dumps(ids),
         "country": request.country, "order_type": request.type.value}).fetchall()
     plan = _plan_of(rows, with_config=True)
     return plan if variant_ids <= plan.tracked.keys() else None
@@ -821,7 +821,7 @@ def _stock_statement(*, with_config: bool, lock: bool, array: str | None = None
     """Every stock of the variants, ascending id; built once, compiled once.
 
     `array`: the variants come as one parameter, for that dialect: a PostgreSQL array
-    literal (`ledger.pg_array`) or a JSON array (SQLite's `json_each`).
+    literal (`pg_array`) or a JSON array (SQLite's `json_each`).
     """
     serves = exists().where(
         warehouse_shipping_zone.c.warehouse_id == Warehouse.id,

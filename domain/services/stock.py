@@ -17,6 +17,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from domain import ledger, permissions
+from domain.db import pg_array
 from domain.errors import (
     Conflict,
     DomainError,
@@ -512,8 +513,8 @@ def _variants_with_sellers(
     if not skus and not variant_ids:
         return {}
     if s.get_bind().dialect.name == "postgresql":
-        rows = s.execute(_VARIANTS_PG, {"skus": ledger.pg_array(skus),
-                                        "ids": ledger.pg_array(variant_ids)}).all()
+        rows = s.execute(_VARIANTS_PG, {"skus": pg_array(skus),
+                                        "ids": pg_array(variant_ids)}).all()
         return {vid: (sku, seller) for vid, sku, seller in rows}
     # variants, then their products' sellers: SQLite would otherwise walk every product
     # and probe the variants for each
@@ -548,8 +549,8 @@ def _bulk_lock(s: Session, pairs: Sequence[tuple[int, int]]) -> dict[tuple[int, 
     if not pairs:
         return {}
     if s.get_bind().dialect.name == "postgresql":
-        rows = s.execute(_LOCK_PAIRS, {"vids": ledger.pg_array(v for v, _ in pairs),
-                                       "wids": ledger.pg_array(w for _, w in pairs)}).all()
+        rows = s.execute(_LOCK_PAIRS, {"vids": pg_array(v for v, _ in pairs),
+                                       "wids": pg_array(w for _, w in pairs)}).all()
     else:
         wanted = set(pairs)
         warehouse_ids = sorted({w for _, w in pairs})
@@ -602,7 +603,7 @@ def _select_in(
         return []
     if s.get_bind().dialect.name == "postgresql":
         return list(s.execute(statement.where(
-            column.in_(select(func.unnest(cast(bindparam("values", ledger.pg_array(values)),
+            column.in_(select(func.unnest(cast(bindparam("values", pg_array(values)),
                                                ARRAY(item_type))))))))
     return [row for chunk in _chunks(values) for row in s.execute(statement.where(
         column.in_(chunk)))]
