@@ -152,22 +152,23 @@ def allocate_on_sqlite(
 GUARD_REFUSED = "SY001"  # stockyard_require()'s SQLSTATE
 
 
-def guarded_allocation_sql(lock_in_order: bool, order_id: str) -> str:
-    """CTEs `v`, `changed`, `moved`: the guarded ALLOCATION of %(ids)s by %(das)s units and
-    its movements (%(movement_type)s, %(reason)s, %(actor)s, `order_id` an SQL expression).
+def guarded_allocation_sql(lock_first: bool, order_id: str) -> str:
+    """CTEs `v`, `changed`, `moved`: the guarded ALLOCATION of the stocks %(stock_ids)s by
+    %(allocated_changes)s units each, and their movements (%(movement_type)s, %(reason)s,
+    %(actor)s, `order_id` an SQL expression).
 
-    Follow them with `stockyard_require((SELECT count(*) FROM moved) = %(n)s)`: a row the
-    guard refused makes the count fall short. With `lock_in_order`, several rows are locked
-    first, sorted by id, like every other lock (no deadlocks whatever join order the
-    planner picks); one row, or rows the transaction holds already, need no such step.
+    Follow them with `stockyard_require((SELECT count(*) FROM moved) = %(stock_count)s)`:
+    a row the guard refused makes the count fall short. With `lock_first`, the rows are
+    locked first, sorted by id, like every other lock (no deadlocks whatever join order
+    the planner picks); one row, or rows the transaction holds already, need no such step.
     """
-    locked = ("locked AS (SELECT id FROM stock WHERE id = ANY(%(ids)s::integer[]) "
-              "ORDER BY id FOR NO KEY UPDATE), ") if lock_in_order else ""
+    locked = ("locked AS (SELECT id FROM stock WHERE id = ANY(%(stock_ids)s::integer[]) "
+              "ORDER BY id FOR NO KEY UPDATE), ") if lock_first else ""
     source = "locked JOIN v ON v.id = locked.id WHERE stock.id = locked.id" \
-        if lock_in_order else "v WHERE stock.id = v.id"
+        if lock_first else "v WHERE stock.id = v.id"
     return (
-        f"{locked}v AS (SELECT * FROM unnest(%(ids)s::integer[], %(das)s::integer[]) "
-        "AS v(id, da)), "
+        f"{locked}v AS (SELECT * FROM unnest(%(stock_ids)s::integer[], "
+        "%(allocated_changes)s::integer[]) AS v(id, da)), "
         "changed AS (UPDATE stock SET quantity_allocated = stock.quantity_allocated + v.da "
         f"FROM {source} AND stock.quantity - stock.quantity_allocated >= v.da "
         "RETURNING stock.id, stock.variant_id, stock.warehouse_id, stock.quantity, "
