@@ -21,6 +21,7 @@ from typing import Any, cast
 from sqlalchemy import Table, bindparam, insert, select, text, update
 from sqlalchemy.orm import Session
 
+from domain import stock_rules
 from domain.db import DRIVER_DIALECTS, driver_errors, pg_array
 from domain.models import MovementType, Stock, StockMovement
 
@@ -84,7 +85,7 @@ _ADD = (
 _ADD_GUARDED = (
     update(STOCK)
     .where(STOCK.c.id == bindparam("sid"),
-           STOCK.c.quantity - STOCK.c.quantity_allocated >= bindparam("da"))
+           stock_rules.FREE >= bindparam("da"))  # noqa: SIM300 (FREE is SQL, not a constant)
     .values(quantity_allocated=STOCK.c.quantity_allocated + bindparam("da"))
 )
 
@@ -217,7 +218,7 @@ def guarded_allocation_sql(lock_first: bool, order_id: str) -> str:
         f"{locked}v AS (SELECT * FROM unnest(%(stock_ids)s::integer[], "
         "%(allocated_changes)s::integer[]) AS v(id, da)), "
         "changed AS (UPDATE stock SET quantity_allocated = stock.quantity_allocated + v.da "
-        f"FROM {source} AND stock.quantity - stock.quantity_allocated >= v.da "
+        f"FROM {source} AND {stock_rules.FREE_SQL} >= v.da "
         f"RETURNING {_stock_returning('stock')}, v.da), "
         "moved AS (" + _insert_movements({
             **_of_stock("c"), "type": "%(movement_type)s", "quantity_change": "0",

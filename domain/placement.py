@@ -38,10 +38,8 @@ from sqlalchemy import (
     String,
     Table,
     TextClause,
-    and_,
     any_,
     bindparam,
-    exists,
     func,
     insert,
     literal_column,
@@ -52,7 +50,7 @@ from sqlalchemy import cast as sql_cast
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
-from domain import ledger
+from domain import ledger, stock_rules
 from domain.allocation import Book, StockLevel
 from domain.db import DRIVER_DIALECTS, driver_errors, pg_array
 from domain.errors import NotFound, raise_all
@@ -64,10 +62,8 @@ from domain.models import (
     OrderTypeAllocation,
     Product,
     ProductVariant,
-    ShippingZoneCountry,
     Stock,
     Warehouse,
-    warehouse_shipping_zone,
 )
 from domain.uow import UnitOfWork
 
@@ -380,14 +376,9 @@ def _stock_statement(*, with_config: bool, lock: bool, array: str | None = None
     `array`: the variants come as one parameter, for that dialect: a PostgreSQL array
     literal (`db.pg_array`) or a JSON array (SQLite's `json_each`).
     """
-    serves = exists().where(
-        warehouse_shipping_zone.c.warehouse_id == Warehouse.id,
-        ShippingZoneCountry.zone_id == warehouse_shipping_zone.c.zone_id,
-        ShippingZoneCountry.country == bindparam("country"),
-    )
     columns: list[Any] = [
         Stock.id, Stock.variant_id, Stock.warehouse_id, Warehouse.priority,
-        and_(Warehouse.seller_id == Product.seller_id, serves).label("serves"),
+        stock_rules.serves(bindparam("country")).label("serves"),
         Stock.quantity, Stock.quantity_allocated, ProductVariant.track_inventory,
     ]
     if with_config:

@@ -8,9 +8,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import Select, case, func, select
+from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
 
+from domain import stock_rules
 from domain.models import (
     Allocation,
     Base,
@@ -102,10 +103,8 @@ def availability(session: Session, keys: Sequence[tuple[int, str | None]]) -> li
     for variant_id, country in keys:
         by_country[country].add(variant_id)
     totals: dict[tuple[int, str | None], int] = {}
-    free = case((Stock.quantity > Stock.quantity_allocated,
-                 Stock.quantity - Stock.quantity_allocated), else_=0)
     for country, variant_ids in by_country.items():
-        stmt = (select(Stock.variant_id, func.sum(free))
+        stmt = (select(Stock.variant_id, func.sum(stock_rules.AVAILABLE))
                 .where(Stock.variant_id.in_(variant_ids))
                 .group_by(Stock.variant_id))
         if country is not None:
@@ -154,11 +153,10 @@ class StockTotals:
 
 def stock_totals(session: Session, keys: Sequence[int]) -> list[StockTotals]:
     """Per variant: on-hand, allocated and available summed over all its warehouses."""
-    free = case((Stock.quantity > Stock.quantity_allocated,
-                 Stock.quantity - Stock.quantity_allocated), else_=0)
     found = {vid: StockTotals(int(q or 0), int(a or 0), int(f or 0)) for vid, q, a, f in
              session.execute(select(Stock.variant_id, func.sum(Stock.quantity),
-                                    func.sum(Stock.quantity_allocated), func.sum(free))
+                                    func.sum(Stock.quantity_allocated),
+                                    func.sum(stock_rules.AVAILABLE))
                              .where(Stock.variant_id.in_(set(keys)))
                              .group_by(Stock.variant_id))}
     return [found.get(k, StockTotals(0, 0, 0)) for k in keys]
@@ -264,7 +262,7 @@ def page(session: Session, model: type[M], query: PageQuery) -> list[M]:
     if query.stock_seller_id is not None:
         stmt = stmt.where(Stock.warehouse_id.in_(
             select(Warehouse.id).where(Warehouse.seller_id == query.stock_seller_id)))
-    free = Stock.quantity - Stock.quantity_allocated
+    free = stock_rules.FREE
     if query.out_of_stock is not None:
         stmt = stmt.where(free <= 0 if query.out_of_stock else free > 0)
     if query.below_threshold is not None:

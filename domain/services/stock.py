@@ -16,7 +16,7 @@ from sqlalchemy import ARRAY, Integer, String, bindparam, cast, func, select, te
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from domain import ledger, permissions
+from domain import ledger, permissions, stock_rules
 from domain.db import pg_array
 from domain.errors import (
     Conflict,
@@ -213,7 +213,7 @@ def transfer(
         stocks = lock_or_create(s, [(variant_id, from_warehouse_id),
                                     (variant_id, to_warehouse_id)])
         src, dst = stocks[(variant_id, from_warehouse_id)], stocks[(variant_id, to_warehouse_id)]
-        free = max(src.quantity - src.quantity_allocated, 0)
+        free = stock_rules.available(src.quantity, src.quantity_allocated)
         if quantity > free:
             raise InsufficientStock(f"only {free} available to move", field="input.quantity",
                                     variant_id=variant_id, warehouse_id=from_warehouse_id,
