@@ -98,7 +98,8 @@ def stocks_of_variants(session: Session, keys: Sequence[int]) -> list[list[Stock
 
 
 def availability(session: Session, keys: Sequence[tuple[int, str | None]]) -> list[int]:
-    """Sum of max(quantity - allocated, 0) per (variant, country); all warehouses if None."""
+    """Sum of available per (variant, country) over the warehouses that serve the country
+    (as an order would allocate); over all warehouses if None."""
     by_country: dict[str | None, set[int]] = defaultdict(set)
     for variant_id, country in keys:
         by_country[country].add(variant_id)
@@ -108,11 +109,10 @@ def availability(session: Session, keys: Sequence[tuple[int, str | None]]) -> li
                 .where(Stock.variant_id.in_(variant_ids))
                 .group_by(Stock.variant_id))
         if country is not None:
-            stmt = stmt.where(Stock.warehouse_id.in_(
-                select(warehouse_shipping_zone.c.warehouse_id)
-                .join(ShippingZoneCountry,
-                      ShippingZoneCountry.zone_id == warehouse_shipping_zone.c.zone_id)
-                .where(ShippingZoneCountry.country == country)))
+            stmt = (stmt.join(Warehouse, Warehouse.id == Stock.warehouse_id)
+                    .join(ProductVariant, ProductVariant.id == Stock.variant_id)
+                    .join(Product, Product.id == ProductVariant.product_id)
+                    .where(stock_rules.serves(country)))
         for variant_id, total in session.execute(stmt):
             totals[(variant_id, country)] = int(total or 0)
     return [totals.get(k, 0) for k in keys]
