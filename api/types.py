@@ -11,7 +11,7 @@ from graphql import GraphQLError
 from api import ids
 from api.context import Context
 from api.errors import INT_MAX
-from domain import models, permissions
+from domain import models, permissions, stock_rules
 from domain.countries import normalize_country
 from domain.services import orders as order_service
 from domain.services import reads
@@ -105,12 +105,12 @@ class Stock(Node):
 
     @strawberry.field(description="max(quantity - quantityAllocated, 0)")
     def quantity_available(self) -> int:
-        return max(self.quantity - self.quantity_allocated, 0)
+        return stock_rules.available(self.quantity, self.quantity_allocated)
 
     @strawberry.field(description="Units allocated to orders beyond what is on hand, after a "
                                   "forced recount: max(quantityAllocated - quantity, 0).")
     def quantity_short(self) -> int:
-        return max(self.quantity_allocated - self.quantity, 0)
+        return stock_rules.short(self.quantity, self.quantity_allocated)
 
     @strawberry.field(description="Ordered on open purchase orders, not yet received.")
     async def quantity_incoming(self, info: Info) -> int:

@@ -11,6 +11,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from domain import stock_rules
 from domain.errors import DomainError, InsufficientStock, NotAvailableInCountry, raise_all
 
 
@@ -27,7 +28,7 @@ class StockLevel:
 
     @property
     def available(self) -> int:
-        return max(self.quantity - self.allocated, 0)
+        return stock_rules.available(self.quantity, self.allocated)
 
 
 @dataclass(frozen=True, slots=True)

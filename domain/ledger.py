@@ -6,26 +6,74 @@ afterwards (read back from the rows this transaction just changed and therefore 
 The order path's guarded allocations (`allocate_last`, `allocate_on_sqlite`, and on
 PostgreSQL `guarded_allocation_sql` inside the order's one statement) and the bulk helpers
 (`set_quantities`, `insert_stocks` + `record_known`) do the same in fewer round trips.
+Every movement insert, in each of its five forms, derives from one definition of the
+movement's columns (`_insert_movements`), so a new column is one edit.
 Nothing updates or deletes a movement; the database refuses it too (0002).
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
 from sqlalchemy import Table, bindparam, insert, select, text, update
 from sqlalchemy.orm import Session
 
-from domain.db import DRIVER_DIALECTS, driver_errors
+from domain import stock_rules
+from domain.db import DRIVER_DIALECTS, driver_errors, pg_array
 from domain.models import MovementType, Stock, StockMovement
 
 STOCK = cast(Table, Stock.__table__)
 MOVEMENT = cast(Table, StockMovement.__table__)
 
 Deltas = Mapping[int, tuple[int, int]]  # stock id -> (quantity change, allocated change)
+
+
+# -- the movement row: one definition, every insert below derives from it ------------------
+
+# its columns, in table order, with the SQL types a parameter is CAST to; a column left out
+# of an insert takes its default, so only the ones the database requires must be given
+_COLUMNS = {c.name: str(c.type.compile(dialect=DRIVER_DIALECTS["postgresql"]))
+            for c in MOVEMENT.columns if not c.primary_key and c.server_default is None}
+_REQUIRED = frozenset(c.name for c in MOVEMENT.columns
+                      if c.name in _COLUMNS and not c.nullable)
+# movement column -> the stock column it copies: ids, and the levels after the change
+_FROM_STOCK = {"stock_id": "id", "variant_id": "variant_id", "warehouse_id": "warehouse_id",
+               "quantity_after": "quantity", "allocated_after": "quantity_allocated"}
+# what the caller tells about the whole statement: why, for which order, who
+_CONTEXT = ("reason", "order_id", "actor")
+
+
+def _insert_movements(values: Mapping[str, str], source: str | None = None) -> str:
+    """INSERT INTO stock_movement, each column's value an SQL expression: over `source`
+    (the rest of a SELECT: FROM ...), or one VALUES row without it."""
+    unknown, missing = values.keys() - _COLUMNS.keys(), _REQUIRED - values.keys()
+    if unknown or missing:
+        raise ValueError(f"movement columns unknown {unknown or ''} missing {missing or ''}")
+    columns = [c for c in _COLUMNS if c in values]
+    listed = ", ".join(values[c] for c in columns)
+    return (f"INSERT INTO stock_movement ({', '.join(columns)}) "
+            + (f"SELECT {listed} FROM {source}" if source else f"VALUES ({listed})"))
+
+
+def _of_stock(row: str) -> dict[str, str]:
+    """The columns a movement copies from its stock row, read from `row` (an alias)."""
+    return {column: f"{row}.{of}" for column, of in _FROM_STOCK.items()}
+
+
+def _stock_returning(table: str) -> str:
+    """What an UPDATE of the stock returns for `_of_stock` to read."""
+    return ", ".join(f"{table}.{of}" for of in _FROM_STOCK.values())
+
+
+def _param(column: str, *, array: bool = False) -> str:
+    """The bound parameter :column, cast to the column's type (or to an array of it)."""
+    return f"CAST(:{column} AS {_COLUMNS[column]}{'[]' if array else ''})"
+
+
+_CONTEXT_PARAMS = {c: _param(c) for c in _CONTEXT}
 
 _ADD = (
     update(STOCK)
@@ -37,7 +85,7 @@ _ADD = (
 _ADD_GUARDED = (
     update(STOCK)
     .where(STOCK.c.id == bindparam("sid"),
-           STOCK.c.quantity - STOCK.c.quantity_allocated >= bindparam("da"))
+           stock_rules.FREE >= bindparam("da"))  # noqa: SIM300 (FREE is SQL, not a constant)
     .values(quantity_allocated=STOCK.c.quantity_allocated + bindparam("da"))
 )
 
@@ -152,31 +200,30 @@ def allocate_on_sqlite(
 GUARD_REFUSED = "SY001"  # stockyard_require()'s SQLSTATE
 
 
-def guarded_allocation_sql(lock_in_order: bool, order_id: str) -> str:
-    """CTEs `v`, `changed`, `moved`: the guarded ALLOCATION of %(ids)s by %(das)s units and
-    its movements (%(movement_type)s, %(reason)s, %(actor)s, `order_id` an SQL expression).
+def guarded_allocation_sql(lock_first: bool, order_id: str) -> str:
+    """CTEs `v`, `changed`, `moved`: the guarded ALLOCATION of the stocks %(stock_ids)s by
+    %(allocated_changes)s units each, and their movements (%(movement_type)s, %(reason)s,
+    %(actor)s, `order_id` an SQL expression).
 
-    Follow them with `stockyard_require((SELECT count(*) FROM moved) = %(n)s)`: a row the
-    guard refused makes the count fall short. With `lock_in_order`, several rows are locked
-    first, sorted by id, like every other lock (no deadlocks whatever join order the
-    planner picks); one row, or rows the transaction holds already, need no such step.
+    Follow them with `stockyard_require((SELECT count(*) FROM moved) = %(stock_count)s)`:
+    a row the guard refused makes the count fall short. With `lock_first`, the rows are
+    locked first, sorted by id, like every other lock (no deadlocks whatever join order
+    the planner picks); one row, or rows the transaction holds already, need no such step.
     """
-    locked = ("locked AS (SELECT id FROM stock WHERE id = ANY(%(ids)s::integer[]) "
-              "ORDER BY id FOR NO KEY UPDATE), ") if lock_in_order else ""
+    locked = ("locked AS (SELECT id FROM stock WHERE id = ANY(%(stock_ids)s::integer[]) "
+              "ORDER BY id FOR NO KEY UPDATE), ") if lock_first else ""
     source = "locked JOIN v ON v.id = locked.id WHERE stock.id = locked.id" \
-        if lock_in_order else "v WHERE stock.id = v.id"
+        if lock_first else "v WHERE stock.id = v.id"
     return (
-        f"{locked}v AS (SELECT * FROM unnest(%(ids)s::integer[], %(das)s::integer[]) "
-        "AS v(id, da)), "
+        f"{locked}v AS (SELECT * FROM unnest(%(stock_ids)s::integer[], "
+        "%(allocated_changes)s::integer[]) AS v(id, da)), "
         "changed AS (UPDATE stock SET quantity_allocated = stock.quantity_allocated + v.da "
-        f"FROM {source} AND stock.quantity - stock.quantity_allocated >= v.da "
-        "RETURNING stock.id, stock.variant_id, stock.warehouse_id, stock.quantity, "
-        "stock.quantity_allocated, v.da), "
-        f"moved AS (INSERT INTO stock_movement ({', '.join(_MOVEMENT_COLUMNS)}, reason, "
-        "order_id, actor) SELECT c.id, c.variant_id, c.warehouse_id, %(movement_type)s, 0, "
-        "c.da, "
-        f"c.quantity, c.quantity_allocated, %(reason)s, {order_id}, %(actor)s "
-        "FROM changed AS c ORDER BY c.id RETURNING 1)"
+        f"FROM {source} AND {stock_rules.FREE_SQL} >= v.da "
+        f"RETURNING {_stock_returning('stock')}, v.da), "
+        "moved AS (" + _insert_movements({
+            **_of_stock("c"), "type": "%(movement_type)s", "quantity_change": "0",
+            "allocated_change": "c.da", "reason": "%(reason)s", "order_id": order_id,
+            "actor": "%(actor)s"}, "changed AS c ORDER BY c.id") + " RETURNING 1)"
     )
 
 
@@ -240,55 +287,34 @@ class Movement:
     allocated_after: int
 
 
-_MOVEMENT_COLUMNS = ("stock_id", "variant_id", "warehouse_id", "type", "quantity_change",
-                     "allocated_change", "quantity_after", "allocated_after")
-_RECORD = text(
-    f"INSERT INTO stock_movement ({', '.join(_MOVEMENT_COLUMNS)}, reason, order_id, actor) "
-    "SELECT id, variant_id, warehouse_id, CAST(:type AS VARCHAR(24)), :dq, :da, quantity, "
-    "quantity_allocated, CAST(:reason AS VARCHAR(500)), CAST(:order_id AS INTEGER), "
-    "CAST(:actor AS VARCHAR(64)) FROM stock WHERE id = :sid"
-)
+# the movement fields a caller that knows the levels gives (`Movement`), in table order
+_KNOWN = tuple(c for c in _COLUMNS if c in Movement.__slots__)
+# per stock changed in this transaction: the levels after come from the row itself
+_RECORD = text(_insert_movements({
+    **_of_stock("s"), "type": _param("type"), "quantity_change": ":dq",
+    "allocated_change": ":da", **_CONTEXT_PARAMS}, "stock AS s WHERE s.id = :sid"))
 _RECORD_SQL = str(_RECORD)  # pysqlite takes the same :name placeholders
 _ADD_GUARDED_SQLITE = str(_ADD_GUARDED.compile(dialect=DRIVER_DIALECTS["sqlite"]))
-_RECORD_UNNEST = text(
-    f"INSERT INTO stock_movement ({', '.join(_MOVEMENT_COLUMNS)}, reason, actor) "
-    "SELECT m.*, CAST(:reason AS VARCHAR(500)), CAST(:actor AS VARCHAR(64)) FROM unnest("
-    "CAST(:stock_id AS INTEGER[]), CAST(:variant_id AS INTEGER[]), "
-    "CAST(:warehouse_id AS INTEGER[]), CAST(:type AS VARCHAR[]), "
-    "CAST(:quantity_change AS INTEGER[]), CAST(:allocated_change AS INTEGER[]), "
-    "CAST(:quantity_after AS INTEGER[]), CAST(:allocated_after AS INTEGER[])) AS m"
-)
+# levels known: one array per column (PostgreSQL), or one row per movement (elsewhere)
+_RECORD_UNNEST = text(_insert_movements(
+    {**{c: f"m.{c}" for c in _KNOWN}, **_CONTEXT_PARAMS},
+    f"unnest({', '.join(_param(c, array=True) for c in _KNOWN)}) AS m({', '.join(_KNOWN)})"))
+_RECORD_ROWS = text(_insert_movements(
+    {**{c: f":{c}" for c in _KNOWN}, **_CONTEXT_PARAMS}))
 # one round trip: set the counters and append the movements from the rows just changed
 _SET_RECORDED_UNNEST = text(
     "WITH changed AS (UPDATE stock SET quantity = v.q FROM unnest(CAST(:ids AS INTEGER[]), "
     "CAST(:qs AS INTEGER[]), CAST(:changes AS INTEGER[])) AS v(id, q, change) "
-    "WHERE stock.id = v.id RETURNING stock.id, stock.variant_id, stock.warehouse_id, "
-    "stock.quantity, stock.quantity_allocated, v.change) "
-    f"INSERT INTO stock_movement ({', '.join(_MOVEMENT_COLUMNS)}, reason, actor) "
-    "SELECT c.id, c.variant_id, c.warehouse_id, CAST(:type AS VARCHAR(24)), c.change, 0, "
-    "c.quantity, c.quantity_allocated, CAST(:reason AS VARCHAR(500)), "
-    "CAST(:actor AS VARCHAR(64)) FROM changed c ORDER BY c.id"
-)
+    f"WHERE stock.id = v.id RETURNING {_stock_returning('stock')}, v.change) "
+    + _insert_movements({**_of_stock("c"), "type": _param("type"),
+                         "quantity_change": "c.change", "allocated_change": "0",
+                         **_CONTEXT_PARAMS}, "changed c ORDER BY c.id"))
 _INSERT_STOCKS_UNNEST = text(
     "INSERT INTO stock (variant_id, warehouse_id, quantity, quantity_allocated) "
     "SELECT v, w, q, 0 FROM unnest(CAST(:vs AS INTEGER[]), CAST(:ws AS INTEGER[]), "
     "CAST(:qs AS INTEGER[])) AS t(v, w, q) RETURNING id, variant_id, warehouse_id"
 )
 _SET = update(STOCK).where(STOCK.c.id == bindparam("sid")).values(quantity=bindparam("q"))
-
-
-def pg_array(values: Iterable[int | str]) -> str:
-    """A PostgreSQL array literal, passed as one text parameter and CAST in the statement.
-
-    psycopg's own list adaptation inspects every element (about 20 ms per 10,000); joining
-    the text ourselves is ~50x cheaper. Strings are quoted and escaped, so any SKU is safe.
-    """
-    items = values if isinstance(values, list | tuple) else list(values)
-    if all(type(v) is int for v in items):
-        return "{" + ",".join(map(str, items)) + "}"
-    return "{" + ",".join(
-        str(v) if isinstance(v, int)
-        else '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"' for v in items) + "}"
 
 
 def _is_postgresql(session: Session) -> bool:
@@ -311,7 +337,7 @@ def set_quantities(
         conn.execute(_SET_RECORDED_UNNEST, {
             "ids": pg_array(r[0] for r in rows), "qs": pg_array(r[2] for r in rows),
             "changes": pg_array(r[2] - r[1] for r in rows), "type": type.value,
-            "reason": reason, "actor": actor})
+            "reason": reason, "order_id": None, "actor": actor})
         return
     conn.execute(_SET, [{"sid": sid, "q": q} for sid, _, q in rows])
     record(session, {sid: (new - old, 0) for sid, old, new in rows}, type=type, actor=actor,
@@ -349,13 +375,13 @@ def record_known(
     if not movements:
         return
     conn = session.connection()
+    context = {"actor": actor, "reason": reason, "order_id": None}
     if _is_postgresql(session):
-        params: dict[str, object] = {"actor": actor, "reason": reason}
-        for name in _MOVEMENT_COLUMNS:
-            params[name] = pg_array(getattr(m, name) for m in movements)
+        params: dict[str, object] = {
+            name: pg_array(getattr(m, name) for m in movements) for name in _KNOWN}
         params["type"] = pg_array(m.type.value for m in movements)
-        conn.execute(_RECORD_UNNEST, params)
+        conn.execute(_RECORD_UNNEST, {**params, **context})
         return
-    conn.execute(insert(MOVEMENT), [
-        {**{name: getattr(m, name) for name in _MOVEMENT_COLUMNS}, "type": m.type.value,
-         "actor": actor, "reason": reason} for m in movements])
+    conn.execute(_RECORD_ROWS, [
+        {**{name: getattr(m, name) for name in _KNOWN}, "type": m.type.value, **context}
+        for m in movements])

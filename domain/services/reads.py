@@ -8,9 +8,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import Select, case, func, select
+from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
 
+from domain import stock_rules
 from domain.models import (
     Allocation,
     Base,
@@ -97,23 +98,21 @@ def stocks_of_variants(session: Session, keys: Sequence[int]) -> list[list[Stock
 
 
 def availability(session: Session, keys: Sequence[tuple[int, str | None]]) -> list[int]:
-    """Sum of max(quantity - allocated, 0) per (variant, country); all warehouses if None."""
+    """Sum of available per (variant, country) over the warehouses that serve the country
+    (as an order would allocate); over all warehouses if None."""
     by_country: dict[str | None, set[int]] = defaultdict(set)
     for variant_id, country in keys:
         by_country[country].add(variant_id)
     totals: dict[tuple[int, str | None], int] = {}
-    free = case((Stock.quantity > Stock.quantity_allocated,
-                 Stock.quantity - Stock.quantity_allocated), else_=0)
     for country, variant_ids in by_country.items():
-        stmt = (select(Stock.variant_id, func.sum(free))
+        stmt = (select(Stock.variant_id, func.sum(stock_rules.AVAILABLE))
                 .where(Stock.variant_id.in_(variant_ids))
                 .group_by(Stock.variant_id))
         if country is not None:
-            stmt = stmt.where(Stock.warehouse_id.in_(
-                select(warehouse_shipping_zone.c.warehouse_id)
-                .join(ShippingZoneCountry,
-                      ShippingZoneCountry.zone_id == warehouse_shipping_zone.c.zone_id)
-                .where(ShippingZoneCountry.country == country)))
+            stmt = (stmt.join(Warehouse, Warehouse.id == Stock.warehouse_id)
+                    .join(ProductVariant, ProductVariant.id == Stock.variant_id)
+                    .join(Product, Product.id == ProductVariant.product_id)
+                    .where(stock_rules.serves(country)))
         for variant_id, total in session.execute(stmt):
             totals[(variant_id, country)] = int(total or 0)
     return [totals.get(k, 0) for k in keys]
@@ -154,11 +153,10 @@ class StockTotals:
 
 def stock_totals(session: Session, keys: Sequence[int]) -> list[StockTotals]:
     """Per variant: on-hand, allocated and available summed over all its warehouses."""
-    free = case((Stock.quantity > Stock.quantity_allocated,
-                 Stock.quantity - Stock.quantity_allocated), else_=0)
     found = {vid: StockTotals(int(q or 0), int(a or 0), int(f or 0)) for vid, q, a, f in
              session.execute(select(Stock.variant_id, func.sum(Stock.quantity),
-                                    func.sum(Stock.quantity_allocated), func.sum(free))
+                                    func.sum(Stock.quantity_allocated),
+                                    func.sum(stock_rules.AVAILABLE))
                              .where(Stock.variant_id.in_(set(keys)))
                              .group_by(Stock.variant_id))}
     return [found.get(k, StockTotals(0, 0, 0)) for k in keys]
@@ -264,7 +262,7 @@ def page(session: Session, model: type[M], query: PageQuery) -> list[M]:
     if query.stock_seller_id is not None:
         stmt = stmt.where(Stock.warehouse_id.in_(
             select(Warehouse.id).where(Warehouse.seller_id == query.stock_seller_id)))
-    free = Stock.quantity - Stock.quantity_allocated
+    free = stock_rules.FREE
     if query.out_of_stock is not None:
         stmt = stmt.where(free <= 0 if query.out_of_stock else free > 0)
     if query.below_threshold is not None:

@@ -16,7 +16,8 @@ from sqlalchemy import ARRAY, Integer, String, bindparam, cast, func, select, te
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from domain import ledger, permissions
+from domain import ledger, permissions, stock_rules
+from domain.db import pg_array
 from domain.errors import (
     Conflict,
     DomainError,
@@ -212,7 +213,7 @@ def transfer(
         stocks = lock_or_create(s, [(variant_id, from_warehouse_id),
                                     (variant_id, to_warehouse_id)])
         src, dst = stocks[(variant_id, from_warehouse_id)], stocks[(variant_id, to_warehouse_id)]
-        free = max(src.quantity - src.quantity_allocated, 0)
+        free = stock_rules.available(src.quantity, src.quantity_allocated)
         if quantity > free:
             raise InsufficientStock(f"only {free} available to move", field="input.quantity",
                                     variant_id=variant_id, warehouse_id=from_warehouse_id,
@@ -512,8 +513,8 @@ def _variants_with_sellers(
     if not skus and not variant_ids:
         return {}
     if s.get_bind().dialect.name == "postgresql":
-        rows = s.execute(_VARIANTS_PG, {"skus": ledger.pg_array(skus),
-                                        "ids": ledger.pg_array(variant_ids)}).all()
+        rows = s.execute(_VARIANTS_PG, {"skus": pg_array(skus),
+                                        "ids": pg_array(variant_ids)}).all()
         return {vid: (sku, seller) for vid, sku, seller in rows}
     # variants, then their products' sellers: SQLite would otherwise walk every product
     # and probe the variants for each
@@ -548,8 +549,8 @@ def _bulk_lock(s: Session, pairs: Sequence[tuple[int, int]]) -> dict[tuple[int, 
     if not pairs:
         return {}
     if s.get_bind().dialect.name == "postgresql":
-        rows = s.execute(_LOCK_PAIRS, {"vids": ledger.pg_array(v for v, _ in pairs),
-                                       "wids": ledger.pg_array(w for _, w in pairs)}).all()
+        rows = s.execute(_LOCK_PAIRS, {"vids": pg_array(v for v, _ in pairs),
+                                       "wids": pg_array(w for _, w in pairs)}).all()
     else:
         wanted = set(pairs)
         warehouse_ids = sorted({w for _, w in pairs})
@@ -602,7 +603,7 @@ def _select_in(
         return []
     if s.get_bind().dialect.name == "postgresql":
         return list(s.execute(statement.where(
-            column.in_(select(func.unnest(cast(bindparam("values", ledger.pg_array(values)),
+            column.in_(select(func.unnest(cast(bindparam("values", pg_array(values)),
                                                ARRAY(item_type))))))))
     return [row for chunk in _chunks(values) for row in s.execute(statement.where(
         column.in_(chunk)))]

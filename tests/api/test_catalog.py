@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from sqlalchemy import text
 
 from tests.conftest import Api
 from tests.factories import World, gid, shop
@@ -472,6 +473,30 @@ async def test_quantity_available_sums_warehouses_serving_the_country(api: Api) 
     assert us["node"]["quantityAvailable"] == 20
     assert pl["node"]["quantityAvailable"] == 0
     assert everywhere["node"]["quantityAvailable"] == 23
+
+
+async def test_quantity_available_in_a_country_counts_only_the_variants_own_sellers_warehouses(
+    api: Api,
+) -> None:
+    s = shop(api.db, stock1=6, stock2=4)
+    other_seller = s.world.seller()
+    theirs = s.world.warehouse(other_seller, [s.zone])  # serves DE too
+    # a stock of this variant in the other seller's warehouse: the services refuse to make
+    # one, so it can only come from a direct write; orders never allocate from it
+    with api.db.engine.begin() as conn:
+        conn.execute(text("INSERT INTO stock (variant_id, warehouse_id, quantity, "
+                          "quantity_allocated) VALUES (:v, :w, 20, 0)"),
+                     {"v": s.variant, "w": theirs})
+    vid = gid("ProductVariant", s.variant)
+
+    de = await api.gql(AVAILABLE, {"id": vid, "country": "DE"})
+    too_many = await api.gql(ORDER_CREATE, {"input": {
+        "type": "REGULAR", "shippingCountry": "DE",
+        "lines": [{"variantId": vid, "quantity": 11}]}})
+
+    assert de["node"]["quantityAvailable"] == 10
+    [error] = too_many["orderCreate"]["errors"]
+    assert (error["code"], error["available"]) == ("INSUFFICIENT_STOCK", 10)
 
 
 async def test_every_order_type_allocates_by_default(api: Api) -> None:

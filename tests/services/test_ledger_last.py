@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from sqlalchemy import text
 
-from domain import ledger
+from domain import ledger, placement
 from domain.db import driver_pool, make_engine
 from domain.events import Event, StockChanged
 from domain.models import OrderType, Seller
@@ -107,11 +107,17 @@ def test_a_plan_gone_stale_is_retried_from_fresh_levels(
             finally:
                 competing.clear()
 
-    read, read_on_driver = orders._lock_stocks, orders._plan_on_driver
+    read, lock, read_on_driver = (placement.read_stocks, placement.lock_stocks,
+                                  placement._read_on_driver)
 
-    def read_then_lose_the_race(*args: object, lock: bool = True, **kwargs: object) -> object:
-        found = read(*args, lock=lock, **kwargs)  # type: ignore[arg-type]
-        competitor_right_after_our_first_read(lock)
+    def read_then_lose_the_race(*args: object, **kwargs: object) -> object:
+        found = read(*args, **kwargs)  # type: ignore[arg-type]
+        competitor_right_after_our_first_read(False)
+        return found
+
+    def lock_then_lose_the_race(*args: object, **kwargs: object) -> object:
+        found = lock(*args, **kwargs)  # type: ignore[arg-type]
+        competitor_right_after_our_first_read(True)
         return found
 
     def read_on_driver_then_lose_the_race(*args: object) -> object:
@@ -119,8 +125,9 @@ def test_a_plan_gone_stale_is_retried_from_fresh_levels(
         competitor_right_after_our_first_read(False)
         return found
 
-    monkeypatch.setattr(orders, "_lock_stocks", read_then_lose_the_race)
-    monkeypatch.setattr(orders, "_plan_on_driver", read_on_driver_then_lose_the_race)
+    monkeypatch.setattr(placement, "read_stocks", read_then_lose_the_race)
+    monkeypatch.setattr(placement, "lock_stocks", lock_then_lose_the_race)
+    monkeypatch.setattr(placement, "_read_on_driver", read_on_driver_then_lose_the_race)
     published: list[Event] = []
     view = orders.create(db.uow(published), ADMIN, type=OrderType.REGULAR,
                          shipping_country="DE", lines=[orders.LineRequest(s.variant, 2)])
@@ -153,13 +160,13 @@ def test_a_key_committed_after_our_read_answers_with_that_order(
     request = {"type": OrderType.REGULAR, "shipping_country": "DE",
                "lines": [orders.LineRequest(s.variant, 2)], "idempotency_key": "k-1"}
     first = orders.create(db.uow(), ADMIN, **request)  # type: ignore[arg-type]
-    lookup = orders._order_id_for_key
+    lookup = placement.order_id_for_key
     misses = iter([True])
 
     def missed_once(session: object, key: str) -> int | None:
         return None if next(misses, False) else lookup(session, key)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(orders, "_order_id_for_key", missed_once)
+    monkeypatch.setattr(placement, "order_id_for_key", missed_once)
     second = orders.create(db.uow(), ADMIN, **request)  # type: ignore[arg-type]
 
     assert second.id == first.id
@@ -216,9 +223,9 @@ def test_a_key_taken_between_the_driver_read_and_the_write_answers_with_that_ord
     # a key lookup that never finds it, as if the first order were not committed yet
     never = {"postgresql": "SELECT 1 WHERE %(key)s::text IS NULL",
              "sqlite": "SELECT 1 WHERE :key IS NULL"}
-    monkeypatch.setattr(orders, "_DRIVER_READS", {
+    monkeypatch.setattr(placement, "_DRIVER_READS", {
         dialect: (stocks_sql, never[dialect])
-        for dialect, (stocks_sql, _) in orders._DRIVER_READS.items()})
+        for dialect, (stocks_sql, _) in placement._DRIVER_READS.items()})
     published: list[Event] = []
     second = orders.create(db.uow(published), ADMIN, **request)  # type: ignore[arg-type]
 

@@ -293,7 +293,7 @@ def test_fulfilment_of_an_untracked_variant_keeps_the_stock_figures() -> None:
 
 
 def test_pg_array_literals_quote_and_escape_text() -> None:
-    from domain.ledger import pg_array
+    from domain.db import pg_array
 
     assert pg_array([3, 1, 2]) == "{3,1,2}"
     assert pg_array(['a"b', "c\\d", "x,y"]) == '{"a\\"b","c\\\\d","x,y"}'
