@@ -16,8 +16,8 @@ LOCK = ("SELECT s.id, s.variant_id, s.warehouse_id, w.priority, s.quantity, "
         "s.quantity_allocated FROM stock s JOIN warehouse w ON w.id = s.warehouse_id "
         "WHERE s.variant_id IN ({marks}) ORDER BY s.id")
 Row = tuple[int, int, int, int, int, int]
-# the columns the app's ledger writes for an order's allocation (domain/ledger.py
-# `_MOVEMENT_COLUMNS` + reason, order_id, actor; created_at is the column's default)
+# the columns the app's ledger writes for an order's allocation (every column of
+# stock_movement in domain/models.py but id and created_at, the columns' defaults)
 MOVEMENT_COLUMNS = ("stock_id", "variant_id", "warehouse_id", "type", "quantity_change",
                     "allocated_change", "quantity_after", "allocated_after", "reason",
                     "order_id", "actor")

@@ -41,9 +41,8 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, text
 
-from domain.db import READ_ONLY
+from domain.db import READ_ONLY, pg_array
 from domain.events import Event
-from domain.ledger import pg_array
 
 log = logging.getLogger("stockyard.relay")
 
