@@ -44,13 +44,13 @@ def _create(uow: UnitOfWork, role: Role, seller_id: int | None,
     clean_name = None if name is None else check_text(name, "name", max_length=MAX_NAME,
                                                        what="name")
     if role is Role.SELLER and seller_id is None:
-        raise InvalidInput("a seller token needs --seller", field="seller")
+        raise InvalidInput("a seller token needs a seller", field="sellerId")
     if role is not Role.SELLER and seller_id is not None:
-        raise InvalidInput("only seller tokens belong to a seller", field="seller")
+        raise InvalidInput("only seller tokens belong to a seller", field="sellerId")
     secret = TOKEN_PREFIX + secrets.token_urlsafe(32)
     with uow:
         if seller_id is not None and uow.session.get(Seller, seller_id) is None:
-            raise NotFound("seller not found", field="seller")
+            raise NotFound("seller not found", field="sellerId")
         token = ApiToken(token_hash=hash_token(secret), role=role, seller_id=seller_id,
                          name=clean_name, created_at=datetime.now(UTC))
         uow.session.add(token)
@@ -109,3 +109,7 @@ def authenticate(session: Session, token: str) -> Principal | None:
         return None
     return Principal(token_id=row.id, role=row.role, seller_id=row.seller_id,
                      token_name=row.name)
+
+
+def find(session: Session, token_id: int) -> ApiToken | None:
+    return session.get(ApiToken, token_id)
