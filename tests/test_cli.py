@@ -95,3 +95,24 @@ def test_token_commands_refuse_bad_input(tmp_path: Path, args: list[str], messag
 
     assert result.returncode == 2
     assert message in result.stderr
+
+
+def test_a_stopping_server_writes_the_last_uses_it_still_holds(tmp_path: Path) -> None:
+    env = cli_env(tmp_path)
+    token = _stockyard(env, "token", "create", "--role", "storefront", "--name", "shop") \
+        .stdout.split()[-1]
+    port = free_port()
+    server = subprocess.Popen([*STOCKYARD, "serve", "--port", str(port)], env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_until_healthy(port, time.monotonic() + 30)
+        answer = httpx.post(f"http://127.0.0.1:{port}/graphql", json={"query": "{ __typename }"},
+                            headers={"Authorization": f"Bearer {token}"})
+        assert answer.status_code == 200
+        unused = _table(_stockyard(env, "token", "list").stdout)[1][5]
+    finally:
+        server.terminate()
+        server.wait(timeout=20)
+
+    assert unused == "-"  # not written per request
+    assert _table(_stockyard(env, "token", "list").stdout)[1][5].endswith(" UTC")
