@@ -184,4 +184,4 @@ async def _flush_uses(graphql: StockyardGraphQL) -> None:
         await asyncio.sleep(FLUSH_SECONDS)
         uses = graphql.tokens.take_uses()
         if uses is not None:
-            await graphql.write_uses(uses)
+            graphql.write_uses_soon(uses)  # not cancelled with this loop: the lifespan waits
