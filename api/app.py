@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 import json
 import logging
 from collections.abc import AsyncIterator
+from datetime import datetime
 from typing import Any
 
 import anyio.to_thread
@@ -20,23 +22,27 @@ from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
 
-from api.auth import TokenCache, bearer_token
+from api.auth import FLUSH_SECONDS, MISS, TokenCache, Unauthenticated, bearer_token
 from api.context import Context, Services
 from api.fast_lane import FastLane
+from api.revocation import Listener
 from api.schema import schema
 from api.threads import Threads
 from domain.db import READ_ONLY, session_factories
+from domain.permissions import Principal
 from domain.relay import Relay
+from domain.services import tokens as token_service
 from domain.uow import Publish
 
 log = logging.getLogger("stockyard")
 
 
 class StockyardGraphQL(GraphQL[Context, None]):
-    def __init__(self, services: Services) -> None:
+    def __init__(self, services: Services, tokens: TokenCache | None = None) -> None:
         super().__init__(schema, graphql_ide="graphiql")
         self.services = services
-        self.tokens = TokenCache()
+        self.tokens = tokens or TokenCache()
+        self._writes: set[asyncio.Task[None]] = set()
         self.lane = FastLane(self)  # the common request skips strawberry's wrapper
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -47,6 +53,11 @@ class StockyardGraphQL(GraphQL[Context, None]):
         try:
             request = Request(scope=scope, receive=receive)
             response: Response = await self.lane.respond(request) or await self.run(request)
+        except Unauthenticated as exc:
+            response = JSONResponse(
+                {"errors": [{"message": exc.reason,
+                             "extensions": {"code": "UNAUTHENTICATED"}}]},
+                status_code=exc.status_code, headers={"WWW-Authenticate": "Bearer"})
         except HTTPException as exc:
             response = JSONResponse({"errors": [{"message": exc.reason}]},
                                     status_code=exc.status_code)
@@ -62,30 +73,64 @@ class StockyardGraphQL(GraphQL[Context, None]):
         return parsed
 
     async def get_context(self, request: Request | WebSocket, response: Any) -> Context:
-        token = bearer_token(request.headers.get("authorization"))
+        """The caller: none without an Authorization header; HTTP 401 (both the fast lane
+        and strawberry's path raise it to `__call__`) for a header naming no live token."""
         principal = None
-        if token is not None:
-            principal = self.tokens.resolve(self.services.reader, token) \
-                if self.tokens_cached(token) else await self.services.threads.run(
-                    functools.partial(self.tokens.resolve, self.services.reader, token))
+        header = request.headers.get("authorization")
+        if header is not None and header.strip():  # clients often send an empty one
+            token = bearer_token(header)
+            if token is None:
+                raise Unauthenticated("The Authorization header must be `Bearer <token>`.")
+            cache = self.tokens
+            found = cache.get(token)
+            if found is MISS:
+                found = await self.services.threads.run(
+                    functools.partial(cache.load, self.services.reader, token))
+            if not isinstance(found, Principal):
+                raise Unauthenticated("The token is unknown or has been revoked.")
+            principal = found
+            uses = cache.used(principal)
+            if uses is not None:
+                self.write_uses_soon(uses)
         return Context(request=request if isinstance(request, Request) else None,
                        services=self.services, principal=principal)
 
-    def tokens_cached(self, token: str) -> bool:
-        return self.tokens.is_fresh(token)
+    def write_uses_soon(self, uses: dict[int, datetime]) -> None:
+        """Write the tokens' last uses in the background (the request does not wait)."""
+        task = asyncio.get_running_loop().create_task(self.write_uses(uses))
+        self._writes.add(task)
+        task.add_done_callback(self._writes.discard)
+
+    async def uses_written(self) -> None:
+        """Until the background writes of last uses started so far have ended."""
+        while self._writes:
+            await asyncio.wait(set(self._writes))
+
+    async def write_uses(self, uses: dict[int, datetime]) -> None:
+        try:
+            await self.services.threads.run(
+                functools.partial(token_service.record_uses, self.services.uow(), uses))
+        except Exception:  # a last-use time is not worth failing anything for
+            log.warning("could not record the tokens' last use", exc_info=True)
 
 
-def build_app(engine: Engine, publish: Publish, *, threads: int = 12) -> Starlette:
+def build_app(engine: Engine, publish: Publish, *, threads: int = 12,
+              tokens: TokenCache | None = None) -> Starlette:
     """The app around an engine the caller owns; `publish` receives committed events (a
     `Relay`, which the lifespan starts and stops, or a test's list).
 
     `threads` bounds the services running at once (match the database pool size). The
     lifespan's end stops them; without a lifespan (tests), `app.state.threads.close()`.
+    `tokens` caches token lookups; give it the deployment's revocation epoch
+    (api/revocation.py). On PostgreSQL the lifespan also listens for revocations.
     """
     writer, reader = session_factories(engine)
+    cache = tokens or TokenCache()
     services = Services(writer=writer, reader=reader, publish=publish,
-                        threads=Threads(threads))
-    graphql = StockyardGraphQL(services)
+                        threads=Threads(threads), tokens=cache)
+    graphql = StockyardGraphQL(services, cache)
+    listener = Listener(engine.url.set(drivername="postgresql").render_as_string(
+        hide_password=False), cache.drop) if engine.dialect.name == "postgresql" else None
 
     async def healthz(_request: Request) -> Response:
         def ping() -> None:
@@ -104,7 +149,17 @@ def build_app(engine: Engine, publish: Publish, *, threads: int = 12) -> Starlet
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
         if isinstance(publish, Relay):
             publish.start()
+        if listener is not None:
+            listener.start()
+        flushing = asyncio.get_running_loop().create_task(_flush_uses(graphql))
         yield
+        flushing.cancel()
+        await graphql.uses_written()
+        uses = cache.take_uses()
+        if uses is not None:
+            await graphql.write_uses(uses)
+        if listener is not None:
+            await anyio.to_thread.run_sync(listener.close)
         # the services still running commit first
         await anyio.to_thread.run_sync(services.threads.close)
         if isinstance(publish, Relay):
@@ -118,4 +173,15 @@ def build_app(engine: Engine, publish: Publish, *, threads: int = 12) -> Starlet
         lifespan=lifespan,
     )
     app.state.threads = services.threads
+    app.state.graphql = graphql
     return app
+
+
+async def _flush_uses(graphql: StockyardGraphQL) -> None:
+    """Last uses reach the database within `FLUSH_SECONDS` even when no request comes to
+    take them (the request path writes them when due)."""
+    while True:
+        await asyncio.sleep(FLUSH_SECONDS)
+        uses = graphql.tokens.take_uses()
+        if uses is not None:
+            graphql.write_uses_soon(uses)  # not cancelled with this loop: the lifespan waits

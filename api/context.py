@@ -10,6 +10,7 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.requests import Request
 
+from api.auth import TokenCache
 from api.loaders import Loaders
 from api.threads import Threads
 from domain.permissions import Principal
@@ -28,6 +29,7 @@ class Services:
     reader: sessionmaker[Session]
     publish: Publish
     threads: Threads
+    tokens: TokenCache | None = None
 
     def uow(self) -> UnitOfWork:
         return UnitOfWork(self.writer, self.publish, reader=self.reader)
@@ -55,6 +57,11 @@ class Context:
         """Run a service (one transaction) in a worker thread, as the calling principal."""
         call = functools.partial(fn, self.services.uow(), self.principal, *args, **kwargs)
         return await self.services.threads.run(call)
+
+    def token_revoked(self) -> None:
+        """A token was revoked (committed): no process may accept it from now on."""
+        if self.services.tokens is not None:
+            self.services.tokens.revoked()
 
     async def read(self, fn: Callable[..., R], *args: Any) -> R:
         """Run a read function with a read-only session in a worker thread."""

@@ -27,6 +27,7 @@ from api.inputs import (
     StockUpdateInput,
     WarehouseCreateInput,
 )
+from api.token_types import ApiToken, TokenCreateInput, TokenCreatePayload, TokenRevokePayload
 from api.types import (
     Fulfillment,
     Info,
@@ -44,6 +45,7 @@ from domain.errors import DomainError, check_text
 from domain.models import OrderType
 from domain.services import catalog, configuration, orders
 from domain.services import stock as stock_service
+from domain.services import tokens as token_service
 from domain.services.reads import ZoneRow
 
 
@@ -221,6 +223,29 @@ class Mutation:
         except DomainError as exc:
             return SellerCreatePayload(seller=None, errors=errors_from(exc))
         return SellerCreatePayload(seller=Seller.from_model(seller), errors=[])
+
+    @strawberry.mutation(description="A new API token (admin token). Its secret is in this "
+                                     "answer only.")
+    async def token_create(self, info: Info, input: TokenCreateInput) -> TokenCreatePayload:
+        try:
+            seller_id = None if input.seller_id is None else \
+                ids.decode(input.seller_id, "Seller", "sellerId")
+            token, secret = await info.context.run(
+                token_service.create, role=input.role, seller_id=seller_id,
+                name=input.name)
+        except DomainError as exc:
+            return TokenCreatePayload(token=None, secret=None, errors=errors_from(exc))
+        return TokenCreatePayload(token=ApiToken.from_model(token), secret=secret, errors=[])
+
+    @strawberry.mutation(description="Refuse the token from now on, in every server process "
+                                     "(admin token). Revoking again changes nothing.")
+    async def token_revoke(self, info: Info, id: strawberry.ID) -> TokenRevokePayload:
+        try:
+            token = await info.context.run(token_service.revoke, ids.decode(id, "ApiToken", "id"))
+        except DomainError as exc:
+            return TokenRevokePayload(token=None, errors=errors_from(exc))
+        info.context.token_revoked()
+        return TokenRevokePayload(token=ApiToken.from_model(token), errors=[])
 
     @strawberry.mutation
     async def shipping_zone_create(

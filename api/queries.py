@@ -12,6 +12,7 @@ import strawberry
 from graphql import GraphQLError
 
 from api import ids
+from api.token_types import ApiToken
 from api.types import (
     Info,
     MarketplaceConfiguration,
@@ -164,6 +165,14 @@ class Query:
     async def marketplace_configuration(self, info: Info) -> MarketplaceConfiguration:
         settings = await info.context.read(configuration.allocation_settings)
         return MarketplaceConfiguration.from_settings(settings)
+
+    @strawberry.field(description="API tokens, newest first (admin token).")
+    async def tokens(self, info: Info, first: int | None = None,
+                     after: str | None = None) -> Connection[ApiToken]:
+        if not permissions.can_manage_tokens(info.context.principal):
+            raise GraphQLError("Reading tokens needs an admin token.",
+                               extensions={"code": "PERMISSION_DENIED"})
+        return await _page(info, models.ApiToken, ApiToken.from_model, first, after)
 
     @strawberry.field
     async def sellers(self, info: Info, first: int | None = None,

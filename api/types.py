@@ -400,6 +400,10 @@ async def resolve_node(info: Info, type_name: str, pk: int) -> Any:
     def visible(seller_id: int) -> bool:
         return permissions.can_see_seller_data(principal, seller_id)
 
+    if type_name == "ApiToken":
+        from api.token_types import token_node  # it builds on this module's types
+
+        return await token_node(info, pk)
     if type_name == "Seller":
         seller = await loaders.seller.load(pk)
         return Seller.from_model(seller) if seller and visible(seller.id) else None

@@ -308,6 +308,11 @@ class ApiToken(Base):
     created_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), server_default=func.now()
     )
+    # shown in the ledger's actor, e.g. `seller:3 "Berlin dashboard"`
+    name: Mapped[str | None] = mapped_column(String(40))
+    # written in batches, at most a minute behind (api/auth.py)
+    last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class RelayPosition(Base):

@@ -14,11 +14,17 @@ class Principal:
     role: Role
     seller_id: int | None = None
     label: str | None = None  # for callers without a token, e.g. "cli"
+    token_name: str | None = None  # the token's own name, e.g. "Berlin dashboard"
 
     @property
     def name(self) -> str:
-        """How the ledger and logs name this caller, e.g. "admin:3"."""
-        return self.label or f"{self.role.value}:{self.token_id}"
+        """How the ledger and logs name this caller: "admin:3", or `seller:3 "Berlin
+        dashboard"` for a named token (at most 64 characters, the ledger's `actor`)."""
+        if self.label:
+            return self.label
+        if self.token_name:
+            return f'{self.role.value}:{self.token_id} "{self.token_name}"'
+        return f"{self.role.value}:{self.token_id}"
 
 
 def require_principal(principal: Principal | None) -> Principal:
@@ -31,6 +37,17 @@ def require_admin(principal: Principal | None) -> Principal:
     if principal is None or principal.role is not Role.ADMIN:
         raise PermissionDenied("this operation needs an admin token")
     return principal
+
+
+def require_token_admin(principal: Principal | None) -> Principal:
+    """Creating, listing and revoking tokens: admins only."""
+    if principal is None or principal.role is not Role.ADMIN:
+        raise PermissionDenied("managing tokens needs an admin token")
+    return principal
+
+
+def can_manage_tokens(principal: Principal | None) -> bool:
+    return principal is not None and principal.role is Role.ADMIN
 
 
 def require_seller_access(principal: Principal | None, seller_id: int) -> Principal:

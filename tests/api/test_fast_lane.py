@@ -338,7 +338,7 @@ async def subscription(api: Api) -> httpx.Response:
 
 HANDLED = [seller_created, order_created, insufficient_stock, variant_not_found,
            int_out_of_range, required_field_missing, wrong_type, variables_missing, no_token,
-           bad_token, storefront_refused, page_too_large, operation_by_name, introspection,
+           storefront_refused, page_too_large, operation_by_name, introspection,
            nested, extensions_null, charset, event_stream_accepted, unexpected_exception,
            executor_exception]
 DECLINED = [unknown_field, syntax_error, operation_name_missing, operation_name_unknown,
@@ -361,6 +361,14 @@ async def test_lane_leaves_the_rest_to_strawberry(api: Api, caplog: pytest.LogCa
     handled, _ = await both(api, caplog, answered, send)
 
     assert not handled
+
+
+async def test_a_bad_token_is_refused_alike_on_both_paths(
+        api: Api, caplog: pytest.LogCaptureFixture, answered: list[bool]) -> None:
+    _, response = await both(api, caplog, answered, bad_token)
+
+    assert response.status_code == 401
+    assert response.json()["errors"][0]["extensions"] == {"code": "UNAUTHENTICATED"}
 
 
 async def test_common_mutation_succeeds_through_the_lane(
