@@ -7,14 +7,7 @@ from graphql import GraphQLError
 from strawberry.extensions import MaskErrors, ParserCache, ValidationCache
 
 from api.coercion import FastCoercionExecutor, build_during_coercion
-from api.inputs import (
-    OrderCreateInput,
-    OrderLineInput,
-    StockBulkUpdateInput,
-    bulk_row,
-    order_create,
-    order_line,
-)
+from api.inputs import OrderCreateInput, OrderLineInput, StockBulkUpdateInput
 from api.mutations import Mutation
 from api.queries import Query
 from api.types import (
@@ -54,6 +47,4 @@ schema = strawberry.Schema(
     execution_context_class=FastCoercionExecutor,
 )
 # the hottest inputs skip strawberry's generic conversion
-build_during_coercion(schema, StockBulkUpdateInput, bulk_row)
-build_during_coercion(schema, OrderLineInput, order_line)
-build_during_coercion(schema, OrderCreateInput, order_create)
+build_during_coercion(schema, StockBulkUpdateInput, OrderLineInput, OrderCreateInput)
