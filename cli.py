@@ -62,7 +62,7 @@ def app_factory() -> Starlette:
     # 0.5 ms and the default 5 ms on orders/s and p99
     sys.setswitchinterval(0.001)
     app = build_app(make_engine(settings), make_publisher(settings),
-                    threads=settings.db_pool_size)
+                    threads=settings.db_pool_size, fast_paths=settings.fast_paths)
     # the schema, the models and the libraries are long-lived: out of the collector's
     # reach, a full collection no longer walks them (a 10k-row bulk request took ~20% less)
     gc.freeze()

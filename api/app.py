@@ -23,7 +23,7 @@ from strawberry.asgi import GraphQL
 from api.auth import TokenCache, bearer_token
 from api.context import Context, Services
 from api.fast_lane import FastLane
-from api.schema import schema
+from api.schema import schema_for
 from api.threads import Threads
 from domain.db import READ_ONLY, session_factories
 from domain.uow import Publish
@@ -32,11 +32,12 @@ log = logging.getLogger("stockyard")
 
 
 class StockyardGraphQL(GraphQL[Context, None]):
-    def __init__(self, services: Services) -> None:
-        super().__init__(schema, graphql_ide="graphiql")
+    def __init__(self, services: Services, *, fast_paths: bool = True) -> None:
+        super().__init__(schema_for(fast_paths=fast_paths), graphql_ide="graphiql")
         self.services = services
         self.tokens = TokenCache()
-        self.lane = FastLane(self)  # the common request skips strawberry's wrapper
+        # the common request skips strawberry's wrapper
+        self.lane = FastLane(self) if fast_paths else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Transport errors answer as GraphQL-shaped JSON, never as a 500."""
@@ -45,7 +46,8 @@ class StockyardGraphQL(GraphQL[Context, None]):
             return
         try:
             request = Request(scope=scope, receive=receive)
-            response: Response = await self.lane.respond(request) or await self.run(request)
+            response: Response = (self.lane and await self.lane.respond(request)) \
+                or await self.run(request)
         except HTTPException as exc:
             response = JSONResponse({"errors": [{"message": exc.reason}]},
                                     status_code=exc.status_code)
@@ -74,16 +76,19 @@ class StockyardGraphQL(GraphQL[Context, None]):
         return self.tokens.is_fresh(token)
 
 
-def build_app(engine: Engine, publish: Publish, *, threads: int = 12) -> Starlette:
+def build_app(engine: Engine, publish: Publish, *, threads: int = 12,
+              fast_paths: bool = True) -> Starlette:
     """The app around an engine the caller owns; `publish` receives committed events.
 
     `threads` bounds the services running at once (match the database pool size). The
     lifespan's end stops them; without a lifespan (tests), `app.state.threads.close()`.
+    `fast_paths=False` (STOCKYARD_FAST_PATHS=off) answers through strawberry's public path
+    only: no fast lane, no custom coercion.
     """
     writer, reader = session_factories(engine)
     services = Services(writer=writer, reader=reader, publish=publish,
                         threads=Threads(threads))
-    graphql = StockyardGraphQL(services)
+    graphql = StockyardGraphQL(services, fast_paths=fast_paths)
 
     async def healthz(_request: Request) -> Response:
         def ping() -> None:

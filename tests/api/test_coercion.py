@@ -423,6 +423,11 @@ def test_a_nested_input_strawberry_would_convert_is_refused() -> None:
 
 # ------------------------------------------------------------------------ end to end
 
+@pytest.fixture(params=[True, False], ids=["fast paths on", "fast paths off"])
+def fast_paths(request: pytest.FixtureRequest) -> bool:
+    """The same answers with STOCKYARD_FAST_PATHS on and off."""
+    return bool(request.param)
+
 
 @pytest.mark.anyio
 @pytest.mark.parametrize("policy", ["REJECT_EVERYTHING", "REJECT_FAILED_ROWS"])

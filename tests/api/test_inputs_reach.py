@@ -61,10 +61,12 @@ class Recorded(InvalidState):
     """The service was not run: its call was recorded."""
 
 
-@pytest.fixture
-async def client(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[httpx.AsyncClient]:
+@pytest.fixture(params=[True, False], ids=["fast paths on", "fast paths off"])
+async def client(request: pytest.FixtureRequest,
+                 monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[httpx.AsyncClient]:
     """A client of an app whose services are never run; no database is reached."""
-    app = build_app(create_engine("sqlite://"), lambda _event: None)
+    app = build_app(create_engine("sqlite://"), lambda _event: None,
+                    fast_paths=request.param)
     try:
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
                                      base_url="http://testserver") as client:
