@@ -69,7 +69,8 @@ def app_factory() -> Starlette:
     engine = make_engine(settings)
     epoch = _epoch_path(settings)
     app = build_app(engine, make_relay(settings, engine), threads=settings.db_pool_size,
-                    tokens=TokenCache(epoch=Epoch(epoch) if epoch is not None else None))
+                    tokens=TokenCache(epoch=Epoch(epoch) if epoch is not None else None),
+                    fast_paths=settings.fast_paths)
     # the schema, the models and the libraries are long-lived: out of the collector's
     # reach, a full collection no longer walks them (a 10k-row bulk request took ~20% less)
     gc.freeze()

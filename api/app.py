@@ -26,7 +26,7 @@ from api.auth import FLUSH_SECONDS, MISS, TokenCache, Unauthenticated, bearer_to
 from api.context import Context, Services
 from api.fast_lane import FastLane
 from api.revocation import Listener
-from api.schema import schema
+from api.schema import schema_for
 from api.threads import Threads
 from domain.db import READ_ONLY, session_factories
 from domain.permissions import Principal
@@ -38,12 +38,14 @@ log = logging.getLogger("stockyard")
 
 
 class StockyardGraphQL(GraphQL[Context, None]):
-    def __init__(self, services: Services, tokens: TokenCache | None = None) -> None:
-        super().__init__(schema, graphql_ide="graphiql")
+    def __init__(self, services: Services, tokens: TokenCache | None = None, *,
+                 fast_paths: bool = True) -> None:
+        super().__init__(schema_for(fast_paths=fast_paths), graphql_ide="graphiql")
         self.services = services
         self.tokens = tokens or TokenCache()
         self._writes: set[asyncio.Task[None]] = set()
-        self.lane = FastLane(self)  # the common request skips strawberry's wrapper
+        # the common request skips strawberry's wrapper
+        self.lane = FastLane(self) if fast_paths else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Transport errors answer as GraphQL-shaped JSON, never as a 500."""
@@ -52,7 +54,8 @@ class StockyardGraphQL(GraphQL[Context, None]):
             return
         try:
             request = Request(scope=scope, receive=receive)
-            response: Response = await self.lane.respond(request) or await self.run(request)
+            response: Response = (self.lane and await self.lane.respond(request)) \
+                or await self.run(request)
         except Unauthenticated as exc:
             response = JSONResponse(
                 {"errors": [{"message": exc.reason,
@@ -115,7 +118,7 @@ class StockyardGraphQL(GraphQL[Context, None]):
 
 
 def build_app(engine: Engine, publish: Publish, *, threads: int = 12,
-              tokens: TokenCache | None = None) -> Starlette:
+              tokens: TokenCache | None = None, fast_paths: bool = True) -> Starlette:
     """The app around an engine the caller owns; `publish` receives committed events (a
     `Relay`, which the lifespan starts and stops, or a test's list).
 
@@ -123,12 +126,14 @@ def build_app(engine: Engine, publish: Publish, *, threads: int = 12,
     lifespan's end stops them; without a lifespan (tests), `app.state.threads.close()`.
     `tokens` caches token lookups; give it the deployment's revocation epoch
     (api/revocation.py). On PostgreSQL the lifespan also listens for revocations.
+    `fast_paths=False` (STOCKYARD_FAST_PATHS=off) answers through strawberry's public path
+    only: no fast lane, no custom coercion.
     """
     writer, reader = session_factories(engine)
     cache = tokens or TokenCache()
     services = Services(writer=writer, reader=reader, publish=publish,
                         threads=Threads(threads), tokens=cache)
-    graphql = StockyardGraphQL(services, cache)
+    graphql = StockyardGraphQL(services, cache, fast_paths=fast_paths)
     listener = Listener(engine.url.set(drivername="postgresql").render_as_string(
         hide_password=False), cache.drop) if engine.dialect.name == "postgresql" else None
 

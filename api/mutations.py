@@ -5,7 +5,7 @@ from __future__ import annotations
 import strawberry
 
 from api import ids
-from api.errors import StockyardError, collect, errors_from
+from api.errors import StockyardError, errors_from
 from api.inputs import (
     ErrorPolicy,
     MarketplaceConfigurationUpdateInput,
@@ -25,6 +25,7 @@ from api.inputs import (
     StockInput,
     StockTransferInput,
     StockUpdateInput,
+    ToDomain,
     WarehouseCreateInput,
 )
 from api.token_types import ApiToken, TokenCreateInput, TokenCreatePayload, TokenRevokePayload
@@ -191,27 +192,37 @@ class StockBulkUpdatePayload:
                 for s, errs in zip(self.outcome.stocks, self.outcome.errors, strict=True)]
 
 
+# Each input reaches its service through one of these, built (and checked) at import.
+SELLER = ToDomain(SellerCreateInput, catalog.create_seller)
+SHIPPING_ZONE = ToDomain(ShippingZoneCreateInput, catalog.create_shipping_zone)
+WAREHOUSE = ToDomain(WarehouseCreateInput, catalog.create_warehouse,
+                     renamed={"shipping_zone_ids": "zone_ids"})
+PRODUCT = ToDomain(ProductCreateInput, catalog.create_product)
+VARIANT = ToDomain(ProductVariantCreateInput, catalog.create_variant)
+VARIANT_UPDATE = ToDomain(ProductVariantUpdateInput, catalog.update_variant)
+STOCK_QUANTITY = ToDomain(StockInput, catalog.StockQuantity)
+ORDER = ToDomain(OrderCreateInput, orders.create)
+TOKEN = ToDomain(TokenCreateInput, token_service.create)
+ORDER_LINE = ToDomain(OrderLineInput, orders.LineRequest)
+ORDER_LINE_UPDATE = ToDomain(OrderLineUpdateInput, orders.update_line)
+FULFILL_LINE = ToDomain(OrderFulfillLineInput, orders.FulfillRequest,
+                        renamed={"order_line_id": "line_id"})
+STOCK_ADJUST = ToDomain(StockAdjustInput, stock_service.adjust)
+STOCK_TRANSFER = ToDomain(StockTransferInput, stock_service.transfer)
+STOCK_UPDATE = ToDomain(StockUpdateInput, stock_service.set_low_stock_threshold,
+                        renamed={"low_stock_threshold": "threshold"})
+PURCHASE_ORDER = ToDomain(PurchaseOrderCreateInput, stock_service.create_purchase_order)
+PURCHASE_LINE = ToDomain(PurchaseOrderLineInput, stock_service.PurchaseLine)
+BULK_ROW = ToDomain(StockBulkUpdateInput, stock_service.BulkRow,
+                    convert={"sku": lambda sku, path: check_text(sku, path, what="SKU")})
+
+
 def _bulk_row(i: int, row: StockBulkUpdateInput) -> stock_service.BulkRow:
     """Decode one row; a malformed ID becomes that row's error, not the request's."""
     try:
-        warehouse_id = ids.decode(row.warehouse_id, "Warehouse", f"stocks.{i}.warehouseId")
-        variant_id = ids.decode(row.variant_id, "ProductVariant", f"stocks.{i}.variantId") \
-            if row.variant_id is not None else None
-        sku = check_text(row.sku, f"stocks.{i}.sku", what="SKU") if row.sku is not None else None
+        return BULK_ROW.build(row, f"stocks.{i}")
     except DomainError as exc:
         return stock_service.BulkRow(warehouse_id=0, quantity=row.quantity, error=exc)
-    return stock_service.BulkRow(warehouse_id=warehouse_id, quantity=row.quantity,
-                                 variant_id=variant_id, sku=sku, force=bool(row.force))
-
-
-def _purchase_lines(lines: list[PurchaseOrderLineInput]) -> list[stock_service.PurchaseLine]:
-    return collect(lines, lambda i, ln: stock_service.PurchaseLine(
-        ids.decode(ln.variant_id, "ProductVariant", f"lines.{i}.variantId"), ln.quantity))
-
-
-def _line_requests(lines: list[OrderLineInput], prefix: str) -> list[orders.LineRequest]:
-    return collect(lines, lambda i, ln: orders.LineRequest(
-        ids.decode(ln.variant_id, "ProductVariant", f"{prefix}.{i}.variantId"), ln.quantity))
 
 
 @strawberry.type
@@ -219,7 +230,7 @@ class Mutation:
     @strawberry.mutation
     async def seller_create(self, info: Info, input: SellerCreateInput) -> SellerCreatePayload:
         try:
-            seller = await info.context.run(catalog.create_seller, name=input.name)
+            seller = await info.context.run(catalog.create_seller, **SELLER.kwargs(input))
         except DomainError as exc:
             return SellerCreatePayload(seller=None, errors=errors_from(exc))
         return SellerCreatePayload(seller=Seller.from_model(seller), errors=[])
@@ -228,11 +239,7 @@ class Mutation:
                                      "answer only.")
     async def token_create(self, info: Info, input: TokenCreateInput) -> TokenCreatePayload:
         try:
-            seller_id = None if input.seller_id is None else \
-                ids.decode(input.seller_id, "Seller", "sellerId")
-            token, secret = await info.context.run(
-                token_service.create, role=input.role, seller_id=seller_id,
-                name=input.name)
+            token, secret = await info.context.run(token_service.create, **TOKEN.kwargs(input))
         except DomainError as exc:
             return TokenCreatePayload(token=None, secret=None, errors=errors_from(exc))
         return TokenCreatePayload(token=ApiToken.from_model(token), secret=secret, errors=[])
@@ -253,7 +260,7 @@ class Mutation:
     ) -> ShippingZoneCreatePayload:
         try:
             zone, countries = await info.context.run(
-                catalog.create_shipping_zone, name=input.name, countries=input.countries)
+                catalog.create_shipping_zone, **SHIPPING_ZONE.kwargs(input))
         except DomainError as exc:
             return ShippingZoneCreatePayload(shipping_zone=None, errors=errors_from(exc))
         row = ZoneRow(zone.id, zone.name, tuple(countries))
@@ -264,12 +271,8 @@ class Mutation:
         self, info: Info, input: WarehouseCreateInput
     ) -> WarehouseCreatePayload:
         try:
-            zone_ids = collect(input.shipping_zone_ids, lambda i, z: ids.decode(
-                z, "ShippingZone", f"shippingZoneIds.{i}"))
-            warehouse = await info.context.run(
-                catalog.create_warehouse,
-                seller_id=ids.decode(input.seller_id, "Seller", "sellerId"),
-                name=input.name, zone_ids=zone_ids, priority=input.priority)
+            warehouse = await info.context.run(catalog.create_warehouse,
+                                               **WAREHOUSE.kwargs(input))
         except DomainError as exc:
             return WarehouseCreatePayload(warehouse=None, errors=errors_from(exc))
         return WarehouseCreatePayload(warehouse=Warehouse.from_model(warehouse), errors=[])
@@ -277,9 +280,7 @@ class Mutation:
     @strawberry.mutation
     async def product_create(self, info: Info, input: ProductCreateInput) -> ProductCreatePayload:
         try:
-            product = await info.context.run(
-                catalog.create_product,
-                seller_id=ids.decode(input.seller_id, "Seller", "sellerId"), name=input.name)
+            product = await info.context.run(catalog.create_product, **PRODUCT.kwargs(input))
         except DomainError as exc:
             return ProductCreatePayload(product=None, errors=errors_from(exc))
         return ProductCreatePayload(product=Product.from_model(product), errors=[])
@@ -289,10 +290,7 @@ class Mutation:
         self, info: Info, input: ProductVariantCreateInput
     ) -> ProductVariantCreatePayload:
         try:
-            variant = await info.context.run(
-                catalog.create_variant,
-                product_id=ids.decode(input.product_id, "Product", "productId"),
-                sku=input.sku, track_inventory=input.track_inventory is not False)
+            variant = await info.context.run(catalog.create_variant, **VARIANT.kwargs(input))
         except DomainError as exc:
             return ProductVariantCreatePayload(product_variant=None, errors=errors_from(exc))
         return ProductVariantCreatePayload(
@@ -305,7 +303,7 @@ class Mutation:
         try:
             variant = await info.context.run(
                 catalog.update_variant, ids.decode(id, "ProductVariant", "id"),
-                track_inventory=input.track_inventory)
+                **VARIANT_UPDATE.kwargs(input))
         except DomainError as exc:
             return ProductVariantUpdatePayload(product_variant=None, errors=errors_from(exc))
         return ProductVariantUpdatePayload(
@@ -317,9 +315,7 @@ class Mutation:
         self, info: Info, variant_id: strawberry.ID, stocks: list[StockInput]
     ) -> ProductVariantStocksUpdatePayload:
         try:
-            rows = collect(stocks, lambda i, s: catalog.StockQuantity(
-                ids.decode(s.warehouse_id, "Warehouse", f"stocks.{i}.warehouseId"), s.quantity,
-                bool(s.force)))
+            rows = STOCK_QUANTITY.each(stocks, "stocks")
             variant = await info.context.run(
                 catalog.set_stock_quantities,
                 ids.decode(variant_id, "ProductVariant", "variantId"), rows)
@@ -347,11 +343,7 @@ class Mutation:
     @strawberry.mutation
     async def order_create(self, info: Info, input: OrderCreateInput) -> OrderCreatePayload:
         try:
-            view = await info.context.run(
-                orders.create, type=OrderType(input.type),
-                shipping_country=input.shipping_country,
-                lines=_line_requests(input.lines, "lines"),
-                idempotency_key=input.idempotency_key)
+            view = await info.context.run(orders.create, **ORDER.kwargs(input))
         except DomainError as exc:
             return OrderCreatePayload(order=None, errors=errors_from(exc))
         return OrderCreatePayload(order=Order.from_view(view), errors=[])
@@ -363,7 +355,7 @@ class Mutation:
         try:
             view = await info.context.run(
                 orders.add_lines, ids.decode(order_id, "Order", "orderId"),
-                _line_requests(lines, "lines"))
+                ORDER_LINE.each(lines, "lines"))
         except DomainError as exc:
             return OrderLinesCreatePayload(order=None, errors=errors_from(exc))
         return OrderLinesCreatePayload(order=Order.from_view(view), errors=[])
@@ -374,7 +366,8 @@ class Mutation:
     ) -> OrderLineUpdatePayload:
         try:
             view = await info.context.run(
-                orders.update_line, ids.decode(id, "OrderLine", "id"), input.quantity)
+                orders.update_line, ids.decode(id, "OrderLine", "id"),
+                **ORDER_LINE_UPDATE.kwargs(input))
         except DomainError as exc:
             return OrderLineUpdatePayload(order=None, errors=errors_from(exc))
         return OrderLineUpdatePayload(order=Order.from_view(view), errors=[])
@@ -409,11 +402,7 @@ class Mutation:
         self, info: Info, order_id: strawberry.ID, lines: list[OrderFulfillLineInput]
     ) -> OrderFulfillPayload:
         try:
-            requests = collect(lines, lambda i, ln: orders.FulfillRequest(
-                ids.decode(ln.order_line_id, "OrderLine", f"lines.{i}.orderLineId"),
-                ln.quantity,
-                ids.decode(ln.warehouse_id, "Warehouse", f"lines.{i}.warehouseId")
-                if ln.warehouse_id is not None else None))
+            requests = FULFILL_LINE.each(lines, "lines")
             view, fulfillment = await info.context.run(
                 orders.fulfill, ids.decode(order_id, "Order", "orderId"), requests)
         except DomainError as exc:
@@ -425,12 +414,8 @@ class Mutation:
                                      "expectedQuantity, CONFLICT unless on-hand equals it.")
     async def stock_adjust(self, info: Info, input: StockAdjustInput) -> StockAdjustPayload:
         try:
-            stock = await info.context.run(
-                stock_service.adjust,
-                variant_id=ids.decode(input.variant_id, "ProductVariant", "input.variantId"),
-                warehouse_id=ids.decode(input.warehouse_id, "Warehouse", "input.warehouseId"),
-                delta=input.delta, reason=input.reason,
-                expected_quantity=input.expected_quantity, force=bool(input.force))
+            stock = await info.context.run(stock_service.adjust,
+                                           **STOCK_ADJUST.kwargs(input, "input"))
         except DomainError as exc:
             return StockAdjustPayload(stock=None, errors=errors_from(exc))
         return StockAdjustPayload(stock=Stock.from_model(stock), errors=[])
@@ -439,14 +424,8 @@ class Mutation:
                                      "warehouses of the variant's seller.")
     async def stock_transfer(self, info: Info, input: StockTransferInput) -> StockTransferPayload:
         try:
-            await info.context.run(
-                stock_service.transfer,
-                variant_id=ids.decode(input.variant_id, "ProductVariant", "input.variantId"),
-                from_warehouse_id=ids.decode(input.from_warehouse_id, "Warehouse",
-                                             "input.fromWarehouseId"),
-                to_warehouse_id=ids.decode(input.to_warehouse_id, "Warehouse",
-                                           "input.toWarehouseId"),
-                quantity=input.quantity)
+            await info.context.run(stock_service.transfer,
+                                   **STOCK_TRANSFER.kwargs(input, "input"))
         except DomainError as exc:
             return StockTransferPayload(errors=errors_from(exc))
         return StockTransferPayload(errors=[])
@@ -456,10 +435,8 @@ class Mutation:
         self, info: Info, input: PurchaseOrderCreateInput
     ) -> PurchaseOrderCreatePayload:
         try:
-            po = await info.context.run(
-                stock_service.create_purchase_order,
-                warehouse_id=ids.decode(input.warehouse_id, "Warehouse", "input.warehouseId"),
-                lines=_purchase_lines(input.lines))
+            po = await info.context.run(stock_service.create_purchase_order,
+                                        **PURCHASE_ORDER.kwargs(input, "input"))
         except DomainError as exc:
             return PurchaseOrderCreatePayload(purchase_order=None, errors=errors_from(exc))
         return PurchaseOrderCreatePayload(purchase_order=PurchaseOrder.from_model(po), errors=[])
@@ -472,7 +449,7 @@ class Mutation:
         try:
             po = await info.context.run(
                 stock_service.receive_purchase_order, ids.decode(id, "PurchaseOrder", "id"),
-                _purchase_lines(lines))
+                PURCHASE_LINE.each(lines, "lines"))
         except DomainError as exc:
             return PurchaseOrderReceivePayload(purchase_order=None, errors=errors_from(exc))
         return PurchaseOrderReceivePayload(purchase_order=PurchaseOrder.from_model(po),
@@ -499,11 +476,8 @@ class Mutation:
                                      "(lowStockThreshold); no ledger movement.")
     async def stock_update(self, info: Info, input: StockUpdateInput) -> StockUpdatePayload:
         try:
-            stock = await info.context.run(
-                stock_service.set_low_stock_threshold,
-                variant_id=ids.decode(input.variant_id, "ProductVariant", "input.variantId"),
-                warehouse_id=ids.decode(input.warehouse_id, "Warehouse", "input.warehouseId"),
-                threshold=input.low_stock_threshold)
+            stock = await info.context.run(stock_service.set_low_stock_threshold,
+                                           **STOCK_UPDATE.kwargs(input, "input"))
         except DomainError as exc:
             return StockUpdatePayload(stock=None, errors=errors_from(exc))
         return StockUpdatePayload(stock=Stock.from_model(stock), errors=[])

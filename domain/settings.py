@@ -19,6 +19,9 @@ class Settings:
     # run services, so requests queue on the event loop instead of contending for the GIL
     # (in the bench, 4 beat 12 on p99: fewer threads wait for the GIL less often)
     db_pool_size: int = 4
+    # the fast lane and custom input coercion (api/fast_lane.py, api/coercion.py) use private
+    # names of strawberry and graphql-core; off, requests take strawberry's public path only
+    fast_paths: bool = True
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -28,6 +31,7 @@ class Settings:
             broker_url=env.get("STOCKYARD_BROKER_URL") or None,
             reconcile_seconds=int(env.get("STOCKYARD_RECONCILE_SECONDS") or 600),
             db_pool_size=int(env.get("STOCKYARD_DB_POOL_SIZE") or 4),
+            fast_paths=_on_off(env, "STOCKYARD_FAST_PATHS", default=True),
         )
 
     @property
@@ -40,3 +44,16 @@ class Settings:
             return None
         path = self.database_url.split(":///", 1)[-1]
         return None if path in ("", ":memory:") else Path(path)
+
+
+def _on_off(env: Mapping[str, str], name: str, *, default: bool) -> bool:
+    """on/off (also true/false, yes/no, 1/0); anything else is a mistake worth stopping for."""
+    value = env.get(name) or ""
+    match value.strip().lower():
+        case "":
+            return default
+        case "on" | "true" | "yes" | "1":
+            return True
+        case "off" | "false" | "no" | "0":
+            return False
+    raise ValueError(f"{name} must be on or off, not {value!r}")

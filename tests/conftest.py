@@ -7,6 +7,7 @@ PostgreSQL half of each test skips with a loud reason.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -197,10 +198,11 @@ class Api:
         return body["data"]  # type: ignore[no-any-return]
 
 
-@pytest.fixture
-async def api(db: Database) -> AsyncIterator[Api]:
+@contextlib.asynccontextmanager
+async def serve(db: Database, *, fast_paths: bool = True) -> AsyncIterator[Api]:
+    """A client of a fresh app on `db`."""
     events: list[Event] = []
-    app = build_app(db.engine, events.append)
+    app = build_app(db.engine, events.append, fast_paths=fast_paths)
     transport = httpx.ASGITransport(app=app)  # runs no lifespan: the test stops the threads
     try:
         async with httpx.AsyncClient(transport=transport, base_url="http://testserver",
@@ -208,3 +210,15 @@ async def api(db: Database) -> AsyncIterator[Api]:
             yield Api(client, db)
     finally:
         app.state.threads.close()
+
+
+@pytest.fixture
+def fast_paths() -> bool:
+    """STOCKYARD_FAST_PATHS of the `api` fixture's app; a module may parametrize it."""
+    return True
+
+
+@pytest.fixture
+async def api(db: Database, fast_paths: bool) -> AsyncIterator[Api]:
+    async with serve(db, fast_paths=fast_paths) as api:
+        yield api

@@ -29,9 +29,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 
-from api.coercion import MIN_ROWS, FastCoercionExecutor, coerce_long_lists, coerce_rows
+from api.coercion import (
+    MIN_ROWS,
+    FastCoercionExecutor,
+    build_during_coercion,
+    coerce_long_lists,
+    coerce_rows,
+)
 from api.inputs import StockBulkUpdateInput
 from api.schema import schema
+from api.types import OrderTypeEnum
+from domain.models import OrderType
 from tests.api.test_bulk_update import BULK, bulk, figures, many_variants, row
 from tests.api.test_stock_operations import codes, snapshot
 from tests.conftest import Api
@@ -372,7 +380,54 @@ def test_a_bad_bulk_row_gets_graphql_core_errors(bad: dict[str, Any]) -> None:
         "Variable '$stocks' has invalid value at [150]")
 
 
+@strawberry.input
+class Inner:
+    n: int
+
+
+@strawberry.input
+class Outer:
+    kind: OrderTypeEnum  # type: ignore[valid-type]
+    inner: list[Inner]
+    note: str | None = "none"
+    maybe_kind: OrderTypeEnum | None = None  # type: ignore[valid-type]
+
+
+@strawberry.type
+class Echo:
+    @strawberry.field
+    def echo(self, outer: Outer) -> str:
+        return repr(outer)
+
+
+def test_inputs_built_during_coercion_are_strawberrys_inputs_field_for_field() -> None:
+    query = """query($o: Outer!) { echo(outer: $o) }"""
+    variables = {"o": {"kind": "QUOTE", "inner": [{"n": 1}, {"n": 2}], "maybeKind": "OFFER"}}
+    plain, fast = strawberry.Schema(query=Echo), strawberry.Schema(query=Echo)
+    build_during_coercion(fast, Inner, Outer)
+
+    by_strawberry = plain.execute_sync(query, variables)
+    during_coercion = fast.execute_sync(query, variables)
+
+    assert by_strawberry.errors is None
+    assert during_coercion.data == by_strawberry.data
+    assert by_strawberry.data == {"echo": repr(Outer(
+        kind=OrderType.QUOTE, inner=[Inner(n=1), Inner(n=2)], note="none",
+        maybe_kind=OrderType.OFFER))}
+
+
+def test_a_nested_input_strawberry_would_convert_is_refused() -> None:
+    with pytest.raises(TypeError, match=r"Outer\.inner"):
+        build_during_coercion(strawberry.Schema(query=Echo), Outer)
+
+
 # ------------------------------------------------------------------------ end to end
+
+@pytest.fixture(params=[True, False], ids=["fast paths on", "fast paths off"])
+def fast_paths(request: pytest.FixtureRequest) -> bool:
+    """The same answers with STOCKYARD_FAST_PATHS on and off."""
+    return bool(request.param)
+
 
 @pytest.mark.anyio
 @pytest.mark.parametrize("policy", ["REJECT_EVERYTHING", "REJECT_FAILED_ROWS"])

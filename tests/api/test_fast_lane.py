@@ -1,7 +1,8 @@
 """The fast lane answers exactly as strawberry would: same status, headers, bytes and logs.
 
 Every case runs twice on a freshly reset database: once through the lane (strawberry only
-when the lane declines) and once with the lane declining everything.
+when the lane declines) and once with the lane declining everything, or once on an app with
+STOCKYARD_FAST_PATHS=off (strawberry's public path only, graphql-core's own coercion).
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 import itertools
 import json
 import logging
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
 import httpx
@@ -21,17 +22,20 @@ from starlette.responses import Response
 from starlette.types import Message
 from strawberry.asgi import GraphQL
 from strawberry.extensions import MaskErrors, QueryDepthLimiter
+from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 from strawberry.subscriptions import GRAPHQL_SSE_PROTOCOL
 from strawberry.types import Info
 
 from api import fast_lane
 from api.coercion import FastCoercionExecutor
 from api.fast_lane import FastLane
-from api.schema import schema
+from api.inputs import StockBulkUpdateInput
+from api.schema import schema, schema_for
 from domain.models import Role
 from domain.services import catalog
+from domain.settings import Settings
 from tests import factories
-from tests.conftest import Api
+from tests.conftest import Api, Database, serve
 from tests.factories import gid, shop
 
 pytestmark = pytest.mark.anyio
@@ -99,16 +103,29 @@ def logged(caplog: pytest.LogCaptureFixture) -> list[tuple[str, str, str]]:
             for r in caplog.records if r.name == "strawberry.execution"]
 
 
+@pytest.fixture(params=["lane declined", "fast paths off"])
+async def reference(request: pytest.FixtureRequest, db: Database) -> AsyncIterator[Api | None]:
+    """What the lane's answers are compared with: the same app with the lane declining
+    (None), or an app with STOCKYARD_FAST_PATHS=off (no lane, no custom coercion)."""
+    if request.param == "lane declined":
+        yield None
+        return
+    async with serve(db, fast_paths=False) as off:
+        yield off
+
+
 async def both(api: Api, caplog: pytest.LogCaptureFixture, answered: list[bool],
-               send: Send) -> tuple[bool, httpx.Response]:
-    """Runs `send` with the lane, then without; asserts identical answers, logs and effects.
+               send: Send, reference: Api | None = None) -> tuple[bool, httpx.Response]:
+    """Runs `send` with the lane, then without (`reference`); asserts identical answers,
+    logs and effects.
 
     Returns whether the lane answered, and the response.
     """
     runs = []
-    for lane_on in (True, False):
-        api.db.reset()
-        api.admin = api.token(Role.ADMIN)
+    for target in (api, reference or api):
+        lane_on = target is api and not runs
+        target.db.reset()
+        target.admin = target.token(Role.ADMIN)
         answered.clear()
         caplog.clear()
         with pytest.MonkeyPatch.context() as patch:
@@ -116,8 +133,8 @@ async def both(api: Api, caplog: pytest.LogCaptureFixture, answered: list[bool],
             if not lane_on:
                 patch.setattr(FastLane, "respond", declined)
             with caplog.at_level(logging.ERROR, logger="strawberry.execution"):
-                response = await send(api)
-        runs.append((any(answered), response, logged(caplog), snapshot(api)))
+                response = await send(target)
+        runs.append((any(answered), response, logged(caplog), snapshot(target)))
 
     (handled, on, on_log, on_state), (_, off, off_log, off_state) = runs
     assert on.status_code == off.status_code
@@ -246,6 +263,8 @@ async def executor_exception(api: Api) -> httpx.Response:
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(FastCoercionExecutor, "build", classmethod(broken))
+        # the executor of an app without the fast paths
+        patch.setattr(StrawberryGraphQLCoreExecutionContext, "build", classmethod(broken))
         return await seller_created(api)
 
 
@@ -349,16 +368,18 @@ DECLINED = [unknown_field, syntax_error, operation_name_missing, operation_name_
 
 @pytest.mark.parametrize("send", HANDLED, ids=lambda send: send.__name__)
 async def test_lane_answers_as_strawberry(api: Api, caplog: pytest.LogCaptureFixture,
-                                          answered: list[bool], send: Send) -> None:
-    handled, _ = await both(api, caplog, answered, send)
+                                          answered: list[bool], send: Send,
+                                          reference: Api | None) -> None:
+    handled, _ = await both(api, caplog, answered, send, reference)
 
     assert handled
 
 
 @pytest.mark.parametrize("send", DECLINED, ids=lambda send: send.__name__)
 async def test_lane_leaves_the_rest_to_strawberry(api: Api, caplog: pytest.LogCaptureFixture,
-                                                  answered: list[bool], send: Send) -> None:
-    handled, _ = await both(api, caplog, answered, send)
+                                                  answered: list[bool], send: Send,
+                                                  reference: Api | None) -> None:
+    handled, _ = await both(api, caplog, answered, send, reference)
 
     assert not handled
 
@@ -372,8 +393,9 @@ async def test_a_bad_token_is_refused_alike_on_both_paths(
 
 
 async def test_common_mutation_succeeds_through_the_lane(
-        api: Api, caplog: pytest.LogCaptureFixture, answered: list[bool]) -> None:
-    _, response = await both(api, caplog, answered, order_created)
+        api: Api, caplog: pytest.LogCaptureFixture, answered: list[bool],
+        reference: Api | None) -> None:
+    _, response = await both(api, caplog, answered, order_created, reference)
 
     payload = response.json()["data"]["orderCreate"]
     assert payload["errors"] == []
@@ -381,8 +403,9 @@ async def test_common_mutation_succeeds_through_the_lane(
 
 
 async def test_unexpected_exception_is_masked_and_logged(
-        api: Api, caplog: pytest.LogCaptureFixture, answered: list[bool]) -> None:
-    _, response = await both(api, caplog, answered, unexpected_exception)
+        api: Api, caplog: pytest.LogCaptureFixture, answered: list[bool],
+        reference: Api | None) -> None:
+    _, response = await both(api, caplog, answered, unexpected_exception, reference)
 
     assert response.json()["errors"][0]["message"] == "Unexpected error."
     assert "database on fire" not in response.text
@@ -392,8 +415,9 @@ async def test_unexpected_exception_is_masked_and_logged(
 
 
 async def test_typed_errors_come_through_the_lane(
-        api: Api, caplog: pytest.LogCaptureFixture, answered: list[bool]) -> None:
-    _, response = await both(api, caplog, answered, insufficient_stock)
+        api: Api, caplog: pytest.LogCaptureFixture, answered: list[bool],
+        reference: Api | None) -> None:
+    _, response = await both(api, caplog, answered, insufficient_stock, reference)
 
     [error] = response.json()["data"]["orderCreate"]["errors"]
     assert (error["code"], error["requested"], error["available"]) == (
@@ -538,3 +562,32 @@ async def test_lane_declines_everything_for_a_view_that_executes_its_own_way() -
     assert not lane.enabled
     assert await lane.respond(request({"query": "{ greeting(name: \"Ada\") }"})) is None
 
+
+
+@pytest.mark.parametrize(("value", "on"), [(None, True), ("on", True), ("off", False),
+                                           ("0", False), ("true", True)])
+def test_fast_paths_setting(value: str | None, on: bool) -> None:
+    env = {} if value is None else {"STOCKYARD_FAST_PATHS": value}
+
+    assert Settings.from_env(env).fast_paths is on
+
+
+def test_fast_paths_setting_refuses_a_typo() -> None:
+    with pytest.raises(ValueError, match="STOCKYARD_FAST_PATHS"):
+        Settings.from_env({"STOCKYARD_FAST_PATHS": "of"})
+
+
+async def test_without_fast_paths_the_app_takes_strawberrys_public_path_only(
+        db: Database, answered: list[bool]) -> None:
+    off = schema_for(fast_paths=False)
+
+    async with serve(db, fast_paths=False) as api:
+        response = await seller_created(api)
+
+    assert response.json()["data"]["sellerCreate"]["seller"]["name"] == "Ada"
+    assert answered == []   # no lane asked
+    assert off is not schema
+    assert off.execution_context_class is StrawberryGraphQLCoreExecutionContext
+    # no input built during coercion: strawberry converts each one
+    assert StockBulkUpdateInput not in off.schema_converter.scalar_registry
+    assert StockBulkUpdateInput in schema.schema_converter.scalar_registry
