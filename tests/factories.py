@@ -101,3 +101,14 @@ def allocations(order: dict[str, Any]) -> list[list[tuple[str, int]]]:
 
 def gid(type_name: str, pk: int) -> str:
     return ids.encode(type_name, pk)
+
+
+def input_mutation(field: str, selection: str) -> str:
+    """The mutation `field(input: $input) { selection }`, its input typed after the field."""
+    return (f"mutation($input: {field[0].upper()}{field[1:]}Input!) "
+            f"{{ {field}(input: $input) {{ {selection} }} }}")
+
+
+def id_mutation(field: str, selection: str) -> str:
+    """The mutation `field(id: $id) { selection }`."""
+    return f"mutation($id: ID!) {{ {field}(id: $id) {{ {selection} }} }}"

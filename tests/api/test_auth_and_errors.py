@@ -8,39 +8,24 @@ import pytest
 
 from domain.models import Role
 from tests.conftest import Api
-from tests.factories import Shop, gid, shop
+from tests.factories import Shop, gid, input_mutation, shop
 
 pytestmark = pytest.mark.anyio
 
 ERRORS = "errors { code field message }"
-ORDER_CREATE = f"""
-mutation($input: OrderCreateInput!) {{
-  orderCreate(input: $input) {{ order {{ id lines {{ id }} }} {ERRORS} }}
-}}"""
-SELLER_CREATE = f"""
-mutation($input: SellerCreateInput!) {{
-  sellerCreate(input: $input) {{ seller {{ id }} {ERRORS} }}
-}}"""
-PRODUCT_CREATE = f"""
-mutation($input: ProductCreateInput!) {{
-  productCreate(input: $input) {{ product {{ id }} {ERRORS} }}
-}}"""
-VARIANT_CREATE = f"""
-mutation($input: ProductVariantCreateInput!) {{
-  productVariantCreate(input: $input) {{ productVariant {{ id }} {ERRORS} }}
-}}"""
+ORDER_CREATE = input_mutation("orderCreate", f"order {{ id lines {{ id }} }} {ERRORS}")
+SELLER_CREATE = input_mutation("sellerCreate", f"seller {{ id }} {ERRORS}")
+PRODUCT_CREATE = input_mutation("productCreate", f"product {{ id }} {ERRORS}")
+VARIANT_CREATE = input_mutation("productVariantCreate", f"productVariant {{ id }} {ERRORS}")
 STOCKS_UPDATE = f"""
 mutation($variantId: ID!, $stocks: [StockInput!]!) {{
   productVariantStocksUpdate(variantId: $variantId, stocks: $stocks) {{
     productVariant {{ id }} {ERRORS}
   }}
 }}"""
-CONFIG_UPDATE = f"""
-mutation($input: MarketplaceConfigurationUpdateInput!) {{
-  marketplaceConfigurationUpdate(input: $input) {{
-    marketplaceConfiguration {{ allocation {{ orderType enabled }} }} {ERRORS}
-  }}
-}}"""
+CONFIG_UPDATE = input_mutation(
+    "marketplaceConfigurationUpdate",
+    f"marketplaceConfiguration {{ allocation {{ orderType enabled }} }} {ERRORS}")
 VARIANT_FIGURES = """
 query($id: ID!) {
   node(id: $id) { ... on ProductVariant { quantityAvailable(country: "DE") } }

@@ -8,7 +8,7 @@ import pytest
 
 from domain.models import Role
 from tests.conftest import Api
-from tests.factories import allocations, gid, shop, stocks
+from tests.factories import allocations, gid, id_mutation, input_mutation, shop, stocks
 
 pytestmark = pytest.mark.anyio
 
@@ -16,10 +16,7 @@ ERRORS = "errors { code field message variantId warehouseId requested available 
 ORDER = """id type status
            lines { id quantity quantityFulfilled variant { id }
                    allocations { warehouse { id } quantity } }"""
-ORDER_CREATE = f"""
-mutation($input: OrderCreateInput!) {{
-  orderCreate(input: $input) {{ order {{ {ORDER} }} {ERRORS} }}
-}}"""
+ORDER_CREATE = input_mutation("orderCreate", f"order {{ {ORDER} }} {ERRORS}")
 ORDER_FULFILL = f"""
 mutation($orderId: ID!, $lines: [OrderFulfillLineInput!]!) {{
   orderFulfill(orderId: $orderId, lines: $lines) {{
@@ -28,12 +25,8 @@ mutation($orderId: ID!, $lines: [OrderFulfillLineInput!]!) {{
     {ERRORS}
   }}
 }}"""
-ORDER_CANCEL = f"""
-mutation($id: ID!) {{ orderCancel(id: $id) {{ order {{ {ORDER} }} {ERRORS} }} }}"""
-CONFIG_UPDATE = """
-mutation($input: MarketplaceConfigurationUpdateInput!) {
-  marketplaceConfigurationUpdate(input: $input) { errors { code } }
-}"""
+ORDER_CANCEL = id_mutation("orderCancel", f"order {{ {ORDER} }} {ERRORS}")
+CONFIG_UPDATE = input_mutation("marketplaceConfigurationUpdate", "errors { code }")
 GET_ORDER = f"query($id: ID!) {{ node(id: $id) {{ ... on Order {{ {ORDER} }} }} }}"
 VARIANT_STOCKS = """
 query($id: ID!) {

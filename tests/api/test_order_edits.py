@@ -7,17 +7,14 @@ from typing import Any
 import pytest
 
 from tests.conftest import Api
-from tests.factories import Shop, allocations, gid, shop, stocks
+from tests.factories import Shop, allocations, gid, id_mutation, input_mutation, shop, stocks
 
 pytestmark = pytest.mark.anyio
 
 ERRORS = "errors { code field message variantId warehouseId requested available }"
 ORDER = """id type status
            lines { id quantity variant { id } allocations { warehouse { id } quantity } }"""
-ORDER_CREATE = f"""
-mutation($input: OrderCreateInput!) {{
-  orderCreate(input: $input) {{ order {{ {ORDER} }} {ERRORS} }}
-}}"""
+ORDER_CREATE = input_mutation("orderCreate", f"order {{ {ORDER} }} {ERRORS}")
 LINES_CREATE = f"""
 mutation($orderId: ID!, $lines: [OrderLineInput!]!) {{
   orderLinesCreate(orderId: $orderId, lines: $lines) {{ order {{ {ORDER} }} {ERRORS} }}
@@ -26,16 +23,10 @@ LINE_UPDATE = f"""
 mutation($id: ID!, $input: OrderLineUpdateInput!) {{
   orderLineUpdate(id: $id, input: $input) {{ order {{ {ORDER} }} {ERRORS} }}
 }}"""
-LINE_DELETE = f"""
-mutation($id: ID!) {{ orderLineDelete(id: $id) {{ order {{ {ORDER} }} {ERRORS} }} }}"""
-ORDER_CONFIRM = f"""
-mutation($id: ID!) {{ orderConfirm(id: $id) {{ order {{ {ORDER} }} {ERRORS} }} }}"""
-ORDER_CANCEL = f"""
-mutation($id: ID!) {{ orderCancel(id: $id) {{ order {{ {ORDER} }} {ERRORS} }} }}"""
-CONFIG_UPDATE = """
-mutation($input: MarketplaceConfigurationUpdateInput!) {
-  marketplaceConfigurationUpdate(input: $input) { errors { code } }
-}"""
+LINE_DELETE = id_mutation("orderLineDelete", f"order {{ {ORDER} }} {ERRORS}")
+ORDER_CONFIRM = id_mutation("orderConfirm", f"order {{ {ORDER} }} {ERRORS}")
+ORDER_CANCEL = id_mutation("orderCancel", f"order {{ {ORDER} }} {ERRORS}")
+CONFIG_UPDATE = input_mutation("marketplaceConfigurationUpdate", "errors { code }")
 GET_ORDER = f"query($id: ID!) {{ node(id: $id) {{ ... on Order {{ {ORDER} }} }} }}"
 
 EDITABLE = ["DRAFT", "QUOTE", "OFFER"]

@@ -8,7 +8,7 @@ import pytest
 
 from domain.models import Role
 from tests.conftest import Api
-from tests.factories import allocations, gid, shop, stocks
+from tests.factories import allocations, gid, id_mutation, input_mutation, shop, stocks
 
 pytestmark = pytest.mark.anyio
 
@@ -16,46 +16,23 @@ ERRORS = "errors { code field message variantId warehouseId requested available 
 ORDER = """id type status shippingCountry
            lines { id quantity quantityFulfilled variant { id sku }
                    allocations { warehouse { id } quantity } }"""
-ORDER_CREATE = f"""
-mutation($input: OrderCreateInput!) {{
-  orderCreate(input: $input) {{ order {{ {ORDER} }} {ERRORS} }}
-}}"""
-ORDER_CONFIRM = f"""
-mutation($id: ID!) {{ orderConfirm(id: $id) {{ order {{ {ORDER} }} {ERRORS} }} }}"""
-ORDER_CANCEL = f"""
-mutation($id: ID!) {{ orderCancel(id: $id) {{ order {{ {ORDER} }} {ERRORS} }} }}"""
-CONFIG_UPDATE = f"""
-mutation($input: MarketplaceConfigurationUpdateInput!) {{
-  marketplaceConfigurationUpdate(input: $input) {{
-    marketplaceConfiguration {{ allocation {{ orderType enabled }} }} {ERRORS}
-  }}
-}}"""
+ORDER_CREATE = input_mutation("orderCreate", f"order {{ {ORDER} }} {ERRORS}")
+ORDER_CONFIRM = id_mutation("orderConfirm", f"order {{ {ORDER} }} {ERRORS}")
+ORDER_CANCEL = id_mutation("orderCancel", f"order {{ {ORDER} }} {ERRORS}")
+CONFIG_UPDATE = input_mutation(
+    "marketplaceConfigurationUpdate",
+    f"marketplaceConfiguration {{ allocation {{ orderType enabled }} }} {ERRORS}")
 GET_ORDER = f"query($id: ID!) {{ node(id: $id) {{ ... on Order {{ {ORDER} }} }} }}"
 VARIANT_STOCKS = """
 query($id: ID!) {
   node(id: $id) { ... on ProductVariant {
     stocks { warehouse { id } quantity quantityAllocated quantityAvailable } } }
 }"""
-SELLER_CREATE = """
-mutation($input: SellerCreateInput!) {
-  sellerCreate(input: $input) { seller { id } errors { code } }
-}"""
-ZONE_CREATE = """
-mutation($input: ShippingZoneCreateInput!) {
-  shippingZoneCreate(input: $input) { shippingZone { id } errors { code } }
-}"""
-WAREHOUSE_CREATE = """
-mutation($input: WarehouseCreateInput!) {
-  warehouseCreate(input: $input) { warehouse { id } errors { code } }
-}"""
-PRODUCT_CREATE = """
-mutation($input: ProductCreateInput!) {
-  productCreate(input: $input) { product { id } errors { code } }
-}"""
-VARIANT_CREATE = """
-mutation($input: ProductVariantCreateInput!) {
-  productVariantCreate(input: $input) { productVariant { id } errors { code } }
-}"""
+SELLER_CREATE = input_mutation("sellerCreate", "seller { id } errors { code }")
+ZONE_CREATE = input_mutation("shippingZoneCreate", "shippingZone { id } errors { code }")
+WAREHOUSE_CREATE = input_mutation("warehouseCreate", "warehouse { id } errors { code }")
+PRODUCT_CREATE = input_mutation("productCreate", "product { id } errors { code }")
+VARIANT_CREATE = input_mutation("productVariantCreate", "productVariant { id } errors { code }")
 STOCKS_UPDATE = """
 mutation($variantId: ID!, $stocks: [StockInput!]!) {
   productVariantStocksUpdate(variantId: $variantId, stocks: $stocks) { errors { code } }
