@@ -11,7 +11,7 @@ from api import ids
 from domain.models import Role
 from domain.permissions import Principal
 from domain.services import catalog
-from tests.conftest import Database
+from tests.conftest import Api, Database
 
 ADMIN = Principal(token_id=0, role=Role.ADMIN)
 _counter = itertools.count(1)
@@ -112,3 +112,15 @@ def input_mutation(field: str, selection: str) -> str:
 def id_mutation(field: str, selection: str) -> str:
     """The mutation `field(id: $id) { selection }`."""
     return f"mutation($id: ID!) {{ {field}(id: $id) {{ {selection} }} }}"
+
+
+OUTSIDERS = ["anonymous", "storefront", "other seller"]
+
+
+def outsider_token(api: Api, s: Shop, who: str) -> str | None:
+    """A token of one of the OUTSIDERS, who may not manage `s`'s stock (None: anonymous)."""
+    if who == "anonymous":
+        return None
+    if who == "storefront":
+        return api.token(Role.STOREFRONT)
+    return api.token(Role.SELLER, s.world.seller())

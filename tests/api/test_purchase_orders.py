@@ -18,7 +18,7 @@ from tests.api.test_stock_operations import (
     variant_stocks,
 )
 from tests.conftest import Api
-from tests.factories import Shop, gid, shop
+from tests.factories import OUTSIDERS, Shop, gid, outsider_token, shop
 
 pytestmark = pytest.mark.anyio
 
@@ -186,14 +186,12 @@ async def test_a_purchase_order_naming_a_bad_id_fails_and_creates_nothing(
     assert state(api) == before
 
 
-@pytest.mark.parametrize("who", ["anonymous", "storefront", "other seller"])
+@pytest.mark.parametrize("who", OUTSIDERS)
 async def test_creating_a_purchase_order_without_the_right_token_is_denied(
     api: Api, who: str,
 ) -> None:
     s = shop(api.db, stock1=10)
-    token = {"anonymous": lambda: None,
-             "storefront": lambda: api.token(Role.STOREFRONT),
-             "other seller": lambda: api.token(Role.SELLER, s.world.seller())}[who]()
+    token = outsider_token(api, s, who)
     before = state(api)
 
     payload = await create(api, s.w1, [line(s.variant, 1)], token=token)
@@ -352,13 +350,11 @@ async def test_receiving_an_unknown_purchase_order_is_not_found(api: Api) -> Non
     assert state(api) == before
 
 
-@pytest.mark.parametrize("who", ["anonymous", "storefront", "other seller"])
+@pytest.mark.parametrize("who", OUTSIDERS)
 async def test_receiving_without_the_right_token_is_denied(api: Api, who: str) -> None:
     s = shop(api.db, stock1=10)
     po = await create_ok(api, s.w1, [line(s.variant, 5)])
-    token = {"anonymous": lambda: None,
-             "storefront": lambda: api.token(Role.STOREFRONT),
-             "other seller": lambda: api.token(Role.SELLER, s.world.seller())}[who]()
+    token = outsider_token(api, s, who)
     before = state(api)
 
     payload = await receive(api, po, [line(s.variant, 1)], token=token)

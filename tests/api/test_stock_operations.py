@@ -17,7 +17,7 @@ from domain.services import orders, tokens
 from domain.services import stock as stock_service
 from tests.api.test_ledger import brief, movements
 from tests.conftest import Api, Database
-from tests.factories import ADMIN, Shop, gid, shop
+from tests.factories import ADMIN, OUTSIDERS, Shop, gid, outsider_token, shop
 
 pytestmark = pytest.mark.anyio
 
@@ -296,12 +296,10 @@ async def test_adjustment_in_another_sellers_warehouse_is_invalid(api: Api) -> N
     assert snapshot(api) == before
 
 
-@pytest.mark.parametrize("who", ["anonymous", "storefront", "other seller"])
+@pytest.mark.parametrize("who", OUTSIDERS)
 async def test_adjustment_without_the_right_token_is_denied(api: Api, who: str) -> None:
     s = shop(api.db, stock1=10)
-    token = {"anonymous": lambda: None,
-             "storefront": lambda: api.token(Role.STOREFRONT),
-             "other seller": lambda: api.token(Role.SELLER, s.world.seller())}[who]()
+    token = outsider_token(api, s, who)
     before = snapshot(api)
 
     payload = await adjust(api, adjust_input(s, 1), token=token)
@@ -477,12 +475,10 @@ async def test_transfer_naming_a_bad_id_fails_and_changes_nothing(
     assert snapshot(api) == before
 
 
-@pytest.mark.parametrize("who", ["anonymous", "storefront", "other seller"])
+@pytest.mark.parametrize("who", OUTSIDERS)
 async def test_transfer_without_the_right_token_is_denied(api: Api, who: str) -> None:
     s = shop(api.db, stock1=10)
-    token = {"anonymous": lambda: None,
-             "storefront": lambda: api.token(Role.STOREFRONT),
-             "other seller": lambda: api.token(Role.SELLER, s.world.seller())}[who]()
+    token = outsider_token(api, s, who)
     before = snapshot(api)
 
     errors = await transfer(api, transfer_input(s, 1), token=token)
