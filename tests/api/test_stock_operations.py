@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httpx
@@ -296,19 +296,6 @@ async def test_adjustment_in_another_sellers_warehouse_is_invalid(api: Api) -> N
     assert snapshot(api) == before
 
 
-@pytest.mark.parametrize("who", OUTSIDERS)
-async def test_adjustment_without_the_right_token_is_denied(api: Api, who: str) -> None:
-    s = shop(api.db, stock1=10)
-    token = outsider_token(api, s, who)
-    before = snapshot(api)
-
-    payload = await adjust(api, adjust_input(s, 1), token=token)
-
-    assert payload["stock"] is None
-    assert [e["code"] for e in payload["errors"]] == ["PERMISSION_DENIED"]
-    assert snapshot(api) == before
-
-
 async def test_the_sellers_own_adjustment_is_recorded_under_its_token(api: Api) -> None:
     s = shop(api.db, stock1=10)
     token = api.token(Role.SELLER, s.seller)
@@ -475,13 +462,28 @@ async def test_transfer_naming_a_bad_id_fails_and_changes_nothing(
     assert snapshot(api) == before
 
 
+async def adjust_one(api: Api, s: Shop, token: str | None) -> list[dict[str, Any]]:
+    """stockAdjust by +1 in the shop's first warehouse: the errors of a payload without stock."""
+    payload = await adjust(api, adjust_input(s, 1), token=token)
+    assert payload["stock"] is None
+    return payload["errors"]  # type: ignore[no-any-return]
+
+
+async def transfer_one(api: Api, s: Shop, token: str | None) -> list[dict[str, Any]]:
+    """stockTransfer of one unit from the shop's first warehouse to its second: the errors."""
+    return await transfer(api, transfer_input(s, 1), token=token)
+
+
+@pytest.mark.parametrize("operation", [adjust_one, transfer_one], ids=["adjust", "transfer"])
 @pytest.mark.parametrize("who", OUTSIDERS)
-async def test_transfer_without_the_right_token_is_denied(api: Api, who: str) -> None:
+async def test_adjustment_or_transfer_without_the_right_token_is_denied(
+        api: Api, who: str,
+        operation: Callable[[Api, Shop, str | None], Awaitable[list[dict[str, Any]]]]) -> None:
     s = shop(api.db, stock1=10)
     token = outsider_token(api, s, who)
     before = snapshot(api)
 
-    errors = await transfer(api, transfer_input(s, 1), token=token)
+    errors = await operation(api, s, token)
 
     assert [e["code"] for e in errors] == ["PERMISSION_DENIED"]
     assert snapshot(api) == before
