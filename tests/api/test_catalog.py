@@ -74,6 +74,11 @@ query($id: ID!, $country: String) {
 MALFORMED_IDS = ["not-an-id", "", "U2VsbGVyOmFiYw=="]  # the last is base64("Seller:abc")
 
 
+def unknown_or_malformed(type_name: str) -> list[tuple[str, str]]:
+    """(ID, expected code): an unknown `type_name` is NOT_FOUND, a malformed ID INVALID."""
+    return [(gid(type_name, 999999), "NOT_FOUND"), *((bad, "INVALID") for bad in MALFORMED_IDS)]
+
+
 def failure(payload: dict[str, Any], result: str) -> dict[str, Any]:
     """The only error of a failed payload, whose result field must be null."""
     assert payload[result] is None
@@ -165,28 +170,16 @@ async def test_shipping_zone_with_unknown_country_code_is_invalid(api: Api, coun
     assert count(api, "shipping_zone_country") == 0
 
 
-async def test_warehouse_for_unknown_seller_is_not_found(api: Api) -> None:
-    zone = World(api.db).zone(["DE"])
-
-    data = await api.gql(WAREHOUSE_CREATE, {"input": {
-        "sellerId": gid("Seller", 999999), "name": "W", "shippingZoneIds": [gid(
-            "ShippingZone", zone)]}})
-
-    error = failure(data["warehouseCreate"], "warehouse")
-    assert error["code"] == "NOT_FOUND"
-    assert error["field"] == "sellerId"
-    assert count(api, "warehouse") == 0
-
-
-@pytest.mark.parametrize("seller_id", MALFORMED_IDS)
-async def test_warehouse_with_malformed_seller_id_is_invalid(api: Api, seller_id: str) -> None:
+@pytest.mark.parametrize(("seller_id", "code"), unknown_or_malformed("Seller"))
+async def test_warehouse_for_unknown_or_malformed_seller_id_fails(
+        api: Api, seller_id: str, code: str) -> None:
     zone = World(api.db).zone(["DE"])
 
     data = await api.gql(WAREHOUSE_CREATE, {"input": {
         "sellerId": seller_id, "name": "W", "shippingZoneIds": [gid("ShippingZone", zone)]}})
 
     error = failure(data["warehouseCreate"], "warehouse")
-    assert error["code"] == "INVALID"
+    assert error["code"] == code
     assert error["field"] == "sellerId"
     assert count(api, "warehouse") == 0
 
@@ -229,22 +222,13 @@ async def test_warehouse_with_empty_name_is_invalid(api: Api) -> None:
     assert count(api, "warehouse") == 0
 
 
-async def test_product_for_unknown_seller_is_not_found(api: Api) -> None:
-    data = await api.gql(PRODUCT_CREATE, {"input": {
-        "sellerId": gid("Seller", 999999), "name": "Mug"}})
-
-    error = failure(data["productCreate"], "product")
-    assert error["code"] == "NOT_FOUND"
-    assert error["field"] == "sellerId"
-    assert count(api, "product") == 0
-
-
-@pytest.mark.parametrize("seller_id", MALFORMED_IDS)
-async def test_product_with_malformed_seller_id_is_invalid(api: Api, seller_id: str) -> None:
+@pytest.mark.parametrize(("seller_id", "code"), unknown_or_malformed("Seller"))
+async def test_product_for_unknown_or_malformed_seller_id_fails(
+        api: Api, seller_id: str, code: str) -> None:
     data = await api.gql(PRODUCT_CREATE, {"input": {"sellerId": seller_id, "name": "Mug"}})
 
     error = failure(data["productCreate"], "product")
-    assert error["code"] == "INVALID"
+    assert error["code"] == code
     assert error["field"] == "sellerId"
     assert count(api, "product") == 0
 
@@ -287,22 +271,13 @@ async def test_variant_sku_is_unique_across_sellers(api: Api) -> None:
     assert count(api, "product_variant") == 1
 
 
-async def test_variant_for_unknown_product_is_not_found(api: Api) -> None:
-    data = await api.gql(VARIANT_CREATE, {"input": {
-        "productId": gid("Product", 999999), "sku": "X-1"}})
-
-    error = failure(data["productVariantCreate"], "productVariant")
-    assert error["code"] == "NOT_FOUND"
-    assert error["field"] == "productId"
-    assert count(api, "product_variant") == 0
-
-
-@pytest.mark.parametrize("product_id", MALFORMED_IDS)
-async def test_variant_with_malformed_product_id_is_invalid(api: Api, product_id: str) -> None:
+@pytest.mark.parametrize(("product_id", "code"), unknown_or_malformed("Product"))
+async def test_variant_for_unknown_or_malformed_product_id_fails(
+        api: Api, product_id: str, code: str) -> None:
     data = await api.gql(VARIANT_CREATE, {"input": {"productId": product_id, "sku": "X-1"}})
 
     error = failure(data["productVariantCreate"], "productVariant")
-    assert error["code"] == "INVALID"
+    assert error["code"] == code
     assert error["field"] == "productId"
     assert count(api, "product_variant") == 0
 
