@@ -7,16 +7,21 @@ from typing import Any
 import pytest
 
 from domain.models import Role
+from tests.api.order_calls import (
+    ERRORS,
+    ORDER,
+    ORDER_CANCEL,
+    ORDER_CONFIRM,
+    VARIANT_STOCKS,
+    placed,
+    reread,
+    set_allocation,
+)
 from tests.conftest import Api
-from tests.factories import allocations, gid, id_mutation, input_mutation, shop, stocks
+from tests.factories import Shop, allocations, gid, shop, stocks
 
 pytestmark = pytest.mark.anyio
 
-ERRORS = "errors { code field message variantId warehouseId requested available }"
-ORDER = """id type status
-           lines { id quantity quantityFulfilled variant { id }
-                   allocations { warehouse { id } quantity } }"""
-ORDER_CREATE = input_mutation("orderCreate", f"order {{ {ORDER} }} {ERRORS}")
 ORDER_FULFILL = f"""
 mutation($orderId: ID!, $lines: [OrderFulfillLineInput!]!) {{
   orderFulfill(orderId: $orderId, lines: $lines) {{
@@ -25,25 +30,6 @@ mutation($orderId: ID!, $lines: [OrderFulfillLineInput!]!) {{
     {ERRORS}
   }}
 }}"""
-ORDER_CANCEL = id_mutation("orderCancel", f"order {{ {ORDER} }} {ERRORS}")
-CONFIG_UPDATE = input_mutation("marketplaceConfigurationUpdate", "errors { code }")
-GET_ORDER = f"query($id: ID!) {{ node(id: $id) {{ ... on Order {{ {ORDER} }} }} }}"
-VARIANT_STOCKS = """
-query($id: ID!) {
-  node(id: $id) { ... on ProductVariant {
-    stocks { warehouse { id } quantity quantityAllocated quantityAvailable } } }
-}"""
-
-
-async def placed(api: Api, order_type: str, lines: list[tuple[int, int]],
-                 token: str | None = "admin") -> dict[str, Any]:
-    data = await api.gql(ORDER_CREATE, {"input": {
-        "type": order_type, "shippingCountry": "DE",
-        "lines": [{"variantId": gid("ProductVariant", v), "quantity": q} for v, q in lines]}},
-        token=token)
-    payload = data["orderCreate"]
-    assert payload["errors"] == []
-    return payload["order"]  # type: ignore[no-any-return]
 
 
 async def fulfil(api: Api, order: dict[str, Any], lines: list[tuple[int, int, int | None]]
@@ -60,14 +46,10 @@ async def cancel(api: Api, order: dict[str, Any]) -> dict[str, Any]:
     return (await api.gql(ORDER_CANCEL, {"id": order["id"]}))["orderCancel"]  # type: ignore[no-any-return]
 
 
-async def reread(api: Api, order_id: str) -> dict[str, Any]:
-    return (await api.gql(GET_ORDER, {"id": order_id}))["node"]  # type: ignore[no-any-return]
-
-
-async def set_allocation(api: Api, order_type: str, enabled: bool) -> None:
-    data = await api.gql(CONFIG_UPDATE, {"input": {"allocation": [
-        {"orderType": order_type, "enabled": enabled}]}})
-    assert data["marketplaceConfigurationUpdate"]["errors"] == []
+async def placed_unallocated(api: Api, s: Shop, quantity: int) -> dict[str, Any]:
+    """A REGULAR order of the shop's variant, placed while REGULAR orders allocate nothing."""
+    await set_allocation(api, "REGULAR", False)
+    return await placed(api, "REGULAR", [(s.variant, quantity)])
 
 
 def failure(payload: dict[str, Any]) -> dict[str, Any]:
@@ -209,8 +191,7 @@ async def test_fulfilling_a_non_positive_quantity_is_invalid(api: Api, quantity:
 
 async def test_unallocated_units_lower_quantity_only(api: Api) -> None:
     s = shop(api.db, stock1=5, stock2=0)
-    await set_allocation(api, "REGULAR", False)
-    order = await placed(api, "REGULAR", [(s.variant, 3)])
+    order = await placed_unallocated(api, s, 3)
 
     payload = await fulfil(api, order, [(0, 3, s.w1)])
 
@@ -222,8 +203,7 @@ async def test_unallocated_units_lower_quantity_only(api: Api) -> None:
 async def test_unallocated_units_without_warehouse_come_from_one_with_available_stock(
         api: Api) -> None:
     s = shop(api.db, stock1=5, stock2=0)
-    await set_allocation(api, "REGULAR", False)
-    order = await placed(api, "REGULAR", [(s.variant, 2)])
+    order = await placed_unallocated(api, s, 2)
 
     payload = await fulfil(api, order, [(0, 2, None)])
 
@@ -235,8 +215,7 @@ async def test_unallocated_units_without_warehouse_come_from_one_with_available_
 async def test_unallocated_units_never_eat_other_orders_allocations(api: Api) -> None:
     s = shop(api.db, stock1=5, stock2=0)
     await placed(api, "REGULAR", [(s.variant, 4)])
-    await set_allocation(api, "REGULAR", False)
-    unallocated = await placed(api, "REGULAR", [(s.variant, 3)])
+    unallocated = await placed_unallocated(api, s, 3)
 
     short = await fulfil(api, unallocated, [(0, 3, s.w1)])
 
@@ -257,8 +236,7 @@ async def test_unallocated_units_never_eat_other_orders_allocations(api: Api) ->
 async def test_unallocated_units_need_available_stock_in_the_named_warehouse(
         api: Api) -> None:
     s = shop(api.db, stock1=0, stock2=9)
-    await set_allocation(api, "REGULAR", False)
-    order = await placed(api, "REGULAR", [(s.variant, 2)])
+    order = await placed_unallocated(api, s, 2)
 
     payload = await fulfil(api, order, [(0, 2, s.w1)])
 
@@ -282,9 +260,7 @@ async def test_untracked_variant_keeps_its_figures_when_fulfilled(api: Api) -> N
 async def test_confirmed_draft_can_be_fulfilled(api: Api) -> None:
     s = shop(api.db, stock1=4, stock2=0)
     draft = await placed(api, "DRAFT", [(s.variant, 4)])
-    confirmed = (await api.gql(
-        f"mutation($id: ID!) {{ orderConfirm(id: $id) {{ order {{ {ORDER} }} {ERRORS} }} }}",
-        {"id": draft["id"]}))["orderConfirm"]["order"]
+    confirmed = (await api.gql(ORDER_CONFIRM, {"id": draft["id"]}))["orderConfirm"]["order"]
 
     payload = await fulfil(api, confirmed, [(0, 4, None)])
 

@@ -6,15 +6,20 @@ from typing import Any
 
 import pytest
 
+from tests.api.order_calls import (
+    CONFIG_UPDATE,
+    ERRORS,
+    ORDER,
+    ORDER_CANCEL,
+    ORDER_CONFIRM,
+    placed,
+    reread,
+)
 from tests.conftest import Api
-from tests.factories import Shop, allocations, gid, id_mutation, input_mutation, shop, stocks
+from tests.factories import Shop, allocations, gid, id_mutation, shop, stocks
 
 pytestmark = pytest.mark.anyio
 
-ERRORS = "errors { code field message variantId warehouseId requested available }"
-ORDER = """id type status
-           lines { id quantity variant { id } allocations { warehouse { id } quantity } }"""
-ORDER_CREATE = input_mutation("orderCreate", f"order {{ {ORDER} }} {ERRORS}")
 LINES_CREATE = f"""
 mutation($orderId: ID!, $lines: [OrderLineInput!]!) {{
   orderLinesCreate(orderId: $orderId, lines: $lines) {{ order {{ {ORDER} }} {ERRORS} }}
@@ -24,26 +29,7 @@ mutation($id: ID!, $input: OrderLineUpdateInput!) {{
   orderLineUpdate(id: $id, input: $input) {{ order {{ {ORDER} }} {ERRORS} }}
 }}"""
 LINE_DELETE = id_mutation("orderLineDelete", f"order {{ {ORDER} }} {ERRORS}")
-ORDER_CONFIRM = id_mutation("orderConfirm", f"order {{ {ORDER} }} {ERRORS}")
-ORDER_CANCEL = id_mutation("orderCancel", f"order {{ {ORDER} }} {ERRORS}")
-CONFIG_UPDATE = input_mutation("marketplaceConfigurationUpdate", "errors { code }")
-GET_ORDER = f"query($id: ID!) {{ node(id: $id) {{ ... on Order {{ {ORDER} }} }} }}"
-
 EDITABLE = ["DRAFT", "QUOTE", "OFFER"]
-
-
-async def placed(api: Api, order_type: str, lines: list[tuple[int, int]],
-                 country: str = "DE") -> dict[str, Any]:
-    data = await api.gql(ORDER_CREATE, {"input": {
-        "type": order_type, "shippingCountry": country,
-        "lines": [{"variantId": gid("ProductVariant", v), "quantity": q} for v, q in lines]}})
-    payload = data["orderCreate"]
-    assert payload["errors"] == []
-    return payload["order"]  # type: ignore[no-any-return]
-
-
-async def reread(api: Api, order_id: str) -> dict[str, Any]:
-    return (await api.gql(GET_ORDER, {"id": order_id}))["node"]  # type: ignore[no-any-return]
 
 
 def new_lines(lines: list[tuple[int, int]]) -> list[dict[str, Any]]:

@@ -7,27 +7,22 @@ from typing import Any
 import pytest
 
 from domain.models import Role
+from tests.api.order_calls import (
+    GET_ORDER,
+    ORDER_CANCEL,
+    ORDER_CONFIRM,
+    ORDER_CREATE,
+    VARIANT_STOCKS,
+    create_order,
+    order_input,
+    placed,
+    set_allocation,
+)
 from tests.conftest import Api
-from tests.factories import allocations, gid, id_mutation, input_mutation, shop, stocks
+from tests.factories import allocations, gid, input_mutation, shop, stocks
 
 pytestmark = pytest.mark.anyio
 
-ERRORS = "errors { code field message variantId warehouseId requested available }"
-ORDER = """id type status shippingCountry
-           lines { id quantity quantityFulfilled variant { id sku }
-                   allocations { warehouse { id } quantity } }"""
-ORDER_CREATE = input_mutation("orderCreate", f"order {{ {ORDER} }} {ERRORS}")
-ORDER_CONFIRM = id_mutation("orderConfirm", f"order {{ {ORDER} }} {ERRORS}")
-ORDER_CANCEL = id_mutation("orderCancel", f"order {{ {ORDER} }} {ERRORS}")
-CONFIG_UPDATE = input_mutation(
-    "marketplaceConfigurationUpdate",
-    f"marketplaceConfiguration {{ allocation {{ orderType enabled }} }} {ERRORS}")
-GET_ORDER = f"query($id: ID!) {{ node(id: $id) {{ ... on Order {{ {ORDER} }} }} }}"
-VARIANT_STOCKS = """
-query($id: ID!) {
-  node(id: $id) { ... on ProductVariant {
-    stocks { warehouse { id } quantity quantityAllocated quantityAvailable } } }
-}"""
 SELLER_CREATE = input_mutation("sellerCreate", "seller { id } errors { code }")
 ZONE_CREATE = input_mutation("shippingZoneCreate", "shippingZone { id } errors { code }")
 WAREHOUSE_CREATE = input_mutation("warehouseCreate", "warehouse { id } errors { code }")
@@ -39,32 +34,6 @@ mutation($variantId: ID!, $stocks: [StockInput!]!) {
 }"""
 
 STATUS_OF_TYPE = {"DRAFT": "DRAFT", "QUOTE": "QUOTE", "OFFER": "OFFER", "REGULAR": "UNFULFILLED"}
-
-
-def order_input(order_type: str, lines: list[tuple[int, int]], country: str = "DE",
-                key: str | None = None) -> dict[str, Any]:
-    return {"input": {"type": order_type, "shippingCountry": country, "idempotencyKey": key,
-                      "lines": [{"variantId": gid("ProductVariant", v), "quantity": q}
-                                for v, q in lines]}}
-
-
-async def create_order(api: Api, order_type: str, lines: list[tuple[int, int]],
-                       country: str = "DE", token: str | None = "admin") -> dict[str, Any]:
-    data = await api.gql(ORDER_CREATE, order_input(order_type, lines, country), token=token)
-    return data["orderCreate"]  # type: ignore[no-any-return]
-
-
-async def placed(api: Api, order_type: str, lines: list[tuple[int, int]],
-                 country: str = "DE") -> dict[str, Any]:
-    payload = await create_order(api, order_type, lines, country)
-    assert payload["errors"] == []
-    return payload["order"]  # type: ignore[no-any-return]
-
-
-async def set_allocation(api: Api, order_type: str, enabled: bool) -> None:
-    data = await api.gql(CONFIG_UPDATE, {"input": {"allocation": [
-        {"orderType": order_type, "enabled": enabled}]}})
-    assert data["marketplaceConfigurationUpdate"]["errors"] == []
 
 
 def count(api: Api, table: str) -> int:
