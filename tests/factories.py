@@ -103,6 +103,12 @@ def gid(type_name: str, pk: int) -> str:
     return ids.encode(type_name, pk)
 
 
+def split(s: Shop, first: int, second: int) -> list[tuple[str, int]]:
+    """One line's `allocations`: `first` units in the shop's first warehouse, `second` in its
+    second."""
+    return sorted([(gid("Warehouse", s.w1), first), (gid("Warehouse", s.w2), second)])
+
+
 def input_mutation(field: str, selection: str) -> str:
     """The mutation `field(input: $input) { selection }`, its input typed after the field."""
     return (f"mutation($input: {field[0].upper()}{field[1:]}Input!) "

@@ -16,7 +16,7 @@ from tests.api.order_calls import (
     reread,
 )
 from tests.conftest import Api
-from tests.factories import Shop, allocations, gid, id_mutation, shop, stocks
+from tests.factories import Shop, allocations, gid, id_mutation, shop, split, stocks
 
 pytestmark = pytest.mark.anyio
 
@@ -56,7 +56,7 @@ async def test_added_line_allocates_its_quantity(api: Api, order_type: str) -> N
     assert payload["order"]["status"] == order_type
     assert allocations(payload["order"]) == [
         [(gid("Warehouse", s.w1), 2)],
-        sorted([(gid("Warehouse", s.w1), 1), (gid("Warehouse", s.w2), 3)])]
+        split(s, 1, 3)]
     assert stocks(s) == ((10, 2), (0, 0))
     assert stocks(s, other) == ((1, 1), (6, 3))
 
@@ -144,8 +144,7 @@ async def test_raising_a_line_allocates_only_the_difference(api: Api) -> None:
     payload = data["orderLineUpdate"]
     assert payload["errors"] == []
     assert payload["order"]["lines"][0]["quantity"] == 5
-    assert allocations(payload["order"]) == [
-        sorted([(gid("Warehouse", s.w1), 2), (gid("Warehouse", s.w2), 3)])]
+    assert allocations(payload["order"]) == [split(s, 2, 3)]
     assert stocks(s) == ((10, 2), (10, 3))
 
 

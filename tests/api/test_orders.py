@@ -19,7 +19,7 @@ from tests.api.order_calls import (
     set_allocation,
 )
 from tests.conftest import Api
-from tests.factories import allocations, gid, input_mutation, shop, stocks
+from tests.factories import allocations, gid, input_mutation, shop, split, stocks
 
 pytestmark = pytest.mark.anyio
 
@@ -375,8 +375,7 @@ async def test_toggling_a_type_never_touches_existing_allocations(
     assert after_disable == ((5, 5), (5, 2))
     assert stocks(s) == ((5, 5), (5, 2))
     reread = await api.gql(GET_ORDER, {"id": order["id"]})
-    assert allocations(reread["node"]) == allocations(order) == [
-        sorted([(gid("Warehouse", s.w1), 5), (gid("Warehouse", s.w2), 2)])]
+    assert allocations(reread["node"]) == allocations(order) == [split(s, 5, 2)]
 
 
 async def test_order_of_disabled_type_allocates_when_confirmed(api: Api) -> None:
@@ -391,8 +390,7 @@ async def test_order_of_disabled_type_allocates_when_confirmed(api: Api) -> None
     order = payload["order"]
     assert (order["id"], order["type"], order["status"]) == (draft["id"], "REGULAR",
                                                              "UNFULFILLED")
-    assert allocations(order) == [sorted([(gid("Warehouse", s.w1), 3),
-                                          (gid("Warehouse", s.w2), 2)])]
+    assert allocations(order) == [split(s, 3, 2)]
     assert stocks(s) == ((3, 3), (4, 2))
 
 
@@ -423,8 +421,7 @@ async def test_confirming_an_allocated_order_keeps_its_allocations(api: Api) -> 
     payload = data["orderConfirm"]
     assert payload["errors"] == []
     assert (payload["order"]["type"], payload["order"]["status"]) == ("REGULAR", "UNFULFILLED")
-    assert allocations(payload["order"]) == allocations(offer) == [
-        sorted([(gid("Warehouse", s.w1), 3), (gid("Warehouse", s.w2), 2)])]
+    assert allocations(payload["order"]) == allocations(offer) == [split(s, 3, 2)]
     assert stocks(s) == ((3, 3), (4, 2))
 
 
