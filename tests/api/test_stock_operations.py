@@ -67,6 +67,12 @@ async def variant_stocks(api: Api, variant: int) -> dict[str, dict[str, Any]]:
     return {st["warehouse"]["id"]: st for st in data["node"]["stocks"]}
 
 
+def failure(payload: dict[str, Any]) -> list[dict[str, Any]]:
+    """The errors of a payload that holds no stock."""
+    assert payload["stock"] is None
+    return payload["errors"]  # type: ignore[no-any-return]
+
+
 def codes(errors: list[dict[str, Any]]) -> list[tuple[str, str | None]]:
     return [(e["code"], e["field"]) for e in errors]
 
@@ -157,8 +163,7 @@ async def test_adjustment_expecting_a_stale_quantity_conflicts_and_changes_nothi
 
     payload = await adjust(api, adjust_input(s, -2, expectedQuantity=9))
 
-    assert payload["stock"] is None
-    assert [e["code"] for e in payload["errors"]] == ["CONFLICT"]
+    assert [e["code"] for e in failure(payload)] == ["CONFLICT"]
     assert snapshot(api) == before
 
 
@@ -175,8 +180,7 @@ async def test_adjustment_with_bad_input_is_invalid_and_changes_nothing(
 
     payload = await adjust(api, adjust_input(s, delta, reason))
 
-    assert payload["stock"] is None
-    assert codes(payload["errors"]) == [("INVALID", field)]
+    assert codes(failure(payload)) == [("INVALID", field)]
     assert snapshot(api) == before
 
 
@@ -186,8 +190,7 @@ async def test_adjustment_below_zero_is_invalid_and_changes_nothing(api: Api) ->
 
     payload = await adjust(api, adjust_input(s, -11))
 
-    assert payload["stock"] is None
-    assert [e["code"] for e in payload["errors"]] == ["INVALID"]
+    assert [e["code"] for e in failure(payload)] == ["INVALID"]
     assert snapshot(api) == before
 
 
@@ -200,8 +203,7 @@ async def test_adjustment_below_allocated_names_the_orders_at_risk_and_changes_n
 
     payload = await adjust(api, adjust_input(s, -5, "recount found less"))
 
-    assert payload["stock"] is None
-    [error] = payload["errors"]
+    [error] = failure(payload)
     assert error["code"] == "INVALID"
     assert sorted(error["orderIds"]) == sorted([gid("Order", first), gid("Order", second)])
     assert (error["variantId"], error["warehouseId"]) == (
@@ -233,8 +235,7 @@ async def test_forced_adjustment_still_cannot_go_below_zero(api: Api) -> None:
 
     payload = await adjust(api, adjust_input(s, -11, force=True))
 
-    assert payload["stock"] is None
-    assert [e["code"] for e in payload["errors"]] == ["INVALID"]
+    assert [e["code"] for e in failure(payload)] == ["INVALID"]
     assert snapshot(api) == before
 
 
@@ -260,8 +261,7 @@ async def test_negative_adjustment_of_a_missing_stock_creates_nothing(api: Api) 
 
     payload = await adjust(api, adjust_input(s, -1, warehouse=w3))
 
-    assert payload["stock"] is None
-    assert [e["code"] for e in payload["errors"]] == ["INVALID"]
+    assert [e["code"] for e in failure(payload)] == ["INVALID"]
     assert snapshot(api) == before
 
 
@@ -279,8 +279,7 @@ async def test_adjustment_naming_a_bad_id_fails_and_changes_nothing(
 
     payload = await adjust(api, {**adjust_input(s, 1), key: value})
 
-    assert payload["stock"] is None
-    assert codes(payload["errors"]) == [(code, f"input.{key}")]
+    assert codes(failure(payload)) == [(code, f"input.{key}")]
     assert snapshot(api) == before
 
 
@@ -291,8 +290,7 @@ async def test_adjustment_in_another_sellers_warehouse_is_invalid(api: Api) -> N
 
     payload = await adjust(api, adjust_input(s, 1, warehouse=foreign))
 
-    assert payload["stock"] is None
-    assert [e["code"] for e in payload["errors"]] == ["INVALID"]
+    assert [e["code"] for e in failure(payload)] == ["INVALID"]
     assert snapshot(api) == before
 
 
@@ -465,8 +463,7 @@ async def test_transfer_naming_a_bad_id_fails_and_changes_nothing(
 async def adjust_one(api: Api, s: Shop, token: str | None) -> list[dict[str, Any]]:
     """stockAdjust by +1 in the shop's first warehouse: the errors of a payload without stock."""
     payload = await adjust(api, adjust_input(s, 1), token=token)
-    assert payload["stock"] is None
-    return payload["errors"]  # type: ignore[no-any-return]
+    return failure(payload)
 
 
 async def transfer_one(api: Api, s: Shop, token: str | None) -> list[dict[str, Any]]:
