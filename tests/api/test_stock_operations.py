@@ -107,6 +107,23 @@ async def transfer(api: Api, input: dict[str, Any],
     return (await api.gql(TRANSFER, {"input": input}, token=token))["stockTransfer"]["errors"]  # type: ignore[no-any-return]
 
 
+StockOperation = Callable[..., Awaitable[list[dict[str, Any]]]]  # adjust_one, transfer_one
+
+
+async def adjust_one(api: Api, s: Shop, token: str | None = "admin",
+                     **changes: str) -> list[dict[str, Any]]:
+    """stockAdjust by +1 in the shop's first warehouse, its input fields replaced by
+    `changes`: the errors of a payload without stock."""
+    return failure(await adjust(api, {**adjust_input(s, 1), **changes}, token=token))
+
+
+async def transfer_one(api: Api, s: Shop, token: str | None = "admin",
+                       **changes: str) -> list[dict[str, Any]]:
+    """stockTransfer of one unit from the shop's first warehouse to its second, its input
+    fields replaced by `changes`: the errors."""
+    return await transfer(api, {**transfer_input(s, 1), **changes}, token=token)
+
+
 # --- stockAdjust ------------------------------------------------------------------------------
 
 async def test_adjusting_changes_on_hand_by_delta_and_records_one_adjustment(api: Api) -> None:
@@ -262,24 +279,6 @@ async def test_negative_adjustment_of_a_missing_stock_creates_nothing(api: Api) 
     payload = await adjust(api, adjust_input(s, -1, warehouse=w3))
 
     assert [e["code"] for e in failure(payload)] == ["INVALID"]
-    assert snapshot(api) == before
-
-
-@pytest.mark.parametrize(("key", "value", "code"), [
-    ("variantId", gid("ProductVariant", UNKNOWN), "NOT_FOUND"),
-    ("warehouseId", gid("Warehouse", UNKNOWN), "NOT_FOUND"),
-    ("variantId", "not-an-id", "INVALID"),
-    ("warehouseId", gid("Seller", 1), "NOT_FOUND"),
-], ids=["unknown-variant", "unknown-warehouse", "malformed-variant", "wrong-type-warehouse"])
-async def test_adjustment_naming_a_bad_id_fails_and_changes_nothing(
-    api: Api, key: str, value: str, code: str,
-) -> None:
-    s = shop(api.db, stock1=10)
-    before = snapshot(api)
-
-    payload = await adjust(api, {**adjust_input(s, 1), key: value})
-
-    assert codes(failure(payload)) == [(code, f"input.{key}")]
     assert snapshot(api) == before
 
 
@@ -442,40 +441,39 @@ async def test_transfer_with_another_sellers_warehouse_is_invalid(api: Api, end:
     assert snapshot(api) == before
 
 
-@pytest.mark.parametrize(("key", "value", "code"), [
-    ("variantId", gid("ProductVariant", UNKNOWN), "NOT_FOUND"),
-    ("fromWarehouseId", gid("Warehouse", UNKNOWN), "NOT_FOUND"),
-    ("toWarehouseId", gid("Warehouse", UNKNOWN), "NOT_FOUND"),
-    ("toWarehouseId", "garbage", "INVALID"),
+@pytest.mark.parametrize(("operation", "key", "value", "code"), [
+    pytest.param(adjust_one, "variantId", gid("ProductVariant", UNKNOWN), "NOT_FOUND",
+                 id="adjust-unknown-variant"),
+    pytest.param(adjust_one, "warehouseId", gid("Warehouse", UNKNOWN), "NOT_FOUND",
+                 id="adjust-unknown-warehouse"),
+    pytest.param(adjust_one, "variantId", "not-an-id", "INVALID", id="adjust-malformed-variant"),
+    pytest.param(adjust_one, "warehouseId", gid("Seller", 1), "NOT_FOUND",
+                 id="adjust-wrong-type-warehouse"),
+    pytest.param(transfer_one, "variantId", gid("ProductVariant", UNKNOWN), "NOT_FOUND",
+                 id="transfer-unknown-variant"),
+    pytest.param(transfer_one, "fromWarehouseId", gid("Warehouse", UNKNOWN), "NOT_FOUND",
+                 id="transfer-unknown-source"),
+    pytest.param(transfer_one, "toWarehouseId", gid("Warehouse", UNKNOWN), "NOT_FOUND",
+                 id="transfer-unknown-destination"),
+    pytest.param(transfer_one, "toWarehouseId", "garbage", "INVALID",
+                 id="transfer-malformed-destination"),
 ])
-async def test_transfer_naming_a_bad_id_fails_and_changes_nothing(
-    api: Api, key: str, value: str, code: str,
+async def test_adjustment_or_transfer_naming_a_bad_id_fails_and_changes_nothing(
+    api: Api, operation: StockOperation, key: str, value: str, code: str,
 ) -> None:
     s = shop(api.db, stock1=10)
     before = snapshot(api)
 
-    errors = await transfer(api, {**transfer_input(s, 1), key: value})
+    errors = await operation(api, s, **{key: value})
 
     assert codes(errors) == [(code, f"input.{key}")]
     assert snapshot(api) == before
 
 
-async def adjust_one(api: Api, s: Shop, token: str | None) -> list[dict[str, Any]]:
-    """stockAdjust by +1 in the shop's first warehouse: the errors of a payload without stock."""
-    payload = await adjust(api, adjust_input(s, 1), token=token)
-    return failure(payload)
-
-
-async def transfer_one(api: Api, s: Shop, token: str | None) -> list[dict[str, Any]]:
-    """stockTransfer of one unit from the shop's first warehouse to its second: the errors."""
-    return await transfer(api, transfer_input(s, 1), token=token)
-
-
 @pytest.mark.parametrize("operation", [adjust_one, transfer_one], ids=["adjust", "transfer"])
 @pytest.mark.parametrize("who", OUTSIDERS)
 async def test_adjustment_or_transfer_without_the_right_token_is_denied(
-        api: Api, who: str,
-        operation: Callable[[Api, Shop, str | None], Awaitable[list[dict[str, Any]]]]) -> None:
+        api: Api, who: str, operation: StockOperation) -> None:
     s = shop(api.db, stock1=10)
     token = outsider_token(api, s, who)
     before = snapshot(api)
