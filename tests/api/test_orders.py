@@ -46,6 +46,13 @@ def failure(payload: dict[str, Any]) -> list[dict[str, Any]]:
     return payload["errors"]  # type: ignore[no-any-return]
 
 
+def shortfall(payload: dict[str, Any]) -> tuple[int, int]:
+    """(requested, available) of the one error of a failed order, INSUFFICIENT_STOCK."""
+    [error] = failure(payload)
+    assert error["code"] == "INSUFFICIENT_STOCK"
+    return error["requested"], error["available"]
+
+
 async def test_storefront_order_on_a_catalog_built_through_graphql(api: Api) -> None:
     async def create(query: str, name: str, result: str, value: dict[str, Any]) -> str:
         payload = (await api.gql(query, {"input": value}))[name]
@@ -150,9 +157,7 @@ async def test_available_in_error_excludes_units_allocated_to_other_orders(api: 
 
     payload = await create_order(api, "REGULAR", [(s.variant, 4)])
 
-    [error] = failure(payload)
-    assert (error["code"], error["requested"], error["available"]) == (
-        "INSUFFICIENT_STOCK", 4, 3)
+    assert shortfall(payload) == (4, 3)
     assert stocks(s) == ((10, 9), (2, 0))
     assert count(api, "orders") == 1
 
@@ -216,29 +221,22 @@ async def test_the_last_units_go_to_one_order_only(api: Api) -> None:
 
     payload = await create_order(api, "OFFER", [(s.variant, 1)])
 
-    [error] = failure(payload)
-    assert (error["code"], error["requested"], error["available"]) == (
-        "INSUFFICIENT_STOCK", 1, 0)
+    assert shortfall(payload) == (1, 0)
     assert stocks(s) == ((3, 3), (0, 0))
 
 
-async def test_country_without_serving_warehouse_is_not_available(api: Api) -> None:
-    s = shop(api.db, stock1=10, stock2=10)
+@pytest.mark.parametrize("track", [True, False], ids=["tracked", "untracked"])
+@pytest.mark.parametrize(("country", "served"), [
+    pytest.param("US", False, id="no-warehouse-serves-the-country"),
+    pytest.param("PL", True, id="serving-warehouse-without-stock-record"),
+])
+async def test_country_without_a_stock_record_serving_it_is_not_available(
+        api: Api, country: str, served: bool, track: bool) -> None:
+    s = shop(api.db, stock1=10, stock2=10, track=track)
+    if served:
+        s.world.warehouse(s.seller, [s.world.zone([country])])
 
-    payload = await create_order(api, "REGULAR", [(s.variant, 1)], country="US")
-
-    [error] = failure(payload)
-    assert error["code"] == "NOT_AVAILABLE_IN_COUNTRY"
-    assert error["variantId"] == gid("ProductVariant", s.variant)
-    assert stocks(s) == ((10, 0), (10, 0))
-    assert count(api, "orders") == 0
-
-
-async def test_serving_warehouse_without_stock_record_is_not_available(api: Api) -> None:
-    s = shop(api.db, stock1=10, stock2=10)
-    s.world.warehouse(s.seller, [s.world.zone(["PL"])])
-
-    payload = await create_order(api, "REGULAR", [(s.variant, 1)], country="PL")
+    payload = await create_order(api, "REGULAR", [(s.variant, 1)], country=country)
 
     [error] = failure(payload)
     assert error["code"] == "NOT_AVAILABLE_IN_COUNTRY"
@@ -254,9 +252,7 @@ async def test_stock_record_of_zero_units_makes_the_country_available(api: Api) 
 
     payload = await create_order(api, "REGULAR", [(s.variant, 1)], country="PL")
 
-    [error] = failure(payload)
-    assert (error["code"], error["requested"], error["available"]) == (
-        "INSUFFICIENT_STOCK", 1, 0)
+    assert shortfall(payload) == (1, 0)
     assert s.world.stock(s.variant, pl) == (0, 0)
 
 
@@ -268,28 +264,6 @@ async def test_untracked_variant_with_zero_unit_record_can_be_sold(api: Api) -> 
     assert order["status"] == "UNFULFILLED"
     assert allocations(order) == [[]]
     assert stocks(s) == ((0, 0), (0, 0))
-
-
-async def test_untracked_variant_is_not_available_without_serving_warehouse(api: Api) -> None:
-    s = shop(api.db, stock1=5, stock2=5, track=False)
-
-    payload = await create_order(api, "REGULAR", [(s.variant, 1)], country="US")
-
-    [error] = failure(payload)
-    assert error["code"] == "NOT_AVAILABLE_IN_COUNTRY"
-    assert count(api, "orders") == 0
-
-
-async def test_untracked_variant_is_not_available_from_warehouse_without_record(
-        api: Api) -> None:
-    s = shop(api.db, stock1=5, stock2=5, track=False)
-    s.world.warehouse(s.seller, [s.world.zone(["PL"])])
-
-    payload = await create_order(api, "REGULAR", [(s.variant, 1)], country="PL")
-
-    [error] = failure(payload)
-    assert error["code"] == "NOT_AVAILABLE_IN_COUNTRY"
-    assert count(api, "orders") == 0
 
 
 async def test_untracked_line_beside_tracked_line_allocates_only_the_tracked(
