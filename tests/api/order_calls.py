@@ -11,9 +11,10 @@ ERRORS = "errors { code field message variantId warehouseId requested available 
 ORDER = """id type status shippingCountry
            lines { id quantity quantityFulfilled variant { id sku }
                    allocations { warehouse { id } quantity } }"""
-ORDER_CREATE = input_mutation("orderCreate", f"order {{ {ORDER} }} {ERRORS}")
-ORDER_CONFIRM = id_mutation("orderConfirm", f"order {{ {ORDER} }} {ERRORS}")
-ORDER_CANCEL = id_mutation("orderCancel", f"order {{ {ORDER} }} {ERRORS}")
+ORDER_PAYLOAD = f"order {{ {ORDER} }} {ERRORS}"  # what every order mutation answers with
+ORDER_CREATE = input_mutation("orderCreate", ORDER_PAYLOAD)
+ORDER_CONFIRM = id_mutation("orderConfirm", ORDER_PAYLOAD)
+ORDER_CANCEL = id_mutation("orderCancel", ORDER_PAYLOAD)
 CONFIG_UPDATE = input_mutation(
     "marketplaceConfigurationUpdate",
     f"marketplaceConfiguration {{ allocation {{ orderType enabled }} }} {ERRORS}")
@@ -53,3 +54,13 @@ async def set_allocation(api: Api, order_type: str, enabled: bool) -> None:
 
 async def reread(api: Api, order_id: str) -> dict[str, Any]:
     return (await api.gql(GET_ORDER, {"id": order_id}))["node"]  # type: ignore[no-any-return]
+
+
+async def confirm(api: Api, order_id: str) -> dict[str, Any]:
+    """The orderConfirm payload."""
+    return (await api.gql(ORDER_CONFIRM, {"id": order_id}))["orderConfirm"]  # type: ignore[no-any-return]
+
+
+async def cancel(api: Api, order: dict[str, Any]) -> dict[str, Any]:
+    """The orderCancel payload of `order` (a payload's order: only its id is read)."""
+    return (await api.gql(ORDER_CANCEL, {"id": order["id"]}))["orderCancel"]  # type: ignore[no-any-return]

@@ -8,11 +8,10 @@ import pytest
 
 from domain.models import Role
 from tests.api.order_calls import (
-    ERRORS,
-    ORDER,
-    ORDER_CANCEL,
-    ORDER_CONFIRM,
+    ORDER_PAYLOAD,
     VARIANT_STOCKS,
+    cancel,
+    confirm,
     placed,
     reread,
     set_allocation,
@@ -25,9 +24,8 @@ pytestmark = pytest.mark.anyio
 ORDER_FULFILL = f"""
 mutation($orderId: ID!, $lines: [OrderFulfillLineInput!]!) {{
   orderFulfill(orderId: $orderId, lines: $lines) {{
-    order {{ {ORDER} }}
+    {ORDER_PAYLOAD}
     fulfillment {{ id lines {{ orderLine {{ id }} warehouse {{ id }} quantity }} }}
-    {ERRORS}
   }}
 }}"""
 
@@ -40,10 +38,6 @@ async def fulfil(api: Api, order: dict[str, Any], lines: list[tuple[int, int, in
          "warehouseId": gid("Warehouse", w) if w is not None else None}
         for i, q, w in lines]})
     return data["orderFulfill"]  # type: ignore[no-any-return]
-
-
-async def cancel(api: Api, order: dict[str, Any]) -> dict[str, Any]:
-    return (await api.gql(ORDER_CANCEL, {"id": order["id"]}))["orderCancel"]  # type: ignore[no-any-return]
 
 
 async def placed_unallocated(api: Api, s: Shop, quantity: int) -> dict[str, Any]:
@@ -259,7 +253,7 @@ async def test_untracked_variant_keeps_its_figures_when_fulfilled(api: Api) -> N
 async def test_confirmed_draft_can_be_fulfilled(api: Api) -> None:
     s = shop(api.db, stock1=4, stock2=0)
     draft = await placed(api, "DRAFT", [(s.variant, 4)])
-    confirmed = (await api.gql(ORDER_CONFIRM, {"id": draft["id"]}))["orderConfirm"]["order"]
+    confirmed = (await confirm(api, draft["id"]))["order"]
 
     payload = await fulfil(api, confirmed, [(0, 4, None)])
 

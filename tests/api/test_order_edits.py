@@ -6,15 +6,7 @@ from typing import Any
 
 import pytest
 
-from tests.api.order_calls import (
-    CONFIG_UPDATE,
-    ERRORS,
-    ORDER,
-    ORDER_CANCEL,
-    ORDER_CONFIRM,
-    placed,
-    reread,
-)
+from tests.api.order_calls import ORDER_PAYLOAD, cancel, confirm, placed, reread, set_allocation
 from tests.conftest import Api
 from tests.factories import Shop, allocations, gid, id_mutation, shop, split, stocks
 
@@ -22,13 +14,13 @@ pytestmark = pytest.mark.anyio
 
 LINES_CREATE = f"""
 mutation($orderId: ID!, $lines: [OrderLineInput!]!) {{
-  orderLinesCreate(orderId: $orderId, lines: $lines) {{ order {{ {ORDER} }} {ERRORS} }}
+  orderLinesCreate(orderId: $orderId, lines: $lines) {{ {ORDER_PAYLOAD} }}
 }}"""
 LINE_UPDATE = f"""
 mutation($id: ID!, $input: OrderLineUpdateInput!) {{
-  orderLineUpdate(id: $id, input: $input) {{ order {{ {ORDER} }} {ERRORS} }}
+  orderLineUpdate(id: $id, input: $input) {{ {ORDER_PAYLOAD} }}
 }}"""
-LINE_DELETE = id_mutation("orderLineDelete", f"order {{ {ORDER} }} {ERRORS}")
+LINE_DELETE = id_mutation("orderLineDelete", ORDER_PAYLOAD)
 EDITABLE = ["DRAFT", "QUOTE", "OFFER"]
 
 
@@ -245,8 +237,7 @@ async def test_deleting_an_unknown_line_is_not_found(api: Api) -> None:
 
 async def test_edits_of_an_order_of_disabled_type_allocate_nothing(api: Api) -> None:
     s = shop(api.db, stock1=2, stock2=0)
-    await api.gql(CONFIG_UPDATE, {"input": {"allocation": [
-        {"orderType": "DRAFT", "enabled": False}]}})
+    await set_allocation(api, "DRAFT", False)
     order = await placed(api, "DRAFT", [(s.variant, 1)])
 
     added = await api.gql(LINES_CREATE, {"orderId": order["id"],
@@ -265,7 +256,7 @@ async def regular_order(api: Api, s: Shop, how: str) -> dict[str, Any]:
     if how == "placed":
         return await placed(api, "REGULAR", [(s.variant, 3)])
     draft = await placed(api, "DRAFT", [(s.variant, 3)])
-    confirmed = (await api.gql(ORDER_CONFIRM, {"id": draft["id"]}))["orderConfirm"]
+    confirmed = await confirm(api, draft["id"])
     assert confirmed["errors"] == []
     return confirmed["order"]  # type: ignore[no-any-return]
 
@@ -313,7 +304,7 @@ async def test_deleting_a_line_of_a_regular_order_is_invalid_state(
 async def test_editing_a_canceled_draft_is_invalid_state(api: Api) -> None:
     s = shop(api.db, stock1=10, stock2=0)
     draft = await placed(api, "DRAFT", [(s.variant, 3)])
-    await api.gql(ORDER_CANCEL, {"id": draft["id"]})
+    await cancel(api, draft)
     line_id = draft["lines"][0]["id"]
 
     added = await api.gql(LINES_CREATE, {"orderId": draft["id"],

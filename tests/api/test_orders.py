@@ -10,9 +10,9 @@ from domain.models import Role
 from tests.api.order_calls import (
     GET_ORDER,
     ORDER_CANCEL,
-    ORDER_CONFIRM,
     ORDER_CREATE,
     VARIANT_STOCKS,
+    confirm,
     create_order,
     order_input,
     placed,
@@ -46,10 +46,13 @@ def failure(payload: dict[str, Any]) -> list[dict[str, Any]]:
     return payload["errors"]  # type: ignore[no-any-return]
 
 
-def shortfall(payload: dict[str, Any]) -> tuple[int, int]:
-    """(requested, available) of the one error of a failed order, INSUFFICIENT_STOCK."""
+def shortfall(payload: dict[str, Any], variant: int | None = None) -> tuple[int, int]:
+    """(requested, available) of the one error of a failed order, INSUFFICIENT_STOCK (of
+    `variant`'s units, when given)."""
     [error] = failure(payload)
     assert error["code"] == "INSUFFICIENT_STOCK"
+    if variant is not None:
+        assert error["variantId"] == gid("ProductVariant", variant)
     return error["requested"], error["available"]
 
 
@@ -143,10 +146,7 @@ async def test_short_order_reports_available_from_serving_warehouses_only(api: A
 
     payload = await create_order(api, "REGULAR", [(s.variant, 6)])
 
-    [error] = failure(payload)
-    assert error["code"] == "INSUFFICIENT_STOCK"
-    assert (error["variantId"], error["requested"], error["available"]) == (
-        gid("ProductVariant", s.variant), 6, 5)
+    assert shortfall(payload, s.variant) == (6, 5)
     assert stocks(s) == ((3, 0), (2, 0))
     assert s.world.stock(s.variant, us) == (50, 0)
 
@@ -168,10 +168,7 @@ async def test_one_short_variant_fails_the_whole_order(api: Api) -> None:
 
     payload = await create_order(api, "REGULAR", [(s.variant, 5), (short, 3)])
 
-    [error] = failure(payload)
-    assert error["code"] == "INSUFFICIENT_STOCK"
-    assert (error["variantId"], error["requested"], error["available"]) == (
-        gid("ProductVariant", short), 3, 2)
+    assert shortfall(payload, short) == (3, 2)
     assert stocks(s) == ((10, 0), (0, 0))
     assert stocks(s, short) == ((1, 0), (1, 0))
     assert count(api, "orders") == 0
@@ -209,9 +206,7 @@ async def test_two_lines_of_one_variant_short_together_give_one_error(api: Api) 
 
     payload = await create_order(api, "REGULAR", [(s.variant, 3), (s.variant, 2)])
 
-    [error] = failure(payload)
-    assert (error["code"], error["variantId"], error["requested"], error["available"]) == (
-        "INSUFFICIENT_STOCK", gid("ProductVariant", s.variant), 5, 4)
+    assert shortfall(payload, s.variant) == (5, 4)
     assert stocks(s) == ((3, 0), (1, 0))
 
 
@@ -290,25 +285,15 @@ async def test_variant_switched_to_untracked_stops_allocating(api: Api) -> None:
     assert stocks(s) == ((2, 0), (0, 0))
 
 
-async def test_disabled_type_allocates_nothing_and_skips_the_stock_check(api: Api) -> None:
+@pytest.mark.parametrize(("order_type", "quantity"), [("DRAFT", 50), ("REGULAR", 5)])
+async def test_disabled_type_places_its_order_without_allocations_or_stock_check(
+        api: Api, order_type: str, quantity: int) -> None:
     s = shop(api.db, stock1=3, stock2=0)
-    await set_allocation(api, "DRAFT", False)
+    await set_allocation(api, order_type, False)
 
-    order = await placed(api, "DRAFT", [(s.variant, 50)])
+    order = await placed(api, order_type, [(s.variant, quantity)])
 
-    assert order["status"] == "DRAFT"
-    assert allocations(order) == [[]]
-    assert stocks(s) == ((3, 0), (0, 0))
-
-
-async def test_disabled_regular_type_places_unfulfilled_order_without_allocations(
-        api: Api) -> None:
-    s = shop(api.db, stock1=3, stock2=0)
-    await set_allocation(api, "REGULAR", False)
-
-    order = await placed(api, "REGULAR", [(s.variant, 5)])
-
-    assert order["status"] == "UNFULFILLED"
+    assert order["status"] == STATUS_OF_TYPE[order_type]  # REGULAR: UNFULFILLED
     assert allocations(order) == [[]]
     assert stocks(s) == ((3, 0), (0, 0))
 
@@ -357,9 +342,8 @@ async def test_order_of_disabled_type_allocates_when_confirmed(api: Api) -> None
     await set_allocation(api, "DRAFT", False)
     draft = await placed(api, "DRAFT", [(s.variant, 5)])
 
-    data = await api.gql(ORDER_CONFIRM, {"id": draft["id"]})
+    payload = await confirm(api, draft["id"])
 
-    payload = data["orderConfirm"]
     assert payload["errors"] == []
     order = payload["order"]
     assert (order["id"], order["type"], order["status"]) == (draft["id"], "REGULAR",
@@ -374,12 +358,9 @@ async def test_confirming_an_unallocated_order_short_of_stock_changes_nothing(
     await set_allocation(api, "QUOTE", False)
     quote = await placed(api, "QUOTE", [(s.variant, 6)])
 
-    data = await api.gql(ORDER_CONFIRM, {"id": quote["id"]})
+    payload = await confirm(api, quote["id"])
 
-    payload = data["orderConfirm"]
-    [error] = failure(payload)
-    assert (error["code"], error["variantId"], error["requested"], error["available"]) == (
-        "INSUFFICIENT_STOCK", gid("ProductVariant", s.variant), 6, 4)
+    assert shortfall(payload, s.variant) == (6, 4)
     assert stocks(s) == ((3, 0), (1, 0))
     reread = (await api.gql(GET_ORDER, {"id": quote["id"]}))["node"]
     assert (reread["type"], reread["status"]) == ("QUOTE", "QUOTE")
@@ -390,9 +371,8 @@ async def test_confirming_an_allocated_order_keeps_its_allocations(api: Api) -> 
     s = shop(api.db, stock1=3, stock2=4)
     offer = await placed(api, "OFFER", [(s.variant, 5)])
 
-    data = await api.gql(ORDER_CONFIRM, {"id": offer["id"]})
+    payload = await confirm(api, offer["id"])
 
-    payload = data["orderConfirm"]
     assert payload["errors"] == []
     assert (payload["order"]["type"], payload["order"]["status"]) == ("REGULAR", "UNFULFILLED")
     assert allocations(payload["order"]) == allocations(offer) == [split(s, 3, 2)]
@@ -405,10 +385,10 @@ async def test_confirming_allocated_order_after_type_was_disabled_keeps_allocati
     draft = await placed(api, "DRAFT", [(s.variant, 4)])
     await set_allocation(api, "DRAFT", False)
 
-    data = await api.gql(ORDER_CONFIRM, {"id": draft["id"]})
+    payload = await confirm(api, draft["id"])
 
-    assert data["orderConfirm"]["errors"] == []
-    assert allocations(data["orderConfirm"]["order"]) == [[(gid("Warehouse", s.w1), 4)]]
+    assert payload["errors"] == []
+    assert allocations(payload["order"]) == [[(gid("Warehouse", s.w1), 4)]]
     assert stocks(s) == ((10, 4), (0, 0))
 
 
@@ -416,9 +396,9 @@ async def test_confirming_a_regular_order_is_invalid_state(api: Api) -> None:
     s = shop(api.db, stock1=10, stock2=0)
     order = await placed(api, "REGULAR", [(s.variant, 4)])
 
-    data = await api.gql(ORDER_CONFIRM, {"id": order["id"]})
+    payload = await confirm(api, order["id"])
 
-    [error] = failure(data["orderConfirm"])
+    [error] = failure(payload)
     assert error["code"] == "INVALID_STATE"
     assert stocks(s) == ((10, 4), (0, 0))
 
@@ -428,9 +408,9 @@ async def test_confirming_a_canceled_draft_is_invalid_state(api: Api) -> None:
     draft = await placed(api, "DRAFT", [(s.variant, 4)])
     await api.gql(ORDER_CANCEL, {"id": draft["id"]})
 
-    data = await api.gql(ORDER_CONFIRM, {"id": draft["id"]})
+    payload = await confirm(api, draft["id"])
 
-    [error] = failure(data["orderConfirm"])
+    [error] = failure(payload)
     assert error["code"] == "INVALID_STATE"
     assert stocks(s) == ((10, 0), (0, 0))
     reread = (await api.gql(GET_ORDER, {"id": draft["id"]}))["node"]
@@ -438,9 +418,9 @@ async def test_confirming_a_canceled_draft_is_invalid_state(api: Api) -> None:
 
 
 async def test_confirming_an_unknown_order_is_not_found(api: Api) -> None:
-    data = await api.gql(ORDER_CONFIRM, {"id": gid("Order", 999999)})
+    payload = await confirm(api, gid("Order", 999999))
 
-    [error] = failure(data["orderConfirm"])
+    [error] = failure(payload)
     assert error["code"] == "NOT_FOUND"
 
 
