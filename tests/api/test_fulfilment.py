@@ -46,6 +46,12 @@ async def placed_unallocated(api: Api, s: Shop, quantity: int) -> dict[str, Any]
     return await placed(api, "REGULAR", [(s.variant, quantity)])
 
 
+def status_of(payload: dict[str, Any]) -> str:
+    """The status of the order in a payload that carries no errors."""
+    assert payload["errors"] == []
+    return payload["order"]["status"]  # type: ignore[no-any-return]
+
+
 def failure(payload: dict[str, Any]) -> dict[str, Any]:
     assert payload["order"] is None
     assert payload.get("fulfillment") is None
@@ -83,8 +89,7 @@ async def test_partial_fulfilment_then_the_rest_completes_the_order(api: Api) ->
 
     first = await fulfil(api, order, [(0, 2, None)])
 
-    assert first["errors"] == []
-    assert first["order"]["status"] == "PARTIALLY_FULFILLED"
+    assert status_of(first) == "PARTIALLY_FULFILLED"
     assert first["order"]["lines"][0]["quantityFulfilled"] == 2
     assert allocations(first["order"]) == [[(gid("Warehouse", s.w1), 3)]]
     assert first["fulfillment"]["lines"] == [{
@@ -94,8 +99,7 @@ async def test_partial_fulfilment_then_the_rest_completes_the_order(api: Api) ->
 
     second = await fulfil(api, order, [(0, 3, None)])
 
-    assert second["errors"] == []
-    assert second["order"]["status"] == "FULFILLED"
+    assert status_of(second) == "FULFILLED"
     assert second["order"]["lines"][0]["quantityFulfilled"] == 5
     assert allocations(second["order"]) == [[]]
     assert second["fulfillment"]["id"] != first["fulfillment"]["id"]
@@ -109,8 +113,7 @@ async def test_fulfilling_one_of_two_lines_is_partial(api: Api) -> None:
 
     payload = await fulfil(api, order, [(1, 3, None)])
 
-    assert payload["errors"] == []
-    assert payload["order"]["status"] == "PARTIALLY_FULFILLED"
+    assert status_of(payload) == "PARTIALLY_FULFILLED"
     assert [line["quantityFulfilled"] for line in payload["order"]["lines"]] == [0, 3]
     assert stocks(s) == ((10, 2), (0, 0))
     assert s.world.stock(other, s.w1) == (1, 0)
@@ -134,8 +137,7 @@ async def test_fulfilment_of_a_split_line_empties_every_allocation(api: Api) -> 
 
     payload = await fulfil(api, order, [(0, 6, None)])
 
-    assert payload["errors"] == []
-    assert payload["order"]["status"] == "FULFILLED"
+    assert status_of(payload) == "FULFILLED"
     assert sum(line["quantity"] for line in payload["fulfillment"]["lines"]) == 6
     assert stocks(s) == ((0, 0), (2, 0))
 
@@ -188,8 +190,7 @@ async def test_unallocated_units_lower_quantity_only(api: Api) -> None:
 
     payload = await fulfil(api, order, [(0, 3, s.w1)])
 
-    assert payload["errors"] == []
-    assert payload["order"]["status"] == "FULFILLED"
+    assert status_of(payload) == "FULFILLED"
     assert stocks(s) == ((2, 0), (0, 0))
 
 
@@ -221,8 +222,7 @@ async def test_unallocated_units_never_eat_other_orders_allocations(api: Api) ->
 
     enough = await fulfil(api, unallocated, [(0, 1, s.w1)])
 
-    assert enough["errors"] == []
-    assert enough["order"]["status"] == "PARTIALLY_FULFILLED"
+    assert status_of(enough) == "PARTIALLY_FULFILLED"
     assert stocks(s) == ((4, 4), (0, 0))
 
 
@@ -244,8 +244,7 @@ async def test_untracked_variant_keeps_its_figures_when_fulfilled(api: Api) -> N
 
     payload = await fulfil(api, order, [(0, 30, None)])
 
-    assert payload["errors"] == []
-    assert payload["order"]["status"] == "FULFILLED"
+    assert status_of(payload) == "FULFILLED"
     assert payload["order"]["lines"][0]["quantityFulfilled"] == 30
     assert stocks(s) == ((7, 0), (0, 0))
 
@@ -257,8 +256,7 @@ async def test_confirmed_draft_can_be_fulfilled(api: Api) -> None:
 
     payload = await fulfil(api, confirmed, [(0, 4, None)])
 
-    assert payload["errors"] == []
-    assert payload["order"]["status"] == "FULFILLED"
+    assert status_of(payload) == "FULFILLED"
     assert stocks(s) == ((0, 0), (0, 0))
 
 
@@ -319,8 +317,7 @@ async def test_cancel_releases_every_allocation_of_the_order(api: Api, order_typ
 
     payload = await cancel(api, order)
 
-    assert payload["errors"] == []
-    assert payload["order"]["status"] == "CANCELED"
+    assert status_of(payload) == "CANCELED"
     assert allocations(payload["order"]) == [[], []]
     assert stocks(s) == ((3, 0), (5, 0))
     assert s.world.stock(other, s.w1) == (2, 1)
@@ -345,8 +342,7 @@ async def test_cancel_of_partially_fulfilled_order_releases_the_rest(api: Api) -
 
     payload = await cancel(api, order)
 
-    assert payload["errors"] == []
-    assert payload["order"]["status"] == "CANCELED"
+    assert status_of(payload) == "CANCELED"
     assert payload["order"]["lines"][0]["quantityFulfilled"] == 2
     assert stocks(s) == ((8, 0), (0, 0))
 
@@ -358,8 +354,7 @@ async def test_cancel_of_an_unallocated_order_changes_no_stock(api: Api) -> None
 
     payload = await cancel(api, order)
 
-    assert payload["errors"] == []
-    assert payload["order"]["status"] == "CANCELED"
+    assert status_of(payload) == "CANCELED"
     assert stocks(s) == ((10, 0), (0, 0))
 
 
