@@ -46,6 +46,12 @@ def failure(payload: dict[str, Any]) -> list[dict[str, Any]]:
     return payload["errors"]  # type: ignore[no-any-return]
 
 
+def refusal(payload: dict[str, Any]) -> tuple[str, str | None]:
+    """(code, field) of the one error of a failed order."""
+    [error] = failure(payload)
+    return error["code"], error["field"]
+
+
 def shortfall(payload: dict[str, Any], variant: int | None = None) -> tuple[int, int]:
     """(requested, available) of the one error of a failed order, INSUFFICIENT_STOCK (of
     `variant`'s units, when given)."""
@@ -151,17 +157,6 @@ async def test_short_order_reports_available_from_serving_warehouses_only(api: A
     assert s.world.stock(s.variant, us) == (50, 0)
 
 
-async def test_available_in_error_excludes_units_allocated_to_other_orders(api: Api) -> None:
-    s = shop(api.db, stock1=10, stock2=2)
-    await placed(api, "REGULAR", [(s.variant, 9)])
-
-    payload = await create_order(api, "REGULAR", [(s.variant, 4)])
-
-    assert shortfall(payload) == (4, 3)
-    assert stocks(s) == ((10, 9), (2, 0))
-    assert count(api, "orders") == 1
-
-
 async def test_one_short_variant_fails_the_whole_order(api: Api) -> None:
     s = shop(api.db, stock1=10, stock2=0)
     short = s.world.variant(s.product, stocks={s.w1: 1, s.w2: 1})
@@ -210,14 +205,21 @@ async def test_two_lines_of_one_variant_short_together_give_one_error(api: Api) 
     assert stocks(s) == ((3, 0), (1, 0))
 
 
-async def test_the_last_units_go_to_one_order_only(api: Api) -> None:
-    s = shop(api.db, stock1=3, stock2=0)
-    await placed(api, "REGULAR", [(s.variant, 3)])
+@pytest.mark.parametrize(("on_hand", "held", "order_type", "asked", "short"), [
+    pytest.param((10, 2), 9, "REGULAR", 4, (4, 3), id="available-excludes-units-held"),
+    pytest.param((3, 0), 3, "OFFER", 1, (1, 0), id="the-last-units-go-to-one-order-only"),
+])
+async def test_units_another_order_holds_are_not_available(
+        api: Api, on_hand: tuple[int, int], held: int, order_type: str, asked: int,
+        short: tuple[int, int]) -> None:
+    s = shop(api.db, stock1=on_hand[0], stock2=on_hand[1])
+    await placed(api, "REGULAR", [(s.variant, held)])
 
-    payload = await create_order(api, "OFFER", [(s.variant, 1)])
+    payload = await create_order(api, order_type, [(s.variant, asked)])
 
-    assert shortfall(payload) == (1, 0)
-    assert stocks(s) == ((3, 3), (0, 0))
+    assert shortfall(payload) == short
+    assert stocks(s) == ((on_hand[0], held), (on_hand[1], 0))
+    assert count(api, "orders") == 1
 
 
 @pytest.mark.parametrize("track", [True, False], ids=["tracked", "untracked"])
@@ -458,9 +460,7 @@ async def test_line_quantity_out_of_bounds_is_invalid_with_its_path(
 
     payload = await create_order(api, "REGULAR", [(s.variant, 1), (s.variant, quantity)])
 
-    [error] = failure(payload)
-    assert error["code"] == "INVALID"
-    assert error["field"] == "lines.1.quantity"
+    assert refusal(payload) == ("INVALID", "lines.1.quantity")
     assert stocks(s) == ((10, 0), (0, 0))
     assert count(api, "orders") == 0
 
@@ -487,9 +487,7 @@ async def test_unknown_shipping_country_is_invalid(api: Api, country: str) -> No
 
     payload = await create_order(api, "REGULAR", [(s.variant, 1)], country=country)
 
-    [error] = failure(payload)
-    assert error["code"] == "INVALID"
-    assert error["field"] == "shippingCountry"
+    assert refusal(payload) == ("INVALID", "shippingCountry")
     assert stocks(s) == ((10, 0), (0, 0))
     assert count(api, "orders") == 0
 
@@ -499,9 +497,7 @@ async def test_unknown_variant_is_not_found(api: Api) -> None:
 
     payload = await create_order(api, "REGULAR", [(s.variant, 1), (999999, 1)])
 
-    [error] = failure(payload)
-    assert error["code"] == "NOT_FOUND"
-    assert error["field"] == "lines.1.variantId"
+    assert refusal(payload) == ("NOT_FOUND", "lines.1.variantId")
     assert stocks(s) == ((10, 0), (0, 0))
     assert count(api, "orders") == 0
 
