@@ -184,26 +184,20 @@ async def test_fulfilling_a_non_positive_quantity_is_invalid(api: Api, quantity:
     assert fulfilled(api) == 0
 
 
-async def test_unallocated_units_lower_quantity_only(api: Api) -> None:
+@pytest.mark.parametrize(("named", "quantity"), [
+    pytest.param(True, 3, id="from-the-named-warehouse"),
+    pytest.param(False, 2, id="without-warehouse-from-one-with-available-stock"),
+])
+async def test_unallocated_units_lower_quantity_only(
+        api: Api, named: bool, quantity: int) -> None:
     s = shop(api.db, stock1=5, stock2=0)
-    order = await placed_unallocated(api, s, 3)
+    order = await placed_unallocated(api, s, quantity)
 
-    payload = await fulfil(api, order, [(0, 3, s.w1)])
+    payload = await fulfil(api, order, [(0, quantity, s.w1 if named else None)])
 
     assert status_of(payload) == "FULFILLED"
-    assert stocks(s) == ((2, 0), (0, 0))
-
-
-async def test_unallocated_units_without_warehouse_come_from_one_with_available_stock(
-        api: Api) -> None:
-    s = shop(api.db, stock1=5, stock2=0)
-    order = await placed_unallocated(api, s, 2)
-
-    payload = await fulfil(api, order, [(0, 2, None)])
-
-    assert payload["errors"] == []
     assert payload["fulfillment"]["lines"][0]["warehouse"] == {"id": gid("Warehouse", s.w1)}
-    assert stocks(s) == ((3, 0), (0, 0))
+    assert stocks(s) == ((5 - quantity, 0), (0, 0))
 
 
 async def test_unallocated_units_never_eat_other_orders_allocations(api: Api) -> None:
