@@ -201,11 +201,37 @@ async def test_adjustment_with_bad_input_is_invalid_and_changes_nothing(
     assert snapshot(api) == before
 
 
-async def test_adjustment_below_zero_is_invalid_and_changes_nothing(api: Api) -> None:
+def below_zero(s: Shop) -> dict[str, Any]:
+    """-11 of the 10 on hand."""
+    return adjust_input(s, -11)
+
+
+def forced_below_zero(s: Shop) -> dict[str, Any]:
+    """-11 of the 10 on hand (7 allocated), forced: force allows a shortfall, not this."""
+    allocate(s, 7)
+    return adjust_input(s, -11, force=True)
+
+
+def negative_on_a_missing_stock(s: Shop) -> dict[str, Any]:
+    """-1 in a warehouse of the seller that holds no stock record of the variant."""
+    return adjust_input(s, -1, warehouse=s.world.warehouse(s.seller, [s.zone], priority=2))
+
+
+def in_another_sellers_warehouse(s: Shop) -> dict[str, Any]:
+    """+1 in a warehouse of another seller."""
+    return adjust_input(s, 1, warehouse=s.world.warehouse(s.world.seller(), [s.zone]))
+
+
+@pytest.mark.parametrize("given", [
+    below_zero, forced_below_zero, negative_on_a_missing_stock, in_another_sellers_warehouse])
+async def test_impossible_adjustment_is_invalid_and_changes_nothing(
+    api: Api, given: Callable[[Shop], dict[str, Any]],
+) -> None:
     s = shop(api.db, stock1=10)
+    input = given(s)
     before = snapshot(api)
 
-    payload = await adjust(api, adjust_input(s, -11))
+    payload = await adjust(api, input)
 
     assert [e["code"] for e in failure(payload)] == ["INVALID"]
     assert snapshot(api) == before
@@ -245,17 +271,6 @@ async def test_forced_adjustment_below_allocated_records_the_shortfall(api: Api)
     assert nodes[0]["reason"] == "recount found less"
 
 
-async def test_forced_adjustment_still_cannot_go_below_zero(api: Api) -> None:
-    s = shop(api.db, stock1=10)
-    allocate(s, 7)
-    before = snapshot(api)
-
-    payload = await adjust(api, adjust_input(s, -11, force=True))
-
-    assert [e["code"] for e in failure(payload)] == ["INVALID"]
-    assert snapshot(api) == before
-
-
 async def test_positive_adjustment_creates_a_missing_stock_record(api: Api) -> None:
     s = shop(api.db, stock1=10)
     w3 = s.world.warehouse(s.seller, [s.zone], priority=2)
@@ -269,28 +284,6 @@ async def test_positive_adjustment_creates_a_missing_stock_record(api: Api) -> N
     assert s.world.stock(s.variant, w3) == (4, 0)
     assert brief(nodes) == [("ADJUSTMENT", 4, 0, 4, 0)]
     assert nodes[0]["reason"] == "first delivery"
-
-
-async def test_negative_adjustment_of_a_missing_stock_creates_nothing(api: Api) -> None:
-    s = shop(api.db, stock1=10)
-    w3 = s.world.warehouse(s.seller, [s.zone], priority=2)
-    before = snapshot(api)
-
-    payload = await adjust(api, adjust_input(s, -1, warehouse=w3))
-
-    assert [e["code"] for e in failure(payload)] == ["INVALID"]
-    assert snapshot(api) == before
-
-
-async def test_adjustment_in_another_sellers_warehouse_is_invalid(api: Api) -> None:
-    s = shop(api.db, stock1=10)
-    foreign = s.world.warehouse(s.world.seller(), [s.zone])
-    before = snapshot(api)
-
-    payload = await adjust(api, adjust_input(s, 1, warehouse=foreign))
-
-    assert [e["code"] for e in failure(payload)] == ["INVALID"]
-    assert snapshot(api) == before
 
 
 async def test_the_sellers_own_adjustment_is_recorded_under_its_token(api: Api) -> None:
