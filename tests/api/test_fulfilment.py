@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -352,29 +353,33 @@ async def test_cancel_of_an_unallocated_order_changes_no_stock(api: Api) -> None
     assert stocks(s) == ((10, 0), (0, 0))
 
 
-async def test_fulfilled_order_cannot_be_canceled(api: Api) -> None:
-    s = shop(api.db, stock1=10, stock2=0)
-    order = await placed(api, "REGULAR", [(s.variant, 4)])
+async def ship_all(api: Api, s: Shop, order: dict[str, Any]) -> None:
+    """Fulfil the order's 4 units."""
     await fulfil(api, order, [(0, 4, None)])
 
-    payload = await cancel(api, order)
 
-    assert failure(payload)["code"] == "INVALID_STATE"
-    assert stocks(s) == ((6, 0), (0, 0))
-    assert (await reread(api, order["id"]))["status"] == "FULFILLED"
-
-
-async def test_canceled_order_cannot_be_canceled_again(api: Api) -> None:
-    s = shop(api.db, stock1=10, stock2=0)
-    order = await placed(api, "REGULAR", [(s.variant, 4)])
+async def cancel_then_sell_again(api: Api, s: Shop, order: dict[str, Any]) -> None:
+    """Cancel the order, then sell 7 units to another."""
     await cancel(api, order)
     await placed(api, "REGULAR", [(s.variant, 7)])
 
+
+@pytest.mark.parametrize(("finish", "status", "after"), [
+    pytest.param(ship_all, "FULFILLED", ((6, 0), (0, 0)), id="fulfilled"),
+    pytest.param(cancel_then_sell_again, "CANCELED", ((10, 7), (0, 0)), id="canceled-again"),
+])
+async def test_an_order_in_a_final_status_cannot_be_canceled(
+        api: Api, finish: Callable[[Api, Shop, dict[str, Any]], Awaitable[None]], status: str,
+        after: tuple[tuple[int, int], tuple[int, int]]) -> None:
+    s = shop(api.db, stock1=10, stock2=0)
+    order = await placed(api, "REGULAR", [(s.variant, 4)])
+    await finish(api, s, order)
+
     payload = await cancel(api, order)
 
     assert failure(payload)["code"] == "INVALID_STATE"
-    assert stocks(s) == ((10, 7), (0, 0))
-    assert (await reread(api, order["id"]))["status"] == "CANCELED"
+    assert stocks(s) == after
+    assert (await reread(api, order["id"]))["status"] == status
 
 
 async def test_canceling_an_unknown_order_is_not_found(api: Api) -> None:
