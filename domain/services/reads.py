@@ -80,7 +80,7 @@ def zone_ids_of_warehouses(session: Session, keys: Sequence[int]) -> list[list[i
         select(warehouse_shipping_zone.c.warehouse_id, warehouse_shipping_zone.c.zone_id)
         .where(warehouse_shipping_zone.c.warehouse_id.in_(set(keys)))
         .order_by(warehouse_shipping_zone.c.zone_id)
-    ).tuples(), keys)
+    ), keys)
 
 
 def variants_of_products(session: Session, keys: Sequence[int]) -> list[list[ProductVariant]]:
