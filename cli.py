@@ -10,7 +10,7 @@ import logging
 import os
 import sys
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
@@ -77,6 +77,34 @@ def app_factory() -> Starlette:
     return app
 
 
+@contextlib.contextmanager
+def _migrated(settings: Settings) -> Iterator[tuple[sessionmaker[Session], sessionmaker[Session]]]:
+    """The writer and reader session factories of the migrated database, for one command."""
+    migrate(settings)
+    engine = make_engine(settings)
+    try:
+        yield session_factories(engine)
+    finally:
+        engine.dispose()
+
+
+Command = Callable[[argparse.Namespace, Settings], int]
+
+
+def _refusing_domain_errors(run: Command) -> Command:
+    """The command, with a domain error printed as `error: ...` and exit status 2."""
+    def guarded(args: argparse.Namespace, settings: Settings) -> int:
+        from domain.errors import DomainError
+
+        try:
+            return run(args, settings)
+        except DomainError as exc:
+            print(f"error: {exc.message}", file=sys.stderr)
+            return 2
+
+    return guarded
+
+
 def _epoch_path(settings: Settings) -> Path | None:
     """The revocation epoch this process shares (api/revocation.py)."""
     from api.revocation import RUN_DIR_ENV, epoch_path
@@ -119,30 +147,18 @@ def _worker(_args: argparse.Namespace, settings: Settings) -> int:
     return int(dramatiq_main() or 0)
 
 
+@_refusing_domain_errors
 def _token_create(args: argparse.Namespace, settings: Settings) -> int:
     from api import ids
-    from domain.errors import DomainError
     from domain.services import tokens
 
     seller_id = None
     if args.seller is not None:
-        try:
-            seller_id = ids.decode(args.seller, "Seller", "seller") \
-                if not args.seller.isdigit() else int(args.seller)
-        except DomainError as exc:
-            print(f"error: {exc.message}", file=sys.stderr)
-            return 2
-    migrate(settings)
-    engine = make_engine(settings)
-    try:
-        writer, _ = session_factories(engine)
+        seller_id = ids.decode(args.seller, "Seller", "seller") \
+            if not args.seller.isdigit() else int(args.seller)
+    with _migrated(settings) as (writer, _):
         token = tokens.create_token(UnitOfWork(writer), Role(args.role), seller_id,
                                     name=args.name)
-    except DomainError as exc:
-        print(f"error: {exc.message}", file=sys.stderr)
-        return 2
-    finally:
-        engine.dispose()
     print(f"Created a token with role {args.role}; send it as: Authorization: Bearer <token>",
           file=sys.stderr)
     print(token)
@@ -156,14 +172,8 @@ def _token_list(_args: argparse.Namespace, settings: Settings) -> int:
     from api import ids
     from domain.services import tokens
 
-    migrate(settings)
-    engine = make_engine(settings)
-    try:
-        _, reader = session_factories(engine)
-        with reader() as session:
-            rows = tokens.list_tokens(session)
-    finally:
-        engine.dispose()
+    with _migrated(settings) as (_, reader), reader() as session:
+        rows = tokens.list_tokens(session)
     table = [("id", "name", "role", "seller", "created", "last used", "revoked")]
     table += [(ids.encode("ApiToken", t.id), t.name or "-", t.role.value,
                ids.encode("Seller", t.seller_id) if t.seller_id is not None else "-",
@@ -184,33 +194,20 @@ def _when(moment: datetime | None) -> str:
     return moment.strftime("%Y-%m-%d %H:%M:%S") + " UTC"
 
 
+@_refusing_domain_errors
 def _token_revoke(args: argparse.Namespace, settings: Settings) -> int:
     from api import ids
     from api.auth import CACHE_SECONDS
     from api.revocation import bump_epoch
-    from domain.errors import DomainError
     from domain.services import tokens
 
-    try:
-        token_id = int(args.id) if args.id.isascii() and args.id.isdigit() else \
-            ids.decode(args.id, "ApiToken", "id")
-    except DomainError as exc:
-        print(f"error: {exc.message}", file=sys.stderr)
-        return 2
-    migrate(settings)
-    engine = make_engine(settings)
-    try:
-        writer, _ = session_factories(engine)
-        already = None
+    token_id = int(args.id) if args.id.isascii() and args.id.isdigit() else \
+        ids.decode(args.id, "ApiToken", "id")
+    with _migrated(settings) as (writer, _):
         with writer() as session:
             found = tokens.find(session, token_id)
             already = found.revoked_at if found is not None else None
         token = tokens.revoke(UnitOfWork(writer), CLI_PRINCIPAL, token_id)
-    except DomainError as exc:
-        print(f"error: {exc.message}", file=sys.stderr)
-        return 2
-    finally:
-        engine.dispose()
     # servers sharing the epoch refuse it from their next request; on PostgreSQL the
     # others heard the revoking transaction's NOTIFY
     try:
@@ -273,27 +270,24 @@ def _import_stock(args: argparse.Namespace, settings: Settings) -> int:
     if not path.is_file():
         print(f"error: no such file: {path}", file=sys.stderr)
         return 2
-    migrate(settings)
-    engine = make_engine(settings)
-    progress = ProgressBar(path.stat().st_size)
-    try:
-        with path.open("rb") as raw:
-            reader = csv.DictReader(progress.lines(raw))
-            missing = [c for c in COLUMNS if c not in (reader.fieldnames or [])]
-            if missing:
-                print(f"error: the header row lacks {', '.join(missing)} "
-                      f"(expected {','.join(COLUMNS)})", file=sys.stderr)
-                return 2
-            writer, _ = session_factories(engine)
-            report = import_stock(
-                UnitOfWork(writer), CLI_PRINCIPAL,
-                ((reader.line_num, row) for row in reader),
-                decode_id=_warehouse_pk, source=path.name,
-                reject_everything=args.error_policy == "reject-everything",
-                progress=progress.rows)
-    finally:
-        engine.dispose()
-        progress.done()
+    with _migrated(settings) as (writer, _):
+        progress = ProgressBar(path.stat().st_size)
+        try:
+            with path.open("rb") as raw:
+                reader = csv.DictReader(progress.lines(raw))
+                missing = [c for c in COLUMNS if c not in (reader.fieldnames or [])]
+                if missing:
+                    print(f"error: the header row lacks {', '.join(missing)} "
+                          f"(expected {','.join(COLUMNS)})", file=sys.stderr)
+                    return 2
+                report = import_stock(
+                    UnitOfWork(writer), CLI_PRINCIPAL,
+                    ((reader.line_num, row) for row in reader),
+                    decode_id=_warehouse_pk, source=path.name,
+                    reject_everything=args.error_policy == "reject-everything",
+                    progress=progress.rows)
+        finally:
+            progress.done()
     print(f"rows applied: {report.applied}")
     print(f"rows rejected: {len(report.rejected)}")
     for line_no, reason in report.rejected[:1000]:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
 import strawberry
 
 from api import ids
@@ -44,6 +47,7 @@ from api.types import (
 )
 from domain.errors import DomainError, check_text
 from domain.models import OrderType
+from domain.models import ProductVariant as ProductVariantModel
 from domain.services import catalog, configuration, orders
 from domain.services import stock as stock_service
 from domain.services import tokens as token_service
@@ -217,6 +221,20 @@ BULK_ROW = ToDomain(StockBulkUpdateInput, stock_service.BulkRow,
                     convert={"sku": lambda sku, path: check_text(sku, path, what="SKU")})
 
 
+P = TypeVar("P")
+R = TypeVar("R")
+
+
+async def _payload(payload: Callable[..., P], field: str, show: Callable[[R], Any],
+                   call: Callable[[], Awaitable[R]]) -> P:
+    """`payload` with `field` shown from the call's result, or empty with the call's errors."""
+    try:
+        result = await call()
+    except DomainError as exc:
+        return payload(**{field: None}, errors=errors_from(exc))
+    return payload(**{field: show(result)}, errors=[])
+
+
 def _bulk_row(i: int, row: StockBulkUpdateInput) -> stock_service.BulkRow:
     """Decode one row; a malformed ID becomes that row's error, not the request's."""
     try:
@@ -229,11 +247,8 @@ def _bulk_row(i: int, row: StockBulkUpdateInput) -> stock_service.BulkRow:
 class Mutation:
     @strawberry.mutation
     async def seller_create(self, info: Info, input: SellerCreateInput) -> SellerCreatePayload:
-        try:
-            seller = await info.context.run(catalog.create_seller, **SELLER.kwargs(input))
-        except DomainError as exc:
-            return SellerCreatePayload(seller=None, errors=errors_from(exc))
-        return SellerCreatePayload(seller=Seller.from_model(seller), errors=[])
+        return await _payload(SellerCreatePayload, "seller", Seller.from_model, lambda: (
+            info.context.run(catalog.create_seller, **SELLER.kwargs(input))))
 
     @strawberry.mutation(description="A new API token (admin token). Its secret is in this "
                                      "answer only.")
@@ -270,60 +285,44 @@ class Mutation:
     async def warehouse_create(
         self, info: Info, input: WarehouseCreateInput
     ) -> WarehouseCreatePayload:
-        try:
-            warehouse = await info.context.run(catalog.create_warehouse,
-                                               **WAREHOUSE.kwargs(input))
-        except DomainError as exc:
-            return WarehouseCreatePayload(warehouse=None, errors=errors_from(exc))
-        return WarehouseCreatePayload(warehouse=Warehouse.from_model(warehouse), errors=[])
+        return await _payload(WarehouseCreatePayload, "warehouse", Warehouse.from_model, lambda: (
+            info.context.run(catalog.create_warehouse, **WAREHOUSE.kwargs(input))))
 
     @strawberry.mutation
     async def product_create(self, info: Info, input: ProductCreateInput) -> ProductCreatePayload:
-        try:
-            product = await info.context.run(catalog.create_product, **PRODUCT.kwargs(input))
-        except DomainError as exc:
-            return ProductCreatePayload(product=None, errors=errors_from(exc))
-        return ProductCreatePayload(product=Product.from_model(product), errors=[])
+        return await _payload(ProductCreatePayload, "product", Product.from_model, lambda: (
+            info.context.run(catalog.create_product, **PRODUCT.kwargs(input))))
 
     @strawberry.mutation
     async def product_variant_create(
         self, info: Info, input: ProductVariantCreateInput
     ) -> ProductVariantCreatePayload:
-        try:
-            variant = await info.context.run(catalog.create_variant, **VARIANT.kwargs(input))
-        except DomainError as exc:
-            return ProductVariantCreatePayload(product_variant=None, errors=errors_from(exc))
-        return ProductVariantCreatePayload(
-            product_variant=ProductVariant.from_model(variant), errors=[])
+        return await _payload(
+            ProductVariantCreatePayload, "product_variant", ProductVariant.from_model,
+            lambda: info.context.run(catalog.create_variant, **VARIANT.kwargs(input)))
 
     @strawberry.mutation
     async def product_variant_update(
         self, info: Info, id: strawberry.ID, input: ProductVariantUpdateInput
     ) -> ProductVariantUpdatePayload:
-        try:
-            variant = await info.context.run(
-                catalog.update_variant, ids.decode(id, "ProductVariant", "id"),
-                **VARIANT_UPDATE.kwargs(input))
-        except DomainError as exc:
-            return ProductVariantUpdatePayload(product_variant=None, errors=errors_from(exc))
-        return ProductVariantUpdatePayload(
-            product_variant=ProductVariant.from_model(variant), errors=[])
+        return await _payload(
+            ProductVariantUpdatePayload, "product_variant", ProductVariant.from_model,
+            lambda: info.context.run(catalog.update_variant, ids.decode(id, "ProductVariant", "id"),
+                                     **VARIANT_UPDATE.kwargs(input)))
 
     @strawberry.mutation(description="Sets the stocked (on-hand) quantity per warehouse; "
                                      "creates the stock record when missing.")
     async def product_variant_stocks_update(
         self, info: Info, variant_id: strawberry.ID, stocks: list[StockInput]
     ) -> ProductVariantStocksUpdatePayload:
-        try:
+        async def set_quantities() -> ProductVariantModel:
             rows = STOCK_QUANTITY.each(stocks, "stocks")
-            variant = await info.context.run(
+            return await info.context.run(
                 catalog.set_stock_quantities,
                 ids.decode(variant_id, "ProductVariant", "variantId"), rows)
-        except DomainError as exc:
-            return ProductVariantStocksUpdatePayload(product_variant=None,
-                                                     errors=errors_from(exc))
-        return ProductVariantStocksUpdatePayload(
-            product_variant=ProductVariant.from_model(variant), errors=[])
+
+        return await _payload(ProductVariantStocksUpdatePayload, "product_variant",
+                              ProductVariant.from_model, set_quantities)
 
     @strawberry.mutation
     async def marketplace_configuration_update(
@@ -331,70 +330,46 @@ class Mutation:
     ) -> MarketplaceConfigurationUpdatePayload:
         changes: dict[OrderType, bool] = {
             OrderType(a.order_type): a.enabled for a in input.allocation or []}
-        try:
-            settings = await info.context.run(configuration.update_allocation, changes)
-        except DomainError as exc:
-            return MarketplaceConfigurationUpdatePayload(marketplace_configuration=None,
-                                                         errors=errors_from(exc))
-        return MarketplaceConfigurationUpdatePayload(
-            marketplace_configuration=MarketplaceConfiguration.from_settings(settings),
-            errors=[])
+        return await _payload(
+            MarketplaceConfigurationUpdatePayload, "marketplace_configuration",
+            MarketplaceConfiguration.from_settings,
+            lambda: info.context.run(configuration.update_allocation, changes))
 
     @strawberry.mutation
     async def order_create(self, info: Info, input: OrderCreateInput) -> OrderCreatePayload:
-        try:
-            view = await info.context.run(orders.create, **ORDER.kwargs(input))
-        except DomainError as exc:
-            return OrderCreatePayload(order=None, errors=errors_from(exc))
-        return OrderCreatePayload(order=Order.from_view(view), errors=[])
+        return await _payload(OrderCreatePayload, "order", Order.from_view, lambda: (
+            info.context.run(orders.create, **ORDER.kwargs(input))))
 
     @strawberry.mutation(description="Adds lines to a DRAFT/QUOTE/OFFER order.")
     async def order_lines_create(
         self, info: Info, order_id: strawberry.ID, lines: list[OrderLineInput]
     ) -> OrderLinesCreatePayload:
-        try:
-            view = await info.context.run(
-                orders.add_lines, ids.decode(order_id, "Order", "orderId"),
-                ORDER_LINE.each(lines, "lines"))
-        except DomainError as exc:
-            return OrderLinesCreatePayload(order=None, errors=errors_from(exc))
-        return OrderLinesCreatePayload(order=Order.from_view(view), errors=[])
+        return await _payload(OrderLinesCreatePayload, "order", Order.from_view, lambda: (
+            info.context.run(orders.add_lines, ids.decode(order_id, "Order", "orderId"),
+                             ORDER_LINE.each(lines, "lines"))))
 
     @strawberry.mutation(description="Changes a line's quantity on a DRAFT/QUOTE/OFFER order.")
     async def order_line_update(
         self, info: Info, id: strawberry.ID, input: OrderLineUpdateInput
     ) -> OrderLineUpdatePayload:
-        try:
-            view = await info.context.run(
-                orders.update_line, ids.decode(id, "OrderLine", "id"),
-                **ORDER_LINE_UPDATE.kwargs(input))
-        except DomainError as exc:
-            return OrderLineUpdatePayload(order=None, errors=errors_from(exc))
-        return OrderLineUpdatePayload(order=Order.from_view(view), errors=[])
+        return await _payload(OrderLineUpdatePayload, "order", Order.from_view, lambda: (
+            info.context.run(orders.update_line, ids.decode(id, "OrderLine", "id"),
+                             **ORDER_LINE_UPDATE.kwargs(input))))
 
     @strawberry.mutation(description="Removes a line from a DRAFT/QUOTE/OFFER order.")
     async def order_line_delete(self, info: Info, id: strawberry.ID) -> OrderLineDeletePayload:
-        try:
-            view = await info.context.run(orders.delete_line, ids.decode(id, "OrderLine", "id"))
-        except DomainError as exc:
-            return OrderLineDeletePayload(order=None, errors=errors_from(exc))
-        return OrderLineDeletePayload(order=Order.from_view(view), errors=[])
+        return await _payload(OrderLineDeletePayload, "order", Order.from_view, lambda: (
+            info.context.run(orders.delete_line, ids.decode(id, "OrderLine", "id"))))
 
     @strawberry.mutation(description="Turns a DRAFT/QUOTE/OFFER into a REGULAR order.")
     async def order_confirm(self, info: Info, id: strawberry.ID) -> OrderConfirmPayload:
-        try:
-            view = await info.context.run(orders.confirm, ids.decode(id, "Order", "id"))
-        except DomainError as exc:
-            return OrderConfirmPayload(order=None, errors=errors_from(exc))
-        return OrderConfirmPayload(order=Order.from_view(view), errors=[])
+        return await _payload(OrderConfirmPayload, "order", Order.from_view, lambda: (
+            info.context.run(orders.confirm, ids.decode(id, "Order", "id"))))
 
     @strawberry.mutation(description="Releases all of the order's allocations.")
     async def order_cancel(self, info: Info, id: strawberry.ID) -> OrderCancelPayload:
-        try:
-            view = await info.context.run(orders.cancel, ids.decode(id, "Order", "id"))
-        except DomainError as exc:
-            return OrderCancelPayload(order=None, errors=errors_from(exc))
-        return OrderCancelPayload(order=Order.from_view(view), errors=[])
+        return await _payload(OrderCancelPayload, "order", Order.from_view, lambda: (
+            info.context.run(orders.cancel, ids.decode(id, "Order", "id"))))
 
     @strawberry.mutation(description="Ships units of a REGULAR order (partial fulfilment "
                                      "allowed).")
@@ -413,12 +388,8 @@ class Mutation:
     @strawberry.mutation(description="Changes on-hand by delta (one ADJUSTMENT movement); with "
                                      "expectedQuantity, CONFLICT unless on-hand equals it.")
     async def stock_adjust(self, info: Info, input: StockAdjustInput) -> StockAdjustPayload:
-        try:
-            stock = await info.context.run(stock_service.adjust,
-                                           **STOCK_ADJUST.kwargs(input, "input"))
-        except DomainError as exc:
-            return StockAdjustPayload(stock=None, errors=errors_from(exc))
-        return StockAdjustPayload(stock=Stock.from_model(stock), errors=[])
+        return await _payload(StockAdjustPayload, "stock", Stock.from_model, lambda: (
+            info.context.run(stock_service.adjust, **STOCK_ADJUST.kwargs(input, "input"))))
 
     @strawberry.mutation(description="Moves available (unallocated) units between two "
                                      "warehouses of the variant's seller.")
@@ -434,26 +405,21 @@ class Mutation:
     async def purchase_order_create(
         self, info: Info, input: PurchaseOrderCreateInput
     ) -> PurchaseOrderCreatePayload:
-        try:
-            po = await info.context.run(stock_service.create_purchase_order,
-                                        **PURCHASE_ORDER.kwargs(input, "input"))
-        except DomainError as exc:
-            return PurchaseOrderCreatePayload(purchase_order=None, errors=errors_from(exc))
-        return PurchaseOrderCreatePayload(purchase_order=PurchaseOrder.from_model(po), errors=[])
+        return await _payload(
+            PurchaseOrderCreatePayload, "purchase_order", PurchaseOrder.from_model,
+            lambda: info.context.run(stock_service.create_purchase_order,
+                                     **PURCHASE_ORDER.kwargs(input, "input")))
 
     @strawberry.mutation(description="Adds received units to on-hand (partial receipts "
                                      "allowed; more than is still open is INVALID).")
     async def purchase_order_receive(
         self, info: Info, id: strawberry.ID, lines: list[PurchaseOrderLineInput]
     ) -> PurchaseOrderReceivePayload:
-        try:
-            po = await info.context.run(
-                stock_service.receive_purchase_order, ids.decode(id, "PurchaseOrder", "id"),
-                PURCHASE_LINE.each(lines, "lines"))
-        except DomainError as exc:
-            return PurchaseOrderReceivePayload(purchase_order=None, errors=errors_from(exc))
-        return PurchaseOrderReceivePayload(purchase_order=PurchaseOrder.from_model(po),
-                                           errors=[])
+        return await _payload(
+            PurchaseOrderReceivePayload, "purchase_order", PurchaseOrder.from_model,
+            lambda: info.context.run(stock_service.receive_purchase_order,
+                                     ids.decode(id, "PurchaseOrder", "id"),
+                                     PURCHASE_LINE.each(lines, "lines")))
 
     @strawberry.mutation(description="Sets on-hand per row. REJECT_EVERYTHING: one bad row "
                                      "applies nothing. REJECT_FAILED_ROWS: good rows apply.")
@@ -475,9 +441,6 @@ class Mutation:
     @strawberry.mutation(description="Stock settings that are not counters "
                                      "(lowStockThreshold); no ledger movement.")
     async def stock_update(self, info: Info, input: StockUpdateInput) -> StockUpdatePayload:
-        try:
-            stock = await info.context.run(stock_service.set_low_stock_threshold,
-                                           **STOCK_UPDATE.kwargs(input, "input"))
-        except DomainError as exc:
-            return StockUpdatePayload(stock=None, errors=errors_from(exc))
-        return StockUpdatePayload(stock=Stock.from_model(stock), errors=[])
+        return await _payload(StockUpdatePayload, "stock", Stock.from_model, lambda: (
+            info.context.run(stock_service.set_low_stock_threshold,
+                             **STOCK_UPDATE.kwargs(input, "input"))))

@@ -62,18 +62,23 @@ class ShippingZone(Node):
 
 
 @strawberry.type
-class Warehouse(Node):
+class _OfSeller(Node):
+    """A named object of one seller (Warehouse, Product); not in the schema itself."""
+
     name: str
     pk: strawberry.Private[int]
     seller_pk: strawberry.Private[int]
 
-    @classmethod
-    def from_model(cls, m: models.Warehouse) -> Warehouse:
-        return cls(id=_gid("Warehouse", m.id), pk=m.id, name=m.name, seller_pk=m.seller_id)
-
     @strawberry.field
     async def seller(self, info: Info) -> Seller:
         return Seller.from_model(await info.context.loaders.seller.load(self.seller_pk))
+
+
+@strawberry.type
+class Warehouse(_OfSeller):
+    @classmethod
+    def from_model(cls, m: models.Warehouse) -> Warehouse:
+        return cls(id=_gid("Warehouse", m.id), pk=m.id, name=m.name, seller_pk=m.seller_id)
 
     @strawberry.field
     async def shipping_zones(self, info: Info) -> list[ShippingZone]:
@@ -126,18 +131,10 @@ class Stock(Node):
 
 
 @strawberry.type
-class Product(Node):
-    name: str
-    pk: strawberry.Private[int]
-    seller_pk: strawberry.Private[int]
-
+class Product(_OfSeller):
     @classmethod
     def from_model(cls, m: models.Product) -> Product:
         return cls(id=_gid("Product", m.id), pk=m.id, name=m.name, seller_pk=m.seller_id)
-
-    @strawberry.field
-    async def seller(self, info: Info) -> Seller:
-        return Seller.from_model(await info.context.loaders.seller.load(self.seller_pk))
 
     @strawberry.field
     async def variants(self, info: Info) -> list[ProductVariant]:

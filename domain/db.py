@@ -11,7 +11,7 @@ import sys
 import threading
 import time
 import weakref
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -214,20 +214,18 @@ class _WriterGate:
                     raise
 
             def commit(self) -> None:
-                try:
-                    super().commit()
-                finally:
-                    self.end_turn()
+                self.ending_turn(super().commit)
 
             def rollback(self) -> None:
-                try:
-                    super().rollback()
-                finally:
-                    self.end_turn()
+                self.ending_turn(super().rollback)
 
             def close(self) -> None:
+                self.ending_turn(super().close)
+
+            def ending_turn(self, end: Callable[[], None]) -> None:
+                """End the transaction or connection with `end`, then give the turn back."""
                 try:
-                    super().close()
+                    end()
                 finally:
                     self.end_turn()
 

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -37,3 +41,39 @@ def wait_until_healthy(port: int, deadline: float) -> None:
             pass
         assert time.monotonic() < deadline, "server did not come up"
         time.sleep(0.2)
+
+
+def create_token(env: dict[str, str], *args: str) -> str:
+    """`stockyard token create *args`: the secret it prints on its last line."""
+    return subprocess.run([*STOCKYARD, "token", "create", *args], env=env,
+                          capture_output=True, text=True, check=True).stdout.split()[-1]
+
+
+@dataclass(frozen=True, slots=True)
+class Served:
+    port: int
+    pid: int
+
+
+@contextmanager
+def serving(env: dict[str, str], *, workers: int = 1,
+            board: Path | None = None) -> Iterator[Served]:
+    """`stockyard serve` on a free port, healthy, until the block ends; with `board` (the
+    server's TMPDIR), also until every worker has joined the connection board there."""
+    port = free_port()
+    command = [*STOCKYARD, "serve", "--port", str(port)]
+    if workers > 1:
+        command += ["--workers", str(workers)]
+    process = subprocess.Popen(command, env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        wait_until_healthy(port, deadline)
+        # /healthz answers as soon as one worker is up; wait until all have joined
+        while board is not None and len(list(board.glob("stockyard-conns-*/*"))) < workers:
+            assert time.monotonic() < deadline, "a worker did not come up"
+            time.sleep(0.1)
+        yield Served(port, process.pid)
+    finally:
+        process.terminate()
+        process.wait(timeout=20)

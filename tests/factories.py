@@ -11,7 +11,7 @@ from api import ids
 from domain.models import Role
 from domain.permissions import Principal
 from domain.services import catalog
-from tests.conftest import Database
+from tests.conftest import Api, Database
 
 ADMIN = Principal(token_id=0, role=Role.ADMIN)
 _counter = itertools.count(1)
@@ -101,3 +101,32 @@ def allocations(order: dict[str, Any]) -> list[list[tuple[str, int]]]:
 
 def gid(type_name: str, pk: int) -> str:
     return ids.encode(type_name, pk)
+
+
+def split(s: Shop, first: int, second: int) -> list[tuple[str, int]]:
+    """One line's `allocations`: `first` units in the shop's first warehouse, `second` in its
+    second."""
+    return sorted([(gid("Warehouse", s.w1), first), (gid("Warehouse", s.w2), second)])
+
+
+def input_mutation(field: str, selection: str) -> str:
+    """The mutation `field(input: $input) { selection }`, its input typed after the field."""
+    return (f"mutation($input: {field[0].upper()}{field[1:]}Input!) "
+            f"{{ {field}(input: $input) {{ {selection} }} }}")
+
+
+def id_mutation(field: str, selection: str) -> str:
+    """The mutation `field(id: $id) { selection }`."""
+    return f"mutation($id: ID!) {{ {field}(id: $id) {{ {selection} }} }}"
+
+
+OUTSIDERS = ["anonymous", "storefront", "other seller"]
+
+
+def outsider_token(api: Api, s: Shop, who: str) -> str | None:
+    """A token of one of the OUTSIDERS, who may not manage `s`'s stock (None: anonymous)."""
+    if who == "anonymous":
+        return None
+    if who == "storefront":
+        return api.token(Role.STOREFRONT)
+    return api.token(Role.SELLER, s.world.seller())

@@ -17,7 +17,7 @@ import uvloop
 
 from api import balancer
 from api.balancer import BalancedServer, ConnectionBoard
-from tests.commands import STOCKYARD, cli_env, free_port, wait_until_healthy
+from tests.commands import cli_env, serving
 
 
 def _entry(directory: Path, name: str, connections: int, age: float = 0.0) -> None:
@@ -163,28 +163,16 @@ def test_serve_with_two_workers_splits_a_burst_of_keep_alive_clients_evenly(
 ) -> None:
     env = cli_env(tmp_path)
     env["TMPDIR"] = str(tmp_path)  # where `serve` puts the workers' board
-    port = free_port()
-    server = subprocess.Popen([*STOCKYARD, "serve", "--port", str(port), "--workers", "2"],
-                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 30
-        wait_until_healthy(port, deadline)
-        # /healthz answers as soon as one worker is up; wait until both have joined
-        while len(list(tmp_path.glob("stockyard-conns-*/*"))) < 2:
-            assert time.monotonic() < deadline, "the second worker did not come up"
-            time.sleep(0.1)
+    with serving(env, workers=2, board=tmp_path) as server:
 
         async def burst() -> Counter[int]:
             async with httpx.AsyncClient(limits=httpx.Limits(max_connections=32)) as client:
                 # 32 clients connect at once and keep their connections
-                await asyncio.gather(*[client.get(f"http://127.0.0.1:{port}/healthz")
+                await asyncio.gather(*[client.get(f"http://127.0.0.1:{server.port}/healthz")
                                        for _ in range(32)])
-                return _established_per_worker(server.pid, port)
+                return _established_per_worker(server.pid, server.port)
 
         held = asyncio.run(burst())
-    finally:
-        server.terminate()
-        server.wait(timeout=20)
 
     assert sum(held.values()) == 32, held
     # the two workers (the other child is multiprocessing's resource tracker)

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import re
 import subprocess
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 
 from api import ids
-from tests.commands import STOCKYARD, cli_env, free_port, wait_until_healthy
+from tests.commands import STOCKYARD, cli_env, create_token, serving
 
 
 def test_token_create_prints_the_token_on_its_last_line(tmp_path: Path) -> None:
@@ -32,22 +31,14 @@ def test_seller_token_needs_an_existing_seller(tmp_path: Path) -> None:
 
 def test_serve_migrates_and_answers_graphql_with_a_cli_token(tmp_path: Path) -> None:
     env = cli_env(tmp_path)
-    token = subprocess.run([*STOCKYARD, "token", "create", "--role", "admin"], env=env,
-                           capture_output=True, text=True, check=True).stdout.split()[-1]
-    port = free_port()
-    server = subprocess.Popen([*STOCKYARD, "serve", "--port", str(port), "--workers", "2"],
-                              env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    try:
-        wait_until_healthy(port, time.monotonic() + 30)
-
-        answer = httpx.post(f"http://127.0.0.1:{port}/graphql",
+    token = create_token(env, "--role", "admin")
+    with serving(env, workers=2) as server:
+        answer = httpx.post(f"http://127.0.0.1:{server.port}/graphql",
                             json={"query": 'mutation { sellerCreate(input: {name: "A"}) '
                                            "{ seller { name } errors { code } } }"},
                             headers={"Authorization": f"Bearer {token}"}).json()
-        ide = httpx.get(f"http://127.0.0.1:{port}/graphql", headers={"Accept": "text/html"})
-    finally:
-        server.terminate()
-        server.wait(timeout=20)
+        ide = httpx.get(f"http://127.0.0.1:{server.port}/graphql",
+                        headers={"Accept": "text/html"})
 
     assert answer == {"data": {"sellerCreate": {"seller": {"name": "A"}, "errors": []}}}
     assert ide.status_code == 200 and "graphiql" in ide.text.lower()
@@ -101,18 +92,12 @@ def test_a_stopping_server_writes_the_last_uses_it_still_holds(tmp_path: Path) -
     env = cli_env(tmp_path)
     token = _stockyard(env, "token", "create", "--role", "storefront", "--name", "shop") \
         .stdout.split()[-1]
-    port = free_port()
-    server = subprocess.Popen([*STOCKYARD, "serve", "--port", str(port)], env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        wait_until_healthy(port, time.monotonic() + 30)
-        answer = httpx.post(f"http://127.0.0.1:{port}/graphql", json={"query": "{ __typename }"},
+    with serving(env) as server:
+        answer = httpx.post(f"http://127.0.0.1:{server.port}/graphql",
+                            json={"query": "{ __typename }"},
                             headers={"Authorization": f"Bearer {token}"})
         assert answer.status_code == 200
         unused = _table(_stockyard(env, "token", "list").stdout)[1][5]
-    finally:
-        server.terminate()
-        server.wait(timeout=20)
 
     assert unused == "-"  # not written per request
     assert _table(_stockyard(env, "token", "list").stdout)[1][5].endswith(" UTC")

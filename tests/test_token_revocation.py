@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from api import ids
-from tests.commands import STOCKYARD, cli_env, free_port, wait_until_healthy
+from tests.commands import STOCKYARD, cli_env, create_token, serving
 from tests.conftest import _create_pg_database, _drop_pg_database, require_postgres
 from tests.test_balancer import _established_per_worker
 
@@ -41,8 +41,7 @@ class Server:
         return int.from_bytes(files[0].read_bytes(), "little")
 
     def token(self, *args: str) -> str:
-        return subprocess.run([*STOCKYARD, "token", "create", *args], env=self.env,
-                              capture_output=True, text=True, check=True).stdout.split()[-1]
+        return create_token(self.env, *args)
 
     def clients(self) -> list[httpx.Client]:
         """Keep-alive connections, opened one after the other (the workers take turns)."""
@@ -63,21 +62,11 @@ def server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Server]:
         require_postgres()
         pg_url = _create_pg_database()
         env["STOCKYARD_DATABASE_URL"] = pg_url
-    admin = subprocess.run([*STOCKYARD, "token", "create", "--role", "admin"], env=env,
-                           capture_output=True, text=True, check=True).stdout.split()[-1]
-    port = free_port()
-    process = subprocess.Popen([*STOCKYARD, "serve", "--port", str(port), "--workers", "2"],
-                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    admin = create_token(env, "--role", "admin")
     try:
-        deadline = time.monotonic() + 30
-        wait_until_healthy(port, deadline)
-        while len(list(tmp_path.glob("stockyard-conns-*/*"))) < 2:
-            assert time.monotonic() < deadline, "the second worker did not come up"
-            time.sleep(0.1)
-        yield Server(port, process.pid, env, admin, tmp_path)
+        with serving(env, workers=2, board=tmp_path) as served:
+            yield Server(served.port, served.pid, env, admin, tmp_path)
     finally:
-        process.terminate()
-        process.wait(timeout=20)
         if pg_url is not None:
             _drop_pg_database(pg_url)
 

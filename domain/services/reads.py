@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
@@ -36,6 +36,15 @@ from domain.models import (
 from domain.services.orders import AllocationView, FulfillmentView
 
 M = TypeVar("M", bound=Base)
+T = TypeVar("T")
+
+
+def _grouped(pairs: Iterable[tuple[int, T]], keys: Sequence[int]) -> list[list[T]]:
+    """Per key, in order, the values of the (key, value) pairs that carry it."""
+    found: dict[int, list[T]] = defaultdict(list)
+    for key, value in pairs:
+        found[key].append(value)
+    return [found[k] for k in keys]
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,34 +76,27 @@ def zones(session: Session, keys: Sequence[int]) -> list[ZoneRow | None]:
 
 
 def zone_ids_of_warehouses(session: Session, keys: Sequence[int]) -> list[list[int]]:
-    found: dict[int, list[int]] = defaultdict(list)
-    for wid, zid in session.execute(
+    return _grouped(session.execute(
         select(warehouse_shipping_zone.c.warehouse_id, warehouse_shipping_zone.c.zone_id)
         .where(warehouse_shipping_zone.c.warehouse_id.in_(set(keys)))
         .order_by(warehouse_shipping_zone.c.zone_id)
-    ):
-        found[wid].append(zid)
-    return [found[k] for k in keys]
+    ), keys)
 
 
 def variants_of_products(session: Session, keys: Sequence[int]) -> list[list[ProductVariant]]:
-    found: dict[int, list[ProductVariant]] = defaultdict(list)
-    for v in session.scalars(select(ProductVariant)
-                             .where(ProductVariant.product_id.in_(set(keys)))
-                             .order_by(ProductVariant.id)):
-        found[v.product_id].append(v)
-    return [found[k] for k in keys]
+    variants = session.scalars(select(ProductVariant)
+                               .where(ProductVariant.product_id.in_(set(keys)))
+                               .order_by(ProductVariant.id))
+    return _grouped(((v.product_id, v) for v in variants), keys)
 
 
 def stocks_of_variants(session: Session, keys: Sequence[int]) -> list[list[Stock]]:
-    found: dict[int, list[Stock]] = defaultdict(list)
-    for st in session.scalars(
+    stocks = session.scalars(
         select(Stock).join(Warehouse, Warehouse.id == Stock.warehouse_id)
         .where(Stock.variant_id.in_(set(keys)))
         .order_by(Warehouse.priority, Warehouse.id)
-    ):
-        found[st.variant_id].append(st)
-    return [found[k] for k in keys]
+    )
+    return _grouped(((st.variant_id, st) for st in stocks), keys)
 
 
 def availability(session: Session, keys: Sequence[tuple[int, str | None]]) -> list[int]:
@@ -121,12 +123,10 @@ def availability(session: Session, keys: Sequence[tuple[int, str | None]]) -> li
 def lines_of_purchase_orders(
     session: Session, keys: Sequence[int]
 ) -> list[list[PurchaseOrderLine]]:
-    found: dict[int, list[PurchaseOrderLine]] = defaultdict(list)
-    for line in session.scalars(select(PurchaseOrderLine)
-                                .where(PurchaseOrderLine.purchase_order_id.in_(set(keys)))
-                                .order_by(PurchaseOrderLine.id)):
-        found[line.purchase_order_id].append(line)
-    return [found[k] for k in keys]
+    lines = session.scalars(select(PurchaseOrderLine)
+                            .where(PurchaseOrderLine.purchase_order_id.in_(set(keys)))
+                            .order_by(PurchaseOrderLine.id))
+    return _grouped(((line.purchase_order_id, line) for line in lines), keys)
 
 
 def incoming(session: Session, keys: Sequence[tuple[int, int]]) -> list[int]:

@@ -89,6 +89,16 @@ def _warehouse_of(s: Session, warehouse_id: int, seller_id: int, field: str) -> 
     return warehouse
 
 
+def _stock_manager(s: Session, principal: Principal | None, variant_id: int,
+                   *warehouses: tuple[int, str]) -> Principal:
+    """The caller, once the variant exists, each (warehouse, input field) is its seller's,
+    and the caller may manage that seller's stock."""
+    seller_id = _seller_of_variant(s, variant_id, "input.variantId")
+    for warehouse_id, field in warehouses:
+        _warehouse_of(s, warehouse_id, seller_id, field)
+    return permissions.require_seller_access(principal, seller_id)
+
+
 def lock_or_create(
     s: Session, pairs: Sequence[tuple[int, int]]
 ) -> dict[tuple[int, int], Stock]:
@@ -136,9 +146,8 @@ def adjust(
     raise_all(errors)
     with uow:
         s = uow.session
-        seller_id = _seller_of_variant(s, variant_id, "input.variantId")
-        _warehouse_of(s, warehouse_id, seller_id, "input.warehouseId")
-        actor = permissions.require_seller_access(principal, seller_id).name
+        actor = _stock_manager(s, principal, variant_id,
+                               (warehouse_id, "input.warehouseId")).name
         stock = lock_or_create(s, [(variant_id, warehouse_id)])[(variant_id, warehouse_id)]
         if expected_quantity is not None and stock.quantity != expected_quantity:
             raise Conflict(f"on-hand is {stock.quantity}, not {expected_quantity}",
@@ -168,9 +177,7 @@ def set_low_stock_threshold(
                            field="input.lowStockThreshold")
     with uow:
         s = uow.session
-        seller_id = _seller_of_variant(s, variant_id, "input.variantId")
-        _warehouse_of(s, warehouse_id, seller_id, "input.warehouseId")
-        permissions.require_seller_access(principal, seller_id)
+        _stock_manager(s, principal, variant_id, (warehouse_id, "input.warehouseId"))
         stock = s.scalars(select(Stock).where(Stock.variant_id == variant_id,
                                               Stock.warehouse_id == warehouse_id)).first()
         if stock is None:
@@ -199,10 +206,9 @@ def transfer(
                            field="input.toWarehouseId")
     with uow:
         s = uow.session
-        seller_id = _seller_of_variant(s, variant_id, "input.variantId")
-        _warehouse_of(s, from_warehouse_id, seller_id, "input.fromWarehouseId")
-        _warehouse_of(s, to_warehouse_id, seller_id, "input.toWarehouseId")
-        actor = permissions.require_seller_access(principal, seller_id).name
+        actor = _stock_manager(s, principal, variant_id,
+                               (from_warehouse_id, "input.fromWarehouseId"),
+                               (to_warehouse_id, "input.toWarehouseId")).name
         source = s.scalars(select(Stock.id).where(
             Stock.variant_id == variant_id, Stock.warehouse_id == from_warehouse_id)).first()
         if source is None:

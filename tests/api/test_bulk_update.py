@@ -18,7 +18,7 @@ from tests.api.test_stock_operations import (
     snapshot,
 )
 from tests.conftest import Api
-from tests.factories import Shop, gid, shop, unique
+from tests.factories import OUTSIDERS, Shop, gid, outsider_token, shop, unique
 
 pytestmark = pytest.mark.anyio
 
@@ -239,23 +239,11 @@ async def test_a_row_at_exactly_the_allocated_quantity_applies(api: Api) -> None
     assert s.world.stock(s.variant, s.w1) == (6, 6)
 
 
-async def test_anonymous_bulk_update_is_denied_and_changes_nothing(api: Api) -> None:
+@pytest.mark.parametrize("who", OUTSIDERS)
+async def test_bulk_update_without_the_right_token_is_denied_and_changes_nothing(
+        api: Api, who: str) -> None:
     s = shop(api.db, stock1=10)
-    before = snapshot(api)
-
-    payload = await bulk(api, [row(s.w1, 4, variant=s.variant)], token=None)
-
-    assert payload["count"] == 0
-    assert "PERMISSION_DENIED" in {e["code"] for e in payload["errors"]}
-    assert all(r["stock"] is None for r in payload["results"])
-    assert snapshot(api) == before
-
-
-@pytest.mark.parametrize("who", ["storefront", "other seller"])
-async def test_bulk_update_without_the_right_token_is_denied(api: Api, who: str) -> None:
-    s = shop(api.db, stock1=10)
-    token = (api.token(Role.STOREFRONT) if who == "storefront"
-             else api.token(Role.SELLER, s.world.seller()))
+    token = outsider_token(api, s, who)
     before = snapshot(api)
 
     payload = await bulk(api, [row(s.w1, 4, variant=s.variant)], token=token)

@@ -74,11 +74,22 @@ query($id: ID!, $country: String) {
 MALFORMED_IDS = ["not-an-id", "", "U2VsbGVyOmFiYw=="]  # the last is base64("Seller:abc")
 
 
+def unknown_or_malformed(type_name: str) -> list[tuple[str, str]]:
+    """(ID, expected code): an unknown `type_name` is NOT_FOUND, a malformed ID INVALID."""
+    return [(gid(type_name, 999999), "NOT_FOUND"), *((bad, "INVALID") for bad in MALFORMED_IDS)]
+
+
 def failure(payload: dict[str, Any], result: str) -> dict[str, Any]:
     """The only error of a failed payload, whose result field must be null."""
     assert payload[result] is None
     [error] = payload["errors"]
     return error
+
+
+def refusal(payload: dict[str, Any], result: str) -> tuple[str, str | None]:
+    """(code, field) of the only error of a failed payload."""
+    error = failure(payload, result)
+    return error["code"], error["field"]
 
 
 def count(api: Api, table: str) -> int:
@@ -139,18 +150,14 @@ async def test_catalog_built_through_graphql_answers_with_its_objects(api: Api) 
 async def test_seller_with_empty_name_is_invalid_and_not_created(api: Api) -> None:
     data = await api.gql(SELLER_CREATE, {"input": {"name": ""}})
 
-    error = failure(data["sellerCreate"], "seller")
-    assert error["code"] == "INVALID"
-    assert error["field"] == "name"
+    assert refusal(data["sellerCreate"], "seller") == ("INVALID", "name")
     assert count(api, "seller") == 0
 
 
 async def test_shipping_zone_with_empty_name_is_invalid_and_not_created(api: Api) -> None:
     data = await api.gql(ZONE_CREATE, {"input": {"name": "", "countries": ["DE"]}})
 
-    error = failure(data["shippingZoneCreate"], "shippingZone")
-    assert error["code"] == "INVALID"
-    assert error["field"] == "name"
+    assert refusal(data["shippingZoneCreate"], "shippingZone") == ("INVALID", "name")
     assert count(api, "shipping_zone") == 0
 
 
@@ -165,29 +172,15 @@ async def test_shipping_zone_with_unknown_country_code_is_invalid(api: Api, coun
     assert count(api, "shipping_zone_country") == 0
 
 
-async def test_warehouse_for_unknown_seller_is_not_found(api: Api) -> None:
-    zone = World(api.db).zone(["DE"])
-
-    data = await api.gql(WAREHOUSE_CREATE, {"input": {
-        "sellerId": gid("Seller", 999999), "name": "W", "shippingZoneIds": [gid(
-            "ShippingZone", zone)]}})
-
-    error = failure(data["warehouseCreate"], "warehouse")
-    assert error["code"] == "NOT_FOUND"
-    assert error["field"] == "sellerId"
-    assert count(api, "warehouse") == 0
-
-
-@pytest.mark.parametrize("seller_id", MALFORMED_IDS)
-async def test_warehouse_with_malformed_seller_id_is_invalid(api: Api, seller_id: str) -> None:
+@pytest.mark.parametrize(("seller_id", "code"), unknown_or_malformed("Seller"))
+async def test_warehouse_for_unknown_or_malformed_seller_id_fails(
+        api: Api, seller_id: str, code: str) -> None:
     zone = World(api.db).zone(["DE"])
 
     data = await api.gql(WAREHOUSE_CREATE, {"input": {
         "sellerId": seller_id, "name": "W", "shippingZoneIds": [gid("ShippingZone", zone)]}})
 
-    error = failure(data["warehouseCreate"], "warehouse")
-    assert error["code"] == "INVALID"
-    assert error["field"] == "sellerId"
+    assert refusal(data["warehouseCreate"], "warehouse") == (code, "sellerId")
     assert count(api, "warehouse") == 0
 
 
@@ -223,29 +216,16 @@ async def test_warehouse_with_empty_name_is_invalid(api: Api) -> None:
         "sellerId": gid("Seller", seller), "name": "",
         "shippingZoneIds": [gid("ShippingZone", zone)]}})
 
-    error = failure(data["warehouseCreate"], "warehouse")
-    assert error["code"] == "INVALID"
-    assert error["field"] == "name"
+    assert refusal(data["warehouseCreate"], "warehouse") == ("INVALID", "name")
     assert count(api, "warehouse") == 0
 
 
-async def test_product_for_unknown_seller_is_not_found(api: Api) -> None:
-    data = await api.gql(PRODUCT_CREATE, {"input": {
-        "sellerId": gid("Seller", 999999), "name": "Mug"}})
-
-    error = failure(data["productCreate"], "product")
-    assert error["code"] == "NOT_FOUND"
-    assert error["field"] == "sellerId"
-    assert count(api, "product") == 0
-
-
-@pytest.mark.parametrize("seller_id", MALFORMED_IDS)
-async def test_product_with_malformed_seller_id_is_invalid(api: Api, seller_id: str) -> None:
+@pytest.mark.parametrize(("seller_id", "code"), unknown_or_malformed("Seller"))
+async def test_product_for_unknown_or_malformed_seller_id_fails(
+        api: Api, seller_id: str, code: str) -> None:
     data = await api.gql(PRODUCT_CREATE, {"input": {"sellerId": seller_id, "name": "Mug"}})
 
-    error = failure(data["productCreate"], "product")
-    assert error["code"] == "INVALID"
-    assert error["field"] == "sellerId"
+    assert refusal(data["productCreate"], "product") == (code, "sellerId")
     assert count(api, "product") == 0
 
 
@@ -255,9 +235,7 @@ async def test_product_with_empty_name_is_invalid(api: Api) -> None:
     data = await api.gql(PRODUCT_CREATE, {"input": {"sellerId": gid("Seller", seller),
                                                     "name": ""}})
 
-    error = failure(data["productCreate"], "product")
-    assert error["code"] == "INVALID"
-    assert error["field"] == "name"
+    assert refusal(data["productCreate"], "product") == ("INVALID", "name")
     assert count(api, "product") == 0
 
 
@@ -269,9 +247,7 @@ async def test_variant_with_existing_sku_is_duplicate_and_not_created(api: Api) 
     data = await api.gql(VARIANT_CREATE, {"input": {
         "productId": gid("Product", product), "sku": "MUG-1"}})
 
-    error = failure(data["productVariantCreate"], "productVariant")
-    assert error["code"] == "DUPLICATE"
-    assert error["field"] == "sku"
+    assert refusal(data["productVariantCreate"], "productVariant") == ("DUPLICATE", "sku")
     assert count(api, "product_variant") == 1
 
 
@@ -287,23 +263,12 @@ async def test_variant_sku_is_unique_across_sellers(api: Api) -> None:
     assert count(api, "product_variant") == 1
 
 
-async def test_variant_for_unknown_product_is_not_found(api: Api) -> None:
-    data = await api.gql(VARIANT_CREATE, {"input": {
-        "productId": gid("Product", 999999), "sku": "X-1"}})
-
-    error = failure(data["productVariantCreate"], "productVariant")
-    assert error["code"] == "NOT_FOUND"
-    assert error["field"] == "productId"
-    assert count(api, "product_variant") == 0
-
-
-@pytest.mark.parametrize("product_id", MALFORMED_IDS)
-async def test_variant_with_malformed_product_id_is_invalid(api: Api, product_id: str) -> None:
+@pytest.mark.parametrize(("product_id", "code"), unknown_or_malformed("Product"))
+async def test_variant_for_unknown_or_malformed_product_id_fails(
+        api: Api, product_id: str, code: str) -> None:
     data = await api.gql(VARIANT_CREATE, {"input": {"productId": product_id, "sku": "X-1"}})
 
-    error = failure(data["productVariantCreate"], "productVariant")
-    assert error["code"] == "INVALID"
-    assert error["field"] == "productId"
+    assert refusal(data["productVariantCreate"], "productVariant") == (code, "productId")
     assert count(api, "product_variant") == 0
 
 
@@ -314,9 +279,7 @@ async def test_variant_with_empty_sku_is_invalid(api: Api) -> None:
     data = await api.gql(VARIANT_CREATE, {"input": {"productId": gid("Product", product),
                                                     "sku": ""}})
 
-    error = failure(data["productVariantCreate"], "productVariant")
-    assert error["code"] == "INVALID"
-    assert error["field"] == "sku"
+    assert refusal(data["productVariantCreate"], "productVariant") == ("INVALID", "sku")
     assert count(api, "product_variant") == 0
 
 
@@ -392,9 +355,8 @@ async def test_stocks_update_with_negative_quantity_is_invalid_and_changes_nothi
         "variantId": gid("ProductVariant", s.variant),
         "stocks": [{"warehouseId": gid("Warehouse", s.w1), "quantity": -1}]})
 
-    error = failure(data["productVariantStocksUpdate"], "productVariant")
-    assert error["code"] == "INVALID"
-    assert error["field"] == "stocks.0.quantity"
+    assert refusal(data["productVariantStocksUpdate"], "productVariant") == (
+        "INVALID", "stocks.0.quantity")
     assert s.world.stock(s.variant, s.w1) == (5, 0)
 
 
@@ -406,9 +368,8 @@ async def test_stocks_update_with_one_bad_row_applies_no_row(api: Api) -> None:
         "stocks": [{"warehouseId": gid("Warehouse", s.w1), "quantity": 50},
                    {"warehouseId": gid("Warehouse", s.w2), "quantity": -3}]})
 
-    error = failure(data["productVariantStocksUpdate"], "productVariant")
-    assert error["code"] == "INVALID"
-    assert error["field"] == "stocks.1.quantity"
+    assert refusal(data["productVariantStocksUpdate"], "productVariant") == (
+        "INVALID", "stocks.1.quantity")
     assert s.world.stock(s.variant, s.w1) == (5, 0)
     assert s.world.stock(s.variant, s.w2) == (2, 0)
 
@@ -420,9 +381,8 @@ async def test_stocks_update_of_unknown_variant_is_not_found(api: Api) -> None:
         "variantId": gid("ProductVariant", 999999),
         "stocks": [{"warehouseId": gid("Warehouse", s.w1), "quantity": 1}]})
 
-    error = failure(data["productVariantStocksUpdate"], "productVariant")
-    assert error["code"] == "NOT_FOUND"
-    assert error["field"] == "variantId"
+    assert refusal(data["productVariantStocksUpdate"], "productVariant") == (
+        "NOT_FOUND", "variantId")
     assert count(api, "stock") == 2
 
 
@@ -434,9 +394,8 @@ async def test_stocks_update_in_unknown_warehouse_is_not_found(api: Api) -> None
         "stocks": [{"warehouseId": gid("Warehouse", s.w1), "quantity": 7},
                    {"warehouseId": gid("Warehouse", 999999), "quantity": 1}]})
 
-    error = failure(data["productVariantStocksUpdate"], "productVariant")
-    assert error["code"] == "NOT_FOUND"
-    assert error["field"] == "stocks.1.warehouseId"
+    assert refusal(data["productVariantStocksUpdate"], "productVariant") == (
+        "NOT_FOUND", "stocks.1.warehouseId")
     assert s.world.stock(s.variant, s.w1) == (5, 0)
     assert count(api, "stock") == 2
 
@@ -448,9 +407,8 @@ async def test_stocks_update_with_malformed_warehouse_id_is_invalid(api: Api) ->
         "variantId": gid("ProductVariant", s.variant),
         "stocks": [{"warehouseId": "nope", "quantity": 1}]})
 
-    error = failure(data["productVariantStocksUpdate"], "productVariant")
-    assert error["code"] == "INVALID"
-    assert error["field"] == "stocks.0.warehouseId"
+    assert refusal(data["productVariantStocksUpdate"], "productVariant") == (
+        "INVALID", "stocks.0.warehouseId")
     assert s.world.stock(s.variant, s.w1) == (5, 0)
 
 

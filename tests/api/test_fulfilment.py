@@ -2,55 +2,33 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
 
 from domain.models import Role
+from tests.api.order_calls import (
+    ORDER_PAYLOAD,
+    VARIANT_STOCKS,
+    cancel,
+    confirm,
+    placed,
+    reread,
+    set_allocation,
+)
 from tests.conftest import Api
-from tests.factories import allocations, gid, shop, stocks
+from tests.factories import Shop, allocations, gid, shop, split, stocks
 
 pytestmark = pytest.mark.anyio
 
-ERRORS = "errors { code field message variantId warehouseId requested available }"
-ORDER = """id type status
-           lines { id quantity quantityFulfilled variant { id }
-                   allocations { warehouse { id } quantity } }"""
-ORDER_CREATE = f"""
-mutation($input: OrderCreateInput!) {{
-  orderCreate(input: $input) {{ order {{ {ORDER} }} {ERRORS} }}
-}}"""
 ORDER_FULFILL = f"""
 mutation($orderId: ID!, $lines: [OrderFulfillLineInput!]!) {{
   orderFulfill(orderId: $orderId, lines: $lines) {{
-    order {{ {ORDER} }}
+    {ORDER_PAYLOAD}
     fulfillment {{ id lines {{ orderLine {{ id }} warehouse {{ id }} quantity }} }}
-    {ERRORS}
   }}
 }}"""
-ORDER_CANCEL = f"""
-mutation($id: ID!) {{ orderCancel(id: $id) {{ order {{ {ORDER} }} {ERRORS} }} }}"""
-CONFIG_UPDATE = """
-mutation($input: MarketplaceConfigurationUpdateInput!) {
-  marketplaceConfigurationUpdate(input: $input) { errors { code } }
-}"""
-GET_ORDER = f"query($id: ID!) {{ node(id: $id) {{ ... on Order {{ {ORDER} }} }} }}"
-VARIANT_STOCKS = """
-query($id: ID!) {
-  node(id: $id) { ... on ProductVariant {
-    stocks { warehouse { id } quantity quantityAllocated quantityAvailable } } }
-}"""
-
-
-async def placed(api: Api, order_type: str, lines: list[tuple[int, int]],
-                 token: str | None = "admin") -> dict[str, Any]:
-    data = await api.gql(ORDER_CREATE, {"input": {
-        "type": order_type, "shippingCountry": "DE",
-        "lines": [{"variantId": gid("ProductVariant", v), "quantity": q} for v, q in lines]}},
-        token=token)
-    payload = data["orderCreate"]
-    assert payload["errors"] == []
-    return payload["order"]  # type: ignore[no-any-return]
 
 
 async def fulfil(api: Api, order: dict[str, Any], lines: list[tuple[int, int, int | None]]
@@ -63,18 +41,16 @@ async def fulfil(api: Api, order: dict[str, Any], lines: list[tuple[int, int, in
     return data["orderFulfill"]  # type: ignore[no-any-return]
 
 
-async def cancel(api: Api, order: dict[str, Any]) -> dict[str, Any]:
-    return (await api.gql(ORDER_CANCEL, {"id": order["id"]}))["orderCancel"]  # type: ignore[no-any-return]
+async def placed_unallocated(api: Api, s: Shop, quantity: int) -> dict[str, Any]:
+    """A REGULAR order of the shop's variant, placed while REGULAR orders allocate nothing."""
+    await set_allocation(api, "REGULAR", False)
+    return await placed(api, "REGULAR", [(s.variant, quantity)])
 
 
-async def reread(api: Api, order_id: str) -> dict[str, Any]:
-    return (await api.gql(GET_ORDER, {"id": order_id}))["node"]  # type: ignore[no-any-return]
-
-
-async def set_allocation(api: Api, order_type: str, enabled: bool) -> None:
-    data = await api.gql(CONFIG_UPDATE, {"input": {"allocation": [
-        {"orderType": order_type, "enabled": enabled}]}})
-    assert data["marketplaceConfigurationUpdate"]["errors"] == []
+def status_of(payload: dict[str, Any]) -> str:
+    """The status of the order in a payload that carries no errors."""
+    assert payload["errors"] == []
+    return payload["order"]["status"]  # type: ignore[no-any-return]
 
 
 def failure(payload: dict[str, Any]) -> dict[str, Any]:
@@ -114,8 +90,7 @@ async def test_partial_fulfilment_then_the_rest_completes_the_order(api: Api) ->
 
     first = await fulfil(api, order, [(0, 2, None)])
 
-    assert first["errors"] == []
-    assert first["order"]["status"] == "PARTIALLY_FULFILLED"
+    assert status_of(first) == "PARTIALLY_FULFILLED"
     assert first["order"]["lines"][0]["quantityFulfilled"] == 2
     assert allocations(first["order"]) == [[(gid("Warehouse", s.w1), 3)]]
     assert first["fulfillment"]["lines"] == [{
@@ -125,8 +100,7 @@ async def test_partial_fulfilment_then_the_rest_completes_the_order(api: Api) ->
 
     second = await fulfil(api, order, [(0, 3, None)])
 
-    assert second["errors"] == []
-    assert second["order"]["status"] == "FULFILLED"
+    assert status_of(second) == "FULFILLED"
     assert second["order"]["lines"][0]["quantityFulfilled"] == 5
     assert allocations(second["order"]) == [[]]
     assert second["fulfillment"]["id"] != first["fulfillment"]["id"]
@@ -140,8 +114,7 @@ async def test_fulfilling_one_of_two_lines_is_partial(api: Api) -> None:
 
     payload = await fulfil(api, order, [(1, 3, None)])
 
-    assert payload["errors"] == []
-    assert payload["order"]["status"] == "PARTIALLY_FULFILLED"
+    assert status_of(payload) == "PARTIALLY_FULFILLED"
     assert [line["quantityFulfilled"] for line in payload["order"]["lines"]] == [0, 3]
     assert stocks(s) == ((10, 2), (0, 0))
     assert s.world.stock(other, s.w1) == (1, 0)
@@ -155,8 +128,7 @@ async def test_fulfilment_from_an_explicit_warehouse_takes_its_allocation(api: A
 
     assert payload["errors"] == []
     assert payload["fulfillment"]["lines"][0]["warehouse"] == {"id": gid("Warehouse", s.w2)}
-    assert allocations(payload["order"]) == [
-        sorted([(gid("Warehouse", s.w1), 3), (gid("Warehouse", s.w2), 1)])]
+    assert allocations(payload["order"]) == [split(s, 3, 1)]
     assert stocks(s) == ((3, 3), (3, 1))
 
 
@@ -166,8 +138,7 @@ async def test_fulfilment_of_a_split_line_empties_every_allocation(api: Api) -> 
 
     payload = await fulfil(api, order, [(0, 6, None)])
 
-    assert payload["errors"] == []
-    assert payload["order"]["status"] == "FULFILLED"
+    assert status_of(payload) == "FULFILLED"
     assert sum(line["quantity"] for line in payload["fulfillment"]["lines"]) == 6
     assert stocks(s) == ((0, 0), (2, 0))
 
@@ -214,36 +185,26 @@ async def test_fulfilling_a_non_positive_quantity_is_invalid(api: Api, quantity:
     assert fulfilled(api) == 0
 
 
-async def test_unallocated_units_lower_quantity_only(api: Api) -> None:
+@pytest.mark.parametrize(("named", "quantity"), [
+    pytest.param(True, 3, id="from-the-named-warehouse"),
+    pytest.param(False, 2, id="without-warehouse-from-one-with-available-stock"),
+])
+async def test_unallocated_units_lower_quantity_only(
+        api: Api, named: bool, quantity: int) -> None:
     s = shop(api.db, stock1=5, stock2=0)
-    await set_allocation(api, "REGULAR", False)
-    order = await placed(api, "REGULAR", [(s.variant, 3)])
+    order = await placed_unallocated(api, s, quantity)
 
-    payload = await fulfil(api, order, [(0, 3, s.w1)])
+    payload = await fulfil(api, order, [(0, quantity, s.w1 if named else None)])
 
-    assert payload["errors"] == []
-    assert payload["order"]["status"] == "FULFILLED"
-    assert stocks(s) == ((2, 0), (0, 0))
-
-
-async def test_unallocated_units_without_warehouse_come_from_one_with_available_stock(
-        api: Api) -> None:
-    s = shop(api.db, stock1=5, stock2=0)
-    await set_allocation(api, "REGULAR", False)
-    order = await placed(api, "REGULAR", [(s.variant, 2)])
-
-    payload = await fulfil(api, order, [(0, 2, None)])
-
-    assert payload["errors"] == []
+    assert status_of(payload) == "FULFILLED"
     assert payload["fulfillment"]["lines"][0]["warehouse"] == {"id": gid("Warehouse", s.w1)}
-    assert stocks(s) == ((3, 0), (0, 0))
+    assert stocks(s) == ((5 - quantity, 0), (0, 0))
 
 
 async def test_unallocated_units_never_eat_other_orders_allocations(api: Api) -> None:
     s = shop(api.db, stock1=5, stock2=0)
     await placed(api, "REGULAR", [(s.variant, 4)])
-    await set_allocation(api, "REGULAR", False)
-    unallocated = await placed(api, "REGULAR", [(s.variant, 3)])
+    unallocated = await placed_unallocated(api, s, 3)
 
     short = await fulfil(api, unallocated, [(0, 3, s.w1)])
 
@@ -256,16 +217,14 @@ async def test_unallocated_units_never_eat_other_orders_allocations(api: Api) ->
 
     enough = await fulfil(api, unallocated, [(0, 1, s.w1)])
 
-    assert enough["errors"] == []
-    assert enough["order"]["status"] == "PARTIALLY_FULFILLED"
+    assert status_of(enough) == "PARTIALLY_FULFILLED"
     assert stocks(s) == ((4, 4), (0, 0))
 
 
 async def test_unallocated_units_need_available_stock_in_the_named_warehouse(
         api: Api) -> None:
     s = shop(api.db, stock1=0, stock2=9)
-    await set_allocation(api, "REGULAR", False)
-    order = await placed(api, "REGULAR", [(s.variant, 2)])
+    order = await placed_unallocated(api, s, 2)
 
     payload = await fulfil(api, order, [(0, 2, s.w1)])
 
@@ -280,8 +239,7 @@ async def test_untracked_variant_keeps_its_figures_when_fulfilled(api: Api) -> N
 
     payload = await fulfil(api, order, [(0, 30, None)])
 
-    assert payload["errors"] == []
-    assert payload["order"]["status"] == "FULFILLED"
+    assert status_of(payload) == "FULFILLED"
     assert payload["order"]["lines"][0]["quantityFulfilled"] == 30
     assert stocks(s) == ((7, 0), (0, 0))
 
@@ -289,14 +247,11 @@ async def test_untracked_variant_keeps_its_figures_when_fulfilled(api: Api) -> N
 async def test_confirmed_draft_can_be_fulfilled(api: Api) -> None:
     s = shop(api.db, stock1=4, stock2=0)
     draft = await placed(api, "DRAFT", [(s.variant, 4)])
-    confirmed = (await api.gql(
-        f"mutation($id: ID!) {{ orderConfirm(id: $id) {{ order {{ {ORDER} }} {ERRORS} }} }}",
-        {"id": draft["id"]}))["orderConfirm"]["order"]
+    confirmed = (await confirm(api, draft["id"]))["order"]
 
     payload = await fulfil(api, confirmed, [(0, 4, None)])
 
-    assert payload["errors"] == []
-    assert payload["order"]["status"] == "FULFILLED"
+    assert status_of(payload) == "FULFILLED"
     assert stocks(s) == ((0, 0), (0, 0))
 
 
@@ -357,8 +312,7 @@ async def test_cancel_releases_every_allocation_of_the_order(api: Api, order_typ
 
     payload = await cancel(api, order)
 
-    assert payload["errors"] == []
-    assert payload["order"]["status"] == "CANCELED"
+    assert status_of(payload) == "CANCELED"
     assert allocations(payload["order"]) == [[], []]
     assert stocks(s) == ((3, 0), (5, 0))
     assert s.world.stock(other, s.w1) == (2, 1)
@@ -383,8 +337,7 @@ async def test_cancel_of_partially_fulfilled_order_releases_the_rest(api: Api) -
 
     payload = await cancel(api, order)
 
-    assert payload["errors"] == []
-    assert payload["order"]["status"] == "CANCELED"
+    assert status_of(payload) == "CANCELED"
     assert payload["order"]["lines"][0]["quantityFulfilled"] == 2
     assert stocks(s) == ((8, 0), (0, 0))
 
@@ -396,34 +349,37 @@ async def test_cancel_of_an_unallocated_order_changes_no_stock(api: Api) -> None
 
     payload = await cancel(api, order)
 
-    assert payload["errors"] == []
-    assert payload["order"]["status"] == "CANCELED"
+    assert status_of(payload) == "CANCELED"
     assert stocks(s) == ((10, 0), (0, 0))
 
 
-async def test_fulfilled_order_cannot_be_canceled(api: Api) -> None:
-    s = shop(api.db, stock1=10, stock2=0)
-    order = await placed(api, "REGULAR", [(s.variant, 4)])
+async def ship_all(api: Api, s: Shop, order: dict[str, Any]) -> None:
+    """Fulfil the order's 4 units."""
     await fulfil(api, order, [(0, 4, None)])
 
-    payload = await cancel(api, order)
 
-    assert failure(payload)["code"] == "INVALID_STATE"
-    assert stocks(s) == ((6, 0), (0, 0))
-    assert (await reread(api, order["id"]))["status"] == "FULFILLED"
-
-
-async def test_canceled_order_cannot_be_canceled_again(api: Api) -> None:
-    s = shop(api.db, stock1=10, stock2=0)
-    order = await placed(api, "REGULAR", [(s.variant, 4)])
+async def cancel_then_sell_again(api: Api, s: Shop, order: dict[str, Any]) -> None:
+    """Cancel the order, then sell 7 units to another."""
     await cancel(api, order)
     await placed(api, "REGULAR", [(s.variant, 7)])
 
+
+@pytest.mark.parametrize(("finish", "status", "after"), [
+    pytest.param(ship_all, "FULFILLED", ((6, 0), (0, 0)), id="fulfilled"),
+    pytest.param(cancel_then_sell_again, "CANCELED", ((10, 7), (0, 0)), id="canceled-again"),
+])
+async def test_an_order_in_a_final_status_cannot_be_canceled(
+        api: Api, finish: Callable[[Api, Shop, dict[str, Any]], Awaitable[None]], status: str,
+        after: tuple[tuple[int, int], tuple[int, int]]) -> None:
+    s = shop(api.db, stock1=10, stock2=0)
+    order = await placed(api, "REGULAR", [(s.variant, 4)])
+    await finish(api, s, order)
+
     payload = await cancel(api, order)
 
     assert failure(payload)["code"] == "INVALID_STATE"
-    assert stocks(s) == ((10, 7), (0, 0))
-    assert (await reread(api, order["id"]))["status"] == "CANCELED"
+    assert stocks(s) == after
+    assert (await reread(api, order["id"]))["status"] == status
 
 
 async def test_canceling_an_unknown_order_is_not_found(api: Api) -> None:

@@ -6,53 +6,22 @@ from typing import Any
 
 import pytest
 
+from tests.api.order_calls import ORDER_PAYLOAD, cancel, confirm, placed, reread, set_allocation
 from tests.conftest import Api
-from tests.factories import Shop, allocations, gid, shop, stocks
+from tests.factories import Shop, allocations, gid, id_mutation, shop, split, stocks
 
 pytestmark = pytest.mark.anyio
 
-ERRORS = "errors { code field message variantId warehouseId requested available }"
-ORDER = """id type status
-           lines { id quantity variant { id } allocations { warehouse { id } quantity } }"""
-ORDER_CREATE = f"""
-mutation($input: OrderCreateInput!) {{
-  orderCreate(input: $input) {{ order {{ {ORDER} }} {ERRORS} }}
-}}"""
 LINES_CREATE = f"""
 mutation($orderId: ID!, $lines: [OrderLineInput!]!) {{
-  orderLinesCreate(orderId: $orderId, lines: $lines) {{ order {{ {ORDER} }} {ERRORS} }}
+  orderLinesCreate(orderId: $orderId, lines: $lines) {{ {ORDER_PAYLOAD} }}
 }}"""
 LINE_UPDATE = f"""
 mutation($id: ID!, $input: OrderLineUpdateInput!) {{
-  orderLineUpdate(id: $id, input: $input) {{ order {{ {ORDER} }} {ERRORS} }}
+  orderLineUpdate(id: $id, input: $input) {{ {ORDER_PAYLOAD} }}
 }}"""
-LINE_DELETE = f"""
-mutation($id: ID!) {{ orderLineDelete(id: $id) {{ order {{ {ORDER} }} {ERRORS} }} }}"""
-ORDER_CONFIRM = f"""
-mutation($id: ID!) {{ orderConfirm(id: $id) {{ order {{ {ORDER} }} {ERRORS} }} }}"""
-ORDER_CANCEL = f"""
-mutation($id: ID!) {{ orderCancel(id: $id) {{ order {{ {ORDER} }} {ERRORS} }} }}"""
-CONFIG_UPDATE = """
-mutation($input: MarketplaceConfigurationUpdateInput!) {
-  marketplaceConfigurationUpdate(input: $input) { errors { code } }
-}"""
-GET_ORDER = f"query($id: ID!) {{ node(id: $id) {{ ... on Order {{ {ORDER} }} }} }}"
-
+LINE_DELETE = id_mutation("orderLineDelete", ORDER_PAYLOAD)
 EDITABLE = ["DRAFT", "QUOTE", "OFFER"]
-
-
-async def placed(api: Api, order_type: str, lines: list[tuple[int, int]],
-                 country: str = "DE") -> dict[str, Any]:
-    data = await api.gql(ORDER_CREATE, {"input": {
-        "type": order_type, "shippingCountry": country,
-        "lines": [{"variantId": gid("ProductVariant", v), "quantity": q} for v, q in lines]}})
-    payload = data["orderCreate"]
-    assert payload["errors"] == []
-    return payload["order"]  # type: ignore[no-any-return]
-
-
-async def reread(api: Api, order_id: str) -> dict[str, Any]:
-    return (await api.gql(GET_ORDER, {"id": order_id}))["node"]  # type: ignore[no-any-return]
 
 
 def new_lines(lines: list[tuple[int, int]]) -> list[dict[str, Any]]:
@@ -79,7 +48,7 @@ async def test_added_line_allocates_its_quantity(api: Api, order_type: str) -> N
     assert payload["order"]["status"] == order_type
     assert allocations(payload["order"]) == [
         [(gid("Warehouse", s.w1), 2)],
-        sorted([(gid("Warehouse", s.w1), 1), (gid("Warehouse", s.w2), 3)])]
+        split(s, 1, 3)]
     assert stocks(s) == ((10, 2), (0, 0))
     assert stocks(s, other) == ((1, 1), (6, 3))
 
@@ -167,8 +136,7 @@ async def test_raising_a_line_allocates_only_the_difference(api: Api) -> None:
     payload = data["orderLineUpdate"]
     assert payload["errors"] == []
     assert payload["order"]["lines"][0]["quantity"] == 5
-    assert allocations(payload["order"]) == [
-        sorted([(gid("Warehouse", s.w1), 2), (gid("Warehouse", s.w2), 3)])]
+    assert allocations(payload["order"]) == [split(s, 2, 3)]
     assert stocks(s) == ((10, 2), (10, 3))
 
 
@@ -269,8 +237,7 @@ async def test_deleting_an_unknown_line_is_not_found(api: Api) -> None:
 
 async def test_edits_of_an_order_of_disabled_type_allocate_nothing(api: Api) -> None:
     s = shop(api.db, stock1=2, stock2=0)
-    await api.gql(CONFIG_UPDATE, {"input": {"allocation": [
-        {"orderType": "DRAFT", "enabled": False}]}})
+    await set_allocation(api, "DRAFT", False)
     order = await placed(api, "DRAFT", [(s.variant, 1)])
 
     added = await api.gql(LINES_CREATE, {"orderId": order["id"],
@@ -289,7 +256,7 @@ async def regular_order(api: Api, s: Shop, how: str) -> dict[str, Any]:
     if how == "placed":
         return await placed(api, "REGULAR", [(s.variant, 3)])
     draft = await placed(api, "DRAFT", [(s.variant, 3)])
-    confirmed = (await api.gql(ORDER_CONFIRM, {"id": draft["id"]}))["orderConfirm"]
+    confirmed = await confirm(api, draft["id"])
     assert confirmed["errors"] == []
     return confirmed["order"]  # type: ignore[no-any-return]
 
@@ -337,7 +304,7 @@ async def test_deleting_a_line_of_a_regular_order_is_invalid_state(
 async def test_editing_a_canceled_draft_is_invalid_state(api: Api) -> None:
     s = shop(api.db, stock1=10, stock2=0)
     draft = await placed(api, "DRAFT", [(s.variant, 3)])
-    await api.gql(ORDER_CANCEL, {"id": draft["id"]})
+    await cancel(api, draft)
     line_id = draft["lines"][0]["id"]
 
     added = await api.gql(LINES_CREATE, {"orderId": draft["id"],

@@ -18,7 +18,7 @@ from tests.api.test_stock_operations import (
     variant_stocks,
 )
 from tests.conftest import Api
-from tests.factories import Shop, gid, shop
+from tests.factories import OUTSIDERS, Shop, gid, outsider_token, shop
 
 pytestmark = pytest.mark.anyio
 
@@ -31,6 +31,12 @@ PO_CREATE = f"""mutation($input: PurchaseOrderCreateInput!) {{
 PO_RECEIVE = f"""mutation($id: ID!, $lines: [PurchaseOrderLineInput!]!) {{
   purchaseOrderReceive(id: $id, lines: $lines) {{
     purchaseOrder {{ {PO_FIELDS} }} errors {{ {ERROR_FIELDS} }} }} }}"""
+
+
+def failure(payload: dict[str, Any]) -> list[dict[str, Any]]:
+    """The errors of a payload that holds no purchase order."""
+    assert payload["purchaseOrder"] is None
+    return payload["errors"]  # type: ignore[no-any-return]
 
 
 def state(api: Api) -> tuple[Any, ...]:
@@ -135,8 +141,7 @@ async def test_ordering_a_quantity_outside_one_to_a_million_is_invalid(
 
     payload = await create(api, s.w1, [line(s.variant, 1), line(s.variant, quantity)])
 
-    assert payload["purchaseOrder"] is None
-    assert codes(payload["errors"]) == [("INVALID", "lines.1.quantity")]
+    assert codes(failure(payload)) == [("INVALID", "lines.1.quantity")]
     assert state(api) == before
 
 
@@ -146,8 +151,7 @@ async def test_a_purchase_order_without_lines_is_invalid(api: Api) -> None:
 
     payload = await create(api, s.w1, [])
 
-    assert payload["purchaseOrder"] is None
-    assert [e["code"] for e in payload["errors"]] == ["INVALID"]
+    assert [e["code"] for e in failure(payload)] == ["INVALID"]
     assert state(api) == before
 
 
@@ -158,8 +162,7 @@ async def test_ordering_another_sellers_variant_is_invalid(api: Api) -> None:
 
     payload = await create(api, s.w1, [line(s.variant, 1), line(other.variant, 2)])
 
-    assert payload["purchaseOrder"] is None
-    assert codes(payload["errors"]) == [("INVALID", "lines.1.variantId")]
+    assert codes(failure(payload)) == [("INVALID", "lines.1.variantId")]
     assert state(api) == before
 
 
@@ -181,25 +184,21 @@ async def test_a_purchase_order_naming_a_bad_id_fails_and_creates_nothing(
         "warehouseId": warehouse_id, "lines": [{"variantId": variant_id, "quantity": 1}]}})
     payload = data["purchaseOrderCreate"]
 
-    assert payload["purchaseOrder"] is None
-    assert codes(payload["errors"]) == [expected]
+    assert codes(failure(payload)) == [expected]
     assert state(api) == before
 
 
-@pytest.mark.parametrize("who", ["anonymous", "storefront", "other seller"])
+@pytest.mark.parametrize("who", OUTSIDERS)
 async def test_creating_a_purchase_order_without_the_right_token_is_denied(
     api: Api, who: str,
 ) -> None:
     s = shop(api.db, stock1=10)
-    token = {"anonymous": lambda: None,
-             "storefront": lambda: api.token(Role.STOREFRONT),
-             "other seller": lambda: api.token(Role.SELLER, s.world.seller())}[who]()
+    token = outsider_token(api, s, who)
     before = state(api)
 
     payload = await create(api, s.w1, [line(s.variant, 1)], token=token)
 
-    assert payload["purchaseOrder"] is None
-    assert [e["code"] for e in payload["errors"]] == ["PERMISSION_DENIED"]
+    assert [e["code"] for e in failure(payload)] == ["PERMISSION_DENIED"]
     assert state(api) == before
 
 
@@ -295,8 +294,7 @@ async def test_receiving_more_than_is_still_open_is_invalid_and_changes_nothing(
 
     payload = await receive(api, po, [line(s.variant, 2)])
 
-    assert payload["purchaseOrder"] is None
-    assert codes(payload["errors"]) == [("INVALID", "lines.0.quantity")]
+    assert codes(failure(payload)) == [("INVALID", "lines.0.quantity")]
     assert state(api) == before
     assert await incoming(api, s) == {s.w1: 1, s.w2: 0}
 
@@ -310,8 +308,7 @@ async def test_receipt_lines_of_one_variant_count_together_against_the_open_quan
 
     payload = await receive(api, po, [line(s.variant, 3), line(s.variant, 3)])
 
-    assert payload["purchaseOrder"] is None
-    assert codes(payload["errors"]) == [("INVALID", "lines.1.quantity")]
+    assert codes(failure(payload)) == [("INVALID", "lines.1.quantity")]
     assert state(api) == before
 
 
@@ -323,8 +320,7 @@ async def test_receiving_a_variant_not_on_the_purchase_order_applies_no_line(api
 
     payload = await receive(api, po, [line(s.variant, 2), line(stranger, 1)])
 
-    assert payload["purchaseOrder"] is None
-    assert codes(payload["errors"]) == [("INVALID", "lines.1.variantId")]
+    assert codes(failure(payload)) == [("INVALID", "lines.1.variantId")]
     assert state(api) == before
 
 
@@ -336,8 +332,7 @@ async def test_receiving_a_non_positive_quantity_is_invalid(api: Api, quantity: 
 
     payload = await receive(api, po, [line(s.variant, quantity)])
 
-    assert payload["purchaseOrder"] is None
-    assert codes(payload["errors"]) == [("INVALID", "lines.0.quantity")]
+    assert codes(failure(payload)) == [("INVALID", "lines.0.quantity")]
     assert state(api) == before
 
 
@@ -347,24 +342,20 @@ async def test_receiving_an_unknown_purchase_order_is_not_found(api: Api) -> Non
 
     payload = await receive(api, gid("PurchaseOrder", UNKNOWN), [line(s.variant, 1)])
 
-    assert payload["purchaseOrder"] is None
-    assert [e["code"] for e in payload["errors"]] == ["NOT_FOUND"]
+    assert [e["code"] for e in failure(payload)] == ["NOT_FOUND"]
     assert state(api) == before
 
 
-@pytest.mark.parametrize("who", ["anonymous", "storefront", "other seller"])
+@pytest.mark.parametrize("who", OUTSIDERS)
 async def test_receiving_without_the_right_token_is_denied(api: Api, who: str) -> None:
     s = shop(api.db, stock1=10)
     po = await create_ok(api, s.w1, [line(s.variant, 5)])
-    token = {"anonymous": lambda: None,
-             "storefront": lambda: api.token(Role.STOREFRONT),
-             "other seller": lambda: api.token(Role.SELLER, s.world.seller())}[who]()
+    token = outsider_token(api, s, who)
     before = state(api)
 
     payload = await receive(api, po, [line(s.variant, 1)], token=token)
 
-    assert payload["purchaseOrder"] is None
-    assert [e["code"] for e in payload["errors"]] == ["PERMISSION_DENIED"]
+    assert [e["code"] for e in failure(payload)] == ["PERMISSION_DENIED"]
     assert state(api) == before
 
 

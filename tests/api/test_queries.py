@@ -202,26 +202,20 @@ async def test_connection_pages_with_after_cursor_until_the_end(api: Api) -> Non
     assert [p["pageInfo"]["hasNextPage"] for p in (page1, page2, page3)] == [True, True, False]
 
 
-async def test_connection_gives_at_most_one_hundred(api: Api) -> None:
+@pytest.mark.parametrize(("sellers", "first", "more"), [
+    pytest.param(101, 100, True, id="at most one hundred"),
+    pytest.param(3, 3, False, id="exactly first items have no next page"),
+])
+async def test_connection_gives_first_items_and_says_whether_more_follow(
+        api: Api, sellers: int, first: int, more: bool) -> None:
     world = World(api.db)
-    for _ in range(101):
+    for _ in range(sellers):
         world.seller()
 
-    data = await api.gql(SELLERS, {"first": 100})
+    data = await api.gql(SELLERS, {"first": first})
 
-    assert len(data["sellers"]["edges"]) == 100
-    assert data["sellers"]["pageInfo"]["hasNextPage"] is True
-
-
-async def test_connection_of_exactly_first_items_has_no_next_page(api: Api) -> None:
-    world = World(api.db)
-    for _ in range(3):
-        world.seller()
-
-    data = await api.gql(SELLERS, {"first": 3})
-
-    assert len(data["sellers"]["edges"]) == 3
-    assert data["sellers"]["pageInfo"]["hasNextPage"] is False
+    assert len(data["sellers"]["edges"]) == first
+    assert data["sellers"]["pageInfo"]["hasNextPage"] is more
 
 
 @pytest.mark.parametrize("first", [101, -1, 1000])

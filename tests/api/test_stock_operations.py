@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httpx
@@ -17,7 +17,7 @@ from domain.services import orders, tokens
 from domain.services import stock as stock_service
 from tests.api.test_ledger import brief, movements
 from tests.conftest import Api, Database
-from tests.factories import ADMIN, Shop, gid, shop
+from tests.factories import ADMIN, OUTSIDERS, Shop, gid, outsider_token, shop
 
 pytestmark = pytest.mark.anyio
 
@@ -67,6 +67,12 @@ async def variant_stocks(api: Api, variant: int) -> dict[str, dict[str, Any]]:
     return {st["warehouse"]["id"]: st for st in data["node"]["stocks"]}
 
 
+def failure(payload: dict[str, Any]) -> list[dict[str, Any]]:
+    """The errors of a payload that holds no stock."""
+    assert payload["stock"] is None
+    return payload["errors"]  # type: ignore[no-any-return]
+
+
 def codes(errors: list[dict[str, Any]]) -> list[tuple[str, str | None]]:
     return [(e["code"], e["field"]) for e in errors]
 
@@ -99,6 +105,23 @@ def transfer_input(s: Shop, quantity: int, source: int | None = None,
 async def transfer(api: Api, input: dict[str, Any],
                    token: str | None = "admin") -> list[dict[str, Any]]:
     return (await api.gql(TRANSFER, {"input": input}, token=token))["stockTransfer"]["errors"]  # type: ignore[no-any-return]
+
+
+StockOperation = Callable[..., Awaitable[list[dict[str, Any]]]]  # adjust_one, transfer_one
+
+
+async def adjust_one(api: Api, s: Shop, token: str | None = "admin",
+                     **changes: str) -> list[dict[str, Any]]:
+    """stockAdjust by +1 in the shop's first warehouse, its input fields replaced by
+    `changes`: the errors of a payload without stock."""
+    return failure(await adjust(api, {**adjust_input(s, 1), **changes}, token=token))
+
+
+async def transfer_one(api: Api, s: Shop, token: str | None = "admin",
+                       **changes: str) -> list[dict[str, Any]]:
+    """stockTransfer of one unit from the shop's first warehouse to its second, its input
+    fields replaced by `changes`: the errors."""
+    return await transfer(api, {**transfer_input(s, 1), **changes}, token=token)
 
 
 # --- stockAdjust ------------------------------------------------------------------------------
@@ -157,8 +180,7 @@ async def test_adjustment_expecting_a_stale_quantity_conflicts_and_changes_nothi
 
     payload = await adjust(api, adjust_input(s, -2, expectedQuantity=9))
 
-    assert payload["stock"] is None
-    assert [e["code"] for e in payload["errors"]] == ["CONFLICT"]
+    assert [e["code"] for e in failure(payload)] == ["CONFLICT"]
     assert snapshot(api) == before
 
 
@@ -175,19 +197,43 @@ async def test_adjustment_with_bad_input_is_invalid_and_changes_nothing(
 
     payload = await adjust(api, adjust_input(s, delta, reason))
 
-    assert payload["stock"] is None
-    assert codes(payload["errors"]) == [("INVALID", field)]
+    assert codes(failure(payload)) == [("INVALID", field)]
     assert snapshot(api) == before
 
 
-async def test_adjustment_below_zero_is_invalid_and_changes_nothing(api: Api) -> None:
+def below_zero(s: Shop) -> dict[str, Any]:
+    """-11 of the 10 on hand."""
+    return adjust_input(s, -11)
+
+
+def forced_below_zero(s: Shop) -> dict[str, Any]:
+    """-11 of the 10 on hand (7 allocated), forced: force allows a shortfall, not this."""
+    allocate(s, 7)
+    return adjust_input(s, -11, force=True)
+
+
+def negative_on_a_missing_stock(s: Shop) -> dict[str, Any]:
+    """-1 in a warehouse of the seller that holds no stock record of the variant."""
+    return adjust_input(s, -1, warehouse=s.world.warehouse(s.seller, [s.zone], priority=2))
+
+
+def in_another_sellers_warehouse(s: Shop) -> dict[str, Any]:
+    """+1 in a warehouse of another seller."""
+    return adjust_input(s, 1, warehouse=s.world.warehouse(s.world.seller(), [s.zone]))
+
+
+@pytest.mark.parametrize("given", [
+    below_zero, forced_below_zero, negative_on_a_missing_stock, in_another_sellers_warehouse])
+async def test_impossible_adjustment_is_invalid_and_changes_nothing(
+    api: Api, given: Callable[[Shop], dict[str, Any]],
+) -> None:
     s = shop(api.db, stock1=10)
+    input = given(s)
     before = snapshot(api)
 
-    payload = await adjust(api, adjust_input(s, -11))
+    payload = await adjust(api, input)
 
-    assert payload["stock"] is None
-    assert [e["code"] for e in payload["errors"]] == ["INVALID"]
+    assert [e["code"] for e in failure(payload)] == ["INVALID"]
     assert snapshot(api) == before
 
 
@@ -200,8 +246,7 @@ async def test_adjustment_below_allocated_names_the_orders_at_risk_and_changes_n
 
     payload = await adjust(api, adjust_input(s, -5, "recount found less"))
 
-    assert payload["stock"] is None
-    [error] = payload["errors"]
+    [error] = failure(payload)
     assert error["code"] == "INVALID"
     assert sorted(error["orderIds"]) == sorted([gid("Order", first), gid("Order", second)])
     assert (error["variantId"], error["warehouseId"]) == (
@@ -226,18 +271,6 @@ async def test_forced_adjustment_below_allocated_records_the_shortfall(api: Api)
     assert nodes[0]["reason"] == "recount found less"
 
 
-async def test_forced_adjustment_still_cannot_go_below_zero(api: Api) -> None:
-    s = shop(api.db, stock1=10)
-    allocate(s, 7)
-    before = snapshot(api)
-
-    payload = await adjust(api, adjust_input(s, -11, force=True))
-
-    assert payload["stock"] is None
-    assert [e["code"] for e in payload["errors"]] == ["INVALID"]
-    assert snapshot(api) == before
-
-
 async def test_positive_adjustment_creates_a_missing_stock_record(api: Api) -> None:
     s = shop(api.db, stock1=10)
     w3 = s.world.warehouse(s.seller, [s.zone], priority=2)
@@ -251,64 +284,6 @@ async def test_positive_adjustment_creates_a_missing_stock_record(api: Api) -> N
     assert s.world.stock(s.variant, w3) == (4, 0)
     assert brief(nodes) == [("ADJUSTMENT", 4, 0, 4, 0)]
     assert nodes[0]["reason"] == "first delivery"
-
-
-async def test_negative_adjustment_of_a_missing_stock_creates_nothing(api: Api) -> None:
-    s = shop(api.db, stock1=10)
-    w3 = s.world.warehouse(s.seller, [s.zone], priority=2)
-    before = snapshot(api)
-
-    payload = await adjust(api, adjust_input(s, -1, warehouse=w3))
-
-    assert payload["stock"] is None
-    assert [e["code"] for e in payload["errors"]] == ["INVALID"]
-    assert snapshot(api) == before
-
-
-@pytest.mark.parametrize(("key", "value", "code"), [
-    ("variantId", gid("ProductVariant", UNKNOWN), "NOT_FOUND"),
-    ("warehouseId", gid("Warehouse", UNKNOWN), "NOT_FOUND"),
-    ("variantId", "not-an-id", "INVALID"),
-    ("warehouseId", gid("Seller", 1), "NOT_FOUND"),
-], ids=["unknown-variant", "unknown-warehouse", "malformed-variant", "wrong-type-warehouse"])
-async def test_adjustment_naming_a_bad_id_fails_and_changes_nothing(
-    api: Api, key: str, value: str, code: str,
-) -> None:
-    s = shop(api.db, stock1=10)
-    before = snapshot(api)
-
-    payload = await adjust(api, {**adjust_input(s, 1), key: value})
-
-    assert payload["stock"] is None
-    assert codes(payload["errors"]) == [(code, f"input.{key}")]
-    assert snapshot(api) == before
-
-
-async def test_adjustment_in_another_sellers_warehouse_is_invalid(api: Api) -> None:
-    s = shop(api.db, stock1=10)
-    foreign = s.world.warehouse(s.world.seller(), [s.zone])
-    before = snapshot(api)
-
-    payload = await adjust(api, adjust_input(s, 1, warehouse=foreign))
-
-    assert payload["stock"] is None
-    assert [e["code"] for e in payload["errors"]] == ["INVALID"]
-    assert snapshot(api) == before
-
-
-@pytest.mark.parametrize("who", ["anonymous", "storefront", "other seller"])
-async def test_adjustment_without_the_right_token_is_denied(api: Api, who: str) -> None:
-    s = shop(api.db, stock1=10)
-    token = {"anonymous": lambda: None,
-             "storefront": lambda: api.token(Role.STOREFRONT),
-             "other seller": lambda: api.token(Role.SELLER, s.world.seller())}[who]()
-    before = snapshot(api)
-
-    payload = await adjust(api, adjust_input(s, 1), token=token)
-
-    assert payload["stock"] is None
-    assert [e["code"] for e in payload["errors"]] == ["PERMISSION_DENIED"]
-    assert snapshot(api) == before
 
 
 async def test_the_sellers_own_adjustment_is_recorded_under_its_token(api: Api) -> None:
@@ -459,33 +434,44 @@ async def test_transfer_with_another_sellers_warehouse_is_invalid(api: Api, end:
     assert snapshot(api) == before
 
 
-@pytest.mark.parametrize(("key", "value", "code"), [
-    ("variantId", gid("ProductVariant", UNKNOWN), "NOT_FOUND"),
-    ("fromWarehouseId", gid("Warehouse", UNKNOWN), "NOT_FOUND"),
-    ("toWarehouseId", gid("Warehouse", UNKNOWN), "NOT_FOUND"),
-    ("toWarehouseId", "garbage", "INVALID"),
+@pytest.mark.parametrize(("operation", "key", "value", "code"), [
+    pytest.param(adjust_one, "variantId", gid("ProductVariant", UNKNOWN), "NOT_FOUND",
+                 id="adjust-unknown-variant"),
+    pytest.param(adjust_one, "warehouseId", gid("Warehouse", UNKNOWN), "NOT_FOUND",
+                 id="adjust-unknown-warehouse"),
+    pytest.param(adjust_one, "variantId", "not-an-id", "INVALID", id="adjust-malformed-variant"),
+    pytest.param(adjust_one, "warehouseId", gid("Seller", 1), "NOT_FOUND",
+                 id="adjust-wrong-type-warehouse"),
+    pytest.param(transfer_one, "variantId", gid("ProductVariant", UNKNOWN), "NOT_FOUND",
+                 id="transfer-unknown-variant"),
+    pytest.param(transfer_one, "fromWarehouseId", gid("Warehouse", UNKNOWN), "NOT_FOUND",
+                 id="transfer-unknown-source"),
+    pytest.param(transfer_one, "toWarehouseId", gid("Warehouse", UNKNOWN), "NOT_FOUND",
+                 id="transfer-unknown-destination"),
+    pytest.param(transfer_one, "toWarehouseId", "garbage", "INVALID",
+                 id="transfer-malformed-destination"),
 ])
-async def test_transfer_naming_a_bad_id_fails_and_changes_nothing(
-    api: Api, key: str, value: str, code: str,
+async def test_adjustment_or_transfer_naming_a_bad_id_fails_and_changes_nothing(
+    api: Api, operation: StockOperation, key: str, value: str, code: str,
 ) -> None:
     s = shop(api.db, stock1=10)
     before = snapshot(api)
 
-    errors = await transfer(api, {**transfer_input(s, 1), key: value})
+    errors = await operation(api, s, **{key: value})
 
     assert codes(errors) == [(code, f"input.{key}")]
     assert snapshot(api) == before
 
 
-@pytest.mark.parametrize("who", ["anonymous", "storefront", "other seller"])
-async def test_transfer_without_the_right_token_is_denied(api: Api, who: str) -> None:
+@pytest.mark.parametrize("operation", [adjust_one, transfer_one], ids=["adjust", "transfer"])
+@pytest.mark.parametrize("who", OUTSIDERS)
+async def test_adjustment_or_transfer_without_the_right_token_is_denied(
+        api: Api, who: str, operation: StockOperation) -> None:
     s = shop(api.db, stock1=10)
-    token = {"anonymous": lambda: None,
-             "storefront": lambda: api.token(Role.STOREFRONT),
-             "other seller": lambda: api.token(Role.SELLER, s.world.seller())}[who]()
+    token = outsider_token(api, s, who)
     before = snapshot(api)
 
-    errors = await transfer(api, transfer_input(s, 1), token=token)
+    errors = await operation(api, s, token)
 
     assert [e["code"] for e in errors] == ["PERMISSION_DENIED"]
     assert snapshot(api) == before

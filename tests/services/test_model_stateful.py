@@ -44,7 +44,7 @@ from domain.errors import DomainError, ErrorCode
 from domain.models import OrderStatus, OrderType
 from domain.services import catalog, configuration, orders
 from tests.conftest import Database
-from tests.factories import ADMIN, World
+from tests.factories import ADMIN, World, shop
 
 EDITABLE = {OrderStatus.DRAFT, OrderStatus.QUOTE, OrderStatus.OFFER}
 FULFILLABLE = {OrderStatus.UNFULFILLED, OrderStatus.PARTIALLY_FULFILLED}
@@ -607,12 +607,8 @@ def test_untracked_units_without_an_allocation_ship_without_touching_stock(db: D
     warehouse holds no allocation there: an untracked variant never fails for stock and keeps
     its figures (API.md), and the line's now needless allocation is released.
     """
-    world = World(db)
-    seller = world.seller()
-    de = world.zone(["DE"])
-    first = world.warehouse(seller, [de], priority=0)
-    second = world.warehouse(seller, [de], priority=1)
-    variant = world.variant(world.product(seller), stocks={first: 1, second: 0})
+    s = shop(db, stock1=1, stock2=0)
+    world, variant, first, second = s.world, s.variant, s.w1, s.w2
     order = orders.create(db.uow(), ADMIN, type=OrderType.REGULAR, shipping_country="DE",
                           lines=[orders.LineRequest(variant, 1)])
     catalog.update_variant(db.uow(), ADMIN, variant, track_inventory=False)

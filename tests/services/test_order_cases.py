@@ -18,7 +18,7 @@ from domain.models import OrderType
 from domain.services import orders
 from tests.concurrency.test_no_oversell import assert_books_balance
 from tests.conftest import Database
-from tests.factories import ADMIN, World
+from tests.factories import ADMIN, World, shop
 
 # one unit leaves a stock as a recorded ADJUSTMENT (its ledger stays balanced); `:sid`
 TAKE_ONE = (
@@ -51,12 +51,8 @@ def _stock_id(db: Database, variant: int, warehouse: int) -> int:
 
 def test_cancel_releases_every_line_of_a_variant_allocated_on_one_stock(db: Database) -> None:
     """Two lines of one variant, both allocated in w1: canceling releases 2 + 3 units."""
-    world = World(db)
-    seller = world.seller()
-    zone = world.zone(["DE"])
-    w1 = world.warehouse(seller, [zone], priority=0)
-    w2 = world.warehouse(seller, [zone], priority=1)
-    v = world.variant(world.product(seller), stocks={w1: 10, w2: 10})
+    s = shop(db, stock1=10, stock2=10)
+    world, v, w1, w2 = s.world, s.variant, s.w1, s.w2
     placed = orders.create(db.uow(), ADMIN, type=OrderType.REGULAR, shipping_country="DE",
                            lines=[orders.LineRequest(v, 2), orders.LineRequest(v, 3)])
     assert [[(a.warehouse_id, a.quantity) for a in ln.allocations] for ln in placed.lines] == [
