@@ -70,7 +70,7 @@ def app_factory() -> Starlette:
     epoch = _epoch_path(settings)
     app = build_app(engine, make_relay(settings, engine), threads=settings.db_pool_size,
                     tokens=TokenCache(epoch=Epoch(epoch) if epoch is not None else None),
-                    fast_paths=settings.fast_paths)
+                    fast_paths=settings.fast_paths, cors_origins=settings.cors_origins)
     # the schema, the models and the libraries are long-lived: out of the collector's
     # reach, a full collection no longer walks them (a 10k-row bulk request took ~20% less)
     gc.freeze()

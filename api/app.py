@@ -7,7 +7,7 @@ import contextlib
 import functools
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -15,6 +15,8 @@ import anyio.to_thread
 from cross_web import HTTPException
 from sqlalchemy import Engine, text
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -35,6 +37,13 @@ from domain.services import tokens as token_service
 from domain.uow import Publish
 
 log = logging.getLogger("stockyard")
+
+# what browsers' clients send: the bearer token, JSON, a correlation id, and Apollo's
+# CSRF-prevention headers (`apollo-require-preflight`, `x-apollo-operation-name`)
+CORS_HEADERS = ("Authorization", "Content-Type", "X-Request-Id", "Apollo-Require-Preflight",
+                "X-Apollo-Operation-Name")
+# a browser reuses a preflight this long (Chromium caps it at 2 hours)
+CORS_MAX_AGE = 7200
 
 
 class StockyardGraphQL(GraphQL[Context, None]):
@@ -118,7 +127,8 @@ class StockyardGraphQL(GraphQL[Context, None]):
 
 
 def build_app(engine: Engine, publish: Publish, *, threads: int = 12,
-              tokens: TokenCache | None = None, fast_paths: bool = True) -> Starlette:
+              tokens: TokenCache | None = None, fast_paths: bool = True,
+              cors_origins: Sequence[str] = ()) -> Starlette:
     """The app around an engine the caller owns; `publish` receives committed events (a
     `Relay`, which the lifespan starts and stops, or a test's list).
 
@@ -128,6 +138,7 @@ def build_app(engine: Engine, publish: Publish, *, threads: int = 12,
     (api/revocation.py). On PostgreSQL the lifespan also listens for revocations.
     `fast_paths=False` (STOCKYARD_FAST_PATHS=off) answers through strawberry's public path
     only: no fast lane, no custom coercion.
+    `cors_origins` (STOCKYARD_CORS_ORIGINS) may call from browsers: see `_cors`.
     """
     writer, reader = session_factories(engine)
     cache = tokens or TokenCache()
@@ -176,10 +187,27 @@ def build_app(engine: Engine, publish: Publish, *, threads: int = 12,
         routes=[Route("/graphql", graphql),
                 Route("/healthz", healthz, methods=["GET"])],
         lifespan=lifespan,
+        middleware=_cors(cors_origins),
     )
     app.state.threads = services.threads
     app.state.graphql = graphql
     return app
+
+
+def _cors(origins: Sequence[str]) -> list[Middleware]:
+    """CORS in front of every route (the fast lane runs inside /graphql, behind it).
+
+    None without origins: responses carry no Access-Control-* header, as before. Listed
+    origins get credentials allowed. `*` allows any origin without credentials (browsers
+    refuse them with a wildcard): bearer tokens still work, since the Authorization header
+    is allowed explicitly; Stockyard sets no cookies.
+    """
+    if not origins:
+        return []
+    wildcard = "*" in origins
+    return [Middleware(CORSMiddleware, allow_origins=["*"] if wildcard else list(origins),
+                       allow_methods=["GET", "POST", "OPTIONS"], allow_headers=CORS_HEADERS,
+                       allow_credentials=not wildcard, max_age=CORS_MAX_AGE)]
 
 
 async def _flush_uses(graphql: StockyardGraphQL) -> None:

@@ -6,6 +6,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 DEFAULT_DATABASE_URL = "sqlite:///./var/stockyard.db"
 
@@ -22,6 +23,8 @@ class Settings:
     # the fast lane and custom input coercion (api/fast_lane.py, api/coercion.py) use private
     # names of strawberry and graphql-core; off, requests take strawberry's public path only
     fast_paths: bool = True
+    # origins whose browsers may call the API (CORS); `*` is any origin, without credentials
+    cors_origins: tuple[str, ...] = ()
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -32,6 +35,7 @@ class Settings:
             reconcile_seconds=int(env.get("STOCKYARD_RECONCILE_SECONDS") or 600),
             db_pool_size=int(env.get("STOCKYARD_DB_POOL_SIZE") or 4),
             fast_paths=_on_off(env, "STOCKYARD_FAST_PATHS", default=True),
+            cors_origins=_origins(env.get("STOCKYARD_CORS_ORIGINS") or ""),
         )
 
     @property
@@ -57,3 +61,19 @@ def _on_off(env: Mapping[str, str], name: str, *, default: bool) -> bool:
         case "off" | "false" | "no" | "0":
             return False
     raise ValueError(f"{name} must be on or off, not {value!r}")
+
+
+def _origins(value: str) -> tuple[str, ...]:
+    """Comma-separated origins (`https://shop.example`, `http://localhost:3000`) or `*`;
+    blanks are ignored. A path, even a lone trailing slash, never matches a browser's
+    Origin header, so it is refused rather than silently never allowed."""
+    origins = tuple(dict.fromkeys(part.strip() for part in value.split(",") if part.strip()))
+    for origin in origins:
+        if origin == "*":
+            continue
+        parts = urlsplit(origin)
+        if parts.scheme not in ("http", "https") or not parts.netloc or parts.path \
+                or parts.query or parts.fragment:
+            raise ValueError(f"STOCKYARD_CORS_ORIGINS: {origin!r} is not an origin "
+                             "(scheme://host[:port], no path) nor *")
+    return origins
