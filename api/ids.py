@@ -21,16 +21,23 @@ def encode(type_name: str, pk: int) -> str:
 
 @functools.lru_cache(maxsize=4096)  # a bulk request names the same warehouses on every row
 def parse(global_id: str) -> tuple[str, int]:
-    """(type name, pk) of a well-formed global ID; InvalidId otherwise."""
+    """(type name, pk) of a global ID exactly as `encode` spells it; InvalidId otherwise.
+
+    Only the canonical spelling is accepted, so one object has one ID: base64 admits
+    several encodings of the same bytes (padding bits), and `int` reads "01", " 1", "+1"
+    and non-ASCII digits such as "\u0661" as 1.
+    """
     try:
-        raw = base64.b64decode(global_id.encode("ascii"), validate=True).decode()
+        raw = base64.b64decode(global_id.encode("ascii"), validate=True).decode("ascii")
         type_name, _, pk_text = raw.partition(":")
-        if not type_name.isidentifier() or not pk_text.isdigit() or len(pk_text) > 10:
+        if (not type_name.isidentifier() or not pk_text.isascii() or not pk_text.isdigit()
+                or len(pk_text) > 10):
             raise InvalidId(global_id)
         pk = int(pk_text)
     except (UnicodeError, binascii.Error, ValueError) as exc:
         raise InvalidId(global_id) from exc
-    if not 0 < pk <= MAX_PK:  # primary keys are 32-bit integers
+    # primary keys are 32-bit integers; the round trip refuses every other spelling
+    if not 0 < pk <= MAX_PK or encode(type_name, pk) != global_id:
         raise InvalidId(global_id)
     return type_name, pk
 
