@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
@@ -29,18 +30,31 @@ V = TypeVar("V")
 Reader = Callable[..., Awaitable[Any]]
 
 
+class _Loader(DataLoader[K, V]):
+    """A DataLoader whose every waiter awaits its own shield of the key's shared future.
+
+    When a non-null field fails, graphql-core cancels the field's pending siblings; a
+    cancelled waiter of a plain DataLoader cancels the future it shares with every other
+    field that asked for the same key, and they receive a CancelledError (not an Exception:
+    it got past every error handler and answered HTTP 500).
+    """
+
+    def load(self, key: K) -> asyncio.Future[V]:
+        return asyncio.shield(super().load(key))
+
+
 def _loader(read: Reader, fn: Callable[..., Sequence[V]]) -> DataLoader[Any, V]:
     async def load(keys: list[Any]) -> Sequence[V]:
         return await read(fn, keys)  # type: ignore[no-any-return]
 
-    return DataLoader(load_fn=load)
+    return _Loader(load_fn=load)
 
 
 def _by_id(read: Reader, model: type[Any]) -> DataLoader[int, Any]:
     async def load(keys: list[int]) -> Sequence[Any]:
         return await read(reads.by_id, model, keys)  # type: ignore[no-any-return]
 
-    return DataLoader(load_fn=load)
+    return _Loader(load_fn=load)
 
 
 class Loaders:
