@@ -165,9 +165,17 @@ class Order(Base):
     # True while the order's tracked lines hold allocations (its type allocated at creation,
     # or it was confirmed); False for orders whose type had allocation turned off.
     allocated: Mapped[bool] = mapped_column(Boolean)
-    idempotency_key: Mapped[str | None] = mapped_column(String(255), unique=True)
+    # an idempotency key belongs to the caller that sent it: unique per token, and only
+    # that token's requests find the order by it (NULL: created before keys were scoped)
+    idempotency_key: Mapped[str | None] = mapped_column(String(255))
+    created_by_token_id: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), server_default=func.now()
+    )
+
+    __table_args__ = (
+        UniqueConstraint("idempotency_key", "created_by_token_id",
+                         name="uq_orders_idempotency_key_token"),
     )
 
 

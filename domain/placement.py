@@ -19,7 +19,8 @@ written to fastest:
 
 An optimistic attempt that cannot use its driver connection (an order already holds the
 idempotency key, a variant has no stock row, SQLite without a writer gate) runs in the
-session instead, still optimistic.
+session instead, still optimistic. An idempotency key belongs to the token that sent it:
+the order records its token, and only that token's requests find the order by the key.
 """
 
 from __future__ import annotations
@@ -90,6 +91,7 @@ class OrderRequest:
     country: str
     lines: Sequence[Line]
     idempotency_key: str | None
+    token_id: int | None  # the caller's token: an idempotency key is unique per token
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,12 +103,14 @@ class OrderRow:
     shipping_country: str
     allocated: bool
     idempotency_key: str | None
+    created_by_token_id: int | None
 
     def params(self) -> dict[str, object]:
         """Its values, named as every order insert here names them."""
         return {"type": self.type.value, "status": self.status.value,
                 "shipping_country": self.shipping_country, "allocated": self.allocated,
-                "idempotency_key": self.idempotency_key}
+                "idempotency_key": self.idempotency_key,
+                "created_by_token_id": self.created_by_token_id}
 
 
 class Plan(NamedTuple):
@@ -134,7 +138,8 @@ class Placed(NamedTuple):
 
 
 class Replay(NamedTuple):
-    """An order already holds the request's idempotency key: it is the answer."""
+    """An order of the same caller already holds the request's idempotency key: it is the
+    answer if it was placed with the same input (the service compares)."""
 
     order_id: int
 
@@ -229,7 +234,7 @@ def _in_session(
         reads = contextlib.nullcontext(s) if locking else uow.unlocked_reads()
         with reads as r:
             if request.idempotency_key is not None:
-                existing = order_id_for_key(r, request.idempotency_key)
+                existing = order_id_for_key(r, request.idempotency_key, request.token_id)
                 if existing is not None:
                     return Replay(existing)
             read = lock_stocks if locking else read_stocks
@@ -341,8 +346,9 @@ def _place_sql(allocating: bool, lock_first: bool) -> str:
     """
     sql = (
         "WITH o AS (INSERT INTO orders (type, status, shipping_country, allocated, "
-        "idempotency_key) VALUES (%(type)s, %(status)s, %(shipping_country)s, "
-        "%(allocated)s, %(idempotency_key)s) RETURNING id), "
+        "idempotency_key, created_by_token_id) VALUES (%(type)s, %(status)s, "
+        "%(shipping_country)s, %(allocated)s, %(idempotency_key)s, "
+        "%(created_by_token_id)s) RETURNING id), "
         "l AS (INSERT INTO order_line (order_id, variant_id, quantity, quantity_fulfilled) "
         "SELECT o.id, t.v, t.q, 0 FROM o, unnest(%(line_variant_ids)s::integer[], "
         "%(line_quantities)s::integer[]) WITH ORDINALITY AS t(v, q, n) ORDER BY t.n "
@@ -408,7 +414,10 @@ def _variants_in(array: str | None) -> Any:
                                 .select_from(func.json_each(variant_ids)))
 
 
-_ORDER_ID_FOR_KEY = select(Order.id).where(Order.idempotency_key == bindparam("key"))
+# a key is the caller's own: another token's order with the same key is never found
+_ORDER_ID_FOR_KEY = select(Order.id).where(
+    Order.idempotency_key == bindparam("key"),
+    Order.created_by_token_id == bindparam("token_id", type_=Integer))
 _INSERT_ORDER = insert(ORDERS).returning(ORDERS.c.id)
 _STOCKS = {(config, lock): _stock_statement(with_config=config, lock=lock)
            for config in (False, True) for lock in (False, True)}
@@ -423,9 +432,10 @@ _INSERT_ORDER_SQLITE = str(
     .returning(ORDERS.c.id).compile(dialect=DRIVER_DIALECTS["sqlite"]))
 
 
-def order_id_for_key(session: Session, key: str) -> int | None:
-    """The order that holds an idempotency key, if one does."""
-    return session.connection().execute(_ORDER_ID_FOR_KEY, {"key": key}).scalar()
+def order_id_for_key(session: Session, key: str, token_id: int | None) -> int | None:
+    """The order that holds an idempotency key of this token, if one does."""
+    return session.connection().execute(_ORDER_ID_FOR_KEY,
+                                        {"key": key, "token_id": token_id}).scalar()
 
 
 def lock_stocks(
@@ -459,12 +469,13 @@ def _levels(s: Session, variant_ids: Iterable[int], country: str,
 
 def _read_on_driver(conn: Any, dialect: str, request: OrderRequest) -> Plan | None:
     """`read_stocks` on a DBAPI connection; None when the session must answer: an order
-    already holds the idempotency key, or a variant has no stock."""
+    of the caller already holds the idempotency key, or a variant has no stock."""
     stocks, order_for_key = _DRIVER_READS[dialect]
     variant_ids = {line.variant_id for line in request.lines}
     with driver_errors("the order's plan"):
         if request.idempotency_key is not None and conn.execute(
-                order_for_key, {"key": request.idempotency_key}).fetchone() is not None:
+                order_for_key, {"key": request.idempotency_key,
+                                "token_id": request.token_id}).fetchone() is not None:
             return None
         ids = sorted(variant_ids)
         rows = conn.execute(stocks, {

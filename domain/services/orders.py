@@ -32,6 +32,7 @@ from domain import ledger, permissions, placement
 from domain.allocation import Book, Demand, FulfilledPart
 from domain.countries import normalize_country
 from domain.errors import (
+    Conflict,
     DomainError,
     InvalidInput,
     InvalidState,
@@ -138,7 +139,12 @@ def create(
     lines: Sequence[LineRequest],
     idempotency_key: str | None = None,
 ) -> OrderView:
-    """Create an order and allocate all of its tracked lines, or nothing at all."""
+    """Create an order and allocate all of its tracked lines, or nothing at all.
+
+    An `idempotency_key` is the caller's own (unique per token): the same key again with
+    the same input (type, country, lines in order) answers the order it placed; with other
+    input, a CONFLICT that changes nothing. Another token's key is simply a new key.
+    """
     principal = permissions.require_order_placement(principal)
     country = normalize_country(shipping_country)
     errors: list[DomainError] = []
@@ -157,17 +163,20 @@ def create(
     raise_all(errors)
     assert country is not None
     try:
-        return _create(uow, placement.OrderRequest(principal.name, type, country, lines,
-                                                   idempotency_key))
+        request = placement.OrderRequest(principal.name, type, country, lines,
+                                         idempotency_key, principal.token_id)
+        return _create(uow, request)
     except IntegrityError:
         if idempotency_key is None:
             raise
-        # a concurrent request with the same key committed first: answer with its order
+        # a concurrent request of this caller with the same key committed first: answer
+        # with its order
         with uow:
-            existing = placement.order_id_for_key(uow.session, idempotency_key)
+            existing = placement.order_id_for_key(uow.session, idempotency_key,
+                                                  principal.token_id)
             if existing is None:
                 raise
-            return load_view(uow.session, existing)
+            return _replayed(request, load_view(uow.session, existing))
 
 
 OPTIMISTIC_ATTEMPTS = 2
@@ -188,9 +197,19 @@ def _create(uow: UnitOfWork, request: placement.OrderRequest) -> OrderView:
             continue
         if isinstance(placed, placement.Replay):
             with uow, uow.unlocked_reads() as r:
-                return load_view(r, placed.order_id)
+                return _replayed(request, load_view(r, placed.order_id))
         return _answer(request, placed)
     raise AssertionError("the locking attempt never raises Contended")
+
+
+def _replayed(request: placement.OrderRequest, order: OrderView) -> OrderView:
+    """The caller's order that holds the key, if it was placed with the request's input."""
+    if (order.type, order.shipping_country) != (request.type, request.country) or [
+            (ln.variant_id, ln.quantity) for ln in order.lines] != [
+            (ln.variant_id, ln.quantity) for ln in request.lines]:
+        raise Conflict("this idempotencyKey was already used for a different order",
+                       field="idempotencyKey")
+    return order
 
 
 def _decide(uow: UnitOfWork, request: placement.OrderRequest, plan: placement.Plan
@@ -209,7 +228,7 @@ def _decide(uow: UnitOfWork, request: placement.OrderRequest, plan: placement.Pl
     if counters:
         uow.emit(StockChanged(tuple(sorted({line.variant_id for line in lines}))))
     row = placement.OrderRow(request.type, INITIAL_STATUS[request.type], request.country,
-                             allocates, request.idempotency_key)
+                             allocates, request.idempotency_key, request.token_id)
     return placement.Decision(row, book.allocation_changes(), counters, book)
 
 

@@ -163,8 +163,9 @@ def test_a_key_committed_after_our_read_answers_with_that_order(
     lookup = placement.order_id_for_key
     misses = iter([True])
 
-    def missed_once(session: object, key: str) -> int | None:
-        return None if next(misses, False) else lookup(session, key)  # type: ignore[arg-type]
+    def missed_once(session: object, key: str, token_id: int | None) -> int | None:
+        return None if next(misses, False) else lookup(
+            session, key, token_id)  # type: ignore[arg-type]
 
     monkeypatch.setattr(placement, "order_id_for_key", missed_once)
     second = orders.create(db.uow(), ADMIN, **request)  # type: ignore[arg-type]
