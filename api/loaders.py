@@ -148,5 +148,13 @@ class Loaders:
         return _loader(self._read, reads.allocations_of_lines)
 
     @functools.cached_property
+    def seller_of_variant(self) -> DataLoader[Any, int | None]:
+        return _loader(self._read, reads.sellers_of_variants)
+
+    @functools.cached_property
+    def sellers_of_order(self) -> DataLoader[Any, frozenset[int]]:
+        return _loader(self._read, reads.sellers_of_orders)
+
+    @functools.cached_property
     def fulfillment(self) -> DataLoader[Any, FulfillmentView | None]:
         return _loader(self._read, reads.fulfillments)

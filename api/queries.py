@@ -27,17 +27,19 @@ from api.types import (
     Stock,
     StockMovement,
     Warehouse,
+    denied,
     resolve_node,
 )
 from domain import models, permissions
-from domain.errors import is_storable
-from domain.models import Role
+from domain.errors import PermissionDenied, is_storable
+from domain.permissions import Principal
 from domain.services import configuration, reads
 
 DEFAULT_PAGE = 20
 MAX_PAGE = 100
 
 T = TypeVar("T")
+R = TypeVar("R")
 
 
 @strawberry.type
@@ -131,10 +133,16 @@ def _utc(moment: datetime | None) -> datetime | None:
     return moment.replace(tzinfo=UTC)
 
 
-def _require_admin(info: Info, what: str) -> None:
-    if not permissions.can_read_orders(info.context.principal):
-        raise GraphQLError(f"Reading {what} needs an admin token.",
-                           extensions={"code": "PERMISSION_DENIED"})
+def _allowed(rule: Callable[..., R], *args: Any) -> R:
+    """Apply a rule of domain/permissions.py; its refusal is the field's GraphQL error."""
+    try:
+        return rule(*args)
+    except PermissionDenied as exc:
+        raise denied(exc) from None
+
+
+def _reader(info: Info) -> Principal:
+    return _allowed(permissions.require_reader, info.context.principal)
 
 
 @strawberry.type
@@ -142,6 +150,7 @@ class Query:
     @strawberry.field(description="Any object by its global ID; null when unknown.")
     async def node(self, info: Info, id: strawberry.ID) -> Node | None:
         try:
+            _reader(info)
             type_name, pk = ids.parse(id)
         except ids.InvalidId:
             return None
@@ -151,6 +160,7 @@ class Query:
     async def nodes(
         self, info: Info, ids_: Annotated[list[strawberry.ID], strawberry.argument(name="ids")]
     ) -> list[Node | None]:
+        _reader(info)
         found: list[Node | None] = []
         for value in ids_:
             try:
@@ -163,27 +173,27 @@ class Query:
 
     @strawberry.field
     async def marketplace_configuration(self, info: Info) -> MarketplaceConfiguration:
+        _reader(info)
         settings = await info.context.read(configuration.allocation_settings)
         return MarketplaceConfiguration.from_settings(settings)
 
     @strawberry.field(description="API tokens, newest first (admin token).")
     async def tokens(self, info: Info, first: int | None = None,
                      after: str | None = None) -> Connection[ApiToken]:
-        if not permissions.can_manage_tokens(info.context.principal):
-            raise GraphQLError("Reading tokens needs an admin token.",
-                               extensions={"code": "PERMISSION_DENIED"})
+        _allowed(permissions.require_token_admin, info.context.principal)
         return await _page(info, models.ApiToken, ApiToken.from_model, first, after)
 
     @strawberry.field
     async def sellers(self, info: Info, first: int | None = None,
                       after: str | None = None) -> Connection[Seller]:
         return await _page(info, models.Seller, Seller.from_model, first, after,
-                           only_id=permissions.seller_scope(info.context.principal))
+                           only_id=permissions.seller_scope(_reader(info)))
 
     @strawberry.field
     async def warehouses(self, info: Info, seller_id: strawberry.ID | None = None,
                          first: int | None = None,
                          after: str | None = None) -> Connection[Warehouse]:
+        _reader(info)
         return await _page(info, models.Warehouse, Warehouse.from_model, first, after,
                            seller_id=_seller_filter(info, seller_id))
 
@@ -191,6 +201,7 @@ class Query:
     async def products(self, info: Info, seller_id: strawberry.ID | None = None,
                        first: int | None = None,
                        after: str | None = None) -> Connection[Product]:
+        _reader(info)
         return await _page(info, models.Product, Product.from_model, first, after,
                            seller_id=_seller_filter(info, seller_id))
 
@@ -200,6 +211,7 @@ class Query:
         after: str | None = None, sku_prefix: str | None = None,
         seller_id: strawberry.ID | None = None,
     ) -> Connection[ProductVariant]:
+        _reader(info)
         _check_texts(skus or [], "skus")
         _check_texts([sku_prefix] if sku_prefix is not None else [], "skuPrefix")
         return await _page(info, models.ProductVariant, ProductVariant.from_model, first,
@@ -217,10 +229,7 @@ class Query:
         out_of_stock: bool | None = None, below_threshold: bool | None = None,
         first: int | None = None, after: str | None = None,
     ) -> Connection[Stock]:
-        principal = info.context.principal
-        if principal is None or principal.role is Role.STOREFRONT:
-            raise GraphQLError("Reading stock levels needs an admin or seller token.",
-                               extensions={"code": "PERMISSION_DENIED"})
+        _allowed(permissions.require_stock_reader, info.context.principal, "stock levels")
         _check_texts([sku_prefix] if sku_prefix is not None else [], "skuPrefix")
         return await _page(
             info, models.Stock, Stock.from_model, first, after,
@@ -238,10 +247,8 @@ class Query:
         since: datetime | None = None, until: datetime | None = None,
         first: int | None = None, after: str | None = None,
     ) -> Connection[StockMovement]:
-        principal = info.context.principal
-        if principal is None or principal.role is Role.STOREFRONT:
-            raise GraphQLError("Reading the stock ledger needs an admin or seller token.",
-                               extensions={"code": "PERMISSION_DENIED"})
+        principal = _allowed(permissions.require_stock_reader, info.context.principal,
+                             "the stock ledger")
         return await _page(
             info, models.StockMovement, StockMovement.from_model, first, after,
             variant_id=_filter_id(variant_id, "ProductVariant", "variantId"),
@@ -250,15 +257,19 @@ class Query:
             movement_types=tuple(models.MovementType(t) for t in types) if types else None,
             since=_utc(since), until=_utc(until))
 
-    @strawberry.field(description="Orders, newest first (admin token).")
+    @strawberry.field(description="Orders, newest first: every order for an admin; for a "
+                                  "seller, those holding its variants (with its own lines "
+                                  "only); for a storefront, those it created.")
     async def orders(
         self, info: Info,
         statuses: list[OrderStatusEnum] | None = None,  # type: ignore[valid-type]
         types: list[OrderTypeEnum] | None = None,  # type: ignore[valid-type]
         first: int | None = None, after: str | None = None,
     ) -> Connection[Order]:
-        _require_admin(info, "orders")
+        scope = _allowed(permissions.order_scope, info.context.principal)
         return await _page(
             info, models.Order, Order.from_model, first, after,
+            order_token_id=None if scope.everything else scope.token_id,
+            order_seller_id=scope.seller_id,
             statuses=tuple(models.OrderStatus(s) for s in statuses) if statuses else None,
             types=tuple(models.OrderType(t) for t in types) if types else None)

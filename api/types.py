@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import strawberry
 from graphql import GraphQLError
@@ -13,6 +14,7 @@ from api.context import Context
 from api.errors import INT_MAX
 from domain import models, permissions, stock_rules
 from domain.countries import normalize_country
+from domain.errors import PermissionDenied
 from domain.services import orders as order_service
 from domain.services import reads
 from domain.services import stock as stock_service
@@ -28,10 +30,16 @@ def _gid(type_name: str, pk: int) -> strawberry.ID:
     return strawberry.ID(ids.encode(type_name, pk))
 
 
+def denied(exc: PermissionDenied) -> GraphQLError:
+    """A rule of domain/permissions.py refused a read: a GraphQL error on the field."""
+    return GraphQLError(exc.message[:1].upper() + exc.message[1:] + ".",
+                        extensions={"code": "PERMISSION_DENIED"})
+
+
 def _require_stock_access(info: Info, seller_id: int) -> None:
     if not permissions.can_read_stock(info.context.principal, seller_id):
-        raise GraphQLError("Reading stock figures needs an admin token or the seller's own.",
-                           extensions={"code": "PERMISSION_DENIED"})
+        raise denied(PermissionDenied("reading stock figures needs an admin token or the "
+                                      "seller's own"))
 
 
 @strawberry.interface
@@ -158,15 +166,19 @@ class ProductVariant(Node):
     async def product(self, info: Info) -> Product:
         return Product.from_model(await info.context.loaders.product.load(self.product_pk))
 
-    @strawberry.field(description="Stock per warehouse (needs an admin token).")
+    @strawberry.field(description="Stock per warehouse: for an admin and the variant's "
+                                  "seller; an empty list for other callers.")
     async def stocks(self, info: Info) -> list[Stock]:
         product = await info.context.loaders.product.load(self.product_pk)
-        _require_stock_access(info, product.seller_id)
+        if not permissions.can_read_stock(info.context.principal, product.seller_id):
+            return []
         rows = await info.context.loaders.stocks_of_variant.load(self.pk)
         return [Stock.from_model(s) for s in rows]
 
-    @strawberry.field(description="Stock summed over all warehouses (admin or own seller).")
-    async def stock_totals(self, info: Info) -> VariantStockTotals:
+    @strawberry.field(description="Stock summed over all warehouses: for an admin and the "
+                                  "variant's seller; null, with a PERMISSION_DENIED error, "
+                                  "for other callers.")
+    async def stock_totals(self, info: Info) -> VariantStockTotals | None:
         product = await info.context.loaders.product.load(self.product_pk)
         _require_stock_access(info, product.seller_id)
         totals = await info.context.loaders.stock_totals.load(self.pk)
@@ -180,9 +192,6 @@ class ProductVariant(Node):
     @strawberry.field(description="Sum of quantityAvailable over the warehouses serving "
                                   "`country` (over all warehouses when null).")
     async def quantity_available(self, info: Info, country: str | None = None) -> int:
-        if not permissions.can_read_availability(info.context.principal):
-            raise GraphQLError("Reading availability needs a token.",
-                               extensions={"code": "PERMISSION_DENIED"})
         code = None
         if country is not None:
             code = normalize_country(country)
@@ -268,12 +277,26 @@ class Order(Node):
                    shipping_country=v.shipping_country,
                    known_lines=[OrderLine.from_view(line) for line in v.lines])
 
-    @strawberry.field
+    @strawberry.field(description="The order's lines; a seller sees its own lines only.")
     async def lines(self, info: Info) -> list[OrderLine]:
-        if self.known_lines is not None:
-            return self.known_lines
-        rows = await info.context.loaders.lines_of_order.load(self.pk)
-        return [OrderLine.from_model(r) for r in rows]
+        lines = self.known_lines
+        if lines is None:
+            rows = await info.context.loaders.lines_of_order.load(self.pk)
+            lines = [OrderLine.from_model(r) for r in rows]
+        return await _own_lines(info, lines, lambda line: line.variant_pk)
+
+
+L = TypeVar("L")
+
+
+async def _own_lines(info: Info, lines: list[L], variant_of: Callable[[L], int]) -> list[L]:
+    """The lines the caller may see: a seller its own, everyone else all of them."""
+    seller = permissions.own_lines_only(info.context.principal)
+    if seller is None or not lines:
+        return lines
+    sellers = await info.context.loaders.seller_of_variant.load_many(
+        [variant_of(line) for line in lines])
+    return [line for line, owner in zip(lines, sellers, strict=True) if owner == seller]
 
 
 @strawberry.type
@@ -293,14 +316,23 @@ class FulfillmentLine:
 
 @strawberry.type
 class Fulfillment(Node):
-    lines: list[FulfillmentLine]
     pk: strawberry.Private[int]
+    parts: strawberry.Private[list[FulfillmentLine]]
 
     @classmethod
     def from_row(cls, row: order_service.FulfillmentView) -> Fulfillment:
-        return cls(id=_gid("Fulfillment", row.id), pk=row.id, lines=[
+        return cls(id=_gid("Fulfillment", row.id), pk=row.id, parts=[
             FulfillmentLine(line_pk=lid, warehouse_pk=wid, quantity=q)
             for lid, wid, q in row.lines])
+
+    @strawberry.field(description="What was shipped; a seller sees its own lines only.")
+    async def lines(self, info: Info) -> list[FulfillmentLine]:
+        if permissions.own_lines_only(info.context.principal) is None:
+            return self.parts
+        order_lines = await info.context.loaders.order_line.load_many(
+            [p.line_pk for p in self.parts])
+        variants = {line.id: line.variant_id for line in order_lines if line is not None}
+        return await _own_lines(info, self.parts, lambda p: variants[p.line_pk])
 
 
 @strawberry.type(description="One change of one stock's counters (the append-only ledger).")
@@ -334,9 +366,10 @@ class StockMovement(Node):
     async def warehouse(self, info: Info) -> Warehouse:
         return await _warehouse(info, self.warehouse_pk)
 
-    @strawberry.field(description="The order that caused the movement (admin token).")
+    @strawberry.field(description="The order that caused the movement.")
     async def order(self, info: Info) -> Order | None:
-        if self.order_pk is None or not permissions.can_read_orders(info.context.principal):
+        if self.order_pk is None or \
+                not permissions.can_read_movement_order(info.context.principal):
             return None
         order = await info.context.loaders.order.load(self.order_pk)
         return Order.from_model(order) if order else None
@@ -433,15 +466,29 @@ async def resolve_node(info: Info, type_name: str, pk: int) -> Any:
             return None
         owner = await loaders.warehouse.load(row.warehouse_id)
         return build(row) if permissions.can_read_stock(principal, owner.seller_id) else None
-    if not permissions.can_read_orders(principal):
-        return None
-    if type_name == "Order":
-        order = await loaders.order.load(pk)
-        return Order.from_model(order) if order else None
     if type_name == "OrderLine":
         line = await loaders.order_line.load(pk)
-        return OrderLine.from_model(line) if line else None
+        if line is None:
+            return None
+        order = await loaders.order.load(line.order_id)
+        seller = await loaders.seller_of_variant.load(line.variant_id) \
+            if permissions.own_lines_only(principal) is not None else None
+        return OrderLine.from_model(line) \
+            if permissions.can_read_line(principal, order.created_by_token_id, seller) else None
+    if type_name == "Order":
+        order = await loaders.order.load(pk)
+        return Order.from_model(order) if order and await can_read_order(info, order) else None
     if type_name == "Fulfillment":
         fulfillment = await loaders.fulfillment.load(pk)
-        return Fulfillment.from_row(fulfillment) if fulfillment else None
+        if fulfillment is None:
+            return None
+        order = await loaders.order.load(fulfillment.order_id)
+        return Fulfillment.from_row(fulfillment) if await can_read_order(info, order) else None
     return None
+
+
+async def can_read_order(info: Info, order: models.Order) -> bool:
+    principal = info.context.principal
+    sellers = await info.context.loaders.sellers_of_order.load(order.id) \
+        if permissions.seller_scope(principal) is not None else frozenset()
+    return permissions.can_read_order(principal, order.created_by_token_id, sellers)

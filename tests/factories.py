@@ -121,6 +121,9 @@ def id_mutation(field: str, selection: str) -> str:
 
 
 OUTSIDERS = ["anonymous", "storefront", "other seller"]
+# what each outsider gets: another seller must not tell `s`'s objects from unknown ones
+REFUSAL = {"anonymous": "PERMISSION_DENIED", "storefront": "PERMISSION_DENIED",
+           "other seller": "NOT_FOUND"}
 
 
 def outsider_token(api: Api, s: Shop, who: str) -> str | None:

@@ -93,9 +93,9 @@ def create_warehouse(
     wh_name = _name(name, "name")
     with uow:
         s = uow.session
-        if s.get(Seller, seller_id) is None:
-            raise NotFound("seller not found", field="sellerId")
-        permissions.require_seller_access(principal, seller_id)
+        permissions.require_seller_access(
+            principal, seller_id if s.get(Seller, seller_id) else None,
+            NotFound("seller not found", field="sellerId"))
         unique_zones = list(dict.fromkeys(zone_ids))
         found = set(s.scalars(select(ShippingZone.id).where(ShippingZone.id.in_(unique_zones))))
         raise_all([
@@ -117,9 +117,9 @@ def create_product(
 ) -> Product:
     product_name = _name(name, "name")
     with uow:
-        if uow.session.get(Seller, seller_id) is None:
-            raise NotFound("seller not found", field="sellerId")
-        permissions.require_seller_access(principal, seller_id)
+        permissions.require_seller_access(
+            principal, seller_id if uow.session.get(Seller, seller_id) else None,
+            NotFound("seller not found", field="sellerId"))
         product = Product(seller_id=seller_id, name=product_name)
         uow.session.add(product)
         uow.commit()
@@ -139,9 +139,8 @@ def create_variant(
     with uow:
         s = uow.session
         product = s.get(Product, product_id)
-        if product is None:
-            raise NotFound("product not found", field="productId")
-        permissions.require_seller_access(principal, product.seller_id)
+        permissions.require_seller_access(principal, product.seller_id if product else None,
+                                          NotFound("product not found", field="productId"))
         if s.scalar(select(ProductVariant.id).where(ProductVariant.sku == clean_sku)):
             raise Duplicate(f"SKU {clean_sku!r} exists already", field="sku")
         variant = ProductVariant(product_id=product_id, sku=clean_sku,
@@ -166,11 +165,10 @@ def update_variant(
     with uow:
         s = uow.session
         variant = s.get(ProductVariant, variant_id)
-        if variant is None:
-            raise NotFound("variant not found", field="id")
-        product = s.get(Product, variant.product_id)
-        assert product is not None
-        permissions.require_seller_access(principal, product.seller_id)
+        product = s.get(Product, variant.product_id) if variant else None
+        permissions.require_seller_access(principal, product.seller_id if product else None,
+                                          NotFound("variant not found", field="id"))
+        assert variant is not None
         if track_inventory is not None and track_inventory != variant.track_inventory:
             variant.track_inventory = track_inventory
             uow.emit(StockChanged((variant_id,)))
@@ -191,8 +189,11 @@ def set_stock_quantities(
     """
     with uow:
         variant = uow.session.get(ProductVariant, variant_id)
-        if variant is None:
-            raise NotFound("variant not found", field="variantId", variant_id=variant_id)
+        product = uow.session.get(Product, variant.product_id) if variant else None
+        permissions.require_seller_access(
+            principal, product.seller_id if product else None,
+            NotFound("variant not found", field="variantId", variant_id=variant_id))
+        assert variant is not None
         uow.session.expunge(variant)  # read-only here; keep it loaded past this block
     outcome = stock.bulk_set_quantities(
         uow, principal,

@@ -51,6 +51,9 @@ from domain.models import (
     OrderStatus,
     OrderType,
     OrderTypeAllocation,
+    Product,
+    ProductVariant,
+    Role,
     Stock,
     Warehouse,
 )
@@ -112,6 +115,7 @@ class OrderView:
 @dataclass(frozen=True, slots=True)
 class FulfillmentView:
     id: int
+    order_id: int
     lines: tuple[tuple[int, int, int], ...]  # (order line id, warehouse id, quantity)
 
 
@@ -142,10 +146,11 @@ def create(
     """Create an order and allocate all of its tracked lines, or nothing at all.
 
     An `idempotency_key` is the caller's own (unique per token): the same key again with
-    the same input (type, country, lines in order) answers the order it placed; with other
+    the same input (type, country, lines as a set of variant and quantity) answers the
+    order it placed; with other
     input, a CONFLICT that changes nothing. Another token's key is simply a new key.
     """
-    principal = permissions.require_order_placement(principal)
+    principal = permissions.require_order_creation(principal, type)
     country = normalize_country(shipping_country)
     errors: list[DomainError] = []
     if country is None:
@@ -162,6 +167,10 @@ def create(
         errors.extend(exc.errors)
     raise_all(errors)
     assert country is not None
+    seller = permissions.own_variants(principal)
+    if seller is not None:
+        with uow, uow.unlocked_reads() as r:  # a variant's seller never changes
+            _require_own_variants(r, seller, lines)
     try:
         request = placement.OrderRequest(principal.name, type, country, lines,
                                          idempotency_key, principal.token_id)
@@ -204,9 +213,9 @@ def _create(uow: UnitOfWork, request: placement.OrderRequest) -> OrderView:
 
 def _replayed(request: placement.OrderRequest, order: OrderView) -> OrderView:
     """The caller's order that holds the key, if it was placed with the request's input."""
-    if (order.type, order.shipping_country) != (request.type, request.country) or [
-            (ln.variant_id, ln.quantity) for ln in order.lines] != [
-            (ln.variant_id, ln.quantity) for ln in request.lines]:
+    if (order.type, order.shipping_country) != (request.type, request.country) or sorted(
+            (ln.variant_id, ln.quantity) for ln in order.lines) != sorted(
+            (ln.variant_id, ln.quantity) for ln in request.lines):
         raise Conflict("this idempotencyKey was already used for a different order",
                        field="idempotencyKey")
     return order
@@ -251,11 +260,15 @@ def add_lines(
     uow: UnitOfWork, principal: Principal | None, order_id: int, lines: Sequence[LineRequest]
 ) -> OrderView:
     """Add lines to a DRAFT/QUOTE/OFFER order, allocating them if the order allocates."""
-    actor = permissions.require_admin(principal).name
     _check_lines(lines)
     with uow:
         s = uow.session
-        order = _lock_editable(s, order_id)
+        order, caller = _lock_for_change(s, principal, order_id)
+        _require_editable(order)
+        seller = permissions.own_variants(caller)
+        if seller is not None:
+            _require_own_variants(s, seller, lines)
+        actor = caller.name
         variant_ids = {line.variant_id for line in lines}
         levels, tracked, _ = placement.lock_stocks(s, variant_ids, order.shipping_country)
         placement.require_variants(s, variant_ids, tracked, [
@@ -281,12 +294,10 @@ def update_line(
     uow: UnitOfWork, principal: Principal | None, line_id: int, quantity: int
 ) -> OrderView:
     """Change a line's quantity; an allocated order allocates or releases the difference."""
-    actor = permissions.require_admin(principal).name
     raise_all([e for e in [_check_quantity(quantity, "input.quantity")] if e])
     with uow:
         s = uow.session
-        line = _line(s, line_id)
-        order = _lock_editable(s, line.order_id)
+        line, order, actor = _lock_line_for_change(s, principal, line_id)
         levels, tracked, _ = placement.lock_stocks(s, {line.variant_id}, order.shipping_country)
         current = _order_lines(s, order.id, {line.variant_id})
         book = Book.of(levels, _line_allocations(s, [ln.id for ln in current]))
@@ -304,11 +315,9 @@ def update_line(
 
 def delete_line(uow: UnitOfWork, principal: Principal | None, line_id: int) -> OrderView:
     """Remove a line from a DRAFT/QUOTE/OFFER order, releasing what it holds."""
-    actor = permissions.require_admin(principal).name
     with uow:
         s = uow.session
-        line = _line(s, line_id)
-        order = _lock_editable(s, line.order_id)
+        line, order, actor = _lock_line_for_change(s, principal, line_id)
         levels, _, _ = placement.lock_stocks(s, {line.variant_id}, order.shipping_country)
         book = Book.of(levels, _line_allocations(s, [line.id]))
         book.release(line.id)
@@ -319,10 +328,10 @@ def delete_line(uow: UnitOfWork, principal: Principal | None, line_id: int) -> O
 
 def confirm(uow: UnitOfWork, principal: Principal | None, order_id: int) -> OrderView:
     """Turn a DRAFT/QUOTE/OFFER into a REGULAR order; allocate now if it held nothing."""
-    actor = permissions.require_admin(principal).name
     with uow:
         s = uow.session
-        order = _lock_order(s, order_id)
+        order, caller = _lock_for_change(s, principal, order_id)
+        actor = caller.name
         if order.status not in EDITABLE:
             raise InvalidState(f"a {order.status} order cannot be confirmed")
         lines = _order_lines(s, order_id)
@@ -352,10 +361,10 @@ def confirm(uow: UnitOfWork, principal: Principal | None, order_id: int) -> Orde
 
 def cancel(uow: UnitOfWork, principal: Principal | None, order_id: int) -> OrderView:
     """Release every allocation of the order and mark it canceled."""
-    actor = permissions.require_admin(principal).name
     with uow:
         s = uow.session
-        order = _lock_order(s, order_id)
+        order, caller = _lock_for_change(s, principal, order_id, cancel=True)
+        actor = caller.name
         if order.status in FINAL:
             raise InvalidState(f"a {order.status} order cannot be canceled")
         held = s.execute(
@@ -388,7 +397,8 @@ def fulfill(
     requests: Sequence[FulfillRequest],
 ) -> tuple[OrderView, FulfillmentView]:
     """Ship units of a REGULAR order's lines: lower on-hand and the allocations consumed."""
-    actor = permissions.require_admin(principal).name
+    caller = permissions.require_fulfiller(principal)
+    actor = caller.name
     if not requests:
         raise InvalidInput("at least one line is needed", field="lines")
     if len(requests) > MAX_LINES:
@@ -398,10 +408,18 @@ def fulfill(
     with uow:
         s = uow.session
         order = _lock_order(s, order_id)
+        seller = permissions.seller_scope(caller)
+        line_sellers = _line_sellers(s, order_id) if seller is not None else {}
+        if not permissions.can_read_order(caller, order.created_by_token_id,
+                                          set(line_sellers.values())):
+            raise NotFound("order not found", field="id")
         if order.type is not OrderType.REGULAR or order.status not in FULFILLABLE:
             raise InvalidState(f"a {order.type} order in status {order.status} "
                                "cannot be fulfilled")
-        lines = {ln.id: ln for ln in _order_lines(s, order_id)}
+        # a seller fulfils its own lines: another seller's are as unknown to it
+        all_lines = _order_lines(s, order_id)
+        lines = {ln.id: ln for ln in all_lines
+                 if seller is None or line_sellers[ln.id] == seller}
         errors: list[DomainError] = []
         asked: dict[int, int] = defaultdict(int)
         for i, r in enumerate(requests):
@@ -416,7 +434,10 @@ def fulfill(
                     f"only {line.quantity - line.quantity_fulfilled} left to fulfil",
                     field=f"lines.{i}.quantity", variant_id=line.variant_id))
         warehouse_ids = {r.warehouse_id for r in requests if r.warehouse_id is not None}
-        known = set(s.scalars(select(Warehouse.id).where(Warehouse.id.in_(warehouse_ids))))
+        known_stmt = select(Warehouse.id).where(Warehouse.id.in_(warehouse_ids))
+        if seller is not None:
+            known_stmt = known_stmt.where(Warehouse.seller_id == seller)
+        known = set(s.scalars(known_stmt))
         errors.extend(NotFound("warehouse not found", field=f"lines.{i}.warehouseId",
                                warehouse_id=r.warehouse_id)
                       for i, r in enumerate(requests)
@@ -457,11 +478,11 @@ def fulfill(
         s.execute(insert(FulfillmentLine), [
             {"fulfillment_id": fulfillment.id, "order_line_id": lid, "warehouse_id": wid,
              "quantity": q} for (lid, wid), q in merged.items()])
-        done = all(ln.quantity_fulfilled == ln.quantity for ln in lines.values())
+        done = all(ln.quantity_fulfilled == ln.quantity for ln in all_lines)
         order.status = OrderStatus.FULFILLED if done else OrderStatus.PARTIALLY_FULFILLED
         view = _finish(uow, book, variant_ids, order_id, actor, "order fulfilled")
         return view, FulfillmentView(
-            fulfillment.id, tuple((lid, wid, q) for (lid, wid), q in merged.items()))
+            fulfillment.id, order_id, tuple((lid, wid, q) for (lid, wid), q in merged.items()))
 
 
 # -- reading -------------------------------------------------------------------------------
@@ -508,18 +529,61 @@ def _lock_order(s: Session, order_id: int) -> Order:
     return order
 
 
-def _lock_editable(s: Session, order_id: int) -> Order:
-    order = _lock_order(s, order_id)
+def _lock_for_change(s: Session, principal: Principal | None, order_id: int, *,
+                     cancel: bool = False, missing: NotFound | None = None
+                     ) -> tuple[Order, Principal]:
+    """Lock an order the caller may edit or confirm (or cancel); one it may not see is
+    `missing`, as an unknown one is."""
+    missing = missing or NotFound("order not found", field="id")
+    order = s.scalars(select(Order).where(Order.id == order_id).with_for_update()).first()
+    needs_lines = order is not None and principal is not None \
+        and principal.role is not Role.ADMIN
+    caller = permissions.require_order_change(
+        principal, created_by=order.created_by_token_id if order else None,
+        line_sellers=set(_line_sellers(s, order_id).values()) if needs_lines else (),
+        cancel=cancel, missing=missing)
+    if order is None:
+        raise missing
+    return order, caller
+
+
+def _require_editable(order: Order) -> None:
     if order.status not in EDITABLE:
         raise InvalidState(f"lines of a {order.status} order cannot be edited")
-    return order
 
 
-def _line(s: Session, line_id: int) -> OrderLine:
+def _lock_line_for_change(s: Session, principal: Principal | None, line_id: int
+                          ) -> tuple[OrderLine, Order, str]:
+    """A line of an editable order the caller may edit, its order locked, and the actor."""
+    order_id = s.scalar(select(OrderLine.order_id).where(OrderLine.id == line_id))
+    order, caller = _lock_for_change(s, principal, order_id if order_id is not None else 0,
+                                     missing=NotFound("order line not found", field="id"))
+    _require_editable(order)
     line = s.get(OrderLine, line_id)
-    if line is None:
+    if line is None:  # deleted while we waited for the order's lock
         raise NotFound("order line not found", field="id")
-    return line
+    return line, order, caller.name
+
+
+def _line_sellers(s: Session, order_id: int) -> dict[int, int]:
+    """Line id -> the seller of its variant."""
+    return dict(s.execute(
+        select(OrderLine.id, Product.seller_id)
+        .join(ProductVariant, ProductVariant.id == OrderLine.variant_id)
+        .join(Product, Product.id == ProductVariant.product_id)
+        .where(OrderLine.order_id == order_id)).all())
+
+
+def _require_own_variants(s: Session, seller_id: int, lines: Sequence[LineRequest]) -> None:
+    """A seller's order lines are its own variants; another seller's is NOT_FOUND, as an
+    unknown variant is."""
+    owners = dict(s.execute(
+        select(ProductVariant.id, Product.seller_id)
+        .join(Product, Product.id == ProductVariant.product_id)
+        .where(ProductVariant.id.in_({ln.variant_id for ln in lines}))).all())
+    raise_all([NotFound("variant not found", field=f"lines.{i}.variantId",
+                        variant_id=ln.variant_id)
+               for i, ln in enumerate(lines) if owners.get(ln.variant_id) != seller_id])
 
 
 def _order_lines(s: Session, order_id: int, variant_ids: set[int] | None = None) -> list[OrderLine]:

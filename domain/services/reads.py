@@ -193,8 +193,29 @@ def allocations_of_lines(session: Session, keys: Sequence[int]) -> list[list[All
     return [found[k] for k in keys]
 
 
+def sellers_of_variants(session: Session, keys: Sequence[int]) -> list[int | None]:
+    """Each variant's seller (None: no such variant)."""
+    found = dict(session.execute(
+        select(ProductVariant.id, Product.seller_id)
+        .join(Product, Product.id == ProductVariant.product_id)
+        .where(ProductVariant.id.in_(set(keys)))).all())
+    return [found.get(k) for k in keys]
+
+
+def sellers_of_orders(session: Session, keys: Sequence[int]) -> list[frozenset[int]]:
+    """The sellers whose variants each order's lines hold."""
+    pairs = session.execute(
+        select(OrderLine.order_id, Product.seller_id).distinct()
+        .join(ProductVariant, ProductVariant.id == OrderLine.variant_id)
+        .join(Product, Product.id == ProductVariant.product_id)
+        .where(OrderLine.order_id.in_(set(keys)))).all()
+    return [frozenset(sellers) for sellers in _grouped(pairs, keys)]
+
+
 def fulfillments(session: Session, keys: Sequence[int]) -> list[FulfillmentView | None]:
-    existing = set(session.scalars(select(Fulfillment.id).where(Fulfillment.id.in_(set(keys)))))
+    orders = dict(session.execute(select(Fulfillment.id, Fulfillment.order_id)
+                                  .where(Fulfillment.id.in_(set(keys)))).all())
+    existing = set(orders)
     lines: dict[int, list[tuple[int, int, int]]] = defaultdict(list)
     for fid, lid, wid, qty in session.execute(
         select(FulfillmentLine.fulfillment_id, FulfillmentLine.order_line_id,
@@ -203,7 +224,8 @@ def fulfillments(session: Session, keys: Sequence[int]) -> list[FulfillmentView 
         .order_by(FulfillmentLine.id)
     ):
         lines[fid].append((lid, wid, qty))
-    return [FulfillmentView(k, tuple(lines[k])) if k in existing else None for k in keys]
+    return [FulfillmentView(k, orders[k], tuple(lines[k])) if k in existing else None
+            for k in keys]
 
 
 @dataclass(frozen=True, slots=True)
@@ -228,6 +250,9 @@ class PageQuery:
     stock_seller_id: int | None = None
     out_of_stock: bool | None = None
     below_threshold: bool | None = None
+    # orders: those created by this token, or (for a seller) holding its variants
+    order_token_id: int | None = None
+    order_seller_id: int | None = None
 
 
 def page(session: Session, model: type[M], query: PageQuery) -> list[M]:
@@ -274,4 +299,13 @@ def page(session: Session, model: type[M], query: PageQuery) -> list[M]:
         stmt = stmt.where(Order.status.in_(query.statuses))
     if query.types:
         stmt = stmt.where(Order.type.in_(query.types))
+    if query.order_token_id is not None:
+        mine = Order.created_by_token_id == query.order_token_id
+        if query.order_seller_id is not None:
+            mine = mine | Order.id.in_(
+                select(OrderLine.order_id)
+                .join(ProductVariant, ProductVariant.id == OrderLine.variant_id)
+                .join(Product, Product.id == ProductVariant.product_id)
+                .where(Product.seller_id == query.order_seller_id))
+        stmt = stmt.where(mine)
     return list(session.scalars(stmt))

@@ -70,19 +70,21 @@ def below_allocated(session: Session, stock: Stock, quantity: int, field: str) -
     )
 
 
-def _seller_of_variant(s: Session, variant_id: int, field: str) -> int:
-    seller_id = s.scalar(select(Product.seller_id)
-                         .join(ProductVariant, ProductVariant.product_id == Product.id)
-                         .where(ProductVariant.id == variant_id))
-    if seller_id is None:
-        raise NotFound("variant not found", field=field, variant_id=variant_id)
-    return seller_id
+def _seller_of_variant(s: Session, variant_id: int) -> int | None:
+    return s.scalar(select(Product.seller_id)
+                    .join(ProductVariant, ProductVariant.product_id == Product.id)
+                    .where(ProductVariant.id == variant_id))
 
 
-def _warehouse_of(s: Session, warehouse_id: int, seller_id: int, field: str) -> Warehouse:
+def _warehouse_of(s: Session, principal: Principal, warehouse_id: int, seller_id: int,
+                  field: str) -> Warehouse:
+    """The variant's seller's warehouse. Another seller's is NOT_FOUND for a seller token,
+    as an unknown one is (it must not tell them apart), and INVALID for an admin."""
     warehouse = s.get(Warehouse, warehouse_id)
-    if warehouse is None:
-        raise NotFound("warehouse not found", field=field, warehouse_id=warehouse_id)
+    missing = NotFound("warehouse not found", field=field, warehouse_id=warehouse_id)
+    permissions.require_seller_access(principal, warehouse.seller_id if warehouse else None,
+                                      missing)
+    assert warehouse is not None
     if warehouse.seller_id != seller_id:
         raise InvalidInput("the warehouse belongs to another seller than the variant",
                            field=field, warehouse_id=warehouse_id)
@@ -93,10 +95,14 @@ def _stock_manager(s: Session, principal: Principal | None, variant_id: int,
                    *warehouses: tuple[int, str]) -> Principal:
     """The caller, once the variant exists, each (warehouse, input field) is its seller's,
     and the caller may manage that seller's stock."""
-    seller_id = _seller_of_variant(s, variant_id, "input.variantId")
+    seller_id = _seller_of_variant(s, variant_id)
+    caller = permissions.require_seller_access(
+        principal, seller_id,
+        NotFound("variant not found", field="input.variantId", variant_id=variant_id))
+    assert seller_id is not None
     for warehouse_id, field in warehouses:
-        _warehouse_of(s, warehouse_id, seller_id, field)
-    return permissions.require_seller_access(principal, seller_id)
+        _warehouse_of(s, caller, warehouse_id, seller_id, field)
+    return caller
 
 
 def lock_or_create(
@@ -261,10 +267,11 @@ def create_purchase_order(
     with uow:
         s = uow.session
         warehouse = s.get(Warehouse, warehouse_id)
-        if warehouse is None:
-            raise NotFound("warehouse not found", field="input.warehouseId",
-                           warehouse_id=warehouse_id)
-        permissions.require_seller_access(principal, warehouse.seller_id)
+        caller = permissions.require_seller_access(
+            principal, warehouse.seller_id if warehouse else None,
+            NotFound("warehouse not found", field="input.warehouseId",
+                     warehouse_id=warehouse_id))
+        assert warehouse is not None
         sellers = dict(s.execute(
             select(ProductVariant.id, Product.seller_id)
             .join(Product, Product.id == ProductVariant.product_id)
@@ -272,6 +279,11 @@ def create_purchase_order(
         errors: list[DomainError] = []
         for i, line in enumerate(lines):
             if line.variant_id not in sellers:
+                errors.append(NotFound("variant not found", field=f"lines.{i}.variantId",
+                                       variant_id=line.variant_id))
+            elif sellers[line.variant_id] != warehouse.seller_id and \
+                    permissions.seller_scope(caller) is not None:
+                # a seller must not tell another seller's variant from an unknown one
                 errors.append(NotFound("variant not found", field=f"lines.{i}.variantId",
                                        variant_id=line.variant_id))
             elif sellers[line.variant_id] != warehouse.seller_id:
@@ -299,11 +311,11 @@ def receive_purchase_order(
         s = uow.session
         po = s.scalars(select(PurchaseOrder).where(PurchaseOrder.id == purchase_order_id)
                        .with_for_update()).first()
-        if po is None:
-            raise NotFound("purchase order not found", field="id")
-        owner = s.scalar(select(Warehouse.seller_id).where(Warehouse.id == po.warehouse_id))
-        assert owner is not None
-        actor = permissions.require_seller_access(principal, owner).name
+        owner = s.scalar(select(Warehouse.seller_id).where(Warehouse.id == po.warehouse_id)) \
+            if po else None
+        actor = permissions.require_seller_access(
+            principal, owner, NotFound("purchase order not found", field="id")).name
+        assert po is not None
         po_lines = {ln.variant_id: ln for ln in s.scalars(
             select(PurchaseOrderLine).where(PurchaseOrderLine.purchase_order_id == po.id))}
         errors: list[DomainError] = []
@@ -391,7 +403,7 @@ def bulk_set_quantities(
     Every row is checked first. Without `reject_failed_rows` one bad row applies nothing;
     with it, the good rows apply and the bad ones carry their errors.
     """
-    principal = permissions.require_principal(principal)
+    principal = permissions.require_manager(principal)
     with uow:
         outcome = apply_bulk(uow.session, principal, rows,
                              reject_failed_rows=reject_failed_rows, reason=reason)

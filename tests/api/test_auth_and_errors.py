@@ -11,6 +11,8 @@ from domain.models import Role
 from tests.conftest import Api
 from tests.factories import Shop, gid, input_mutation, shop
 
+UNKNOWN = 999_999
+
 pytestmark = pytest.mark.anyio
 
 ERRORS = "errors { code field message }"
@@ -251,23 +253,30 @@ async def test_seller_token_manages_its_own_catalog(api: Api) -> None:
     assert s.world.stock(s.variant, s.w1) == (8, 0)
 
 
-async def test_seller_token_cannot_touch_another_sellers_catalog(api: Api) -> None:
+async def test_seller_token_cannot_tell_another_sellers_catalog_from_nothing(
+        api: Api) -> None:
     mine = shop(api.db, stock1=1, stock2=0)
     theirs = shop(api.db, stock1=5, stock2=0)
     token = api.token(Role.SELLER, mine.seller)
     before = snapshot(api)
 
-    product = await api.gql(PRODUCT_CREATE, {"input": {
-        "sellerId": gid("Seller", theirs.seller), "name": "Theirs"}}, token=token)
-    variant = await api.gql(VARIANT_CREATE, {"input": {
-        "productId": gid("Product", theirs.product), "sku": "THEIRS-2"}}, token=token)
-    stocked = await api.gql(STOCKS_UPDATE, {
-        "variantId": gid("ProductVariant", theirs.variant),
-        "stocks": [{"warehouseId": gid("Warehouse", theirs.w1), "quantity": 0}]}, token=token)
+    async def attempts(seller: int, product: int, variant: int) -> list[Any]:
+        created = await api.gql(PRODUCT_CREATE, {"input": {
+            "sellerId": gid("Seller", seller), "name": "Theirs"}}, token=token)
+        added = await api.gql(VARIANT_CREATE, {"input": {
+            "productId": gid("Product", product), "sku": "THEIRS-2"}}, token=token)
+        stocked = await api.gql(STOCKS_UPDATE, {
+            "variantId": gid("ProductVariant", variant),
+            "stocks": [{"warehouseId": gid("Warehouse", theirs.w1), "quantity": 0}]},
+            token=token)
+        return [created["productCreate"], added["productVariantCreate"],
+                stocked["productVariantStocksUpdate"]]
 
-    denied(product["productCreate"], ["product"])
-    denied(variant["productVariantCreate"], ["productVariant"])
-    denied(stocked["productVariantStocksUpdate"], ["productVariant"])
+    foreign = await attempts(theirs.seller, theirs.product, theirs.variant)
+    unknown = await attempts(UNKNOWN, UNKNOWN, UNKNOWN)
+
+    assert [p["errors"] for p in foreign] == [p["errors"] for p in unknown]
+    assert [[e["code"] for e in p["errors"]] for p in foreign] == [["NOT_FOUND"]] * 3
     assert snapshot(api) == before
 
 

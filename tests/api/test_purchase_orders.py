@@ -18,7 +18,7 @@ from tests.api.test_stock_operations import (
     variant_stocks,
 )
 from tests.conftest import Api
-from tests.factories import OUTSIDERS, Shop, gid, outsider_token, shop
+from tests.factories import OUTSIDERS, REFUSAL, Shop, gid, outsider_token, shop
 
 pytestmark = pytest.mark.anyio
 
@@ -189,7 +189,7 @@ async def test_a_purchase_order_naming_a_bad_id_fails_and_creates_nothing(
 
 
 @pytest.mark.parametrize("who", OUTSIDERS)
-async def test_creating_a_purchase_order_without_the_right_token_is_denied(
+async def test_creating_a_purchase_order_without_the_right_token_is_refused(
     api: Api, who: str,
 ) -> None:
     s = shop(api.db, stock1=10)
@@ -198,7 +198,7 @@ async def test_creating_a_purchase_order_without_the_right_token_is_denied(
 
     payload = await create(api, s.w1, [line(s.variant, 1)], token=token)
 
-    assert [e["code"] for e in failure(payload)] == ["PERMISSION_DENIED"]
+    assert [e["code"] for e in failure(payload)] == [REFUSAL[who]]
     assert state(api) == before
 
 
@@ -347,7 +347,7 @@ async def test_receiving_an_unknown_purchase_order_is_not_found(api: Api) -> Non
 
 
 @pytest.mark.parametrize("who", OUTSIDERS)
-async def test_receiving_without_the_right_token_is_denied(api: Api, who: str) -> None:
+async def test_receiving_without_the_right_token_is_refused(api: Api, who: str) -> None:
     s = shop(api.db, stock1=10)
     po = await create_ok(api, s.w1, [line(s.variant, 5)])
     token = outsider_token(api, s, who)
@@ -355,7 +355,7 @@ async def test_receiving_without_the_right_token_is_denied(api: Api, who: str) -
 
     payload = await receive(api, po, [line(s.variant, 1)], token=token)
 
-    assert [e["code"] for e in failure(payload)] == ["PERMISSION_DENIED"]
+    assert [e["code"] for e in failure(payload)] == [REFUSAL[who]]
     assert state(api) == before
 
 

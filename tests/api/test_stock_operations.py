@@ -17,7 +17,7 @@ from domain.services import orders, tokens
 from domain.services import stock as stock_service
 from tests.api.test_ledger import brief, movements
 from tests.conftest import Api, Database
-from tests.factories import ADMIN, OUTSIDERS, Shop, gid, outsider_token, shop
+from tests.factories import ADMIN, OUTSIDERS, REFUSAL, Shop, gid, outsider_token, shop
 
 pytestmark = pytest.mark.anyio
 
@@ -465,7 +465,7 @@ async def test_adjustment_or_transfer_naming_a_bad_id_fails_and_changes_nothing(
 
 @pytest.mark.parametrize("operation", [adjust_one, transfer_one], ids=["adjust", "transfer"])
 @pytest.mark.parametrize("who", OUTSIDERS)
-async def test_adjustment_or_transfer_without_the_right_token_is_denied(
+async def test_adjustment_or_transfer_without_the_right_token_is_refused(
         api: Api, who: str, operation: StockOperation) -> None:
     s = shop(api.db, stock1=10)
     token = outsider_token(api, s, who)
@@ -473,7 +473,7 @@ async def test_adjustment_or_transfer_without_the_right_token_is_denied(
 
     errors = await operation(api, s, token)
 
-    assert [e["code"] for e in errors] == ["PERMISSION_DENIED"]
+    assert [e["code"] for e in errors] == [REFUSAL[who]]
     assert snapshot(api) == before
 
 
