@@ -68,10 +68,10 @@ def seed(db: BenchDatabase, variants: int, bounded_units: int) -> Seeded:
     products = -(-variants // VARIANTS_PER_PRODUCT)
     hot_product, bounded_product = products + 1, products + 2
     hot, bounded = variants + 1, variants + 2
-    variant_rows = [(v, (v - 1) // VARIANTS_PER_PRODUCT + 1, f"BENCH-{v:06d}", True)
+    variant_rows = [(v, (v - 1) // VARIANTS_PER_PRODUCT + 1, 1, f"BENCH-{v:06d}", True)
                     for v in range(1, variants + 1)]
-    variant_rows += [(hot, hot_product, "BENCH-HOT", True),
-                     (bounded, bounded_product, "BENCH-BOUNDED", True)]
+    variant_rows += [(hot, hot_product, 1, "BENCH-HOT", True),
+                     (bounded, bounded_product, 1, "BENCH-BOUNDED", True)]
     stock_rows = [(v, w, BIG_STOCK, 0) for v in range(1, variants + 1) for w in wids]
     stock_rows += [(hot, w, q, 0) for w, q in zip(wids, HOT_UNITS, strict=True)]
     stock_rows += [(bounded, w, q, 0) for w, q in zip(wids, _split(bounded_units, WAREHOUSES),
@@ -89,7 +89,8 @@ def seed(db: BenchDatabase, variants: int, bounded_units: int) -> Seeded:
                 [(w, 1) for w in wids])
         _insert(db, conn, "product", ("id", "seller_id", "name"),
                 [(p, 1, f"Bench product {p}") for p in range(1, bounded_product + 1)])
-        _insert(db, conn, "product_variant", ("id", "product_id", "sku", "track_inventory"),
+        _insert(db, conn, "product_variant",
+                ("id", "product_id", "seller_id", "sku", "track_inventory"),
                 variant_rows)
         _insert(db, conn, "stock",
                 ("id", "variant_id", "warehouse_id", "quantity", "quantity_allocated"),

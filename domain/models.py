@@ -133,8 +133,16 @@ class ProductVariant(Base):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     product_id: Mapped[int] = mapped_column(ForeignKey("product.id"), index=True)
-    sku: Mapped[str] = mapped_column(String(255), unique=True)
+    # the product's seller, kept here so that the database holds a SKU unique per seller
+    # (two sellers may both sell "TSHIRT-M"; one seller cannot have it twice)
+    seller_id: Mapped[int] = mapped_column(ForeignKey("seller.id"))
+    sku: Mapped[str] = mapped_column(String(255))
     track_inventory: Mapped[bool] = mapped_column(Boolean, default=True)
+
+    __table_args__ = (
+        # SKU first: it also serves lookups by SKU alone (`productVariants(skus:)`)
+        UniqueConstraint("sku", "seller_id", name="uq_product_variant_sku_seller"),
+    )
 
 
 class Stock(Base):

@@ -2,11 +2,23 @@
 
 from __future__ import annotations
 
-from alembic.autogenerate import compare_metadata
-from alembic.migration import MigrationContext
+import os
+from collections.abc import Iterator
+from pathlib import Path
 
+import pytest
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.config import Config
+from alembic.migration import MigrationContext
+from sqlalchemy import text
+from sqlalchemy.exc import IntegrityError
+
+import cli
+from domain.db import make_engine
 from domain.models import Base
-from tests.conftest import Database
+from domain.settings import Settings
+from tests.conftest import Database, _create_pg_database, _drop_pg_database, require_postgres
 
 
 def test_migrated_database_matches_models(db: Database) -> None:
@@ -16,3 +28,53 @@ def test_migrated_database_matches_models(db: Database) -> None:
         diff = compare_metadata(context, Base.metadata)
 
     assert diff == []
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def empty_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A database no migration has touched yet."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'old.db'}"
+        return
+    require_postgres()
+    url = _create_pg_database()
+    yield url
+    _drop_pg_database(url)
+
+
+def _alembic(url: str) -> Config:
+    config = Config(os.path.join(os.path.dirname(cli.__file__), "alembic.ini"))
+    config.attributes["database_url"] = url
+    return config
+
+
+def test_skus_become_unique_per_seller_on_a_database_with_data(empty_url: str) -> None:
+    """0010 copies each variant's seller from its product, keeps every row and every
+    stock pointing at it, then lets two sellers share a SKU but not one seller twice."""
+    command.upgrade(_alembic(empty_url), "0009")
+    engine = make_engine(Settings(database_url=empty_url))
+    with engine.begin() as conn:
+        conn.execute(text("INSERT INTO seller (id, name) VALUES (1, 'A'), (2, 'B')"))
+        conn.execute(text("INSERT INTO warehouse (id, seller_id, name, priority) "
+                          "VALUES (1, 2, 'B main', 0)"))
+        conn.execute(text("INSERT INTO product (id, seller_id, name) "
+                          "VALUES (1, 1, 'tee'), (2, 2, 'mug')"))
+        conn.execute(text("INSERT INTO product_variant (id, product_id, sku, track_inventory) "
+                          "VALUES (1, 1, 'TEE-M', true), (2, 2, 'MUG', true)"))
+        conn.execute(text("INSERT INTO stock (id, variant_id, warehouse_id, quantity, "
+                          "quantity_allocated) VALUES (1, 2, 1, 5, 0)"))
+    engine.dispose()  # SQLite's rebuild must not wait for this engine's connections
+
+    command.upgrade(_alembic(empty_url), "head")
+
+    engine = make_engine(Settings(database_url=empty_url))
+    with engine.begin() as conn:
+        assert conn.execute(text("SELECT id, seller_id, sku FROM product_variant ORDER BY id")
+                            ).all() == [(1, 1, "TEE-M"), (2, 2, "MUG")]
+        assert conn.execute(text("SELECT variant_id, quantity FROM stock")).all() == [(2, 5)]
+        conn.execute(text("INSERT INTO product_variant (id, product_id, seller_id, sku, "
+                          "track_inventory) VALUES (3, 2, 2, 'TEE-M', true)"))
+    with pytest.raises(IntegrityError), engine.begin() as conn:
+        conn.execute(text("INSERT INTO product_variant (id, product_id, seller_id, sku, "
+                          "track_inventory) VALUES (4, 1, 1, 'TEE-M', true)"))
+    engine.dispose()

@@ -92,6 +92,21 @@ def test_import_stock_applies_a_good_file(db: Database, run, tmp_path: Path) -> 
     assert [tuple(k) for k in kinds] == [("FEED_IMPORT", "cli", "import stock.csv")] * 2
 
 
+def test_import_stock_reads_a_sku_as_the_warehouses_sellers(  # type: ignore[no-untyped-def]
+        db: Database, run, tmp_path: Path) -> None:
+    mine, theirs = shop(db, stock1=1), shop(db, stock1=1)
+    my_variant = mine.world.variant(mine.product, sku="TSHIRT-M")
+    their_variant = theirs.world.variant(theirs.product, sku="TSHIRT-M")
+    path = _csv(tmp_path, f"sku,warehouse,quantity\nTSHIRT-M,{mine.w1},12\n"
+                          f"TSHIRT-M,{theirs.w1},5\n")
+
+    code, output = run("import-stock", path)
+
+    assert code == 0, output
+    assert mine.world.stock(my_variant, mine.w1) == (12, 0)
+    assert theirs.world.stock(their_variant, theirs.w1) == (5, 0)
+
+
 def test_import_stock_rejects_bad_rows_with_line_numbers_and_applies_nothing(  # type: ignore[no-untyped-def]
     db: Database, run, tmp_path: Path,
 ) -> None:

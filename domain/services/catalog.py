@@ -134,23 +134,27 @@ def create_variant(
     sku: str,
     track_inventory: bool = True,
 ) -> ProductVariant:
-    """A variant with a marketplace-wide unique SKU."""
+    """A variant with a SKU unique among its seller's variants (two sellers may share one)."""
     clean_sku = check_text(sku, "sku", max_length=MAX_NAME, what="SKU")
     with uow:
         s = uow.session
         product = s.get(Product, product_id)
         permissions.require_seller_access(principal, product.seller_id if product else None,
                                           NotFound("product not found", field="productId"))
-        if s.scalar(select(ProductVariant.id).where(ProductVariant.sku == clean_sku)):
-            raise Duplicate(f"SKU {clean_sku!r} exists already", field="sku")
-        variant = ProductVariant(product_id=product_id, sku=clean_sku,
-                                 track_inventory=track_inventory)
+        assert product is not None  # require_seller_access raised otherwise
+        taken = Duplicate(f"this seller has a variant with SKU {clean_sku!r} already",
+                          field="sku")
+        if s.scalar(select(ProductVariant.id).where(ProductVariant.sku == clean_sku,
+                                                    ProductVariant.seller_id == product.seller_id)):
+            raise taken
+        variant = ProductVariant(product_id=product_id, seller_id=product.seller_id,
+                                 sku=clean_sku, track_inventory=track_inventory)
         s.add(variant)
         try:
             uow.commit()
         except IntegrityError:
             # a concurrent request took the SKU between our check and our insert
-            raise Duplicate(f"SKU {clean_sku!r} exists already", field="sku") from None
+            raise taken from None
     return variant
 
 

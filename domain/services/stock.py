@@ -456,15 +456,25 @@ def apply_bulk(
 def _bulk_targets(
     s: Session, principal: Principal, rows: Sequence[BulkRow], outcome: BulkOutcome
 ) -> dict[int, tuple[int, int]]:
-    """Row index -> (variant id, warehouse id) for rows that name a stock they may set."""
+    """Row index -> (variant id, warehouse id) for rows that name a stock they may set.
+
+    A SKU is unique per seller, so a row's SKU names a variant of the seller that owns the
+    row's warehouse. A seller's row that names another seller's warehouse or variant gets
+    the very error an unknown one gets.
+    """
     skus = {r.sku for r in rows if r.sku is not None and r.error is None}
     variant_ids = {r.variant_id for r in rows if r.variant_id is not None}
     warehouse_ids = {r.warehouse_id for r in rows}
-    variants = _variants_with_sellers(s, sorted(skus), sorted(variant_ids))
-    by_sku = {sku: (vid, seller) for vid, (sku, seller) in variants.items() if sku in skus}
-    by_id = {vid: seller for vid, (_, seller) in variants.items()}
-    owners: dict[int, int] = dict(_select_in(s, select(Warehouse.id, Warehouse.seller_id),
-                                             Warehouse.id, sorted(warehouse_ids), Integer))
+    visible = permissions.seller_scope(principal)
+    variants = {vid: found for vid, found in
+                _variants_with_sellers(s, sorted(skus), sorted(variant_ids)).items()
+                if visible is None or found[1] == visible}
+    by_sku = {(sku, seller): vid for vid, (sku, seller) in variants.items() if sku in skus}
+    owners: dict[int, int] = {
+        wid: seller for wid, seller in _select_in(
+            s, select(Warehouse.id, Warehouse.seller_id), Warehouse.id,
+            sorted(warehouse_ids), Integer)
+        if visible is None or seller == visible}
     targets: dict[int, tuple[int, int]] = {}
     seen: set[tuple[int, int]] = set()
     for i, row in enumerate(rows):
@@ -475,41 +485,42 @@ def _bulk_targets(
         if not 0 <= row.quantity <= MAX_STOCK:
             errors.append(InvalidInput("quantity must be 0 or more",
                                        field=f"stocks.{i}.quantity"))
-        seller: int | None = None
+        owner = owners.get(row.warehouse_id)
+        if owner is None:
+            errors.append(NotFound("warehouse not found", field=f"stocks.{i}.warehouseId",
+                                   warehouse_id=row.warehouse_id))
         variant_id = row.variant_id
         if variant_id is None and row.sku is None:
             errors.append(InvalidInput("give variantId or sku", field=f"stocks.{i}.variantId"))
-        elif row.sku is not None and row.sku not in by_sku:
-            errors.append(NotFound(f"no variant with SKU {row.sku!r}", field=f"stocks.{i}.sku"))
-        elif row.sku is not None:
-            found, seller = by_sku[row.sku]
-            if variant_id is not None and variant_id != found:
+        elif row.sku is not None and owner is not None:
+            found = by_sku.get((row.sku, owner))
+            if found is None:
+                errors.append(NotFound(f"no variant with SKU {row.sku!r} in this "
+                                       "warehouse's seller's catalog",
+                                       field=f"stocks.{i}.sku"))
+            elif variant_id is not None and variant_id != found:
                 errors.append(InvalidInput("variantId and sku name different variants",
                                            field=f"stocks.{i}.sku"))
             variant_id = found
-        elif variant_id not in by_id:
+        elif variant_id is not None and variant_id not in variants:
             errors.append(NotFound("variant not found", field=f"stocks.{i}.variantId",
                                    variant_id=variant_id))
-        else:
-            seller = by_id[variant_id]
-        if row.warehouse_id not in owners:
-            errors.append(NotFound("warehouse not found", field=f"stocks.{i}.warehouseId",
-                                   warehouse_id=row.warehouse_id))
-        elif seller is not None and owners[row.warehouse_id] != seller:
+        elif variant_id is not None and owner is not None and variants[variant_id][1] != owner:
             errors.append(InvalidInput("the warehouse belongs to another seller",
                                        field=f"stocks.{i}.warehouseId",
                                        warehouse_id=row.warehouse_id))
         pair = (variant_id, row.warehouse_id) if variant_id is not None else None
-        if pair is not None and row.warehouse_id in owners:
+        if pair is not None and owner is not None:
             # remembered even when this row is bad: a later row for it is still a repeat
             if pair in seen:
                 errors.append(InvalidInput("this stock appears in an earlier row too",
                                            field=f"stocks.{i}.warehouseId"))
             seen.add(pair)
-        if errors or pair is None or seller is None:
+        if errors or pair is None or owner is None:
             continue
         try:
-            permissions.require_seller_access(principal, seller)
+            permissions.require_seller_access(principal, owner, NotFound(
+                "warehouse not found", field=f"stocks.{i}.warehouseId"))
         except DomainError as exc:
             errors.append(exc)
             continue
@@ -518,36 +529,29 @@ def _bulk_targets(
 
 
 _VARIANTS_PG = text(
-    "SELECT v.id, v.sku, p.seller_id FROM product_variant v JOIN product p "
-    "ON p.id = v.product_id WHERE v.sku = ANY(CAST(:skus AS VARCHAR[])) "
-    "OR v.id = ANY(CAST(:ids AS INTEGER[]))"
+    "SELECT id, sku, seller_id FROM product_variant "
+    "WHERE sku = ANY(CAST(:skus AS VARCHAR[])) OR id = ANY(CAST(:ids AS INTEGER[]))"
 )
 
 
 def _variants_with_sellers(
     s: Session, skus: Sequence[str], variant_ids: Sequence[int]
 ) -> dict[int, tuple[str, int]]:
-    """Variant id -> (SKU, seller id) of the variants named by SKU or by id."""
+    """Variant id -> (SKU, seller id) of the variants named by SKU (any seller's) or by id."""
     if not skus and not variant_ids:
         return {}
     if s.get_bind().dialect.name == "postgresql":
         rows = s.execute(_VARIANTS_PG, {"skus": pg_array(skus),
                                         "ids": pg_array(variant_ids)}).all()
         return {vid: (sku, seller) for vid, sku, seller in rows}
-    # variants, then their products' sellers: SQLite would otherwise walk every product
-    # and probe the variants for each
-    variants: dict[int, tuple[str, int]] = {}  # id -> (sku, product id)
-    select_variants = select(ProductVariant.id, ProductVariant.sku, ProductVariant.product_id)
-    for vid, sku, product_id in _select_in(s, select_variants, ProductVariant.sku, skus,
-                                           String):
-        variants[vid] = (sku, product_id)
-    for vid, sku, product_id in _select_in(s, select_variants, ProductVariant.id,
-                                           [v for v in variant_ids if v not in variants],
-                                           Integer):
-        variants[vid] = (sku, product_id)
-    sellers = dict(_select_in(s, select(Product.id, Product.seller_id), Product.id,
-                              sorted({p for _, p in variants.values()}), Integer))
-    return {vid: (sku, sellers[p]) for vid, (sku, p) in variants.items()}
+    select_variants = select(ProductVariant.id, ProductVariant.sku, ProductVariant.seller_id)
+    variants = {vid: (sku, seller) for vid, sku, seller in
+                _select_in(s, select_variants, ProductVariant.sku, skus, String)}
+    for vid, sku, seller in _select_in(s, select_variants, ProductVariant.id,
+                                       [v for v in variant_ids if v not in variants],
+                                       Integer):
+        variants[vid] = (sku, seller)
+    return variants
 
 
 _LOCK_PAIRS = text(

@@ -18,7 +18,7 @@ from tests.api.test_stock_operations import (
     snapshot,
 )
 from tests.conftest import Api
-from tests.factories import OUTSIDERS, Shop, gid, outsider_token, shop, unique
+from tests.factories import OUTSIDERS, REFUSAL, Shop, gid, outsider_token, shop, unique
 
 pytestmark = pytest.mark.anyio
 
@@ -249,9 +249,47 @@ async def test_bulk_update_without_the_right_token_is_denied_and_changes_nothing
     payload = await bulk(api, [row(s.w1, 4, variant=s.variant)], token=token)
 
     assert payload["count"] == 0
-    assert "PERMISSION_DENIED" in {e["code"] for e in payload["errors"]}
+    assert REFUSAL[who] in {e["code"] for e in payload["errors"]}
     assert all(r["stock"] is None for r in payload["results"])
     assert snapshot(api) == before
+
+
+async def test_another_sellers_warehouse_or_variant_reads_as_unknown(api: Api) -> None:
+    """Same codes, fields and messages as ids and SKUs that exist nowhere."""
+    s = shop(api.db, stock1=10)
+    token = api.token(Role.SELLER, s.world.seller())
+    sku = sku_of(api, s.variant)
+    before = snapshot(api)
+
+    theirs = await bulk(api, [row(s.w1, 4, variant=s.variant), row(s.w1, 4, sku=sku)],
+                        policy="REJECT_FAILED_ROWS", token=token)
+    nowhere = await bulk(api, [row(UNKNOWN, 4, variant=UNKNOWN), row(UNKNOWN, 4, sku="NO-SKU")],
+                         policy="REJECT_FAILED_ROWS", token=token)
+
+    def said(payload: dict[str, Any]) -> list[tuple[str, str, str]]:
+        rows = [e for r in payload["results"] for e in r["errors"]]
+        return [(e["code"], e["field"], e["message"]) for e in [*payload["errors"], *rows]]
+    assert said(theirs) == said(nowhere)
+    assert {code for code, _, _ in said(theirs)} == {"NOT_FOUND"}
+    assert snapshot(api) == before
+
+
+async def test_a_sku_names_the_variant_of_the_warehouses_seller(api: Api) -> None:
+    """Two sellers may both sell "TEE-M": each row reaches its own warehouse's seller's."""
+    mine, theirs = shop(api.db, stock1=1), shop(api.db, stock1=1)
+    sku = unique("TEE")
+    my_variant = mine.world.variant(mine.product, sku=sku)
+    their_variant = theirs.world.variant(theirs.product, sku=sku)
+
+    payload = await bulk(api, [row(mine.w1, 5, sku=sku), row(theirs.w1, 8, sku=sku)])
+
+    assert payload["errors"] == []
+    assert mine.world.stock(my_variant, mine.w1) == (5, 0)
+    assert theirs.world.stock(their_variant, theirs.w1) == (8, 0)
+    as_seller = await bulk(api, [row(theirs.w1, 2, sku=sku)],
+                           token=api.token(Role.SELLER, mine.seller))
+    assert [e["code"] for e in as_seller["errors"]] == ["NOT_FOUND"]
+    assert theirs.world.stock(their_variant, theirs.w1) == (8, 0)
 
 
 async def test_the_seller_may_bulk_update_its_own_stock(api: Api) -> None:
@@ -273,7 +311,8 @@ def many_variants(api: Api, s: Shop, count: int) -> list[tuple[int, str]]:
     skus = [f"{prefix}-{i:05d}" for i in range(count)]
     with api.db.engine.begin() as conn:
         conn.execute(insert(ProductVariant), [
-            {"product_id": s.product, "sku": sku, "track_inventory": True} for sku in skus])
+            {"product_id": s.product, "seller_id": s.seller, "sku": sku, "track_inventory": True}
+            for sku in skus])
         found = dict(conn.execute(select(ProductVariant.sku, ProductVariant.id)
                                   .where(ProductVariant.sku.in_(skus))).all())
     return [(found[sku], sku) for sku in skus]

@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 from sqlalchemy import text
 
+from domain.models import Role
 from tests.conftest import Api
 from tests.factories import World, gid, shop
 
@@ -251,15 +252,38 @@ async def test_variant_with_existing_sku_is_duplicate_and_not_created(api: Api) 
     assert count(api, "product_variant") == 1
 
 
-async def test_variant_sku_is_unique_across_sellers(api: Api) -> None:
+async def test_two_sellers_may_use_one_sku(api: Api) -> None:
     world = World(api.db)
-    world.variant(world.product(world.seller()), sku="SHARED-1")
-    other_product = world.product(world.seller())
+    first_seller = world.seller()
+    world.variant(world.product(first_seller), sku="SHARED-1")
+    other_seller = world.seller()
+    other_product = world.product(other_seller)
 
     data = await api.gql(VARIANT_CREATE, {"input": {
-        "productId": gid("Product", other_product), "sku": "SHARED-1"}})
+        "productId": gid("Product", other_product), "sku": "SHARED-1"}},
+        token=api.token(Role.SELLER, other_seller))
 
-    assert failure(data["productVariantCreate"], "productVariant")["code"] == "DUPLICATE"
+    assert data["productVariantCreate"]["errors"] == []
+    assert count(api, "product_variant") == 2
+    both = await api.gql("""{ productVariants(skus: ["SHARED-1"], first: 10) {
+        edges { node { id sku product { seller { id } } } } } }""")
+    sellers = {e["node"]["product"]["seller"]["id"]
+               for e in both["productVariants"]["edges"]}
+    assert sellers == {gid("Seller", first_seller), gid("Seller", other_seller)}
+
+
+async def test_a_sellers_duplicate_sku_does_not_say_who_else_sells_it(api: Api) -> None:
+    world = World(api.db)
+    seller = world.seller()
+    world.variant(world.product(seller), sku="OWN-1")
+
+    data = await api.gql(VARIANT_CREATE, {"input": {
+        "productId": gid("Product", world.product(seller)), "sku": "OWN-1"}},
+        token=api.token(Role.SELLER, seller))
+
+    error = failure(data["productVariantCreate"], "productVariant")
+    assert (error["code"], error["field"]) == ("DUPLICATE", "sku")
+    assert "this seller" in error["message"]
     assert count(api, "product_variant") == 1
 
 
