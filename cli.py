@@ -60,6 +60,7 @@ def app_factory() -> Starlette:
     """uvicorn's factory: one engine and broker per server process."""
     from api.app import build_app
     from api.auth import TokenCache
+    from api.ratelimit import make_limiter
     from api.revocation import Epoch
 
     settings = Settings.from_env()
@@ -70,7 +71,11 @@ def app_factory() -> Starlette:
     epoch = _epoch_path(settings)
     app = build_app(engine, make_relay(settings, engine), threads=settings.db_pool_size,
                     tokens=TokenCache(epoch=Epoch(epoch) if epoch is not None else None),
-                    fast_paths=settings.fast_paths, cors_origins=settings.cors_origins)
+                    fast_paths=settings.fast_paths, cors_origins=settings.cors_origins,
+                    limits=settings.limits,
+                    # shared through Redis when the broker is Redis, per process otherwise
+                    limiter=make_limiter(settings.limits.rate, settings.limits.burst,
+                                         settings.broker_url))
     # the schema, the models and the libraries are long-lived: out of the collector's
     # reach, a full collection no longer walks them (a 10k-row bulk request took ~20% less)
     gc.freeze()

@@ -23,10 +23,20 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
+from strawberry.types import ExecutionContext
 
-from api.auth import FLUSH_SECONDS, MISS, TokenCache, Unauthenticated, bearer_token
+from api.auth import (
+    FLUSH_SECONDS,
+    MAX_TOKEN_CHARS,
+    MISS,
+    TokenCache,
+    Unauthenticated,
+    bearer_token,
+)
 from api.context import Context, Services
 from api.fast_lane import FastLane
+from api.limits import Gate, RequestLimits
+from api.ratelimit import Limiter, Unlimited, make_limiter, retry_after
 from api.revocation import Listener
 from api.schema import schema_for
 from api.threads import Threads
@@ -34,6 +44,7 @@ from domain.db import READ_ONLY, session_factories
 from domain.permissions import Principal
 from domain.relay import Relay
 from domain.services import tokens as token_service
+from domain.settings import Limits
 from domain.uow import Publish
 
 log = logging.getLogger("stockyard")
@@ -46,12 +57,22 @@ CORS_HEADERS = ("Authorization", "Content-Type", "X-Request-Id", "Apollo-Require
 CORS_MAX_AGE = 7200
 
 
+class RateLimited(HTTPException):
+    """A token sent more requests than its rate allows: HTTP 429 with Retry-After."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(429, "Too many requests for this token; retry after "
+                              f"{retry_after(seconds)} s.")
+        self.retry_after = retry_after(seconds)
+
+
 class StockyardGraphQL(GraphQL[Context, None]):
     def __init__(self, services: Services, tokens: TokenCache | None = None, *,
-                 fast_paths: bool = True) -> None:
+                 fast_paths: bool = True, limiter: Limiter | None = None) -> None:
         super().__init__(schema_for(fast_paths=fast_paths), graphql_ide="graphiql")
         self.services = services
         self.tokens = tokens or TokenCache()
+        self.limiter: Limiter = Unlimited() if limiter is None else limiter
         self._writes: set[asyncio.Task[None]] = set()
         # the common request skips strawberry's wrapper
         self.lane = FastLane(self) if fast_paths else None
@@ -70,6 +91,10 @@ class StockyardGraphQL(GraphQL[Context, None]):
                 {"errors": [{"message": exc.reason,
                              "extensions": {"code": "UNAUTHENTICATED"}}]},
                 status_code=exc.status_code, headers={"WWW-Authenticate": "Bearer"})
+        except RateLimited as exc:
+            response = JSONResponse(
+                {"errors": [{"message": exc.reason, "extensions": {"code": "RATE_LIMITED"}}]},
+                status_code=429, headers={"Retry-After": str(exc.retry_after)})
         except HTTPException as exc:
             response = JSONResponse({"errors": [{"message": exc.reason}]},
                                     status_code=exc.status_code)
@@ -82,6 +107,15 @@ class StockyardGraphQL(GraphQL[Context, None]):
             raise HTTPException(400, "Unable to parse request body as JSON") from exc
         if not isinstance(parsed, dict | list):
             raise HTTPException(400, "The request body must be a JSON object")
+        if parsed == []:
+            raise HTTPException(400, "A batch needs at least one operation.")
+        if isinstance(parsed, list) and not all(isinstance(item, dict) for item in parsed):
+            raise HTTPException(400, "Each operation of a batch must be a JSON object.")
+        gate = self.services.gate
+        if isinstance(parsed, list) and gate is not None and gate.limits.batch \
+                and len(parsed) > gate.limits.batch:
+            raise HTTPException(400, f"A batch may hold {gate.limits.batch} operations, "
+                                     f"not {len(parsed)}.")
         return parsed
 
     async def get_context(self, request: Request | WebSocket, response: Any) -> Context:
@@ -93,6 +127,8 @@ class StockyardGraphQL(GraphQL[Context, None]):
             token = bearer_token(header)
             if token is None:
                 raise Unauthenticated("The Authorization header must be `Bearer <token>`.")
+            if len(token) > MAX_TOKEN_CHARS:  # none is issued so long: never looked up or kept
+                raise Unauthenticated("The token is unknown or has been revoked.")
             cache = self.tokens
             found = cache.get(token)
             if found is MISS:
@@ -101,6 +137,9 @@ class StockyardGraphQL(GraphQL[Context, None]):
             if not isinstance(found, Principal):
                 raise Unauthenticated("The token is unknown or has been revoked.")
             principal = found
+            wait = self.limiter.check(principal.token_id)
+            if wait is not None:
+                raise RateLimited(wait)
             uses = cache.used(principal)
             if uses is not None:
                 self.write_uses_soon(uses)
@@ -128,7 +167,8 @@ class StockyardGraphQL(GraphQL[Context, None]):
 
 def build_app(engine: Engine, publish: Publish, *, threads: int = 12,
               tokens: TokenCache | None = None, fast_paths: bool = True,
-              cors_origins: Sequence[str] = ()) -> Starlette:
+              cors_origins: Sequence[str] = (), limits: Limits = Limits(),
+              limiter: Limiter | None = None) -> Starlette:
     """The app around an engine the caller owns; `publish` receives committed events (a
     `Relay`, which the lifespan starts and stops, or a test's list).
 
@@ -139,12 +179,21 @@ def build_app(engine: Engine, publish: Publish, *, threads: int = 12,
     `fast_paths=False` (STOCKYARD_FAST_PATHS=off) answers through strawberry's public path
     only: no fast lane, no custom coercion.
     `cors_origins` (STOCKYARD_CORS_ORIGINS) may call from browsers: see `_cors`.
+    `limits` bound what one request may ask for (api/limits.py); `limiter` counts each
+    token's requests (api/ratelimit.py; by default per process, at `limits.rate`), and the
+    lifespan starts and closes it.
     """
     writer, reader = session_factories(engine)
     cache = tokens or TokenCache()
+    schema = schema_for(fast_paths=fast_paths)
+    # the rules strawberry validates with, taken from where it keeps them
+    rules = ExecutionContext(query=None, schema=schema, allowed_operations=()).validation_rules
     services = Services(writer=writer, reader=reader, publish=publish,
-                        threads=Threads(threads), tokens=cache)
-    graphql = StockyardGraphQL(services, cache, fast_paths=fast_paths)
+                        threads=Threads(threads), tokens=cache,
+                        gate=Gate(schema._schema, limits, rules))
+    if limiter is None:
+        limiter = make_limiter(limits.rate, limits.burst, None)
+    graphql = StockyardGraphQL(services, cache, fast_paths=fast_paths, limiter=limiter)
     listener = Listener(engine.url.set(drivername="postgresql").render_as_string(
         hide_password=False), cache.drop) if engine.dialect.name == "postgresql" else None
 
@@ -167,6 +216,7 @@ def build_app(engine: Engine, publish: Publish, *, threads: int = 12,
             publish.start()
         if listener is not None:
             listener.start()
+        limiter.start()
         flushing = asyncio.get_running_loop().create_task(_flush_uses(graphql))
         yield
         flushing.cancel()
@@ -176,6 +226,7 @@ def build_app(engine: Engine, publish: Publish, *, threads: int = 12,
             await graphql.write_uses(uses)
         if listener is not None:
             await anyio.to_thread.run_sync(listener.close)
+        await anyio.to_thread.run_sync(limiter.close)
         # the services still running commit first
         await anyio.to_thread.run_sync(services.threads.close)
         if isinstance(publish, Relay):
@@ -187,7 +238,10 @@ def build_app(engine: Engine, publish: Publish, *, threads: int = 12,
         routes=[Route("/graphql", graphql),
                 Route("/healthz", healthz, methods=["GET"])],
         lifespan=lifespan,
-        middleware=_cors(cors_origins),
+        # CORS outermost: a browser can read a refusal only with its Access-Control headers
+        middleware=[*_cors(cors_origins),
+                    Middleware(RequestLimits, body_bytes=limits.body_bytes,
+                               header_bytes=limits.header_bytes)],
     )
     app.state.threads = services.threads
     app.state.graphql = graphql

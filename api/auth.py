@@ -24,6 +24,7 @@ CACHE_SECONDS = 60.0
 UNKNOWN_SECONDS = 2.0  # an unknown token is remembered briefly: it may be created meanwhile
 FLUSH_SECONDS = 30.0  # last-use times reach the database at most this late (plus a request)
 MAX_ENTRIES = 10_000
+MAX_TOKEN_CHARS = 128  # issued tokens have 47 (domain/services/tokens.py)
 
 
 class Unauthenticated(HTTPException):

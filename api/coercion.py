@@ -214,8 +214,9 @@ def coerce_long_lists(schema: GraphQLSchema, document: DocumentNode,
     return coerced
 
 
-class FastCoercionExecutor(StrawberryGraphQLCoreExecutionContext):
-    """Strawberry's executor; long lists of flat input objects skip graphql-core's coercion."""
+class LimitedExecutor(StrawberryGraphQLCoreExecutionContext):
+    """Strawberry's executor, refusing what the request's variables make too big (the app's
+    `Gate`: a list variable's length, the operation's cost) before coercing them."""
 
     @classmethod
     def build(
@@ -229,6 +230,41 @@ class FastCoercionExecutor(StrawberryGraphQLCoreExecutionContext):
         *args: Any,
         **kwargs: Any,
     ) -> list[GraphQLError] | Executor[Any]:
+        refused = _refused(document, context_value, raw_variable_values, operation_name)
+        if refused:
+            return refused
+        return super().build(schema, document, root_value, context_value,
+                             raw_variable_values, operation_name, *args, **kwargs)
+
+
+def _refused(document: DocumentNode, context_value: Any, variables: Any,
+             operation_name: str | None) -> list[GraphQLError]:
+    gate = getattr(getattr(context_value, "services", None), "gate", None)
+    if gate is None:
+        return []
+    return gate.request_errors(  # type: ignore[no-any-return]
+        document, operation_name, variables if isinstance(variables, dict) else None)
+
+
+class FastCoercionExecutor(StrawberryGraphQLCoreExecutionContext):
+    """Strawberry's executor; long lists of flat input objects skip graphql-core's coercion.
+    Limited as `LimitedExecutor` is."""
+
+    @classmethod
+    def build(
+        cls,
+        schema: GraphQLSchema,
+        document: DocumentNode,
+        root_value: Any = None,
+        context_value: Any = None,
+        raw_variable_values: dict[str, Any] | None = None,
+        operation_name: str | None = None,
+        *args: Any,
+        **kwargs: Any,
+    ) -> list[GraphQLError] | Executor[Any]:
+        refused = _refused(document, context_value, raw_variable_values, operation_name)
+        if refused:
+            return refused
         fast = coerce_long_lists(schema, document, raw_variable_values, operation_name) \
             if isinstance(raw_variable_values, dict) else {}
         if not fast:

@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from starlette.requests import Request
 
 from api.auth import TokenCache
+from api.limits import Gate
 from api.loaders import Loaders
 from api.threads import Threads
 from domain.permissions import Principal
@@ -30,6 +31,7 @@ class Services:
     publish: Publish
     threads: Threads
     tokens: TokenCache | None = None
+    gate: Gate | None = None  # what requests may ask for (api/limits.py)
 
     def uow(self) -> UnitOfWork:
         return UnitOfWork(self.writer, self.publish, reader=self.reader)

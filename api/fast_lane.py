@@ -19,21 +19,22 @@ from graphql import (
     OperationDefinitionNode,
     OperationType,
     execute,
-    parse,
 )
 from starlette.requests import Request
 from starlette.responses import Response
 from strawberry.asgi import GraphQL
 from strawberry.execution import optimized_is_awaitable
-from strawberry.extensions import MaskErrors, ParserCache, ValidationCache
+from strawberry.extensions import MaskErrors
 from strawberry.http.parse_content_type import parse_content_type
 from strawberry.schema import Schema
 from strawberry.schema._graphql_core import execution_context_class_kwargs
-from strawberry.schema.schema import _coerce_error, validate_document
+from strawberry.schema.schema import _coerce_error
 from strawberry.types import ExecutionContext, ExecutionResult
 from strawberry.types.execution import PreExecutionError
 from strawberry.types.graphql import OperationType as AllowedOperation
 from strawberry.utils.await_maybe import await_maybe
+
+from api.limits import CACHED_CHARS, UNLIMITED, Gate, GateExtension
 
 CACHE_SIZE = 512
 """Valid documents kept, by query text (as many as the schema's ParserCache keeps)."""
@@ -65,9 +66,12 @@ class FastLane:
         self._masks = _masks(view)
         self._cache: OrderedDict[str, _Document] = OrderedDict()
         self._cache_size = cache_size
-        # the rules strawberry validates with, taken from where it keeps them
-        self._rules = ExecutionContext(query=None, schema=schema,
-                                       allowed_operations=()).validation_rules
+        # the app's gate (api/limits.py); a plain view's lane validates without limits
+        gate = getattr(getattr(view, "services", None), "gate", None)
+        self._gate = gate if isinstance(gate, Gate) else Gate(
+            schema._schema, UNLIMITED, ExecutionContext(
+                query=None, schema=schema, allowed_operations=()).validation_rules,
+            cache_size)
         self._execute_kwargs: dict[str, Any] = {
             "is_awaitable": optimized_is_awaitable,
             **execution_context_class_kwargs(schema.execution_context_class),
@@ -130,26 +134,26 @@ class FastLane:
         return view.create_response(response_data=response_data, sub_response=sub_response)
 
     def _document(self, query: str) -> _Document | None:
-        """The cached valid document of `query`; None when it does not parse or validate."""
+        """The cached valid document of `query`; None when the gate refuses it (strawberry
+        then answers with the gate's errors)."""
         cache = self._cache
         document = cache.get(query)
         if document is not None:
             cache.move_to_end(query)
             return document
-        try:
-            parsed = parse(query)
-            if validate_document(self._schema._schema, parsed, self._rules):
-                return None
-        except Exception:  # whatever strawberry makes of it, it makes on its own path
+        checked = self._gate.check(query)
+        if checked.document is None or checked.errors:
             return None
+        parsed = checked.document
         operations = [d for d in parsed.definitions if isinstance(d, OperationDefinitionNode)]
         runnable = [op for op in operations if op.operation in _RUNNABLE]
         document = _Document(
             parsed, {op.name.value: op for op in runnable if op.name},
             runnable[0] if len(operations) == 1 and runnable else None)
-        cache[query] = document
-        if len(cache) > self._cache_size:
-            cache.popitem(last=False)
+        if len(query) <= CACHED_CHARS:
+            cache[query] = document
+            if len(cache) > self._cache_size:
+                cache.popitem(last=False)
         return document
 
     async def _execute(self, document: DocumentNode, query: str,
@@ -178,7 +182,7 @@ class FastLane:
             for mask in self._masks:
                 errors = [mask.anonymise_error(e) if mask.should_mask_error(e) else e
                           for e in errors]
-        # strawberry's three allowed extensions report no results of their own
+        # the lane's allowed extensions report no results of their own
         return ExecutionResult(data=outcome.data, errors=errors, extensions={})
 
     def _log(self, errors: list[GraphQLError], outcome: Any, query: str,
@@ -194,15 +198,25 @@ class FastLane:
 
 def _masks(view: GraphQL[Any, Any]) -> tuple[MaskErrors, ...] | None:
     """The schema's MaskErrors in the order strawberry applies them; None when the lane
-    can't stand in for strawberry: a customised schema or view, incremental delivery, or an
-    extension other than ParserCache, ValidationCache and MaskErrors (directives add one)."""
+    can't stand in for strawberry: a customised schema (beyond `process_errors`, which the
+    lane calls too) or view, incremental delivery, or an extension other than GateExtension
+    and MaskErrors (directives add one)."""
     schema = view.schema
-    if (type(schema) is not Schema or schema.config.enable_experimental_incremental_execution
+    if (not isinstance(schema, Schema) or not _plain(type(schema))
+            or schema.config.enable_experimental_incremental_execution
             or any(getattr(type(view), name) is not getattr(GraphQL, name)
                    for name in _REPLACED)):
         return None
     extensions = schema.get_extensions()
-    if any(type(e) not in (ParserCache, ValidationCache, MaskErrors) for e in extensions):
+    if any(type(e) not in (GateExtension, MaskErrors) for e in extensions):
         return None
     # their on_operation hooks unwind last-entered first
     return tuple(e for e in reversed(extensions) if isinstance(e, MaskErrors))
+
+
+def _plain(schema_type: type) -> bool:
+    """Strawberry's Schema, or a subclass of it overriding `process_errors` only."""
+    return schema_type is Schema or (
+        schema_type.__bases__ == (Schema,)
+        and not {name for name in vars(schema_type) if not name.startswith("_")}
+        - {"process_errors"})

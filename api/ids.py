@@ -8,7 +8,16 @@ import functools
 
 from domain.errors import InvalidInput, NotFound
 
+PREFIX = 40  # characters of a bad ID quoted back
+
+
+def clip(value: str) -> str:
+    return value if len(value) <= PREFIX else f"{value[:PREFIX]}…"
+
 MAX_PK = 2**31 - 1
+# longer than any ID `encode` gives (a 40-character type name and a 10-digit key): never
+# parsed, so never kept in `parse`'s cache
+MAX_ID = 72
 
 
 class InvalidId(ValueError):
@@ -19,8 +28,15 @@ def encode(type_name: str, pk: int) -> str:
     return base64.b64encode(f"{type_name}:{pk}".encode()).decode()
 
 
-@functools.lru_cache(maxsize=4096)  # a bulk request names the same warehouses on every row
 def parse(global_id: str) -> tuple[str, int]:
+    """(type name, pk) of a global ID exactly as `encode` spells it; InvalidId otherwise."""
+    if len(global_id) > MAX_ID:
+        raise InvalidId(global_id)
+    return _parse(global_id)
+
+
+@functools.lru_cache(maxsize=4096)  # a bulk request names the same warehouses on every row
+def _parse(global_id: str) -> tuple[str, int]:
     """(type name, pk) of a global ID exactly as `encode` spells it; InvalidId otherwise.
 
     Only the canonical spelling is accepted, so one object has one ID: base64 admits
@@ -47,7 +63,7 @@ def decode(global_id: str, type_name: str, field: str) -> int:
     try:
         found_type, pk = parse(global_id)
     except InvalidId:
-        raise InvalidInput(f"{global_id!r} is not a valid ID", field=field) from None
+        raise InvalidInput(f"{clip(global_id)!r} is not a valid ID", field=field) from None
     if found_type != type_name:
-        raise NotFound(f"no {type_name} with ID {global_id!r}", field=field)
+        raise NotFound(f"no {type_name} with ID {clip(global_id)!r}", field=field)
     return pk

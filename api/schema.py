@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import functools
+import logging
 
 import strawberry
 from graphql import GraphQLError
-from strawberry.extensions import MaskErrors, ParserCache, ValidationCache
+from strawberry.extensions import MaskErrors
+from strawberry.schema.config import StrawberryConfig
+from strawberry.types import ExecutionContext
+from strawberry.utils.logging import StrawberryLogger
 
-from api.coercion import FastCoercionExecutor, build_during_coercion
+from api.coercion import FastCoercionExecutor, LimitedExecutor, build_during_coercion
 from api.inputs import OrderCreateInput, OrderLineInput, StockBulkUpdateInput
+from api.limits import GateExtension, clip
 from api.mutations import Mutation
 from api.queries import Query
 from api.types import (
@@ -33,25 +38,45 @@ def is_unexpected(error: GraphQLError) -> bool:
     return original is not None and not isinstance(original, GraphQLError)
 
 
+client_log = logging.getLogger("stockyard.graphql")
+
+
+class StockyardSchema(strawberry.Schema):
+    """Strawberry's schema, logging a client's mistakes apart from the server's faults."""
+
+    def process_errors(self, errors: list[GraphQLError],
+                       execution_context: ExecutionContext | None = None) -> None:
+        """A client's mistake (a validation error, a refused limit, a bad id or cursor, a
+        denied field) is logged at INFO without a traceback: any client could otherwise
+        fill the log and hide the real failures. An unexpected exception is logged once,
+        at ERROR with its traceback (strawberry's logger), before MaskErrors hides it."""
+        for error in errors:
+            if is_unexpected(error):
+                StrawberryLogger.error(error, execution_context)
+            else:
+                client_log.info("client error: %s (path %s)", clip(error.message, 200),
+                                error.path)
+
+
 def make_schema(*, fast_paths: bool = True) -> strawberry.Schema:
     """The schema; without `fast_paths`, graphql-core's coercion and strawberry's conversion
     of every input (`api.coercion` relies on private names of both)."""
-    built = strawberry.Schema(
+    built = StockyardSchema(
         query=Query,
         mutation=Mutation,
         types=[Seller, ShippingZone, Warehouse, Product, ProductVariant, Order, OrderLine,
                Fulfillment, Stock, StockMovement, PurchaseOrder],
         extensions=[
-            # parsing and validating the same query text again is most of a small request's
-            # cost
-            lambda: ParserCache(maxsize=512),  # the LRU itself is module-level, shared
-            lambda: ValidationCache(maxsize=512),
+            # parsing, limits and validation, cached by query text: the app's `Gate`
+            GateExtension,
             # anything unexpected reaches the client as "Unexpected error.", the log keeps
             # the rest
             lambda: MaskErrors(should_mask_error=is_unexpected),
         ],
         # a 10k-row stockBulkUpdate spent 100 ms in graphql-core's generic variable coercion
-        execution_context_class=FastCoercionExecutor if fast_paths else None,
+        execution_context_class=FastCoercionExecutor if fast_paths else LimitedExecutor,
+        # a batch's size is the app's to limit (`Limits.batch`, api/app.py)
+        config=StrawberryConfig(batching_config={"max_operations": 2**31}),
     )
     if fast_paths:
         # the hottest inputs skip strawberry's generic conversion

@@ -12,6 +12,55 @@ DEFAULT_DATABASE_URL = "sqlite:///./var/stockyard.db"
 
 
 @dataclass(frozen=True, slots=True)
+class Limits:
+    """What one request may ask for (API.md, "Access and operations"); each is refused
+    before any resolver runs. `STOCKYARD_MAX_*` and `STOCKYARD_RATE_*` set them."""
+
+    depth: int = 15  # nested selections, through fragments
+    aliases: int = 100  # in one document
+    tokens: int = 5_000  # lexical tokens in one document
+    # objects an operation may return at most: each list multiplies what it holds by its
+    # size (a connection's `first`, `nodes`' ids, a plain list's most, see api/limits.py)
+    cost: int = 1_000_000
+    list_items: int = 1_000  # items of a list argument (`nodes`, `skus`, order lines, ...)
+    bulk_rows: int = 10_000  # ... except `stockBulkUpdate`'s rows
+    batch: int = 20  # operations in one batched request
+    body_bytes: int = 16 * 2**20  # HTTP 413 above
+    header_bytes: int = 16 * 2**10  # all request headers together; HTTP 431 above
+    rate: float = 1_000.0  # requests a second per token (0: no limit); HTTP 429 above
+    burst: int = 2_000  # requests a token may send at once after a quiet spell
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> Limits:
+        def number(name: str, default: float) -> float:
+            value = (env.get(name) or "").strip()
+            if not value:
+                return default
+            try:
+                parsed = float(value)
+            except ValueError:
+                raise ValueError(f"{name} must be a number, not {value!r}") from None
+            if parsed < 0:
+                raise ValueError(f"{name} must not be negative, not {value!r}")
+            return parsed
+
+        defaults = cls()
+        return cls(
+            depth=int(number("STOCKYARD_MAX_DEPTH", defaults.depth)),
+            aliases=int(number("STOCKYARD_MAX_ALIASES", defaults.aliases)),
+            tokens=int(number("STOCKYARD_MAX_TOKENS", defaults.tokens)),
+            cost=int(number("STOCKYARD_MAX_COST", defaults.cost)),
+            list_items=int(number("STOCKYARD_MAX_LIST_ITEMS", defaults.list_items)),
+            bulk_rows=int(number("STOCKYARD_MAX_BULK_ROWS", defaults.bulk_rows)),
+            batch=int(number("STOCKYARD_MAX_BATCH", defaults.batch)),
+            body_bytes=int(number("STOCKYARD_MAX_BODY_BYTES", defaults.body_bytes)),
+            header_bytes=int(number("STOCKYARD_MAX_HEADER_BYTES", defaults.header_bytes)),
+            rate=number("STOCKYARD_RATE_PER_SECOND", defaults.rate),
+            burst=int(number("STOCKYARD_RATE_BURST", defaults.burst)),
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     database_url: str = DEFAULT_DATABASE_URL
     broker_url: str | None = None
@@ -25,6 +74,7 @@ class Settings:
     fast_paths: bool = True
     # origins whose browsers may call the API (CORS); `*` is any origin, without credentials
     cors_origins: tuple[str, ...] = ()
+    limits: Limits = Limits()
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -36,6 +86,7 @@ class Settings:
             db_pool_size=int(env.get("STOCKYARD_DB_POOL_SIZE") or 4),
             fast_paths=_on_off(env, "STOCKYARD_FAST_PATHS", default=True),
             cors_origins=_origins(env.get("STOCKYARD_CORS_ORIGINS") or ""),
+            limits=Limits.from_env(env),
         )
 
     @property

@@ -25,7 +25,7 @@ from domain.db import make_engine, session_factories, sqlalchemy_url
 from domain.events import Event
 from domain.models import Base, Role
 from domain.services import tokens
-from domain.settings import Settings
+from domain.settings import Limits, Settings
 from domain.uow import UnitOfWork
 
 DEFAULT_PG = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -199,10 +199,11 @@ class Api:
 
 
 @contextlib.asynccontextmanager
-async def serve(db: Database, *, fast_paths: bool = True) -> AsyncIterator[Api]:
+async def serve(db: Database, *, fast_paths: bool = True,
+                limits: Limits = Limits()) -> AsyncIterator[Api]:
     """A client of a fresh app on `db`."""
     events: list[Event] = []
-    app = build_app(db.engine, events.append, fast_paths=fast_paths)
+    app = build_app(db.engine, events.append, fast_paths=fast_paths, limits=limits)
     transport = httpx.ASGITransport(app=app)  # runs no lifespan: the test stops the threads
     try:
         async with httpx.AsyncClient(transport=transport, base_url="http://testserver",
