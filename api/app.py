@@ -23,7 +23,6 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
-from strawberry.types import ExecutionContext
 
 from api.auth import (
     FLUSH_SECONDS,
@@ -61,9 +60,9 @@ class RateLimited(HTTPException):
     """A token sent more requests than its rate allows: HTTP 429 with Retry-After."""
 
     def __init__(self, seconds: float) -> None:
-        super().__init__(429, "Too many requests for this token; retry after "
-                              f"{retry_after(seconds)} s.")
         self.retry_after = retry_after(seconds)
+        super().__init__(429, f"Too many requests for this token; retry after "
+                              f"{self.retry_after} s.")
 
 
 class StockyardGraphQL(GraphQL[Context, None]):
@@ -185,12 +184,9 @@ def build_app(engine: Engine, publish: Publish, *, threads: int = 12,
     """
     writer, reader = session_factories(engine)
     cache = tokens or TokenCache()
-    schema = schema_for(fast_paths=fast_paths)
-    # the rules strawberry validates with, taken from where it keeps them
-    rules = ExecutionContext(query=None, schema=schema, allowed_operations=()).validation_rules
     services = Services(writer=writer, reader=reader, publish=publish,
                         threads=Threads(threads), tokens=cache,
-                        gate=Gate(schema._schema, limits, rules))
+                        gate=Gate.of(schema_for(fast_paths=fast_paths), limits))
     if limiter is None:
         limiter = make_limiter(limits.rate, limits.burst, None)
     graphql = StockyardGraphQL(services, cache, fast_paths=fast_paths, limiter=limiter)

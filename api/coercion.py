@@ -230,51 +230,59 @@ class LimitedExecutor(StrawberryGraphQLCoreExecutionContext):
         *args: Any,
         **kwargs: Any,
     ) -> list[GraphQLError] | Executor[Any]:
-        refused = _refused(document, context_value, raw_variable_values, operation_name)
-        if refused:
-            return refused
+        gate = getattr(getattr(context_value, "services", None), "gate", None)
+        if gate is not None:
+            refused: list[GraphQLError] = gate.request_errors(
+                document, operation_name,
+                raw_variable_values if isinstance(raw_variable_values, dict) else None)
+            if refused:
+                return refused
+        return cls.build_admitted(schema, document, root_value, context_value,
+                                  raw_variable_values, operation_name, *args, **kwargs)
+
+    @classmethod
+    def build_admitted(
+        cls,
+        schema: GraphQLSchema,
+        document: DocumentNode,
+        root_value: Any,
+        context_value: Any,
+        raw_variable_values: dict[str, Any] | None,
+        operation_name: str | None,
+        *args: Any,
+        **kwargs: Any,
+    ) -> list[GraphQLError] | Executor[Any]:
+        """`build` of a request within the limits: graphql-core's (strawberry's)."""
         return super().build(schema, document, root_value, context_value,
                              raw_variable_values, operation_name, *args, **kwargs)
 
 
-def _refused(document: DocumentNode, context_value: Any, variables: Any,
-             operation_name: str | None) -> list[GraphQLError]:
-    gate = getattr(getattr(context_value, "services", None), "gate", None)
-    if gate is None:
-        return []
-    return gate.request_errors(  # type: ignore[no-any-return]
-        document, operation_name, variables if isinstance(variables, dict) else None)
-
-
-class FastCoercionExecutor(StrawberryGraphQLCoreExecutionContext):
-    """Strawberry's executor; long lists of flat input objects skip graphql-core's coercion.
-    Limited as `LimitedExecutor` is."""
+class FastCoercionExecutor(LimitedExecutor):
+    """The limited executor; long lists of flat input objects skip graphql-core's coercion."""
 
     @classmethod
-    def build(
+    def build_admitted(
         cls,
         schema: GraphQLSchema,
         document: DocumentNode,
-        root_value: Any = None,
-        context_value: Any = None,
-        raw_variable_values: dict[str, Any] | None = None,
-        operation_name: str | None = None,
+        root_value: Any,
+        context_value: Any,
+        raw_variable_values: dict[str, Any] | None,
+        operation_name: str | None,
         *args: Any,
         **kwargs: Any,
     ) -> list[GraphQLError] | Executor[Any]:
-        refused = _refused(document, context_value, raw_variable_values, operation_name)
-        if refused:
-            return refused
+        admitted = super().build_admitted
         fast = coerce_long_lists(schema, document, raw_variable_values, operation_name) \
             if isinstance(raw_variable_values, dict) else {}
         if not fast:
-            return super().build(schema, document, root_value, context_value,
-                                 raw_variable_values, operation_name, *args, **kwargs)
+            return admitted(schema, document, root_value, context_value,
+                            raw_variable_values, operation_name, *args, **kwargs)
         assert raw_variable_values is not None
         # graphql-core coerces an empty list in their place, then gets the real values
         placeholders = {**raw_variable_values, **{name: [] for name in fast}}
-        executor = super().build(schema, document, root_value, context_value, placeholders,
-                                 operation_name, *args, **kwargs)
+        executor = admitted(schema, document, root_value, context_value, placeholders,
+                            operation_name, *args, **kwargs)
         if isinstance(executor, list):
             return executor
         values = executor.variable_values

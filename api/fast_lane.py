@@ -68,10 +68,7 @@ class FastLane:
         self._cache_size = cache_size
         # the app's gate (api/limits.py); a plain view's lane validates without limits
         gate = getattr(getattr(view, "services", None), "gate", None)
-        self._gate = gate if isinstance(gate, Gate) else Gate(
-            schema._schema, UNLIMITED, ExecutionContext(
-                query=None, schema=schema, allowed_operations=()).validation_rules,
-            cache_size)
+        self._gate = gate if isinstance(gate, Gate) else Gate.of(schema, UNLIMITED, cache_size)
         self._execute_kwargs: dict[str, Any] = {
             "is_awaitable": optimized_is_awaitable,
             **execution_context_class_kwargs(schema.execution_context_class),

@@ -6,13 +6,8 @@ import base64
 import binascii
 import functools
 
+from api.limits import clip
 from domain.errors import InvalidInput, NotFound
-
-PREFIX = 40  # characters of a bad ID quoted back
-
-
-def clip(value: str) -> str:
-    return value if len(value) <= PREFIX else f"{value[:PREFIX]}…"
 
 MAX_PK = 2**31 - 1
 # longer than any ID `encode` gives (a 40-character type name and a 10-digit key): never

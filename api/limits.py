@@ -19,6 +19,7 @@ from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from typing import Any, NamedTuple
 
 from graphql import (
+    ArgumentNode,
     DocumentNode,
     FieldNode,
     FragmentDefinitionNode,
@@ -41,6 +42,7 @@ from graphql import (
     get_named_type,
     get_nullable_type,
     is_abstract_type,
+    is_input_type,
     is_list_type,
     parse,
     type_from_ast,
@@ -48,7 +50,9 @@ from graphql import (
 from graphql.validation import ASTValidationRule
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from strawberry.extensions import SchemaExtension
+from strawberry.schema import Schema
 from strawberry.schema.schema import validate_document
+from strawberry.types import ExecutionContext
 
 from domain.settings import Limits
 
@@ -74,6 +78,7 @@ LIST_SIZES: Mapping[str, int] = {
 }
 DEFAULT_LIST = 100
 ERRORS_PER_ROW = 5  # a bulk row fails at most this many ways
+SIZE_ARGUMENTS = frozenset({"first", "ids", "stocks"})  # the arguments `_size` reads
 
 
 def clip(value: object, limit: int = PREFIX) -> str:
@@ -103,7 +108,15 @@ class Gate:
         self._cache: OrderedDict[str, Checked] = OrderedDict()
         self._cache_size = cache_size
         self._cached_chars = 0
-        self._costs: dict[tuple[int, str | None], Cost] = {}
+        self._plans: dict[tuple[int, str | None], _Plan] = {}
+
+    @classmethod
+    def of(cls, schema: Schema, limits: Limits, cache_size: int = CACHE_SIZE) -> Gate:
+        """The gate of a strawberry schema, validating with the rules strawberry uses
+        (taken from where it keeps them)."""
+        rules = ExecutionContext(query=None, schema=schema, allowed_operations=()
+                                 ).validation_rules
+        return cls(schema._schema, limits, rules, cache_size)
 
     def check(self, query: str) -> Checked:
         cache = self._cache
@@ -126,32 +139,49 @@ class Gate:
             while len(cache) > self._cache_size or self._cached_chars > CACHE_CHARS:
                 dropped, _ = cache.popitem(last=False)
                 self._cached_chars -= len(dropped)
-                self._costs = {}  # rare (a new text pushed an old one out), cheap to rebuild
+                self._plans = {}  # rare (a new text pushed an old one out), cheap to rebuild
         return checked
 
     def request_errors(self, document: DocumentNode, operation_name: str | None,
                        variables: Mapping[str, Any] | None) -> list[GraphQLError]:
-        """What the variables make too big: a list variable's length, the operation's cost."""
-        operation = _operation(document, operation_name)
-        if operation is None:
-            return []  # graphql-core reports it
+        """What the variables make too big: a list variable's length, the operation's cost.
+        Costs nothing but a lookup for an operation whose sizes the variables do not set
+        (an `orderCreate`, say): its plan is worked out once per document."""
         key = (id(document), operation_name)
-        cost = self._costs.get(key)
-        if cost is None:
-            cost = Cost(self.schema, document, operation)
-            if len(self._costs) < 4 * self._cache_size:
-                self._costs[key] = cost
+        plan = self._plans.get(key)
+        if plan is None or plan.document is not document:  # ids outlive their documents
+            operation = _operation(document, operation_name)
+            if operation is None:
+                return []  # graphql-core reports it
+            plan = _Plan(self.schema, document, operation)
+            if len(self._plans) < 4 * self._cache_size:
+                self._plans[key] = plan
         values = variables or {}
-        errors = list(_list_variables(self.schema, operation, values, self.limits))
+        errors = list(_list_variables(plan.list_variables, values, self.limits))
         if errors:
             return errors
-        total = cost.total(values)
+        total = plan.cost.total(values)
         if self.limits.cost and total > self.limits.cost:
             return [GraphQLError(
                 f"The operation may return {total:,} objects; the limit is "
                 f"{self.limits.cost:,}. Ask for smaller pages (`first`) or fewer nested "
                 "lists.", extensions={"code": "QUERY_TOO_COSTLY"})]
         return []
+
+
+class _Plan:
+    """What `Gate.request_errors` checks of one operation of one document."""
+
+    def __init__(self, schema: GraphQLSchema, document: DocumentNode,
+                 operation: OperationDefinitionNode) -> None:
+        self.document = document
+        # (name, type) of the variables whose values may hold lists
+        self.list_variables: list[tuple[str, GraphQLInputType]] = []
+        for definition in operation.variable_definitions or ():
+            graphql_type = type_from_ast(schema, definition.type)
+            if is_input_type(graphql_type) and _holds_lists(graphql_type):
+                self.list_variables.append((definition.variable.name.value, graphql_type))
+        self.cost = Cost(schema, document, operation)
 
 
 class GateExtension(SchemaExtension):
@@ -282,20 +312,24 @@ def _aliases(selection_set: SelectionSetNode | None) -> int:
     return count
 
 
+def _arguments_in(selection_set: SelectionSetNode | None
+                  ) -> Iterator[tuple[FieldNode, ArgumentNode]]:
+    """Every argument written in `selection_set`, with its field (fragment spreads are
+    left to their own definitions)."""
+    if selection_set is None:
+        return
+    for selection in selection_set.selections:
+        if isinstance(selection, FieldNode):
+            for argument in selection.arguments or ():
+                yield selection, argument
+            yield from _arguments_in(selection.selection_set)
+        elif isinstance(selection, InlineFragmentNode):
+            yield from _arguments_in(selection.selection_set)
+
+
 def _literal_lists(document: DocumentNode, limits: Limits) -> Iterator[GraphQLError]:
     """List values written into the document longer than the list limit (the bulk limit
     for rows of `stockBulkUpdate`)."""
-    def values(selection_set: SelectionSetNode | None) -> Iterator[tuple[str, ValueNode]]:
-        if selection_set is None:
-            return
-        for selection in selection_set.selections:
-            if isinstance(selection, FieldNode):
-                for argument in selection.arguments or ():
-                    yield f"{selection.name.value}.{argument.name.value}", argument.value
-                yield from values(selection.selection_set)
-            elif isinstance(selection, InlineFragmentNode):
-                yield from values(selection.selection_set)
-
     def longest(value: ValueNode) -> int:
         if isinstance(value, ListValueNode):
             return max(len(value.values), *(longest(v) for v in value.values[:10_000]), 0)
@@ -305,9 +339,10 @@ def _literal_lists(document: DocumentNode, limits: Limits) -> Iterator[GraphQLEr
 
     for definition in document.definitions:
         if isinstance(definition, OperationDefinitionNode | FragmentDefinitionNode):
-            for where, value in values(definition.selection_set):
+            for field, argument in _arguments_in(definition.selection_set):
+                where = f"{field.name.value}.{argument.name.value}"
                 allowed = _allowed_items(where, limits)
-                size = longest(value)
+                size = longest(argument.value)
                 if allowed and size > allowed:
                     yield _too_long(where, size, allowed)
 
@@ -331,20 +366,16 @@ def _operation(document: DocumentNode, name: str | None) -> OperationDefinitionN
     return next((o for o in operations if o.name and o.name.value == name), None)
 
 
-def _list_variables(schema: GraphQLSchema, operation: OperationDefinitionNode,
+def _list_variables(variables: Iterable[tuple[str, GraphQLInputType]],
                     values: Mapping[str, Any], limits: Limits) -> Iterator[GraphQLError]:
     """Variables holding a list longer than the limit, at any depth of an input object."""
     if not limits.list_items:
         return
-    for definition in operation.variable_definitions or ():
-        name = definition.variable.name.value
+    for name, graphql_type in variables:
         value = values.get(name)
         if not isinstance(value, list | dict):
             continue
-        graphql_type = type_from_ast(schema, definition.type)
-        if graphql_type is None:
-            continue
-        found = _longest_list(value, graphql_type)  # type: ignore[arg-type]
+        found = _longest_list(value, graphql_type)
         if found is None:
             continue
         size, item = found
@@ -400,8 +431,12 @@ class Cost:
         self.operation = operation
         root = schema.get_root_type(operation.operation)
         self.root = root
-        self.uses_variables = bool(operation.variable_definitions)
-        self.fixed = None if self.uses_variables else self._total({})
+        # the count is the same for every request unless a size is a variable
+        sized_by_variables = any(
+            argument.name.value in SIZE_ARGUMENTS and isinstance(argument.value, VariableNode)
+            for definition in (operation, *self.fragments.values())
+            for _, argument in _arguments_in(definition.selection_set))
+        self.fixed = None if sized_by_variables else self._total({})
 
     def total(self, variables: Mapping[str, Any]) -> int:
         if self.fixed is not None:
