@@ -10,8 +10,8 @@ from api.limits import clip
 from domain.errors import InvalidInput, NotFound
 
 MAX_PK = 2**31 - 1
-# longer than any ID `encode` gives (a 40-character type name and a 10-digit key): never
-# parsed, so never kept in `parse`'s cache
+# longer than any ID `encode` gives (a 40-character type name and a 10-digit key): refused
+# unread
 MAX_ID = 72
 
 
@@ -23,21 +23,17 @@ def encode(type_name: str, pk: int) -> str:
     return base64.b64encode(f"{type_name}:{pk}".encode()).decode()
 
 
-def parse(global_id: str) -> tuple[str, int]:
-    """(type name, pk) of a global ID exactly as `encode` spells it; InvalidId otherwise."""
-    if len(global_id) > MAX_ID:
-        raise InvalidId(global_id)
-    return _parse(global_id)
-
-
 @functools.lru_cache(maxsize=4096)  # a bulk request names the same warehouses on every row
-def _parse(global_id: str) -> tuple[str, int]:
+def parse(global_id: str) -> tuple[str, int]:
     """(type name, pk) of a global ID exactly as `encode` spells it; InvalidId otherwise.
 
     Only the canonical spelling is accepted, so one object has one ID: base64 admits
     several encodings of the same bytes (padding bits), and `int` reads "01", " 1", "+1"
-    and non-ASCII digits such as "\u0661" as 1.
+    and non-ASCII digits such as "\u0661" as 1. The cache keeps no refusal (lru_cache
+    keeps no exception), so an over-long string is never kept.
     """
+    if len(global_id) > MAX_ID:
+        raise InvalidId(global_id)
     try:
         raw = base64.b64decode(global_id.encode("ascii"), validate=True).decode("ascii")
         type_name, _, pk_text = raw.partition(":")

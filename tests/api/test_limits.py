@@ -184,12 +184,12 @@ async def test_a_body_without_length_is_cut_off_at_the_limit() -> None:
 
 async def test_long_ids_and_tokens_are_never_kept_nor_echoed_whole(api: Api) -> None:
     long_id = "U2VsbGVyOjE" * 100_000  # 1.1 MB
-    before = ids._parse.cache_info().currsize
+    before = ids.parse.cache_info().currsize
     cancel = "mutation($id: ID!) { orderCancel(id: $id) { errors { code message } } }"
     payload = (await api.gql(cancel, {"id": long_id}))["orderCancel"]
     assert payload["errors"][0]["code"] == "INVALID"
     assert len(payload["errors"][0]["message"]) < 200
-    assert ids._parse.cache_info().currsize == before
+    assert ids.parse.cache_info().currsize == before
     response = await api.client.post("/graphql", json={"query": "{ __typename }"},
                                      headers={"Authorization": "Bearer " + "t" * 4_000})
     assert response.status_code == 401
