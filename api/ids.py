@@ -6,8 +6,7 @@ import base64
 import binascii
 import functools
 
-from api.limits import clip
-from domain.errors import InvalidInput, NotFound
+from domain.errors import InvalidInput, NotFound, clip
 
 MAX_PK = 2**31 - 1
 # longer than any ID `encode` gives (a 40-character type name and a 10-digit key): refused

@@ -54,6 +54,9 @@ from strawberry.schema import Schema
 from strawberry.schema.schema import validate_document
 from strawberry.types import ExecutionContext
 
+from domain.errors import clip
+from domain.models import OrderType
+from domain.services import catalog, orders, stock
 from domain.settings import Limits
 
 CACHE_SIZE = 512  # documents kept, by query text
@@ -61,30 +64,28 @@ CACHED_CHARS = 64 * 1024  # a longer text is checked every time, never kept
 CACHE_CHARS = 2 * 2**20  # the texts kept, together (their documents take ~10 times more)
 SAME_FIELD = 50  # selections of one response name in one (merged) selection set
 EXPANSION = 10  # a document may visit this many fields per token, fragments expanded
-PREFIX = 40  # characters of a bad value quoted back
 
 # no limit at all (0 turns each off): for a plain strawberry view's fast lane
-UNLIMITED = Limits(depth=0, aliases=0, tokens=0, cost=0, list_items=0, bulk_rows=0, batch=0,
-                   body_bytes=0, header_bytes=0, rate=0, burst=0)
+UNLIMITED = Limits(depth=0, aliases=0, tokens=0, document_chars=0, cost=0, list_items=0,
+                   bulk_rows=0, batch=0, body_bytes=0, header_bytes=0, rate=0, burst=0)
 
 DEFAULT_PAGE = 20  # a connection without `first` (api/queries.py answers as many)
 MAX_PAGE = 100
 # the most a plain list field is expected to hold, for the cost (README, "Limits"); a list
 # not named here counts DEFAULT_LIST
+# the most each plain list can hold, as the domain enforces it
 LIST_SIZES: Mapping[str, int] = {
-    "Order.lines": 100, "Fulfillment.lines": 100, "PurchaseOrder.lines": 100,
-    "OrderLine.allocations": 10, "Product.variants": 100, "ProductVariant.stocks": 10,
-    "Warehouse.shippingZones": 10, "MarketplaceConfiguration.allocation": 4,
+    "Order.lines": orders.MAX_LINES, "Fulfillment.lines": orders.MAX_LINES,
+    "PurchaseOrder.lines": stock.MAX_PURCHASE_LINES,
+    "OrderLine.allocations": catalog.MAX_WAREHOUSES_PER_SELLER,
+    "Product.variants": catalog.MAX_VARIANTS_PER_PRODUCT,
+    "ProductVariant.stocks": catalog.MAX_WAREHOUSES_PER_SELLER,
+    "Warehouse.shippingZones": catalog.MAX_ZONES_PER_WAREHOUSE,
+    "MarketplaceConfiguration.allocation": len(OrderType),
 }
 DEFAULT_LIST = 100
 ERRORS_PER_ROW = 5  # a bulk row fails at most this many ways
 SIZE_ARGUMENTS = frozenset({"first", "ids", "stocks"})  # the arguments `_size` reads
-
-
-def clip(value: object, limit: int = PREFIX) -> str:
-    """`value` for an error message or a log line: at most `limit` characters of it."""
-    text = value if isinstance(value, str) else repr(value)
-    return text if len(text) <= limit else f"{text[:limit]}… ({len(text)} characters)"
 
 
 class Checked(NamedTuple):
@@ -124,6 +125,11 @@ class Gate:
         if checked is not None:
             cache.move_to_end(query)
             return checked
+        allowed = self.limits.document_chars
+        if allowed and len(query) > allowed:  # refused unread, and never kept
+            return Checked(None, [GraphQLError(
+                f"The document is {len(query):,} characters long; the limit is {allowed:,}.",
+                extensions={"code": "QUERY_TOO_LARGE"})])
         try:
             document = parse(query, max_tokens=self.limits.tokens or None)
         except GraphQLError as error:
@@ -184,6 +190,9 @@ class _Plan:
         self.cost = Cost(schema, document, operation)
 
 
+_UNREAD = parse("{ __typename }")  # stands for a document refused before parsing
+
+
 class GateExtension(SchemaExtension):
     """Strawberry's path through the app's `Gate` (standing in for ParserCache and
     ValidationCache): the same document, limits and validation as the fast lane."""
@@ -198,12 +207,14 @@ class GateExtension(SchemaExtension):
             self.checked = gate.check(query)
             if self.checked.document is not None:
                 context.graphql_document = self.checked.document
+            elif self.checked.errors[0].extensions:  # refused unread: its error, no parse
+                context.graphql_document = _UNREAD
             elif gate.limits.tokens:  # strawberry parses again and reports it its own way
                 context.parse_options["max_tokens"] = gate.limits.tokens
         yield
 
     def on_validate(self) -> Iterator[None]:
-        if self.checked is not None and self.checked.document is not None:
+        if self.checked is not None and self.execution_context.graphql_document is not None:
             # strawberry runs no validation of its own once errors are set, even empty ones
             self.execution_context.pre_execution_errors = list(self.checked.errors)
         yield

@@ -14,7 +14,7 @@ from strawberry.utils.logging import StrawberryLogger
 
 from api.coercion import FastCoercionExecutor, LimitedExecutor, build_during_coercion
 from api.inputs import OrderCreateInput, OrderLineInput, StockBulkUpdateInput
-from api.limits import GateExtension, clip
+from api.limits import GateExtension
 from api.mutations import Mutation
 from api.queries import Query
 from api.types import (
@@ -30,6 +30,7 @@ from api.types import (
     StockMovement,
     Warehouse,
 )
+from domain.errors import clip
 
 
 def is_unexpected(error: GraphQLError) -> bool:

@@ -14,7 +14,7 @@ from api.context import Context
 from api.errors import INT_MAX
 from domain import models, permissions, stock_rules
 from domain.countries import normalize_country
-from domain.errors import PermissionDenied
+from domain.errors import PermissionDenied, clip
 from domain.services import orders as order_service
 from domain.services import reads
 from domain.services import stock as stock_service
@@ -196,7 +196,7 @@ class ProductVariant(Node):
         if country is not None:
             code = normalize_country(country)
             if code is None:
-                raise GraphQLError(f"{country!r} is not an ISO 3166-1 alpha-2 country code.",
+                raise GraphQLError(f"{clip(country)!r} is not an ISO 3166-1 alpha-2 country code.",
                                    extensions={"code": "INVALID"})
         total = await info.context.loaders.availability.load((self.pk, code))
         return min(int(total), INT_MAX)  # GraphQL Int is 32-bit; sums may exceed it

@@ -121,6 +121,15 @@ class Rejected(DomainError):
         return self._errors
 
 
+PREFIX = 40  # characters of a bad value quoted back in a message or a log line
+
+
+def clip(value: object, limit: int = PREFIX) -> str:
+    """`value` for an error message or a log line: at most `limit` characters of it."""
+    text = value if isinstance(value, str) else repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}… ({len(text)} characters)"
+
+
 def check_text(value: str, field: str, *, max_length: int = 255, what: str = "value") -> str:
     """The value stripped; INVALID when empty, too long or holding a NUL character."""
     cleaned = value.strip()

@@ -19,9 +19,14 @@ class Limits:
     depth: int = 15  # nested selections, through fragments
     aliases: int = 100  # in one document
     tokens: int = 5_000  # lexical tokens in one document
+    # characters of one document: 5,000 tokens of ordinary length fit in a tenth of it,
+    # and lexing one long string literal costs the event loop ~0.15 s per MB
+    document_chars: int = 256 * 2**10
     # objects an operation may return at most: each list multiplies what it holds by its
     # size (a connection's `first`, `nodes`' ids, a plain list's most, see api/limits.py)
-    cost: int = 1_000_000
+    # (a page of 100 orders with every line and allocation may hold 10 million; three
+    # nested product/variants lists under 100 variants, 10^8, may not)
+    cost: int = 20_000_000
     list_items: int = 1_000  # items of a list argument (`nodes`, `skus`, order lines, ...)
     bulk_rows: int = 10_000  # ... except `stockBulkUpdate`'s rows
     batch: int = 20  # operations in one batched request
@@ -49,6 +54,7 @@ class Limits:
             depth=int(number("STOCKYARD_MAX_DEPTH", defaults.depth)),
             aliases=int(number("STOCKYARD_MAX_ALIASES", defaults.aliases)),
             tokens=int(number("STOCKYARD_MAX_TOKENS", defaults.tokens)),
+            document_chars=int(number("STOCKYARD_MAX_DOCUMENT_CHARS", defaults.document_chars)),
             cost=int(number("STOCKYARD_MAX_COST", defaults.cost)),
             list_items=int(number("STOCKYARD_MAX_LIST_ITEMS", defaults.list_items)),
             bulk_rows=int(number("STOCKYARD_MAX_BULK_ROWS", defaults.bulk_rows)),

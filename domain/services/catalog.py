@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import insert, select
+from sqlalchemy import func, insert, select
 from sqlalchemy.exc import IntegrityError
 
 from domain import permissions
@@ -16,6 +16,7 @@ from domain.errors import (
     InvalidInput,
     NotFound,
     check_text,
+    clip,
     raise_all,
 )
 from domain.events import StockChanged
@@ -33,6 +34,10 @@ from domain.services import stock
 from domain.uow import UnitOfWork
 
 MAX_NAME = 255
+# the most a plain list of the API can hold: the cost limit counts these (api/limits.py)
+MAX_WAREHOUSES_PER_SELLER = 100  # so at most 100 stocks per variant, allocations per line
+MAX_ZONES_PER_WAREHOUSE = 100
+MAX_VARIANTS_PER_PRODUCT = 100
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,7 +71,7 @@ def create_shipping_zone(
     for i, raw in enumerate(countries):
         code = normalize_country(raw)
         if code is None:
-            errors.append(InvalidInput(f"{raw!r} is not an ISO 3166-1 alpha-2 code",
+            errors.append(InvalidInput(f"{clip(raw)!r} is not an ISO 3166-1 alpha-2 code",
                                        field=f"countries.{i}"))
         elif code not in codes:
             codes.append(code)
@@ -97,6 +102,15 @@ def create_warehouse(
             principal, seller_id if s.get(Seller, seller_id) else None,
             NotFound("seller not found", field="sellerId"))
         unique_zones = list(dict.fromkeys(zone_ids))
+        if len(unique_zones) > MAX_ZONES_PER_WAREHOUSE:
+            raise InvalidInput(f"a warehouse serves at most {MAX_ZONES_PER_WAREHOUSE} "
+                               "shipping zones", field="shippingZoneIds")
+        # the seller's row is locked, so two requests cannot both take the last place
+        s.get(Seller, seller_id, with_for_update=True)
+        if (s.scalar(select(func.count()).select_from(Warehouse)
+                     .where(Warehouse.seller_id == seller_id)) or 0) >= MAX_WAREHOUSES_PER_SELLER:
+            raise InvalidInput(f"a seller has at most {MAX_WAREHOUSES_PER_SELLER} warehouses",
+                               field="sellerId")
         found = set(s.scalars(select(ShippingZone.id).where(ShippingZone.id.in_(unique_zones))))
         raise_all([
             NotFound("shipping zone not found", field=f"shippingZoneIds.{i}")
@@ -138,10 +152,16 @@ def create_variant(
     clean_sku = check_text(sku, "sku", max_length=MAX_NAME, what="SKU")
     with uow:
         s = uow.session
-        product = s.get(Product, product_id)
+        # locked, so two requests cannot both take the product's last place
+        product = s.get(Product, product_id, with_for_update=True)
         permissions.require_seller_access(principal, product.seller_id if product else None,
                                           NotFound("product not found", field="productId"))
         assert product is not None  # require_seller_access raised otherwise
+        if (s.scalar(select(func.count()).select_from(ProductVariant)
+                     .where(ProductVariant.product_id == product_id)) or 0) \
+                >= MAX_VARIANTS_PER_PRODUCT:
+            raise InvalidInput(f"a product has at most {MAX_VARIANTS_PER_PRODUCT} variants",
+                               field="productId")
         taken = Duplicate(f"this seller has a variant with SKU {clean_sku!r} already",
                           field="sku")
         if s.scalar(select(ProductVariant.id).where(ProductVariant.sku == clean_sku,

@@ -21,6 +21,7 @@ from sqlalchemy import (
     Table,
     bindparam,
     delete,
+    func,
     insert,
     select,
     update,
@@ -38,6 +39,7 @@ from domain.errors import (
     InvalidState,
     NotFound,
     check_text,
+    clip,
     raise_all,
 )
 from domain.events import StockChanged
@@ -63,7 +65,7 @@ from domain.uow import UnitOfWork
 ALLOCATION = cast(Table, Allocation.__table__)
 
 MAX_LINE_QUANTITY = 1_000_000
-MAX_LINES = 500
+MAX_LINES = 500  # per request and per order (the cost limit counts Order.lines so)
 EDITABLE = frozenset({OrderStatus.DRAFT, OrderStatus.QUOTE, OrderStatus.OFFER})
 FULFILLABLE = frozenset({OrderStatus.UNFULFILLED, OrderStatus.PARTIALLY_FULFILLED})
 FINAL = frozenset({OrderStatus.FULFILLED, OrderStatus.CANCELED})
@@ -154,7 +156,7 @@ def create(
     country = normalize_country(shipping_country)
     errors: list[DomainError] = []
     if country is None:
-        errors.append(InvalidInput(f"{shipping_country!r} is not an ISO 3166-1 alpha-2 code",
+        errors.append(InvalidInput(f"{clip(shipping_country)!r} is not an ISO 3166-1 alpha-2 code",
                                    field="shippingCountry"))
     if idempotency_key is not None:
         try:
@@ -268,6 +270,10 @@ def add_lines(
         seller = permissions.own_variants(caller)
         if seller is not None:
             _require_own_variants(s, seller, lines)
+        count = s.scalar(select(func.count()).where(OrderLine.order_id == order_id)) or 0
+        if count + len(lines) > MAX_LINES:
+            raise InvalidInput(f"an order has at most {MAX_LINES} lines; this one has {count}",
+                               field="lines")
         actor = caller.name
         variant_ids = {line.variant_id for line in lines}
         levels, tracked, _ = placement.lock_stocks(s, variant_ids, order.shipping_country)

@@ -25,6 +25,7 @@ from domain.errors import (
     InvalidInput,
     NotFound,
     check_text,
+    clip,
     raise_all,
 )
 from domain.events import StockChanged
@@ -43,6 +44,7 @@ from domain.permissions import Principal
 from domain.uow import UnitOfWork
 
 MAX_QUANTITY = 1_000_000
+MAX_PURCHASE_LINES = 500
 MAX_STOCK = 2**31 - 1
 
 
@@ -247,6 +249,9 @@ def transfer(
 def _merge(lines: Sequence[PurchaseLine], prefix: str = "lines") -> dict[int, int]:
     if not lines:
         raise InvalidInput("at least one line is needed", field=prefix)
+    if len(lines) > MAX_PURCHASE_LINES:
+        raise InvalidInput(f"at most {MAX_PURCHASE_LINES} lines per purchase order",
+                           field=prefix)
     merged: dict[int, int] = defaultdict(int)
     errors: list[DomainError] = []
     for i, line in enumerate(lines):
@@ -496,7 +501,7 @@ def _bulk_targets(
         elif row.sku is not None and owner is not None:
             found = by_sku.get((row.sku, owner))
             if found is None:
-                errors.append(NotFound(f"no variant with SKU {row.sku!r} in this "
+                errors.append(NotFound(f"no variant with SKU {clip(row.sku)!r} in this "
                                        "warehouse's seller's catalog",
                                        field=f"stocks.{i}.sku"))
             elif variant_id is not None and variant_id != found:

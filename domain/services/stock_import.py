@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from domain.errors import DomainError, InvalidInput, NotFound
+from domain.errors import DomainError, InvalidInput, NotFound, clip
 from domain.events import StockChanged
 from domain.models import MovementType, Warehouse
 from domain.permissions import Principal
@@ -54,8 +54,8 @@ class WarehouseNames:
         if len(found) == 1:
             return found[0]
         if found:
-            raise InvalidInput(f"{len(found)} warehouses are named {text!r}; use its ID")
-        raise NotFound(f"no warehouse with ID or name {text!r}")
+            raise InvalidInput(f"{len(found)} warehouses are named {clip(text)!r}; use its ID")
+        raise NotFound(f"no warehouse with ID or name {clip(text)!r}")
 
 
 def import_stock(
@@ -103,7 +103,7 @@ def _parse(row: Mapping[str, str | None], names: WarehouseNames) -> BulkRow:
         try:
             quantity = int(quantity_text)
         except ValueError:
-            raise InvalidInput(f"quantity {quantity_text!r} is not a whole number") from None
+            raise InvalidInput(f"quantity {clip(quantity_text)!r} is not a whole number") from None
     except DomainError as exc:
         return BulkRow(warehouse_id=0, quantity=0, error=exc)
     return BulkRow(warehouse_id=warehouse_id, quantity=quantity, sku=sku)

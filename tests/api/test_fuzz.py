@@ -2,10 +2,12 @@
 a non-JSON answer, a traceback, SQL or driver text, nor a masked "Unexpected error.").
 
 Runs the app exactly as tests/conftest.py builds it, on every backend of the `db` fixture,
-with an admin token so mutations really execute, for a bounded time. Every generated query
-(positive and negative GraphQL generation, every query and mutation field) is checked;
-failures are collected, grouped by cause and reported together with the server-side log of
-the masked exception (strawberry logs it to `strawberry.execution`).
+with an admin token (so mutations really execute) and with a seller token (so access is
+refused, and must be refused cleanly), each for a bounded time. No generated request may
+write an ERROR log line: every one of them is a client's mistake (issue "Limits").
+Every generated query (positive and negative GraphQL generation, every query and mutation
+field) is checked; failures are collected, grouped by cause and reported together with the
+server-side log of the masked exception (strawberry logs it to `strawberry.execution`).
 """
 
 from __future__ import annotations
@@ -38,7 +40,9 @@ from domain.services import orders, tokens
 from tests.conftest import Database
 from tests.factories import ADMIN, gid, shop
 
-BUDGET_SECONDS = {"positive": 12.0, "negative": 8.0}  # per backend (SQLite, PostgreSQL)
+# per backend (SQLite, PostgreSQL) and caller
+BUDGET_SECONDS = {("admin", "positive"): 10.0, ("admin", "negative"): 6.0,
+                  ("seller", "positive"): 7.0, ("seller", "negative"): 4.0}
 MAX_EXAMPLES = 2000  # the time budget normally ends a run first
 REQUEST_TIMEOUT = 20.0  # a request that takes longer is a hang
 MASKED = "Unexpected error."
@@ -70,6 +74,7 @@ class Seeded:
 
     ids: list[str]
     skus: list[str]
+    seller: int  # the shop's seller: half the ids are its own, half another seller's
 
 
 def _seed(db: Database) -> Seeded:
@@ -97,7 +102,7 @@ def _seed(db: Database) -> Seeded:
         *(gid("OrderLine", ln.id) for ln in (*regular.lines, *draft.lines)),
     ]
     skus = list(db.rows("SELECT sku FROM product_variant"))
-    return Seeded(ids=ids, skus=[row[0] for row in skus])
+    return Seeded(ids=ids, skus=[row[0] for row in skus], seller=s.seller)
 
 
 def _scalars(seeded: Seeded) -> dict[str, st.SearchStrategy[Any]]:
@@ -141,15 +146,38 @@ class _Records(logging.Filter):
         return False
 
 
+class _Errors(logging.Handler):
+    """Every ERROR (or worse) line any other logger writes."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+@dataclass
+class ServerLog:
+    masked: _Records  # strawberry's, held back from the output
+    errors: _Errors  # the root logger's ERROR lines
+
+    def clear(self) -> None:
+        self.masked.records.clear()
+        self.errors.records.clear()
+
+
 @pytest.fixture
-def server_log() -> Iterator[_Records]:
+def server_log() -> Iterator[ServerLog]:
     logger = logging.getLogger("strawberry.execution")
-    records = _Records()
-    logger.addFilter(records)
+    log = ServerLog(_Records(), _Errors())
+    logger.addFilter(log.masked)
+    logging.getLogger().addHandler(log.errors)
     try:
-        yield records
+        yield log
     finally:
-        logger.removeFilter(records)
+        logger.removeFilter(log.masked)
+        logging.getLogger().removeHandler(log.errors)
 
 
 class _BudgetSpent(Exception):
@@ -234,7 +262,8 @@ def _mutation_payload_problems(data: Any) -> list[str]:
     return problems
 
 
-def _check(case: Any, response: Any, records: list[logging.LogRecord], report: Report) -> None:
+def _check(case: Any, response: Any, records: list[logging.LogRecord],
+           error_lines: list[logging.LogRecord], report: Report) -> None:
     query = case.body if isinstance(case.body, str) else repr(case.body)
     status = response.status_code
     text = response.text
@@ -244,6 +273,9 @@ def _check(case: Any, response: Any, records: list[logging.LogRecord], report: R
         key = f"{kind}{': ' + detail if detail else ''}"
         report.add(key, Failure(kind, query, status, text, log_text))
 
+    for record in records + error_lines:
+        if record.levelno >= logging.ERROR:
+            fail(f"ERROR logged on {record.name}", log_key or record.getMessage()[:120])
     if status >= 500:
         fail(f"HTTP {status}", log_key)
         return
@@ -271,20 +303,22 @@ def _check(case: Any, response: Any, records: list[logging.LogRecord], report: R
             fail("inconsistent payload", problem.split(" has ")[0])
 
 
+@pytest.mark.parametrize("caller", ["admin", "seller"])
 @pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE],
                          ids=["positive", "negative"])
 def test_graphql_fuzz_never_fails_internally(
-    db: Database, fuzz_scalars: Seeded, mode: GenerationMode,
-    server_log: _Records,
+    db: Database, fuzz_scalars: Seeded, mode: GenerationMode, caller: str,
+    server_log: ServerLog,
 ) -> None:
     events: list[Event] = []
     app = build_app(db.engine, events.append)
-    admin = tokens.create_token(db.uow(), Role.ADMIN)
-    headers = {"Authorization": f"Bearer {admin}"}
+    token = tokens.create_token(db.uow(), Role.ADMIN) if caller == "admin" else \
+        tokens.create_token(db.uow(), Role.SELLER, seller_id=fuzz_scalars.seller)
+    headers = {"Authorization": f"Bearer {token}"}
     gql = schemathesis.graphql.from_asgi("/graphql", app)
     strategy = gql.as_strategy(generation_mode=mode)
     report = Report()
-    deadline = time.monotonic() + BUDGET_SECONDS[mode.value]
+    deadline = time.monotonic() + BUDGET_SECONDS[caller, mode.value]
 
     # CI replays a fixed sequence (a landing must not depend on luck); locally it explores
     @settings(max_examples=MAX_EXAMPLES, deadline=None, database=None,
@@ -295,20 +329,20 @@ def test_graphql_fuzz_never_fails_internally(
     def run(case: Any) -> None:
         if time.monotonic() > deadline:
             raise _BudgetSpent  # the only way to end a Hypothesis run early
-        server_log.records.clear()
+        server_log.clear()
         report.requests += 1
         started = time.monotonic()
         try:
             response = case.call(headers=headers, timeout=REQUEST_TIMEOUT)
         except Exception as exc:  # a timeout (hang) or an exception escaping the ASGI app
-            records = list(server_log.records)
+            records = list(server_log.masked.records)
             report.add(f"request failed: {type(exc).__name__}", Failure(
                 "request failed", str(case.body), 0,
                 f"{exc!r} after {time.monotonic() - started:.1f}s",
                 _server_log(records)[1]))
             return
-        records = list(server_log.records)
-        _check(case, response, records, report)
+        _check(case, response, list(server_log.masked.records),
+               list(server_log.errors.records), report)
 
     try:
         with contextlib.suppress(_BudgetSpent):

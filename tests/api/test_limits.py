@@ -73,8 +73,8 @@ async def test_nesting_that_multiplies_lists_is_refused_by_its_cost(
     assert await refused(api, statements, nested(3).replace("first: 1", "first: 100")) \
         == ["QUERY_TOO_COSTLY"]
     assert await refused(api, statements, "query($n: Int) { productVariants(first: $n) { "
-                         "edges { node { product { variants { product { variants { id } } } } "
-                         "} } } }", {"n": 100}) == ["QUERY_TOO_COSTLY"]
+                         "edges { node { product { variants { product { variants { product { "
+                         "variants { id } } } } } } } } } }", {"n": 100}) == ["QUERY_TOO_COSTLY"]
 
 
 async def test_more_than_100_aliases_are_refused(api: Api, statements: list[str]) -> None:
@@ -210,3 +210,37 @@ async def test_a_token_over_its_rate_gets_429_with_retry_after(db: Database) -> 
     assert answers[2].headers["retry-after"] == "2"
     assert answers[2].json()["errors"][0]["extensions"]["code"] == "RATE_LIMITED"
     assert other.status_code == 200  # per token
+
+
+async def test_a_document_over_256_kib_is_refused_unread(
+        api: Api, statements: list[str]) -> None:
+    """Lexing a long string literal holds the event loop (~0.15 s a MB): refused unparsed."""
+    literal = '{ productVariants(skus: ["' + "x" * 300_000 + '"]) { edges { node { id } } } }'
+    assert await refused(api, statements, literal) == ["QUERY_TOO_LARGE"]
+    assert await refused(api, statements, "{ __typename" + " " * 2**18 + "}") \
+        == ["QUERY_TOO_LARGE"]
+    assert (await api.gql("{ __typename" + " " * (2**18 - 20) + "}")) == {
+        "__typename": "Query"}
+
+
+async def test_bad_values_are_quoted_back_clipped(api: Api) -> None:
+    s = shop(api.db)
+    long = "Z" * 100_000
+    create = ("mutation($input: OrderCreateInput!) { orderCreate(input: $input) { "
+              "errors { code message } } }")
+    order = (await api.gql(create, {"input": {
+        "type": "REGULAR", "shippingCountry": long,
+        "lines": [{"variantId": gid("ProductVariant", s.variant), "quantity": 1}]}}))
+    bulk = await api.gql(
+        "mutation($rows: [StockBulkUpdateInput!]!) { stockBulkUpdate(stocks: $rows) { "
+        "results { errors { code message } } } }",
+        {"rows": [{"warehouseId": gid("Warehouse", s.w1), "sku": long, "quantity": 1}]})
+    zone = await api.gql(
+        "mutation($c: [String!]!) { shippingZoneCreate(input: {name: \"Z\", countries: $c}) "
+        "{ errors { code message } } }", {"c": [long]})
+    cursor = await api.post("{ sellers(after: \"" + long[:50_000] + "\") { edges { cursor } } }")
+    messages = [order["orderCreate"]["errors"][0]["message"],
+                bulk["stockBulkUpdate"]["results"][0]["errors"][0]["message"],
+                zone["shippingZoneCreate"]["errors"][0]["message"],
+                cursor.json()["errors"][0]["message"]]
+    assert all(len(m) < 200 and "Z" * 41 not in m for m in messages), messages

@@ -165,3 +165,23 @@ async def test_creating_a_3_line_order_runs_a_small_fixed_number_of_statements(
         # update (executemany), its ledger movements (executemany); the payload's
         # warehouses: one batched read
         assert statements.count == 7, sql
+
+
+async def test_nodes_reads_each_type_in_one_statement_whatever_the_number_of_ids(
+    api: Api,
+) -> None:
+    """`nodes` of 100 variants, 300 stocks and 3 warehouses: a statement per type."""
+    _, warehouses, variant_ids = _catalog(api.db, 100)
+    stock_ids = [int(r[0]) for r in api.db.rows("SELECT id FROM stock")]
+    wanted = ([gid("ProductVariant", v) for v in variant_ids]
+              + [gid("Stock", s) for s in stock_ids]
+              + [gid("Warehouse", w) for w in warehouses] + ["bogus", gid("Product", 10**6)])
+    await api.gql("{ __typename }")
+
+    with counting(api.db) as statements:
+        data = await api.gql("query($ids: [ID!]!) { nodes(ids: $ids) { __typename id } }",
+                             {"ids": wanted})
+
+    assert [n and n["id"] for n in data["nodes"]] == [*wanted[:-2], None, None]
+    # variants, their products, stocks, warehouses, products (the unknown one)
+    assert statements.count <= 5, statements.sql
