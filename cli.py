@@ -22,8 +22,8 @@ from starlette.applications import Starlette
 from domain.db import make_engine, session_factories
 from domain.models import Role
 from domain.permissions import Principal
-from domain.relay import Relay
 from domain.settings import Settings
+from domain.sync import Pusher, Sync
 from domain.uow import UnitOfWork
 
 if TYPE_CHECKING:
@@ -43,17 +43,22 @@ def migrate(settings: Settings) -> None:
     command.upgrade(config, "head")
 
 
-def make_relay(settings: Settings, engine: Engine) -> Relay:
-    """The relay that hands committed stock changes to the broker's `stock_changed` actor
-    (domain/relay.py); with no broker set, the actors run in this process."""
+def make_relay(settings: Settings, engine: Engine) -> Sync:
+    """The sync of a server process (domain/sync.py): its relay works out the listings'
+    figures of committed stock changes and hands the variants to the broker's
+    `stock_changed` actor; channels to push go to the `push_channel` actor. With no broker
+    set, the actors run in this process."""
     from workers.broker import make_broker, start_embedded_worker
+    from workers.delivery import HttpPost
 
     broker = make_broker(settings)
     from workers import actors  # actors bind to the broker set just above
 
     actors.bind(broker)  # imported earlier (tests): rebind
+    actors.use_pusher(Pusher(engine, HttpPost()))
     start_embedded_worker(broker)
-    return Relay(engine, actors.stock_changed.send)  # the app's lifespan starts and stops it
+    # the app's lifespan starts and stops it
+    return Sync(engine, actors.push_channel.send, actors.stock_changed.send)
 
 
 def app_factory() -> Starlette:

@@ -44,6 +44,7 @@ from domain.permissions import Principal
 from domain.relay import Relay
 from domain.services import tokens as token_service
 from domain.settings import Limits
+from domain.sync import Sync
 from domain.uow import Publish
 
 log = logging.getLogger("stockyard")
@@ -208,7 +209,7 @@ def build_app(engine: Engine, publish: Publish, *, threads: int = 12,
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
-        if isinstance(publish, Relay):
+        if isinstance(publish, Relay | Sync):
             publish.start()
         if listener is not None:
             listener.start()
@@ -225,7 +226,7 @@ def build_app(engine: Engine, publish: Publish, *, threads: int = 12,
         await anyio.to_thread.run_sync(limiter.close)
         # the services still running commit first
         await anyio.to_thread.run_sync(services.threads.close)
-        if isinstance(publish, Relay):
+        if isinstance(publish, Relay | Sync):
             # a last round while the broker is still there; what it cannot hand on stays
             # in the ledger for the next process
             await anyio.to_thread.run_sync(publish.close)

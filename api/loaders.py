@@ -16,12 +16,13 @@ from domain.models import (
     ProductVariant,
     PurchaseOrder,
     PurchaseOrderLine,
+    SalesChannel,
     Seller,
     Stock,
     StockMovement,
     Warehouse,
 )
-from domain.services import reads
+from domain.services import channel_reads, reads
 from domain.services.orders import AllocationView, FulfillmentView
 
 K = TypeVar("K")
@@ -154,6 +155,18 @@ class Loaders:
     @functools.cached_property
     def sellers_of_order(self) -> DataLoader[Any, frozenset[int]]:
         return _loader(self._read, reads.sellers_of_orders)
+
+    @functools.cached_property
+    def warehouses_of_channel(self) -> DataLoader[Any, list[Warehouse]]:
+        return _loader(self._read, channel_reads.warehouses_of_channels)
+
+    @functools.cached_property
+    def pending_of_channel(self) -> DataLoader[Any, int]:
+        return _loader(self._read, channel_reads.pending_counts)
+
+    @functools.cached_property
+    def channel(self) -> DataLoader[int, Any]:
+        return _by_id(self._read, SalesChannel)
 
     @functools.cached_property
     def fulfillment(self) -> DataLoader[Any, FulfillmentView | None]:

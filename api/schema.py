@@ -9,9 +9,11 @@ import strawberry
 from graphql import GraphQLError
 from strawberry.extensions import MaskErrors
 from strawberry.schema.config import StrawberryConfig
+from strawberry.tools import merge_types
 from strawberry.types import ExecutionContext
 from strawberry.utils.logging import StrawberryLogger
 
+from api.channels import ChannelMutations, ChannelQueries, SalesChannel
 from api.coercion import FastCoercionExecutor, LimitedExecutor, build_during_coercion
 from api.inputs import OrderCreateInput, OrderLineInput, StockBulkUpdateInput
 from api.limits import GateExtension
@@ -63,10 +65,10 @@ def make_schema(*, fast_paths: bool = True) -> strawberry.Schema:
     """The schema; without `fast_paths`, graphql-core's coercion and strawberry's conversion
     of every input (`api.coercion` relies on private names of both)."""
     built = StockyardSchema(
-        query=Query,
-        mutation=Mutation,
+        query=merge_types("Query", (Query, ChannelQueries)),
+        mutation=merge_types("Mutation", (Mutation, ChannelMutations)),
         types=[Seller, ShippingZone, Warehouse, Product, ProductVariant, Order, OrderLine,
-               Fulfillment, Stock, StockMovement, PurchaseOrder],
+               Fulfillment, Stock, StockMovement, PurchaseOrder, SalesChannel],
         extensions=[
             # parsing, limits and validation, cached by query text: the app's `Gate`
             GateExtension,

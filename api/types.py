@@ -140,9 +140,14 @@ class Stock(Node):
 
 @strawberry.type
 class Product(_OfSeller):
+    inventory_sync: bool = strawberry.field(description=(
+        "False: no sales channel is told this product's figures (its listings are left "
+        "alone)."))
+
     @classmethod
     def from_model(cls, m: models.Product) -> Product:
-        return cls(id=_gid("Product", m.id), pk=m.id, name=m.name, seller_pk=m.seller_id)
+        return cls(id=_gid("Product", m.id), pk=m.id, name=m.name, seller_pk=m.seller_id,
+                   inventory_sync=m.inventory_sync)
 
     @strawberry.field
     async def variants(self, info: Info) -> list[ProductVariant]:
@@ -430,6 +435,12 @@ async def resolve_node(info: Info, type_name: str, pk: int) -> Any:
     def visible(seller_id: int) -> bool:
         return permissions.can_see_seller_data(principal, seller_id)
 
+    if type_name == "SalesChannel":
+        from api.channels import SalesChannel as ChannelNode  # it builds on this module
+
+        channel = await loaders.channel.load(pk)
+        return ChannelNode.from_model(channel) if channel is not None and \
+            permissions.can_manage_seller(principal, channel.seller_id) else None
     if type_name == "ApiToken":
         from api.token_types import token_node  # it builds on this module's types
 

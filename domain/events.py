@@ -12,4 +12,12 @@ class StockChanged:
     variant_ids: tuple[int, ...]
 
 
-Event = StockChanged
+@dataclass(frozen=True, slots=True)
+class ListingsChanged:
+    """These sales channels have listings to push now (their new figures and versions are
+    committed already: the event only saves waiting for the sweeper)."""
+
+    channel_ids: tuple[int, ...]
+
+
+Event = StockChanged | ListingsChanged

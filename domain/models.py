@@ -11,6 +11,7 @@ from sqlalchemy import (
     Column,
     DateTime,
     Enum,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -126,6 +127,8 @@ class Product(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     seller_id: Mapped[int] = mapped_column(ForeignKey("seller.id"), index=True)
     name: Mapped[str] = mapped_column(String(255))
+    # False: no sales channel is told this product's figures (its listings are left alone)
+    inventory_sync: Mapped[bool] = mapped_column(Boolean, default=True, server_default="1")
 
 
 class ProductVariant(Base):
@@ -341,4 +344,84 @@ class RelayPosition(Base):
     last_id: Mapped[int] = mapped_column(Integer)
     updated_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), server_default=func.now(), onupdate=func.now()
+    )
+
+
+class SyncMode(enum.StrEnum):
+    ALL = "ALL"
+    FEEDS_ONLY = "FEEDS_ONLY"
+    NONE = "NONE"
+
+
+class SalesChannel(Base):
+    """An external store of a seller; Stockyard pushes its listings' figures there
+    (domain/sync.py). The columns after `last_synced_at` are the push schedule."""
+
+    __tablename__ = "sales_channel"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    seller_id: Mapped[int] = mapped_column(ForeignKey("seller.id"), index=True)
+    name: Mapped[str] = mapped_column(String(255))
+    endpoint_url: Mapped[str] = mapped_column(String(2048))
+    # whsec_<base64>: kept to sign pushes and check inbound requests, never shown again
+    secret: Mapped[str] = mapped_column(String(100))
+    sync_mode: Mapped[SyncMode] = mapped_column(_enum(SyncMode))
+    # True: every warehouse of the seller, later ones included; False: those listed in
+    # sales_channel_warehouse
+    all_warehouses: Mapped[bool] = mapped_column(Boolean)
+    untracked_quantity: Mapped[int] = mapped_column(Integer)
+    max_requests_per_second: Mapped[int] = mapped_column(Integer)
+    paused: Mapped[bool] = mapped_column(Boolean, default=False)
+    # the endpoint refused our credentials (401/403): nothing is sent until it changes
+    failing: Mapped[bool] = mapped_column(Boolean, default=False)
+    last_error: Mapped[str | None] = mapped_column(String(500))
+    last_error_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_synced_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now()
+    )
+    # Unix seconds: when the next push may start (backoff, Retry-After), when the next
+    # request may go (maxRequestsPerSecond, across processes); failures in a row
+    retry_at: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
+    next_request_at: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
+    failures: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # one pusher at a time: it holds the lease until `lease_until` (Unix seconds), under
+    # the fencing number `lease` (every claim takes the next one)
+    lease: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    lease_until: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
+
+
+sales_channel_warehouse = Table(
+    "sales_channel_warehouse",
+    Base.metadata,
+    Column("channel_id", ForeignKey("sales_channel.id", ondelete="CASCADE"), primary_key=True),
+    Column("warehouse_id", ForeignKey("warehouse.id"), primary_key=True),
+)
+
+
+class Listing(Base):
+    """A channel's listing, matched to the seller's variant of the same SKU.
+
+    `figure` is what the listing should show, as last worked out, and `version` grows with
+    every change of it; `acked_version` is the version the channel acknowledged at its
+    current endpoint (NULL: not yet, or a full push is due). Pending: matched and
+    acked_version below version."""
+
+    __tablename__ = "listing"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    channel_id: Mapped[int] = mapped_column(ForeignKey("sales_channel.id", ondelete="CASCADE"))
+    external_id: Mapped[str] = mapped_column(String(255))
+    sku: Mapped[str] = mapped_column(String(255))
+    variant_id: Mapped[int | None] = mapped_column(ForeignKey("product_variant.id"), index=True)
+    figure: Mapped[int | None] = mapped_column(Integer)
+    version: Mapped[int] = mapped_column(Integer, default=0)
+    acked_version: Mapped[int | None] = mapped_column(Integer)
+    pushed_quantity: Mapped[int | None] = mapped_column(Integer)
+    pushed_version: Mapped[int | None] = mapped_column(Integer)
+    pushed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (
+        UniqueConstraint("channel_id", "external_id", name="uq_listing_channel_external_id"),
+        Index("ix_listing_channel_sku", "channel_id", "sku"),
     )

@@ -176,6 +176,13 @@ def require_seller_access(principal: Principal | None, seller_id: int | None,
     return principal
 
 
+def can_manage_seller(principal: Principal | None, seller_id: int) -> bool:
+    """Admins for every seller, a seller token for its own (sales channels)."""
+    return _is(principal, Role.ADMIN) or (
+        _is(principal, Role.SELLER) and principal is not None
+        and principal.seller_id == seller_id)
+
+
 def require_order_creation(principal: Principal | None, order_type: OrderType) -> Principal:
     """Admins and sellers create orders of every type (a seller's lines must be its own
     variants: `own_variants`), storefronts REGULAR orders only."""

@@ -26,7 +26,7 @@ from domain.events import Event
 from domain.models import Base, Role
 from domain.services import tokens
 from domain.settings import Limits, Settings
-from domain.uow import UnitOfWork
+from domain.uow import Publish, UnitOfWork
 
 DEFAULT_PG = "postgresql://postgres@127.0.0.1:5432/postgres"
 _pg_problem: str | None = None
@@ -199,11 +199,12 @@ class Api:
 
 
 @contextlib.asynccontextmanager
-async def serve(db: Database, *, fast_paths: bool = True,
-                limits: Limits = Limits()) -> AsyncIterator[Api]:
-    """A client of a fresh app on `db`."""
+async def serve(db: Database, *, fast_paths: bool = True, limits: Limits = Limits(),
+                publish: Publish | None = None) -> AsyncIterator[Api]:
+    """A client of a fresh app on `db`; committed events go to `publish` (by default,
+    nowhere)."""
     events: list[Event] = []
-    app = build_app(db.engine, events.append, fast_paths=fast_paths, limits=limits)
+    app = build_app(db.engine, publish or events.append, fast_paths=fast_paths, limits=limits)
     transport = httpx.ASGITransport(app=app)  # runs no lifespan: the test stops the threads
     try:
         async with httpx.AsyncClient(transport=transport, base_url="http://testserver",

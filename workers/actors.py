@@ -10,7 +10,35 @@ import sys
 
 import dramatiq
 
+from domain.db import make_engine
+from domain.settings import Settings
+from domain.sync import Pusher
+from workers.delivery import HttpPost
+
 log = logging.getLogger("stockyard.workers")
+
+
+_pusher: Pusher | None = None
+
+
+def use_pusher(pusher: Pusher) -> None:
+    """The pusher `push_channel` uses in this process (a server's, sharing its engine)."""
+    global _pusher
+    _pusher = pusher
+
+
+def _the_pusher() -> Pusher:
+    global _pusher
+    if _pusher is None:  # a `stockyard worker` process: its own engine
+        _pusher = Pusher(make_engine(Settings.from_env()), HttpPost())
+    return _pusher
+
+
+@dramatiq.actor(queue_name="sync", max_retries=0)
+def push_channel(channel_id: int) -> None:
+    """Push what is pending of this channel (domain/sync.py). No retries here: what failed
+    stays pending in the database with its next try, and the sweeper sends it again."""
+    _the_pusher().push(channel_id)
 
 
 @dramatiq.actor(queue_name="stock-events", max_retries=3)

@@ -31,6 +31,7 @@ def start_embedded_worker(broker: dramatiq.Broker) -> dramatiq.Worker | None:
     """With no external broker, run the actors in this process."""
     if not isinstance(broker, StubBroker):
         return None
-    worker = dramatiq.Worker(broker, worker_threads=2)
+    # a slow channel holds one thread for up to its timeout: the others keep pushing
+    worker = dramatiq.Worker(broker, worker_threads=8)
     worker.start()
     return worker

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from sqlalchemy import func, insert, select
 from sqlalchemy.exc import IntegrityError
 
-from domain import permissions
+from domain import permissions, sync
 from domain.countries import normalize_country
 from domain.errors import (
     DomainError,
@@ -19,7 +19,7 @@ from domain.errors import (
     clip,
     raise_all,
 )
-from domain.events import StockChanged
+from domain.events import ListingsChanged, StockChanged
 from domain.models import (
     Product,
     ProductVariant,
@@ -30,6 +30,7 @@ from domain.models import (
     warehouse_shipping_zone,
 )
 from domain.permissions import Principal
+from domain.services import channels as listings
 from domain.services import stock
 from domain.uow import UnitOfWork
 
@@ -171,6 +172,10 @@ def create_variant(
                                  sku=clean_sku, track_inventory=track_inventory)
         s.add(variant)
         try:
+            s.flush()
+            channels = listings.variant_added(s, variant)
+            if channels:
+                uow.emit(ListingsChanged(tuple(sorted(channels))))
             uow.commit()
         except IntegrityError:
             # a concurrent request took the SKU between our check and our insert
@@ -195,6 +200,10 @@ def update_variant(
         assert variant is not None
         if track_inventory is not None and track_inventory != variant.track_inventory:
             variant.track_inventory = track_inventory
+            s.flush()
+            channels = sync.refresh(s, variant_ids=[variant_id])  # no movement says so
+            if channels:
+                uow.emit(ListingsChanged(tuple(sorted(channels))))
             uow.emit(StockChanged((variant_id,)))
         uow.commit()
     return variant

@@ -46,6 +46,7 @@ from sqlalchemy import text
 
 from api.schema import schema, schema_for
 from domain.models import Role
+from domain.services import channels
 from domain.services import stock as stock_service
 from domain.services import tokens as token_service
 from tests.api.order_calls import placed, set_allocation
@@ -84,6 +85,7 @@ QUERIES: dict[str, Row] = {
     "stocks": (ALLOW, SCOPED, SCOPED, DENY, DENY, AUTH),
     "stockMovements": (ALLOW, SCOPED, SCOPED, DENY, DENY, AUTH),
     "orders": (ALLOW, SCOPED, SCOPED, SCOPED, SCOPED, AUTH),
+    "salesChannels": (ALLOW, SCOPED, SCOPED, DENY, DENY, AUTH),
 }
 
 MUTATIONS: dict[str, Row] = {
@@ -113,6 +115,13 @@ MUTATIONS: dict[str, Row] = {
     "orderConfirm": (ALLOW, ALLOW, HIDDEN, DENY, DENY, AUTH),
     "orderCancel": (ALLOW, ALLOW, HIDDEN, ALLOW, HIDDEN, AUTH),
     "orderFulfill": (ALLOW, ALLOW, HIDDEN, DENY, DENY, AUTH),
+    # sales channels: admin, and the seller for its own
+    "salesChannelCreate": (ALLOW, ALLOW, HIDDEN, DENY, DENY, AUTH),
+    "salesChannelUpdate": (ALLOW, ALLOW, HIDDEN, DENY, DENY, AUTH),
+    "salesChannelSync": (ALLOW, ALLOW, HIDDEN, DENY, DENY, AUTH),
+    "listingsUpsert": (ALLOW, ALLOW, HIDDEN, DENY, DENY, AUTH),
+    "listingsDelete": (ALLOW, ALLOW, HIDDEN, DENY, DENY, AUTH),
+    "productUpdate": (ALLOW, ALLOW, HIDDEN, DENY, DENY, AUTH),
 }
 
 # `node(id:)` of seller own's object of each type (Order, OrderLine, Fulfillment: an order
@@ -133,6 +142,8 @@ NODES: dict[str, Row] = {
     # seller own's token: admins only, null for every other token (README's table has no
     # cell for it; API.md: `node` answers null for a foreign id)
     "ApiToken": (ALLOW, HIDDEN, HIDDEN, HIDDEN, HIDDEN, AUTH),
+    # a channel holds its seller's endpoint: the seller's and admins' only
+    "SalesChannel": (ALLOW, ALLOW, HIDDEN, HIDDEN, HIDDEN, AUTH),
 }
 
 TABLES: dict[str, dict[str, Row]] = {"Query": QUERIES, "Mutation": MUTATIONS, "Node": NODES}
@@ -208,10 +219,17 @@ class Matrix:
         return World(self.db).variant(self.own.product, sku=unique("OWN-MATRIX"),
                                       stocks=stocks)
 
+    def channel(self) -> int:
+        """A new sales channel of seller own (its endpoint answers nothing)."""
+        return channels.create_channel(self.db.uow(), ADMIN, seller_id=self.own.seller,
+                                       data=channels.ChannelInput(
+                                           name=unique("matrix channel"),
+                                           endpoint_url="http://127.0.0.1:9/push"))[0].id
+
 
 NODE_TARGETS = ("Seller", "ShippingZone", "Warehouse", "Product", "ProductVariant", "Stock",
                 "StockMovement", "PurchaseOrder", "Order", "OrderLine", "Fulfillment",
-                "ApiToken")
+                "ApiToken", "SalesChannel")
 
 
 def token_pk(db: Database, secret: str) -> int:
@@ -256,6 +274,7 @@ async def build_world(api: Api) -> Matrix:
         "Order": order["id"], "OrderLine": line,
         "Fulfillment": shipped["fulfillment"]["id"],
         "ApiToken": gid("ApiToken", w.token_pks["seller_own"]),
+        "SalesChannel": gid("SalesChannel", w.channel()),
     }
     assert set(w.targets) == set(NODE_TARGETS)
     return w
@@ -410,6 +429,9 @@ LISTINGS: dict[str, Listing] = {
         "StockMovement", "SELECT id FROM stock_movement",
         "SELECT m.id FROM stock_movement m JOIN warehouse w ON w.id = m.warehouse_id "
         "WHERE w.seller_id = :s", narrow=("variantId", "ProductVariant")),
+    "salesChannels": Listing("SalesChannel", "SELECT id FROM sales_channel",
+                             "SELECT id FROM sales_channel WHERE seller_id = :s",
+                             narrow=("sellerId", "Seller")),
     "orders": Listing("Order", "SELECT id FROM orders", SELLER_ORDERS,
                       "SELECT id FROM orders WHERE created_by_token_id = :t",
                       selection="lines { variant { product { seller { id } } } }"),
@@ -783,6 +805,65 @@ async def _order_fulfill(w: Matrix, caller: str) -> Call:
                 ("order", "fulfillment"))
 
 
+@builds("salesChannelCreate")
+async def _channel_create(w: Matrix, caller: str) -> Call:
+    return with_input("salesChannelCreate", "salesChannel { id } secret",
+                      ("salesChannel", "secret"), {
+                          "sellerId": gid("Seller", w.own.seller), "name": unique("channel"),
+                          "endpointUrl": "https://shop.example/stock"},
+                      unknown=("sellerId", "Seller"))
+
+
+def channel_call(name: str, args: str, fields: dict[str, Any], id_name: str = "id") -> Call:
+    variables = {id_name: fields.pop(id_name), **fields}
+    return Call(payload_mutation(name, args, "salesChannel { id }"), variables,
+                replaced(variables, (id_name,), gid("SalesChannel", UNKNOWN)),
+                ("salesChannel",))
+
+
+@builds("salesChannelUpdate")
+async def _channel_update(w: Matrix, caller: str) -> Call:
+    return channel_call("salesChannelUpdate", "id: ID!, input: SalesChannelUpdateInput!",
+                        {"id": gid("SalesChannel", w.channel()),
+                         "input": {"untrackedQuantity": 5}})
+
+
+@builds("salesChannelSync")
+async def _channel_sync(w: Matrix, caller: str) -> Call:
+    channel = w.channel()  # with a listing the channel acknowledged: a sync pushes it again
+    channels.upsert_listings(w.db.uow(), ADMIN, channel, [channels.ListingInput("E1", "S")])
+    with w.db.engine.begin() as conn:
+        conn.execute(text("UPDATE listing SET acked_version = version WHERE channel_id = :c"),
+                     {"c": channel})
+    return channel_call("salesChannelSync", "id: ID!", {"id": gid("SalesChannel", channel)})
+
+
+@builds("listingsUpsert")
+async def _listings_upsert(w: Matrix, caller: str) -> Call:
+    return channel_call("listingsUpsert", "channelId: ID!, listings: [ListingInput!]!",
+                        {"channelId": gid("SalesChannel", w.channel()),
+                         "listings": [{"externalId": "E1", "sku": "OWN-SKU"}]}, "channelId")
+
+
+@builds("listingsDelete")
+async def _listings_delete(w: Matrix, caller: str) -> Call:
+    channel = w.channel()
+    channels.upsert_listings(w.db.uow(), ADMIN, channel, [channels.ListingInput("E1", "S")])
+    return channel_call("listingsDelete", "channelId: ID!, externalIds: [String!]!",
+                        {"channelId": gid("SalesChannel", channel), "externalIds": ["E1"]},
+                        "channelId")
+
+
+@builds("productUpdate")
+async def _product_update(w: Matrix, caller: str) -> Call:
+    variables = {"id": gid("Product", World(w.db).product(w.own.seller)),
+                 "input": {"inventorySync": False}}
+    return Call(payload_mutation("productUpdate", "id: ID!, input: ProductUpdateInput!",
+                                 "product { id inventorySync }"),
+                variables, replaced(variables, ("id",), gid("Product", UNKNOWN)),
+                ("product",))
+
+
 STATE = [
     "SELECT id, name FROM seller",
     "SELECT id, name FROM shipping_zone",
@@ -799,6 +880,9 @@ STATE = [
     "SELECT id, quantity, quantity_received FROM purchase_order_line",
     "SELECT order_type, enabled FROM order_type_allocation",
     "SELECT id, revoked_at IS NULL FROM api_token",
+    "SELECT id, name, untracked_quantity, paused, failing FROM sales_channel",
+    "SELECT id, external_id, sku, figure, version, acked_version FROM listing",
+    "SELECT id, name, inventory_sync FROM product",
 ]
 
 

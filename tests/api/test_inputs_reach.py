@@ -49,6 +49,9 @@ NODES = {
     "productVariantUpdate.id": "ProductVariant", "orderLineUpdate.id": "OrderLine",
     "orderLineDelete.id": "OrderLine", "orderConfirm.id": "Order", "orderCancel.id": "Order",
     "purchaseOrderReceive.id": "PurchaseOrder", "tokenRevoke.id": "ApiToken",
+    "channelId": "SalesChannel", "warehouseIds": "Warehouse",
+    "salesChannelUpdate.id": "SalesChannel", "salesChannelSync.id": "SalesChannel",
+    "productUpdate.id": "Product",
 }
 ROWS = MIN_ROWS + 1
 """Items of a list of inputs: long enough for `api.coercion`'s flat loop at the top level."""

@@ -1,0 +1,452 @@
+"""Sales-channel sync: what each listing should show, and pushing it (API.md "Sales channels").
+
+Listings are state, not messages. `refresh` works out a listing's figure and, when it
+changed, raises its `version` in the same transaction that caused it (a channel or listing
+edit) or right after the relay saw the stock change commit (domain/relay.py moves its
+position only once `refresh` returned). So whatever must be pushed is in the database
+before anything is sent: a lost broker message or a killed process delays a push, and the
+sweeper (`due_channels`) finds it again.
+
+`Pusher.push(channel)` sends what is pending, 250 listings a request, under a lease on the
+channel row: one pusher per channel at a time, so a receiver sees each listing's versions
+in order, and the channel's `next_request_at` spaces its requests across every process.
+A 2xx acknowledges what the request carried; 401/403 marks the channel failing; 429 waits
+for Retry-After; anything else backs off exponentially with jitter (1 s, 2 s, ... 600 s).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import logging
+import random
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+from sqlalchemy import Engine, select, text
+from sqlalchemy.orm import Session, sessionmaker
+
+from domain import signing
+from domain.db import READ_ONLY
+from domain.events import Event, ListingsChanged
+from domain.models import (
+    Listing,
+    Product,
+    ProductVariant,
+    SalesChannel,
+    Stock,
+    SyncMode,
+    Warehouse,
+    sales_channel_warehouse,
+)
+from domain.relay import Relay
+
+log = logging.getLogger("stockyard.sync")
+
+Kick = Callable[[int], None]  # "push this channel soon" (a dramatiq message, or a thread)
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """What a receiver answered."""
+
+    status: int
+    retry_after: str | None = None
+
+
+class Unreachable(Exception):
+    """No answer: a timeout or a connection error (the message says which)."""
+
+
+# POST url, body, headers -> the answer; an adapter with a pooled HTTP client
+# (workers/delivery.py: the domain speaks no HTTP itself)
+Post = Callable[[str, bytes, Mapping[str, str]], Answer]
+
+PER_REQUEST = 250  # updates in one push
+TIMEOUT = 10.0  # seconds a receiver has to answer
+LEASE = 60.0  # seconds a pusher holds a channel without renewing
+BACKOFF_CAP = 600.0  # seconds at most between tries
+DEFAULT_RETRY_AFTER = 5.0
+CREDENTIALS = ("the endpoint refused Stockyard's credentials (HTTP {status}): nothing is "
+               "sent until the channel's endpoint or secret is updated")
+
+
+_NEW_FIGURE = text("UPDATE listing SET figure = :figure, version = version + 1 "
+                   "WHERE id = :listing")
+
+
+# -- figures -------------------------------------------------------------------------------
+
+
+def refresh(s: Session, *, variant_ids: Iterable[int] | None = None,
+            channel_ids: Iterable[int] | None = None,
+            listing_ids: Iterable[int] | None = None) -> set[int]:
+    """Work out the figure of the listings of these variants, channels or ids, raising the
+    version of each whose figure changed; the channels that have something new to push.
+
+    The listing rows are locked first (in id order), so that of two refreshes of one
+    listing the later one computes from what the earlier one committed."""
+    where = []
+    if variant_ids is not None:
+        where.append(Listing.variant_id.in_(sorted(set(variant_ids))))
+    if channel_ids is not None:
+        where.append(Listing.channel_id.in_(sorted(set(channel_ids))))
+    if listing_ids is not None:
+        where.append(Listing.id.in_(sorted(set(listing_ids))))
+    assert where, "refresh needs variants, channels or listings"
+    query = select(Listing.id, Listing.channel_id, Listing.variant_id, Listing.figure) \
+        .where(*where).order_by(Listing.id)
+    if s.get_bind().dialect.name == "postgresql":
+        query = query.with_for_update()
+    rows = s.execute(query).all()
+    if not rows:
+        return set()
+    figures = _figures(s, {r.channel_id for r in rows},
+                       {r.variant_id for r in rows if r.variant_id is not None})
+    changed = [{"listing": r.id, "figure": figures.get((r.channel_id, r.variant_id))}
+               for r in rows
+               if figures.get((r.channel_id, r.variant_id)) != r.figure]
+    if changed:
+        s.execute(_NEW_FIGURE, changed)
+    return {r.channel_id for r in rows
+            if figures.get((r.channel_id, r.variant_id)) != r.figure}
+
+
+def _figures(s: Session, channel_ids: set[int], variant_ids: set[int]
+             ) -> dict[tuple[int, int], int]:
+    """(channel, variant) -> the figure: the sum of quantityAvailable over the channel's
+    warehouses, or the channel's untrackedQuantity for an untracked variant."""
+    if not variant_ids:
+        return {}
+    channels = s.execute(select(SalesChannel.id, SalesChannel.seller_id,
+                                SalesChannel.all_warehouses, SalesChannel.untracked_quantity)
+                         .where(SalesChannel.id.in_(sorted(channel_ids)))).all()
+    chosen: dict[int, set[int]] = defaultdict(set)
+    for channel_id, warehouse_id in s.execute(
+            select(sales_channel_warehouse.c.channel_id, sales_channel_warehouse.c.warehouse_id)
+            .where(sales_channel_warehouse.c.channel_id.in_(
+                sorted(c.id for c in channels if not c.all_warehouses)))):
+        chosen[channel_id].add(warehouse_id)
+    all_of = {c.seller_id for c in channels if c.all_warehouses}
+    seller_warehouses: dict[int, set[int]] = defaultdict(set)
+    if all_of:
+        for warehouse_id, seller_id in s.execute(
+                select(Warehouse.id, Warehouse.seller_id)
+                .where(Warehouse.seller_id.in_(sorted(all_of)))):
+            seller_warehouses[seller_id].add(warehouse_id)
+    tracked = dict(s.execute(select(ProductVariant.id, ProductVariant.track_inventory)
+                             .where(ProductVariant.id.in_(sorted(variant_ids)))).all())
+    available: dict[int, dict[int, int]] = defaultdict(dict)
+    for variant_id, warehouse_id, free in s.execute(
+            select(Stock.variant_id, Stock.warehouse_id,
+                   Stock.quantity - Stock.quantity_allocated)
+            .where(Stock.variant_id.in_(sorted(variant_ids)))):
+        available[variant_id][warehouse_id] = max(free, 0)
+    figures: dict[tuple[int, int], int] = {}
+    for c in channels:
+        warehouses = seller_warehouses[c.seller_id] if c.all_warehouses else chosen[c.id]
+        for variant_id in variant_ids:
+            if variant_id not in tracked:
+                continue
+            figures[c.id, variant_id] = c.untracked_quantity if not tracked[variant_id] else \
+                sum(q for w, q in available[variant_id].items() if w in warehouses)
+    return figures
+
+
+def pending_clause() -> Any:
+    """The listings that wait for a push: matched, with a figure the channel has not
+    acknowledged, of a product that syncs (the channel's mode is checked apart)."""
+    return (Listing.variant_id.is_not(None) & Listing.figure.is_not(None)
+            & (Listing.acked_version.is_(None) | (Listing.acked_version < Listing.version))
+            & Listing.variant_id.in_(
+                select(ProductVariant.id).join(Product, Product.id == ProductVariant.product_id)
+                .where(Product.inventory_sync.is_(True))))
+
+
+def pushes(mode: SyncMode) -> bool:
+    """Whether a channel in this mode pushes anything (FEEDS_ONLY: not until supplier
+    feeds exist, which is the feeds issue's work)."""
+    return mode is SyncMode.ALL
+
+
+_DUE = text(
+    "SELECT c.id FROM sales_channel c WHERE c.paused = :false AND c.failing = :false "
+    "AND c.sync_mode = 'ALL' AND c.retry_at <= :now AND c.lease_until < :now")
+
+
+def due_channels(engine: Engine, now: float | None = None) -> list[int]:
+    """Channels with something pending that no pusher holds and no backoff holds back."""
+    now = time.time() if now is None else now
+    # a read: on SQLite it must not take the writer's turn every second
+    with engine.connect().execution_options(**{READ_ONLY: True}) as conn:
+        candidates = [r[0] for r in conn.execute(_DUE, {"now": now, "false": False})]
+        if not candidates:
+            return []
+        return sorted(set(conn.execute(
+            select(Listing.channel_id).where(Listing.channel_id.in_(candidates),
+                                             pending_clause())).scalars()))
+
+
+# -- pushing -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Update:
+    listing: int
+    external_id: str
+    sku: str
+    available: int
+    version: int
+
+
+class Pusher:
+    """Pushes channels' pending listings through `post`."""
+
+    def __init__(self, engine: Engine, post: Post,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        self._engine = engine
+        self._post = post
+        self._sleep = sleep
+
+    def push(self, channel_id: int) -> None:
+        """Send everything pending of the channel, unless another pusher holds it."""
+        while True:
+            fence = self._claim(channel_id)
+            if fence is None:
+                return
+            try:
+                while self._round(channel_id, fence):
+                    pass
+            finally:
+                self._release(channel_id, fence)
+            # a change committed while we held the lease may have had its kick refused
+            if channel_id not in due_channels(self._engine):
+                return
+
+    def _claim(self, channel_id: int) -> int | None:
+        now = time.time()
+        with self._engine.begin() as conn:
+            claimed = conn.execute(text(
+                "UPDATE sales_channel SET lease = lease + 1, lease_until = :until "
+                "WHERE id = :id AND lease_until < :now AND paused = :false "
+                "AND failing = :false AND retry_at <= :now RETURNING lease"),
+                {"id": channel_id, "now": now, "until": now + LEASE, "false": False}).all()
+        return int(claimed[0][0]) if claimed else None
+
+    def _release(self, channel_id: int, fence: int) -> None:
+        with self._engine.begin() as conn:
+            conn.execute(text("UPDATE sales_channel SET lease_until = 0 "
+                              "WHERE id = :id AND lease = :fence"),
+                         {"id": channel_id, "fence": fence})
+
+    def _round(self, channel_id: int, fence: int) -> bool:
+        """One request of at most 250 updates; True if there may be more to send now."""
+        with self._engine.begin() as conn:
+            c = conn.execute(select(
+                SalesChannel.paused, SalesChannel.failing, SalesChannel.sync_mode,
+                SalesChannel.next_request_at, SalesChannel.max_requests_per_second,
+                SalesChannel.endpoint_url, SalesChannel.secret).where(
+                SalesChannel.id == channel_id, SalesChannel.lease == fence)).first()
+            if c is None:
+                return False  # deleted, or our lease was taken over
+            if c.paused or c.failing or not pushes(SyncMode(c.sync_mode)):
+                return False
+            updates = [_Update(r[0], r[1], r[2], int(r[3] or 0), r[4]) for r in conn.execute(
+                select(Listing.id, Listing.external_id, Listing.sku, Listing.figure,
+                       Listing.version)
+                .where(Listing.channel_id == channel_id, pending_clause())
+                .order_by(Listing.id).limit(PER_REQUEST))]
+            if not updates:
+                return False
+            # a request slot: requests to this channel are 1/rate apart, across processes
+            now = time.time()
+            slot = max(float(c.next_request_at), now)
+            conn.execute(text("UPDATE sales_channel SET next_request_at = :next, "
+                              "lease_until = :until WHERE id = :id AND lease = :fence"),
+                         {"next": slot + 1.0 / max(int(c.max_requests_per_second), 1),
+                          "until": slot + LEASE, "id": channel_id, "fence": fence})
+            endpoint, secret = c.endpoint_url, c.secret
+        if slot > now:
+            self._sleep(slot - now)
+        body = json.dumps({"type": "inventory.updated", "channelId": _channel_gid(channel_id),
+                           "updates": [{"externalId": u.external_id, "sku": u.sku,
+                                        "available": u.available, "version": u.version}
+                                       for u in updates]}, separators=(",", ":"))
+        # the same content keeps its id on a retry
+        message_id = "msg_" + hashlib.sha256(f"{channel_id}:{body}".encode()).hexdigest()[:32]
+        try:
+            answer = self._post(endpoint, body.encode(), {
+                "content-type": "application/json", **signing.headers(secret, body, message_id)})
+        except Unreachable as exc:
+            return self._failed(channel_id, fence, str(exc)[:300])
+        status = answer.status
+        if 200 <= status < 300:
+            self._acknowledged(channel_id, fence, updates)
+            return True
+        if status in (401, 403):
+            self._record(channel_id, fence, CREDENTIALS.format(status=status), failing=True)
+            return False
+        if status == 429:
+            wait = _retry_after(answer.retry_after)
+            self._record(channel_id, fence,
+                         f"the endpoint asked to slow down (HTTP 429): next try in {wait:g} s",
+                         retry_at=time.time() + wait)
+            return False
+        return self._failed(channel_id, fence, f"the endpoint answered HTTP {status}")
+
+    def _acknowledged(self, channel_id: int, fence: int, updates: Sequence[_Update]) -> None:
+        now = datetime.now(UTC)
+        with self._engine.begin() as conn:
+            conn.execute(text(
+                "UPDATE listing SET acked_version = :version, pushed_version = :version, "
+                "pushed_quantity = :available, pushed_at = :now WHERE id = :listing "
+                "AND (acked_version IS NULL OR acked_version <= :version)"),
+                [{"version": u.version, "available": u.available, "now": now,
+                  "listing": u.listing} for u in updates])
+            conn.execute(text("UPDATE sales_channel SET last_synced_at = :now, "
+                              "last_error = NULL, failures = 0 WHERE id = :id AND lease = :fence"),
+                         {"now": now, "id": channel_id, "fence": fence})
+
+    def _failed(self, channel_id: int, fence: int, error: str) -> bool:
+        with self._engine.begin() as conn:
+            failures = conn.execute(text("SELECT failures FROM sales_channel WHERE id = :id"),
+                                    {"id": channel_id}).scalar_one() + 1
+        delay = min(BACKOFF_CAP, 2.0 ** (failures - 1)) * random.uniform(0.5, 1.0)
+        self._record(channel_id, fence, f"{error}; try {failures} failed, next in {delay:.0f} s",
+                     retry_at=time.time() + delay, failures=failures)
+        return False
+
+    def _record(self, channel_id: int, fence: int, error: str, *, failing: bool = False,
+                retry_at: float = 0.0, failures: int | None = None) -> None:
+        log.info("channel %s: %s", channel_id, error)
+        with self._engine.begin() as conn:
+            conn.execute(text(
+                "UPDATE sales_channel SET last_error = :error, last_error_at = :now, "
+                "failing = :failing, retry_at = :retry_at, failures = COALESCE(:failures, "
+                "failures) WHERE id = :id AND lease = :fence"),
+                {"error": error[:500], "now": datetime.now(UTC), "failing": failing,
+                 "retry_at": retry_at, "failures": failures, "id": channel_id,
+                 "fence": fence})
+
+
+def _retry_after(value: str | None) -> float:
+    """Seconds to wait from a Retry-After header (seconds or an HTTP date)."""
+    if not value:
+        return DEFAULT_RETRY_AFTER
+    try:
+        return min(max(float(value), 0.0), BACKOFF_CAP)
+    except ValueError:
+        pass
+    try:
+        return min(max(parsedate_to_datetime(value).timestamp() - time.time(), 0.0),
+                   BACKOFF_CAP)
+    except (TypeError, ValueError):
+        return DEFAULT_RETRY_AFTER
+
+
+def _channel_gid(channel_id: int) -> str:
+    """The channel's global ID, as api/ids.py spells it (the body names it so)."""
+    return base64.b64encode(f"SalesChannel:{channel_id}".encode()).decode()
+
+
+# -- in the background ---------------------------------------------------------------------
+
+
+class Sync:
+    """A server process's part of the sync, and its `Publish`: the relay's rounds work out
+    the figures of the variants whose stock changed, committed channel changes kick their
+    channel, and a sweeper kicks every second what is due (retries, lost kicks, work left
+    by a process that died)."""
+
+    SWEEP_EVERY = 1.0
+    KICK_AGAIN_AFTER = 1.0  # seconds before the sweeper kicks a channel it kicked already
+
+    def __init__(self, engine: Engine, kick: Kick,
+                 stock_changed: Callable[[list[int]], None] | None = None) -> None:
+        self._engine = engine
+        self._kick = kick
+        self._stock_changed = stock_changed
+        self._sessions = sessionmaker(engine, expire_on_commit=False)
+        self.relay = Relay(engine, self.variants_changed)
+        self._kicked: dict[int, float] = {}
+        self._stop = threading.Event()
+        self._sweeper: threading.Thread | None = None
+
+    def __call__(self, event: Event) -> None:
+        if isinstance(event, ListingsChanged):
+            self.kick(event.channel_ids)
+        else:
+            self.relay(event)
+
+    def variants_changed(self, variant_ids: list[int]) -> None:
+        """The relay's `send`: figures worked out and committed before the relay moves on."""
+        with self._sessions() as s, s.begin():
+            channels = refresh(s, variant_ids=variant_ids)
+        self.kick(channels)
+        if self._stock_changed is not None:
+            self._stock_changed(variant_ids)
+
+    def kick(self, channel_ids: Iterable[int]) -> None:
+        now = time.monotonic()
+        for channel_id in channel_ids:
+            self._kicked[channel_id] = now
+            try:
+                self._kick(channel_id)
+            except Exception:  # the broker is down: the sweeper tries again
+                log.warning("could not queue a push of channel %s", channel_id, exc_info=True)
+                self._kicked.pop(channel_id, None)
+
+    def sweep(self) -> None:
+        now = time.monotonic()
+        due = [c for c in due_channels(self._engine)
+               if now - self._kicked.get(c, -1e9) >= self.KICK_AGAIN_AFTER]
+        self.kick(due)
+
+    def start(self) -> None:
+        self.relay.start()
+        if self._sweeper is None:
+            self._sweeper = threading.Thread(target=self._sweep_forever, name="sync-sweeper",
+                                             daemon=True)
+            self._sweeper.start()
+
+    def close(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        self.relay.close(timeout)
+        if self._sweeper is not None:
+            self._sweeper.join(timeout)
+
+    def _sweep_forever(self) -> None:
+        while not self._stop.wait(self.SWEEP_EVERY):
+            try:
+                self.sweep()
+            except Exception:
+                log.warning("sweep failed", exc_info=True)
+
+
+class ThreadKick:
+    """A `Kick` that pushes on a pool of threads of this process (tests, tools)."""
+
+    def __init__(self, pusher: Pusher, threads: int = 8) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        self._pusher = pusher
+        self._pool = ThreadPoolExecutor(threads, thread_name_prefix="push")
+
+    def __call__(self, channel_id: int) -> None:
+        self._pool.submit(self._push, channel_id)
+
+    def _push(self, channel_id: int) -> None:
+        try:
+            self._pusher.push(channel_id)
+        except Exception:
+            log.exception("push of channel %s failed", channel_id)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)

@@ -1,0 +1,198 @@
+"""Pushing listings to a real receiver on loopback (API.md "Sales channels", "Signed
+deliveries"): figures, versions, coalescing, faults; SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+
+from domain import signing, sync
+from domain.errors import InvalidState
+from domain.models import OrderType
+from domain.services import catalog, channels, orders, stock
+from domain.uow import UnitOfWork
+from tests.conftest import Database
+from tests.factories import ADMIN, Shop, shop
+from tests.receiver import Receiver, receiving
+from workers.delivery import HttpPost
+
+
+@dataclass
+class Synced:
+    db: Database
+    shop: Shop
+    receiver: Receiver
+    sync: sync.Sync
+    channel: int
+
+    def uow(self) -> UnitOfWork:
+        return UnitOfWork(self.db.writer, self.sync, reader=self.db.reader)
+
+    def listings(self, *pairs: tuple[str, str]) -> None:
+        channels.upsert_listings(self.uow(), ADMIN, self.channel,
+                                 [channels.ListingInput(e, s) for e, s in pairs])
+
+    def row(self, external_id: str) -> dict[str, object]:
+        return dict(self.db.rows(
+            "SELECT figure, version, acked_version, pushed_quantity, pushed_version "
+            "FROM listing WHERE external_id = :e", e=external_id)[0]._mapping)
+
+    def settled(self, timeout: float = 10.0) -> None:
+        """Until the channel acknowledged every listing (the receiver applies an update
+        before its answer reaches the pusher)."""
+        deadline = time.monotonic() + timeout
+        while self.db.scalar("SELECT count(*) FROM listing WHERE variant_id IS NOT NULL "
+                             "AND (acked_version IS NULL OR acked_version < version)"):
+            assert time.monotonic() < deadline, "listings still pending"
+            time.sleep(0.02)
+
+    def channel_row(self) -> dict[str, object]:
+        return dict(self.db.rows("SELECT failing, last_error, retry_at, failures "
+                                 "FROM sales_channel WHERE id = :c", c=self.channel)[0]._mapping)
+
+
+@pytest.fixture
+def synced(db: Database) -> Iterator[Synced]:
+    s = shop(db, stock1=10, stock2=5)
+    with receiving() as receiver:
+        post = HttpPost()
+        pusher = sync.Pusher(db.engine, post)
+        kick = sync.ThreadKick(pusher)
+        background = sync.Sync(db.engine, kick)
+        background.SWEEP_EVERY = 0.2
+        channel, _ = channels.create_channel(
+            UnitOfWork(db.writer, background), ADMIN, seller_id=s.seller,
+            data=channels.ChannelInput(name="Shop", endpoint_url=receiver.url,
+                                       secret=receiver.secret))
+        background.start()
+        try:
+            yield Synced(db, s, receiver, background, channel.id)
+        finally:
+            background.close()
+            kick.close()
+            post.close()
+
+
+def sku_of(s: Shop) -> str:
+    return str(s.world.db.rows("SELECT sku FROM product_variant WHERE id = :v",
+                               v=s.variant)[0][0])
+
+
+def test_a_listing_gets_its_figure_signed_then_every_order_change(synced: Synced) -> None:
+    sku = sku_of(synced.shop)
+    synced.listings(("L1", sku), ("L2", sku), ("GHOST", "NO-SUCH-SKU"))
+    synced.receiver.wait_for({"L1": 15, "L2": 15})
+
+    order = orders.create(synced.uow(), ADMIN, type=OrderType.REGULAR, shipping_country="DE",
+                          lines=[orders.LineRequest(synced.shop.variant, 4)])
+    synced.receiver.wait_for({"L1": 11, "L2": 11})
+    orders.cancel(synced.uow(), ADMIN, order.id)
+    synced.receiver.wait_for({"L1": 15, "L2": 15})
+    stock.adjust(synced.uow(), ADMIN, variant_id=synced.shop.variant,
+                 warehouse_id=synced.shop.w2, delta=-5, reason="broken")
+    synced.receiver.wait_for({"L1": 10, "L2": 10})
+    synced.settled()
+
+    received = synced.receiver.requests
+    assert all(r.signed for r in received)
+    assert {r.body["type"] for r in received} == {"inventory.updated"}
+    assert "GHOST" not in {u["externalId"] for u in synced.receiver.updates()}
+    assert synced.receiver.went_back == []
+    row = synced.row("L1")
+    assert row["figure"] == row["pushed_quantity"] == 10
+    assert row["version"] == row["acked_version"] == row["pushed_version"] == 4
+
+
+def test_track_inventory_and_untracked_quantity_reach_the_listing(synced: Synced) -> None:
+    synced.listings(("L1", sku_of(synced.shop)))
+    synced.receiver.wait_for({"L1": 15})
+    catalog.update_variant(synced.uow(), ADMIN, synced.shop.variant, track_inventory=False)
+    synced.receiver.wait_for({"L1": 100})
+    channels.update_channel(synced.uow(), ADMIN, synced.channel,
+                            channels.ChannelInput(untracked_quantity=7))
+    synced.receiver.wait_for({"L1": 7})
+
+
+def test_a_channel_counts_only_its_warehouses(synced: Synced) -> None:
+    synced.listings(("L1", sku_of(synced.shop)))
+    synced.receiver.wait_for({"L1": 15})
+    channels.update_channel(synced.uow(), ADMIN, synced.channel,
+                            channels.ChannelInput(warehouse_ids=[synced.shop.w2]))
+    synced.receiver.wait_for({"L1": 5})
+
+
+def test_a_variant_created_later_takes_its_unmatched_listing(synced: Synced) -> None:
+    synced.listings(("LATER", "COMES-LATER"))
+    assert synced.row("LATER")["figure"] is None
+    variant = synced.shop.world.variant(synced.shop.product, sku="COMES-LATER",
+                                        stocks={synced.shop.w1: 3})
+    assert variant
+    synced.receiver.wait_for({"LATER": 3})
+
+
+def test_a_burst_of_changes_coalesces_and_versions_never_go_back(synced: Synced) -> None:
+    synced.listings(("L1", sku_of(synced.shop)))
+    synced.receiver.wait_for({"L1": 15})
+    for _ in range(12):
+        orders.create(synced.uow(), ADMIN, type=OrderType.REGULAR, shipping_country="DE",
+                      lines=[orders.LineRequest(synced.shop.variant, 1)])
+    synced.receiver.wait_for({"L1": 3})
+    versions = [u["version"] for u in synced.receiver.updates() if u["externalId"] == "L1"]
+    assert versions == sorted(versions) and versions[-1] == synced.row("L1")["version"]
+    assert len(versions) < 12  # a few pushes, not one per order
+
+
+def test_credentials_refused_fail_the_channel_until_its_secret_changes(
+        synced: Synced) -> None:
+    synced.receiver.answer(401)
+    synced.listings(("L1", sku_of(synced.shop)))
+    deadline = time.monotonic() + 10
+    while not synced.channel_row()["failing"]:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    assert "credentials" in str(synced.channel_row()["last_error"])
+    stock.adjust(synced.uow(), ADMIN, variant_id=synced.shop.variant,
+                 warehouse_id=synced.shop.w1, delta=-1, reason="count")
+    time.sleep(0.5)
+    assert len(synced.receiver.requests) == 1  # silence while failing
+    with pytest.raises(InvalidState):
+        channels.request_sync(synced.uow(), ADMIN, synced.channel)
+
+    secret = signing.new_secret()
+    synced.receiver.secret = secret
+    channels.update_channel(synced.uow(), ADMIN, synced.channel,
+                            channels.ChannelInput(secret=secret))
+    synced.receiver.wait_for({"L1": 14})
+    assert synced.channel_row()["failing"] is False or synced.channel_row()["failing"] == 0
+    assert synced.channel_row()["last_error"] is None
+
+
+def test_server_errors_are_retried_with_backoff_and_429_waits(synced: Synced) -> None:
+    synced.receiver.answer(500, times=2)
+    synced.listings(("L1", sku_of(synced.shop)))
+    synced.receiver.wait_for({"L1": 15}, timeout=15)  # 1 s, then 2 s (with jitter)
+    assert synced.receiver.requests[0].headers["webhook-id"] == \
+        synced.receiver.requests[1].headers["webhook-id"]  # a retry keeps the message id
+    synced.receiver.answer(429, headers={"Retry-After": "1"})
+    started = time.monotonic()
+    stock.adjust(synced.uow(), ADMIN, variant_id=synced.shop.variant,
+                 warehouse_id=synced.shop.w1, delta=-1, reason="count")
+    synced.receiver.wait_for({"L1": 14})
+    assert time.monotonic() - started >= 0.9
+    assert synced.channel_row()["last_error"] is None
+
+
+def test_a_manual_sync_pushes_every_listing_again(synced: Synced) -> None:
+    synced.listings(("L1", sku_of(synced.shop)))
+    synced.receiver.wait_for({"L1": 15})
+    before = len(synced.receiver.requests)
+    channels.request_sync(synced.uow(), ADMIN, synced.channel)
+    deadline = time.monotonic() + 10
+    while len(synced.receiver.requests) == before:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    assert synced.receiver.updates()[-1] == {"externalId": "L1", "sku": sku_of(synced.shop),
+                                             "available": 15, "version": 1}
