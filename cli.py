@@ -58,7 +58,8 @@ def make_relay(settings: Settings, engine: Engine) -> Sync:
     actors.use_pusher(Pusher(engine, HttpPost()))
     start_embedded_worker(broker)
     # the app's lifespan starts and stops it
-    return Sync(engine, actors.push_channel.send, actors.stock_changed.send)
+    return Sync(engine, actors.push_channel.send, actors.stock_changed.send,
+                reconcile_every=settings.reconcile_seconds)
 
 
 def app_factory() -> Starlette:

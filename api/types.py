@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar, cast
 
 import strawberry
 from graphql import GraphQLError
@@ -18,6 +18,9 @@ from domain.errors import PermissionDenied, clip
 from domain.services import orders as order_service
 from domain.services import reads
 from domain.services import stock as stock_service
+
+if TYPE_CHECKING:
+    from api.channels import SalesChannel
 
 Info = strawberry.Info[Context, None]
 
@@ -268,19 +271,34 @@ class Order(Node):
     type: OrderTypeEnum  # type: ignore[valid-type]
     status: OrderStatusEnum  # type: ignore[valid-type]
     shipping_country: str
-    pk: strawberry.Private[int]
+    external_id: str | None = strawberry.field(
+        default=None, description="The sales channel's own id of an order it sent in.")
+    pk: strawberry.Private[int] = 0
+    channel_pk: strawberry.Private[int | None] = None
     known_lines: strawberry.Private[list[OrderLine] | None] = None
 
     @classmethod
     def from_model(cls, m: models.Order) -> Order:
         return cls(id=_gid("Order", m.id), pk=m.id, type=m.type, status=m.status,
-                   shipping_country=m.shipping_country)
+                   shipping_country=m.shipping_country, channel_pk=m.channel_id,
+                   external_id=m.external_id)
 
     @classmethod
     def from_view(cls, v: order_service.OrderView) -> Order:
         return cls(id=_gid("Order", v.id), pk=v.id, type=v.type, status=v.status,
-                   shipping_country=v.shipping_country,
+                   shipping_country=v.shipping_country, channel_pk=v.channel_id,
+                   external_id=v.external_id,
                    known_lines=[OrderLine.from_view(line) for line in v.lines])
+
+    @strawberry.field(description="The sales channel that sent the order in (null for "
+                      "orders placed through the API, and for a caller that may not "
+                      "manage the channel).")
+    async def channel(self, info: Info) -> Annotated[
+            SalesChannel, strawberry.lazy("api.channels")] | None:
+        if self.channel_pk is None:
+            return None
+        node = await resolve_node(info, "SalesChannel", self.channel_pk)
+        return cast("SalesChannel", node)
 
     @strawberry.field(description="The order's lines; a seller sees its own lines only.")
     async def lines(self, info: Info) -> list[OrderLine]:

@@ -183,10 +183,15 @@ class Order(Base):
     created_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), server_default=func.now()
     )
+    # an order a sales channel sent in (POST /channels/{id}/orders): the channel and the
+    # store's own id of it, unique per channel
+    channel_id: Mapped[int | None] = mapped_column(ForeignKey("sales_channel.id"))
+    external_id: Mapped[str | None] = mapped_column(String(255))
 
     __table_args__ = (
         UniqueConstraint("idempotency_key", "created_by_token_id",
                          name="uq_orders_idempotency_key_token"),
+        UniqueConstraint("channel_id", "external_id", name="uq_orders_channel_external_id"),
     )
 
 
@@ -425,3 +430,18 @@ class Listing(Base):
         UniqueConstraint("channel_id", "external_id", name="uq_listing_channel_external_id"),
         Index("ix_listing_channel_sku", "channel_id", "sku"),
     )
+
+
+class Lease(Base):
+    """A job that at most one process may run at a time (the reconciliation): the holder
+    until `expires_at` (Unix seconds), under the fencing number `fence` (every taking of
+    the lease draws the next, and the holder's writes check it), and when the job is due
+    next (`due_at`), so that the schedule outlives any one process."""
+
+    __tablename__ = "lease"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    fence: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    holder: Mapped[str | None] = mapped_column(String(255))
+    expires_at: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
+    due_at: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")

@@ -37,7 +37,7 @@ def is_secret(value: str) -> bool:
     return MIN_BYTES <= len(raw) <= MAX_BYTES
 
 
-def headers(secret: str, body: str, message_id: str | None = None,
+def headers(secret: str, body: str | bytes, message_id: str | None = None,
             now: float | None = None) -> dict[str, str]:
     """The three headers of one attempt: the same id on every retry of a message, the
     timestamp and signature of this attempt."""
@@ -51,6 +51,6 @@ def headers(secret: str, body: str, message_id: str | None = None,
 def verify(secret: str, body: bytes, received: Mapping[str, str]) -> None:
     """Raises BadSignature unless `received` signs `body` with `secret` within 5 minutes."""
     try:
-        Webhook(secret).verify(body.decode(), dict(received), json_parse=False)
+        Webhook(secret).verify(body, dict(received), json_parse=False)
     except Exception as exc:  # the library raises ValueError etc. for malformed headers too
         raise BadSignature(str(exc)) from None

@@ -20,9 +20,12 @@ import base64
 import hashlib
 import json
 import logging
+import os
 import random
+import socket
 import threading
 import time
+import uuid
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -30,13 +33,14 @@ from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
 
-from sqlalchemy import Engine, select, text
+from sqlalchemy import Engine, bindparam, select, text, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from domain import signing
 from domain.db import READ_ONLY
 from domain.events import Event, ListingsChanged
 from domain.models import (
+    Lease,
     Listing,
     Product,
     ProductVariant,
@@ -74,6 +78,10 @@ TIMEOUT = 10.0  # seconds a receiver has to answer
 LEASE = 60.0  # seconds a pusher holds a channel without renewing
 BACKOFF_CAP = 600.0  # seconds at most between tries
 DEFAULT_RETRY_AFTER = 5.0
+# requests to one channel go a little over 1/maxRequestsPerSecond apart, so that a
+# receiver counting arrivals in any one-second window never sees more than the rate,
+# whatever the jitter between sending and arriving
+SPACING = 1.02
 CREDENTIALS = ("the endpoint refused Stockyard's credentials (HTTP {status}): nothing is "
                "sent until the channel's endpoint or secret is updated")
 
@@ -87,12 +95,16 @@ _NEW_FIGURE = text("UPDATE listing SET figure = :figure, version = version + 1 "
 
 def refresh(s: Session, *, variant_ids: Iterable[int] | None = None,
             channel_ids: Iterable[int] | None = None,
-            listing_ids: Iterable[int] | None = None) -> set[int]:
+            listing_ids: Iterable[int] | None = None, committed: bool = False) -> set[int]:
     """Work out the figure of the listings of these variants, channels or ids, raising the
     version of each whose figure changed; the channels that have something new to push.
 
     The listing rows are locked first (in id order), so that of two refreshes of one
-    listing the later one computes from what the earlier one committed."""
+    listing the later one computes from what the earlier one committed. The stock rows
+    are read under a share lock (PostgreSQL), so a stock change still in flight is either
+    waited for or made to wait: a listing matched now that the relay does not find yet
+    (its transaction has not committed) never misses a change the relay passed over.
+    `committed`: the relay's call, for stock changes already committed: no share lock."""
     where = []
     if variant_ids is not None:
         where.append(Listing.variant_id.in_(sorted(set(variant_ids))))
@@ -109,7 +121,8 @@ def refresh(s: Session, *, variant_ids: Iterable[int] | None = None,
     if not rows:
         return set()
     figures = _figures(s, {r.channel_id for r in rows},
-                       {r.variant_id for r in rows if r.variant_id is not None})
+                       {r.variant_id for r in rows if r.variant_id is not None},
+                       lock=not committed)
     changed = [{"listing": r.id, "figure": figures.get((r.channel_id, r.variant_id))}
                for r in rows
                if figures.get((r.channel_id, r.variant_id)) != r.figure]
@@ -119,7 +132,7 @@ def refresh(s: Session, *, variant_ids: Iterable[int] | None = None,
             if figures.get((r.channel_id, r.variant_id)) != r.figure}
 
 
-def _figures(s: Session, channel_ids: set[int], variant_ids: set[int]
+def _figures(s: Session, channel_ids: set[int], variant_ids: set[int], *, lock: bool
              ) -> dict[tuple[int, int], int]:
     """(channel, variant) -> the figure: the sum of quantityAvailable over the channel's
     warehouses, or the channel's untrackedQuantity for an untracked variant."""
@@ -144,10 +157,12 @@ def _figures(s: Session, channel_ids: set[int], variant_ids: set[int]
     tracked = dict(s.execute(select(ProductVariant.id, ProductVariant.track_inventory)
                              .where(ProductVariant.id.in_(sorted(variant_ids)))).all())
     available: dict[int, dict[int, int]] = defaultdict(dict)
-    for variant_id, warehouse_id, free in s.execute(
-            select(Stock.variant_id, Stock.warehouse_id,
-                   Stock.quantity - Stock.quantity_allocated)
-            .where(Stock.variant_id.in_(sorted(variant_ids)))):
+    levels = select(Stock.variant_id, Stock.warehouse_id,
+                    Stock.quantity - Stock.quantity_allocated) \
+        .where(Stock.variant_id.in_(sorted(variant_ids))).order_by(Stock.id)
+    if lock and s.get_bind().dialect.name == "postgresql":
+        levels = levels.with_for_update(read=True, of=Stock)
+    for variant_id, warehouse_id, free in s.execute(levels):
         available[variant_id][warehouse_id] = max(free, 0)
     figures: dict[tuple[int, int], int] = {}
     for c in channels:
@@ -270,7 +285,7 @@ class Pusher:
             slot = max(float(c.next_request_at), now)
             conn.execute(text("UPDATE sales_channel SET next_request_at = :next, "
                               "lease_until = :until WHERE id = :id AND lease = :fence"),
-                         {"next": slot + 1.0 / max(int(c.max_requests_per_second), 1),
+                         {"next": slot + SPACING / max(int(c.max_requests_per_second), 1),
                           "until": slot + LEASE, "id": channel_id, "fence": fence})
             endpoint, secret = c.endpoint_url, c.secret
         if slot > now:
@@ -356,7 +371,114 @@ def _channel_gid(channel_id: int) -> str:
     return base64.b64encode(f"SalesChannel:{channel_id}".encode()).decode()
 
 
+# -- reconciliation ------------------------------------------------------------------------
+
+
+class Fenced(Exception):
+    """The reconciler's lease was taken over: it stops without writing."""
+
+
+class Reconciler:
+    """Every `every` seconds, works out every listing's figure again and pushes each whose
+    acknowledged figure differs from it (API.md: "a full reconciliation").
+
+    At most one runs at a time, in whichever process takes the `lease` row first: taking it
+    draws the next fencing number, every batch re-checks that number under the row's lock
+    in its own transaction (and renews the expiry), and a holder whose lease expired and
+    was taken over stops at its next batch without writing. When the run is due next is
+    kept in the same row, so restarts keep the schedule. This works alike on both
+    databases; an advisory lock would not survive a pooler."""
+
+    NAME = "reconcile"
+    LEASE = 60.0  # seconds a run may go without renewing
+    CHANNELS_PER_BATCH = 20
+
+    def __init__(self, engine: Engine, every: float, kick: Callable[[Iterable[int]], None],
+                 holder: str | None = None) -> None:
+        self._engine = engine
+        self.every = every
+        self._kick = kick
+        self.holder = holder or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self._sessions = sessionmaker(engine, expire_on_commit=False)
+
+    def tick(self, now: float | None = None) -> bool:
+        """Run a reconciliation if one is due and no other process holds the lease."""
+        fence = self.take(now)
+        if fence is None:
+            return False
+        try:
+            self.run(fence)
+        except Fenced:
+            log.warning("reconciliation %s of %s was taken over", fence, self.holder)
+        return True
+
+    def take(self, now: float | None = None) -> int | None:
+        """The lease's next fencing number, if the run is due and the lease free."""
+        now = time.time() if now is None else now
+        with self._engine.connect().execution_options(**{READ_ONLY: True}) as conn:
+            row = conn.execute(text("SELECT due_at, expires_at FROM lease WHERE name = :n"),
+                               {"n": self.NAME}).first()
+        if row is not None and (row.due_at > now or row.expires_at >= now):
+            return None  # not due, or held: no write (on SQLite, no writer turn)
+        with self._engine.begin() as conn:
+            if row is None:  # the first run is one period after the first process
+                conn.execute(text(
+                    "INSERT INTO lease (name, fence, expires_at, due_at) "
+                    "VALUES (:n, 0, 0, :due) ON CONFLICT (name) DO NOTHING"),
+                    {"n": self.NAME, "due": now + self.every})
+            taken = conn.execute(text(
+                "UPDATE lease SET fence = fence + 1, holder = :me, expires_at = :until "
+                "WHERE name = :n AND due_at <= :now AND expires_at < :now RETURNING fence"),
+                {"me": self.holder, "until": now + self.LEASE, "n": self.NAME,
+                 "now": now}).all()
+        return int(taken[0][0]) if taken else None
+
+    def run(self, fence: int) -> int:
+        """Reconcile every channel that pushes; the listings it found to push."""
+        with self._engine.connect().execution_options(**{READ_ONLY: True}) as conn:
+            channels = list(conn.execute(text(
+                "SELECT id FROM sales_channel WHERE paused = :false AND failing = :false "
+                "AND sync_mode = 'ALL' ORDER BY id"), {"false": False}).scalars())
+        log.info("reconciliation %s by %s: %s channels", fence, self.holder, len(channels))
+        found = 0
+        for start in range(0, len(channels), self.CHANNELS_PER_BATCH):
+            batch = channels[start:start + self.CHANNELS_PER_BATCH]
+            with self._sessions() as s, s.begin():
+                self._hold(s, fence)
+                refresh(s, channel_ids=batch)
+                # acknowledged at a figure that is not the figure now: push it again
+                found += s.connection().execute(
+                    update(Listing).where(
+                        Listing.channel_id.in_(batch), Listing.variant_id.is_not(None),
+                        Listing.figure.is_not(None), Listing.acked_version >= Listing.version,
+                        Listing.pushed_quantity.is_(None)
+                        | (Listing.pushed_quantity != Listing.figure))
+                    .values(acked_version=None)).rowcount
+            self._kick(batch)
+        with self._sessions() as s, s.begin():
+            self._hold(s, fence)
+            s.execute(text("UPDATE lease SET expires_at = 0, due_at = :due WHERE name = :n"),
+                      {"due": time.time() + self.every, "n": self.NAME})
+        log.info("reconciliation %s by %s done: %s listings were off", fence, self.holder,
+                 found)
+        return found
+
+    def _hold(self, s: Session, fence: int) -> None:
+        """Lock the lease row, check it is still ours and renew it; Fenced if not."""
+        query = select(Lease.fence).where(Lease.name == self.NAME)
+        if s.get_bind().dialect.name == "postgresql":
+            query = query.with_for_update()
+        if s.scalar(query) != fence:
+            raise Fenced(fence)
+        s.execute(text("UPDATE lease SET expires_at = :until WHERE name = :n"),
+                  {"until": time.time() + self.LEASE, "n": self.NAME})
+
+
 # -- in the background ---------------------------------------------------------------------
+
+_LISTED = select(Listing.id).where(
+    Listing.variant_id.in_(bindparam("variants", expanding=True))).limit(1)
+
 
 
 class Sync:
@@ -369,15 +491,19 @@ class Sync:
     KICK_AGAIN_AFTER = 1.0  # seconds before the sweeper kicks a channel it kicked already
 
     def __init__(self, engine: Engine, kick: Kick,
-                 stock_changed: Callable[[list[int]], None] | None = None) -> None:
+                 stock_changed: Callable[[list[int]], None] | None = None, *,
+                 reconcile_every: float = 600.0) -> None:
         self._engine = engine
         self._kick = kick
         self._stock_changed = stock_changed
         self._sessions = sessionmaker(engine, expire_on_commit=False)
         self.relay = Relay(engine, self.variants_changed)
+        # 0: no reconciliation from this process
+        self.reconciler = Reconciler(engine, reconcile_every, self.kick) \
+            if reconcile_every > 0 else None
         self._kicked: dict[int, float] = {}
         self._stop = threading.Event()
-        self._sweeper: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
 
     def __call__(self, event: Event) -> None:
         if isinstance(event, ListingsChanged):
@@ -386,10 +512,16 @@ class Sync:
             self.relay(event)
 
     def variants_changed(self, variant_ids: list[int]) -> None:
-        """The relay's `send`: figures worked out and committed before the relay moves on."""
-        with self._sessions() as s, s.begin():
-            channels = refresh(s, variant_ids=variant_ids)
-        self.kick(channels)
+        """The relay's `send`: figures worked out and committed before the relay moves on.
+
+        Most rounds name no listed variant: one plain read finds that out. A listing that
+        commits after this read computed its figure after the change (`refresh`)."""
+        with self._engine.connect().execution_options(**{READ_ONLY: True}) as conn:
+            listed = conn.execute(_LISTED, {"variants": sorted(set(variant_ids))}).first()
+        if listed is not None:
+            with self._sessions() as s, s.begin():
+                channels = refresh(s, variant_ids=variant_ids, committed=True)
+            self.kick(channels)
         if self._stock_changed is not None:
             self._stock_changed(variant_ids)
 
@@ -411,16 +543,21 @@ class Sync:
 
     def start(self) -> None:
         self.relay.start()
-        if self._sweeper is None:
-            self._sweeper = threading.Thread(target=self._sweep_forever, name="sync-sweeper",
-                                             daemon=True)
-            self._sweeper.start()
+        if self._threads:
+            return
+        self._threads.append(threading.Thread(target=self._sweep_forever,
+                                              name="sync-sweeper", daemon=True))
+        if self.reconciler is not None:
+            self._threads.append(threading.Thread(target=self._reconcile_forever,
+                                                  name="sync-reconciler", daemon=True))
+        for thread in self._threads:
+            thread.start()
 
     def close(self, timeout: float = 5.0) -> None:
         self._stop.set()
         self.relay.close(timeout)
-        if self._sweeper is not None:
-            self._sweeper.join(timeout)
+        for thread in self._threads:
+            thread.join(timeout)
 
     def _sweep_forever(self) -> None:
         while not self._stop.wait(self.SWEEP_EVERY):
@@ -428,6 +565,16 @@ class Sync:
                 self.sweep()
             except Exception:
                 log.warning("sweep failed", exc_info=True)
+
+    def _reconcile_forever(self) -> None:
+        assert self.reconciler is not None
+        # look often enough to start within a fifth of the period of when it is due
+        every = min(max(self.reconciler.every / 5, 0.1), 5.0)
+        while not self._stop.wait(every):
+            try:
+                self.reconciler.tick()
+            except Exception:
+                log.warning("reconciliation failed", exc_info=True)
 
 
 class ThreadKick:

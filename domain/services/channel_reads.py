@@ -118,3 +118,8 @@ def listings_page(session: Session, channel_id: int, first: int, before_id: int 
                         r.figure if r.variant_id is not None else None,
                         r.pushed_quantity, r.pushed_version, r.pushed_at, r.id in waiting)
             for r in rows]
+
+
+def channel_secret(session: Session, channel_id: int) -> str | None:
+    """The secret a channel signs its inbound requests with; None for no such channel."""
+    return session.scalar(select(SalesChannel.secret).where(SalesChannel.id == channel_id))

@@ -15,9 +15,10 @@ import functools
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import cast
+from typing import Any, cast
 
 from sqlalchemy import (
+    Select,
     Table,
     bindparam,
     delete,
@@ -47,6 +48,7 @@ from domain.models import (
     Allocation,
     Fulfillment,
     FulfillmentLine,
+    Listing,
     MovementType,
     Order,
     OrderLine,
@@ -56,8 +58,10 @@ from domain.models import (
     Product,
     ProductVariant,
     Role,
+    SalesChannel,
     Stock,
     Warehouse,
+    sales_channel_warehouse,
 )
 from domain.permissions import Principal
 from domain.uow import UnitOfWork
@@ -112,6 +116,18 @@ class OrderView:
     status: OrderStatus
     shipping_country: str
     lines: tuple[LineView, ...]
+    channel_id: int | None = None  # the sales channel that sent the order in, if one did
+    external_id: str | None = None  # the channel's own id of it
+
+
+@dataclass(frozen=True, slots=True)
+class InboundLine:
+    """A line of an order a sales channel sends in: a SKU of the seller, or the external
+    id of one of the channel's listings."""
+
+    sku: str | None
+    external_id: str | None
+    quantity: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -368,32 +384,174 @@ def confirm(uow: UnitOfWork, principal: Principal | None, order_id: int) -> Orde
 def cancel(uow: UnitOfWork, principal: Principal | None, order_id: int) -> OrderView:
     """Release every allocation of the order and mark it canceled."""
     with uow:
-        s = uow.session
-        order, caller = _lock_for_change(s, principal, order_id, cancel=True)
-        actor = caller.name
-        if order.status in FINAL:
-            raise InvalidState(f"a {order.status} order cannot be canceled")
-        held = s.execute(
-            select(Allocation.stock_id, Allocation.quantity, Stock.variant_id)
-            .join(OrderLine, OrderLine.id == Allocation.order_line_id)
-            .join(Stock, Stock.id == Allocation.stock_id)
-            .where(OrderLine.order_id == order_id)
-        ).all()
-        released: dict[int, int] = defaultdict(int)
-        for stock_id, qty, _ in held:
-            released[stock_id] += qty
-        if released:
-            ledger.apply(s, {sid: (0, -n) for sid, n in released.items()},
-                         type=MovementType.DEALLOCATION, actor=actor, reason="order canceled",
-                         order_id=order_id)
-            s.execute(delete(Allocation).where(Allocation.order_line_id.in_(
-                select(OrderLine.id).where(OrderLine.order_id == order_id))))
-            uow.emit(StockChanged(tuple(sorted({v for _, _, v in held}))))
-        order.status = OrderStatus.CANCELED
-        s.flush()
-        view = load_view(s, order_id)
-        uow.commit()
-        return view
+        order, caller = _lock_for_change(uow.session, principal, order_id, cancel=True)
+        return _cancel(uow, order, caller.name)
+
+
+def _cancel(uow: UnitOfWork, order: Order, actor: str) -> OrderView:
+    """Cancel the locked order and commit."""
+    s = uow.session
+    if order.status in FINAL:
+        raise InvalidState(f"a {order.status} order cannot be canceled")
+    held = s.execute(
+        select(Allocation.stock_id, Allocation.quantity, Stock.variant_id)
+        .join(OrderLine, OrderLine.id == Allocation.order_line_id)
+        .join(Stock, Stock.id == Allocation.stock_id)
+        .where(OrderLine.order_id == order.id)
+    ).all()
+    released: dict[int, int] = defaultdict(int)
+    for stock_id, qty, _ in held:
+        released[stock_id] += qty
+    if released:
+        ledger.apply(s, {sid: (0, -n) for sid, n in released.items()},
+                     type=MovementType.DEALLOCATION, actor=actor, reason="order canceled",
+                     order_id=order.id)
+        s.execute(delete(Allocation).where(Allocation.order_line_id.in_(
+            select(OrderLine.id).where(OrderLine.order_id == order.id))))
+        uow.emit(StockChanged(tuple(sorted({v for _, _, v in held}))))
+    order.status = OrderStatus.CANCELED
+    s.flush()
+    view = load_view(s, order.id)
+    uow.commit()
+    return view
+
+
+# -- orders sent in by sales channels (API.md "Inbound orders") -----------------------------
+
+
+def receive_from_channel(uow: UnitOfWork, channel_id: int, *, external_id: str,
+                         shipping_country: str, lines: Sequence[InboundLine]
+                         ) -> tuple[OrderView, bool]:
+    """Place the REGULAR order a channel sent in, allocated from the channel's warehouses
+    only; the order and whether it is new. The same external id again answers the order
+    it placed and allocates nothing. A refusal writes nothing and leaves the id free."""
+    country = normalize_country(shipping_country) if isinstance(shipping_country, str) \
+        else None
+    errors: list[DomainError] = []
+    try:
+        external_id = check_text(external_id, "externalId", what="externalId")
+    except DomainError as exc:
+        errors.extend(exc.errors)
+    if country is None:
+        errors.append(InvalidInput(f"{clip(shipping_country)!r} is not an ISO 3166-1 "
+                                   "alpha-2 code", field="shippingCountry"))
+    if not lines:
+        errors.append(InvalidInput("at least one line is needed", field="lines"))
+    elif len(lines) > MAX_LINES:
+        errors.append(InvalidInput(f"at most {MAX_LINES} lines per request", field="lines"))
+    for i, line in enumerate(lines[:MAX_LINES]):
+        if (line.sku is None) == (line.external_id is None):
+            errors.append(InvalidInput("a line names either a sku or a listing's externalId",
+                                       field=f"lines.{i}"))
+        if (e := _check_quantity(line.quantity, f"lines.{i}.quantity")) is not None:
+            errors.append(e)
+    raise_all(errors)
+    assert country is not None
+    try:
+        with uow:
+            return _receive(uow, channel_id, external_id, country, lines)
+    except IntegrityError:
+        # the same order, sent twice at once: the first one's commit won
+        with uow:
+            existing = _channel_order(uow.session, channel_id, external_id)
+            if existing is None:
+                raise
+            return load_view(uow.session, existing), False
+
+
+def _channel_order(s: Session, channel_id: int, external_id: str) -> int | None:
+    return s.scalar(select(Order.id).where(Order.channel_id == channel_id,
+                                           Order.external_id == external_id))
+
+
+def _receive(uow: UnitOfWork, channel_id: int, external_id: str, country: str,
+             lines: Sequence[InboundLine]) -> tuple[OrderView, bool]:
+    s = uow.session
+    channel = s.get(SalesChannel, channel_id)
+    if channel is None:
+        raise NotFound("sales channel not found", field="channelId")
+    existing = _channel_order(s, channel_id, external_id)
+    if existing is not None:
+        return load_view(s, existing), False
+    variants = _inbound_variants(s, channel, lines)
+    levels, tracked, enabled = placement.lock_stocks(s, set(variants), country,
+                                                     config_for=OrderType.REGULAR)
+    if enabled is None:
+        enabled = _allocation_enabled(s, OrderType.REGULAR)
+    warehouses: set[int] = set(s.scalars(channel_warehouse_ids(channel)))
+    for level in levels:  # the channel's warehouses alone may serve it
+        level.serves = level.serves and level.warehouse_id in warehouses
+    order = Order(type=OrderType.REGULAR, status=OrderStatus.UNFULFILLED,
+                  shipping_country=country, allocated=enabled, channel_id=channel_id,
+                  external_id=external_id)
+    s.add(order)
+    s.flush()
+    line_ids = placement.insert_lines(
+        s, order.id, [LineRequest(v, ln.quantity) for v, ln in zip(variants, lines,
+                                                                       strict=True)])
+    book = Book.of(levels)
+    demands = [Demand(lid, v, ln.quantity, f"lines.{i}.quantity")
+               for i, (lid, v, ln) in enumerate(zip(line_ids, variants, lines, strict=True))]
+    book.require_serving(demands)
+    if enabled:
+        book.allocate(d for d in demands if tracked.get(d.variant_id, False))
+        _write_allocations(s, book.allocation_changes(), existing=set())
+    actor = f'channel:{channel_id} "{channel.name}"'[:64]  # the ledger's actor
+    return _finish(uow, book, set(variants), order.id, actor, "order received"), True
+
+
+def channel_warehouse_ids(channel: SalesChannel) -> Select[Any]:
+    """The warehouses whose stock feeds the channel (and serve its inbound orders)."""
+    if channel.all_warehouses:
+        return select(Warehouse.id).where(Warehouse.seller_id == channel.seller_id)
+    return select(sales_channel_warehouse.c.warehouse_id).where(
+        sales_channel_warehouse.c.channel_id == channel.id)
+
+
+def _inbound_variants(s: Session, channel: SalesChannel, lines: Sequence[InboundLine]
+                      ) -> list[int]:
+    """Each line's variant: the seller's variant of its SKU, or its listing's variant."""
+    skus = {ln.sku for ln in lines if ln.sku is not None}
+    listings = {ln.external_id for ln in lines if ln.external_id is not None}
+    by_sku = dict(s.execute(select(ProductVariant.sku, ProductVariant.id).where(
+        ProductVariant.seller_id == channel.seller_id,
+        ProductVariant.sku.in_(skus))).all()) if skus else {}
+    by_listing = dict(s.execute(select(Listing.external_id, Listing.variant_id).where(
+        Listing.channel_id == channel.id, Listing.external_id.in_(listings))).all()) \
+        if listings else {}
+    errors: list[DomainError] = []
+    variants: list[int] = []
+    for i, ln in enumerate(lines):
+        if ln.sku is not None:
+            variant = by_sku.get(ln.sku)
+            if variant is None:
+                errors.append(NotFound(f"the seller has no variant of SKU {clip(ln.sku)!r}",
+                                       field=f"lines.{i}.sku"))
+        else:
+            variant = by_listing.get(ln.external_id or "")
+            if variant is None:
+                errors.append(NotFound(
+                    f"the channel has no matched listing {clip(ln.external_id or '')!r}",
+                    field=f"lines.{i}.externalId"))
+        variants.append(variant or 0)
+    raise_all(errors)
+    return variants
+
+
+def cancel_from_channel(uow: UnitOfWork, channel_id: int, external_id: str) -> OrderView:
+    """Cancel the order the channel sent in as `external_id`; one canceled already is
+    answered as it is, and nothing changes."""
+    with uow:
+        order_id = _channel_order(uow.session, channel_id, external_id)
+        if order_id is None:
+            raise NotFound("the channel sent no order with this externalId",
+                           field="externalId")
+        order = _lock_order(uow.session, order_id)
+        if order.status is OrderStatus.CANCELED:
+            return load_view(uow.session, order_id)
+        channel = uow.session.get(SalesChannel, channel_id)
+        name = channel.name if channel is not None else ""
+        return _cancel(uow, order, f'channel:{channel_id} "{name}"'[:64])
 
 
 def fulfill(
@@ -499,7 +657,7 @@ def load_view(session: Session, order_id: int) -> OrderView:
     rows = session.execute(
         select(Order.id, Order.type, Order.status, Order.shipping_country,
                OrderLine.id, OrderLine.variant_id, OrderLine.quantity,
-               OrderLine.quantity_fulfilled)
+               OrderLine.quantity_fulfilled, Order.channel_id, Order.external_id)
         .outerjoin(OrderLine, OrderLine.order_id == Order.id)
         .where(Order.id == order_id)
         .order_by(OrderLine.id)
@@ -522,6 +680,7 @@ def load_view(session: Session, order_id: int) -> OrderView:
         id=first[0], type=first[1], status=first[2], shipping_country=first[3],
         lines=tuple(LineView(r[4], r[5], r[6], r[7], tuple(allocations[r[4]]))
                     for r in rows if r[4] is not None),
+        channel_id=first[8], external_id=first[9],
     )
 
 

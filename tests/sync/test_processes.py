@@ -155,3 +155,79 @@ def test_with_redis_the_worker_process_pushes(db: Database, receiver: Receiver,
     finally:
         _stop(server)
         _stop(worker)
+
+
+def _listings(client: httpx.Client, token: str, channel: str, sku: str, count: int) -> None:
+    for start in range(0, count, 1_000):
+        listed = client.post("/graphql", headers={"Authorization": f"Bearer {token}"}, json={
+            "query": """mutation($c: ID!, $l: [ListingInput!]!) {
+                listingsUpsert(channelId: $c, listings: $l) { errors { code } } }""",
+            "variables": {"c": channel, "l": [{"externalId": f"M{i}", "sku": sku}
+                                              for i in range(start, min(count, start + 1_000))]},
+        }).json()["data"]["listingsUpsert"]
+        assert listed["errors"] == [], listed
+
+
+def _busiest_second(times: list[float]) -> int:
+    """The most requests that arrived within any one second."""
+    times = sorted(times)
+    return max(sum(1 for u in times[i:] if u - t < 1.0) for i, t in enumerate(times))
+
+
+@pytest.mark.broker
+def test_two_workers_together_keep_a_channels_request_rate(
+        db: Database, receiver: Receiver, redis_up: PrivateRedis) -> None:
+    s = shop(db, stock1=10)
+    token = tokens.create_token(db.uow(), Role.ADMIN)
+    port = free_port()
+    env = _env(db, redis_up.url)
+    server = _serve(env, port)
+    workers = [subprocess.Popen([*STOCKYARD, "worker"], env=env, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL) for _ in range(2)]
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}") as client:
+            channel = _channel(client, token, s.seller, receiver, _sku(db, s.variant))
+            updated = client.post("/graphql", headers={"Authorization": f"Bearer {token}"},
+                                  json={"query": """mutation($id: ID!) { salesChannelUpdate(
+                                      id: $id, input: {maxRequestsPerSecond: 3}) {
+                                      errors { code } } }""", "variables": {"id": channel}})
+            assert updated.json()["data"]["salesChannelUpdate"]["errors"] == []
+            # 1,500 listings more: 7 requests of at most 250 for every change of the figure
+            _listings(client, token, channel, _sku(db, s.variant), 1_500)
+            receiver.wait_for({"L1": 10, "M1499": 10}, timeout=30)
+            for _ in range(2):
+                place_order(client, token, s.variant)
+                time.sleep(0.3)
+            receiver.wait_for({"L1": 8, "M0": 8, "M1499": 8}, timeout=30)
+    finally:
+        _stop(server)
+        for worker in workers:
+            _stop(worker)
+    assert len(receiver.requests) >= 14
+    assert _busiest_second([r.at for r in receiver.requests]) <= 3
+
+
+@pytest.mark.broker
+def test_with_the_broker_down_at_commit_the_push_arrives_once_it_is_back(
+        db: Database, receiver: Receiver, redis_up: PrivateRedis) -> None:
+    s = shop(db, stock1=10)
+    token = tokens.create_token(db.uow(), Role.ADMIN)
+    port = free_port()
+    env = _env(db, redis_up.url)
+    server = _serve(env, port)
+    worker = subprocess.Popen([*STOCKYARD, "worker"], env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}") as client:
+            _channel(client, token, s.seller, receiver, _sku(db, s.variant))
+            receiver.wait_for({"L1": 10}, timeout=30)
+            redis_up.stop()  # the broker is gone (and with it every queued message)
+            place_order(client, token, s.variant)  # the order commits all the same
+            time.sleep(1.5)
+            assert receiver.shown["L1"][0] == 10
+            redis_up.start()
+            receiver.wait_for({"L1": 9}, timeout=30)
+    finally:
+        _stop(server)
+        _stop(worker)
+    assert receiver.went_back == []

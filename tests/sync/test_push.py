@@ -11,8 +11,9 @@ import pytest
 
 from domain import signing, sync
 from domain.errors import InvalidState
-from domain.models import OrderType
+from domain.models import OrderType, SyncMode
 from domain.services import catalog, channels, orders, stock
+from domain.services.stock_import import import_stock
 from domain.uow import UnitOfWork
 from tests.conftest import Database
 from tests.factories import ADMIN, Shop, shop
@@ -196,3 +197,75 @@ def test_a_manual_sync_pushes_every_listing_again(synced: Synced) -> None:
         time.sleep(0.02)
     assert synced.receiver.updates()[-1] == {"externalId": "L1", "sku": sku_of(synced.shop),
                                              "available": 15, "version": 1}
+
+
+def test_every_kind_of_change_reaches_the_listing(synced: Synced) -> None:
+    """API.md's list: order edits, fulfilments, stock updates, transfers, purchase
+    receiving, bulk and CSV imports, and the changes that move no stock (inventorySync, the
+    channel's mode, a listing's SKU)."""
+    s = synced.shop
+    sku = sku_of(s)
+    synced.listings(("L1", sku))
+    synced.receiver.wait_for({"L1": 15})  # w1 10 + w2 5
+
+    def expect(figure: int) -> None:
+        synced.receiver.wait_for({"L1": figure})
+
+    draft = orders.create(synced.uow(), ADMIN, type=OrderType.DRAFT, shipping_country="DE",
+                          lines=[orders.LineRequest(s.variant, 2)])
+    expect(13)
+    orders.update_line(synced.uow(), ADMIN, draft.lines[0].id, 5)
+    expect(10)
+    regular = orders.confirm(synced.uow(), ADMIN, draft.id)
+    orders.fulfill(synced.uow(), ADMIN, regular.id,
+                   [orders.FulfillRequest(regular.lines[0].id, 5)])
+    expect(10)  # shipped units were allocated already: on hand and allocated both fell
+    assert synced.db.scalar("SELECT sum(quantity) FROM stock WHERE variant_id = :v",
+                            v=s.variant) == 10
+    catalog.set_stock_quantities(synced.uow(), ADMIN, s.variant,
+                                 [catalog.StockQuantity(s.w1, 20)])
+    expect(25)
+    stock.transfer(synced.uow(), ADMIN, variant_id=s.variant, from_warehouse_id=s.w1,
+                   to_warehouse_id=s.w2, quantity=3)
+    channels.update_channel(synced.uow(), ADMIN, synced.channel,
+                            channels.ChannelInput(warehouse_ids=[s.w2]))
+    expect(8)  # w2: 5 + 3
+    po = stock.create_purchase_order(synced.uow(), ADMIN, warehouse_id=s.w2,
+                                     lines=[stock.PurchaseLine(s.variant, 4)])
+    stock.receive_purchase_order(synced.uow(), ADMIN, po.id, [stock.PurchaseLine(s.variant, 4)])
+    expect(12)
+    stock.bulk_set_quantities(synced.uow(), ADMIN, [stock.BulkRow(s.w2, 30, sku=sku)],
+                              reject_failed_rows=False)
+    expect(30)
+    import_stock(synced.uow(), ADMIN, [(2, {"sku": sku, "warehouse": str(s.w2),
+                                            "quantity": "6"})],
+                 decode_id=lambda text: int(text), reject_everything=True, source="test.csv")
+    expect(6)
+
+    # no stock moves: a product opted out is left alone, and pushed again when back in
+    before = len(synced.receiver.updates())
+    channels.update_product(synced.uow(), ADMIN, s.product, inventory_sync=False)
+    stock.adjust(synced.uow(), ADMIN, variant_id=s.variant, warehouse_id=s.w2, delta=1,
+                 reason="found")
+    time.sleep(0.6)
+    assert len(synced.receiver.updates()) == before
+    channels.update_product(synced.uow(), ADMIN, s.product, inventory_sync=True)
+    expect(7)
+    # the mode: NONE pushes nothing, ALL again pushes the figure of now
+    channels.update_channel(synced.uow(), ADMIN, synced.channel,
+                            channels.ChannelInput(sync_mode=SyncMode.NONE))
+    stock.adjust(synced.uow(), ADMIN, variant_id=s.variant, warehouse_id=s.w2, delta=1,
+                 reason="found")
+    time.sleep(0.6)
+    assert synced.receiver.shown["L1"][0] == 7
+    channels.update_channel(synced.uow(), ADMIN, synced.channel,
+                            channels.ChannelInput(sync_mode=SyncMode.ALL))
+    expect(8)
+    # a listing's SKU: another variant's figure, a new version
+    other = s.world.variant(s.product, sku="OTHER-SKU", stocks={s.w2: 2})
+    assert other
+    version = synced.receiver.shown["L1"][1]
+    synced.listings(("L1", "OTHER-SKU"))
+    expect(2)
+    assert synced.receiver.shown["L1"][1] > version
+    assert synced.receiver.went_back == []
