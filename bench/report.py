@@ -172,8 +172,8 @@ def _failures(result: WorkloadResult) -> str:
 
 
 def render(meta: dict[str, Any], results: list[WorkloadResult], found: list[Check],
-           bulk: list[BulkResult] | None = None) -> str:
-    """The human-readable report."""
+           bulk: list[BulkResult] | None = None, sections: list[str] | None = None) -> str:
+    """The human-readable report (`sections`: more table lines, before the targets)."""
     lines = [f"Stockyard bench: {meta['database']} ({meta['database_version']}), "
              f"{meta['clients']} clients, {meta['server_workers']} server workers, "
              f"{meta['seconds']:g} s per workload after {meta['warmup']:g} s warm-up, "
@@ -186,6 +186,7 @@ def render(meta: dict[str, Any], results: list[WorkloadResult], found: list[Chec
             lines += _runs_table(results)
     if bulk:
         lines += _bulk_table(bulk)
+    lines += sections or []
     width = max(len(c.name) for c in found)
     goal_width = max(len(c.goal) for c in found)
     for c in found:
@@ -257,8 +258,9 @@ def _bulk_table(bulk: list[BulkResult]) -> list[str]:
 
 
 def write_json(path: Path, meta: dict[str, Any], results: list[WorkloadResult],
-               found: list[Check], bulk: list[BulkResult] | None = None) -> None:
-    """Everything above, machine-readable."""
+               found: list[Check], bulk: list[BulkResult] | None = None,
+               sync: dict[str, Any] | None = None) -> None:
+    """Everything above, machine-readable (`sync`: the sync workload's section)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     summary = [{"name": name, "runs": len(by_name(results)[name]),
                 **{key: spread.to_json() for key, spread in figures.items()}}
@@ -267,4 +269,6 @@ def write_json(path: Path, meta: dict[str, Any], results: list[WorkloadResult],
             "bulk": [b.to_json() for b in bulk or []],
             "targets": [{"name": c.name, "value": c.value, "goal": c.goal, "passed": c.passed,
                          "correctness": c.correctness} for c in found]}
+    if sync is not None:
+        data["sync"] = sync
     path.write_text(json.dumps(data, indent=2) + "\n")

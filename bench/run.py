@@ -14,18 +14,22 @@ import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 from bench import checks, cpu
 from bench.bulk import BulkResult, Client, Levels, run_bulk
 from bench.child import run_in_child
 from bench.database import ROOT, VAR, BenchDatabase
 from bench.load import Target, run_http_workload
+from bench.progress import say, settle
 from bench.raw_sql import run_sql_workload
+from bench.report import Check, render, write_json
 from bench.report import checks as evaluate
-from bench.report import render, write_json
-from bench.seed import migrate, seed
+from bench.seed import Seeded, migrate, seed
 from bench.server import HOST, Server
 from bench.stats import WorkloadResult
+from bench.sync import MODES, SyncConfig, run_sync
+from bench.sync_report import cost, cost_table, phase_table, sync_checks
 from bench.workload import Timing, Workload
 
 
@@ -56,6 +60,21 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         "every other round app first); figures: median and range")
     p.add_argument("--strict", action="store_true",
                    help="exit 1 when a performance target is missed too (not only correctness)")
+    p.add_argument("--sync", action="store_true",
+                   help="seed, then only the sales-channel sync workload (README: "
+                        "\"Sync workload\"): push latency and the cost of channels")
+    p.add_argument("--sync-broker", choices=("embedded", "redis", "both"), default="both",
+                   help="who pushes: the serve processes (embedded), one `stockyard worker` "
+                        "on Redis, or both one after the other")
+    p.add_argument("--sync-redis-url", default="redis://127.0.0.1:6379/9",
+                   help="STOCKYARD_BROKER_URL of the redis mode; the bench flushes this "
+                        "database, so never db 0")
+    p.add_argument("--sync-rate", type=float, default=50.0,
+                   help="orders/s of the fixed-rate sync phase")
+    p.add_argument("--sync-pool", type=int, default=200,
+                   help="SKUs each sync phase orders (and its channels list)")
+    p.add_argument("--sync-channels", type=int, default=10,
+                   help="channels of the cost phase, each listing every SKU of its pool")
     args = p.parse_args(argv)
     if not 0 < args.bulk_rows <= args.variants:
         p.error("--bulk-rows must be between 1 and --variants")
@@ -63,29 +82,28 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         p.error("--bulk-runs must be at least 1")
     if args.runs < 1:
         p.error("--runs must be at least 1")
+    if args.sync:
+        _check_sync_args(p, args)
     return args
 
 
-def say(message: str) -> None:
-    """Progress on stderr (the report goes to stdout)."""
-    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+def _check_sync_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    modes = 2 if args.sync_broker == "both" else 1
+    if args.only_bulk:
+        p.error("--sync and --only-bulk exclude each other")
+    if args.sync_pool < 1 or args.sync_channels < 1 or args.sync_rate <= 0:
+        p.error("--sync-pool, --sync-channels and --sync-rate must be positive")
+    if 2 * args.sync_pool * modes > args.variants:
+        p.error(f"--sync-pool: {modes} mode(s) need {2 * modes} pools of it in --variants")
+    if args.sync_broker != "embedded":
+        db = urlsplit(args.sync_redis_url).path.strip("/") or "0"
+        if not args.sync_redis_url.startswith("redis://") or db == "0":
+            p.error("--sync-redis-url must be redis://host:port/<db other than 0> "
+                    "(the bench flushes it)")
 
 
 def _interrupt(_signum: int, _frame: Any) -> None:
     raise KeyboardInterrupt
-
-
-def settle(pid: int | None, timeout: float = 10.0) -> None:
-    """Wait until the server tree is idle (< 5% of a core over 0.5 s): the event worker may
-    still be working off the previous workload's events."""
-    if not pid:
-        return
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        before = cpu.tree_cpu_seconds(pid)
-        time.sleep(0.5)
-        if cpu.tree_cpu_seconds(pid) - before < 0.025:
-            return
 
 
 def measured(db: BenchDatabase, run: Callable[[], WorkloadResult], server: Server,
@@ -174,7 +192,7 @@ def bench(args: argparse.Namespace, db: BenchDatabase) -> int:
         "seconds": args.seconds, "warmup": args.warmup, "http_client": args.http_client,
         "variants": args.variants, "bounded_units": args.bounded_units,
         "runs": args.runs, "bulk_runs": args.bulk_runs, "bulk_rows": args.bulk_rows,
-        "only_bulk": args.only_bulk,
+        "only_bulk": args.only_bulk, "sync": args.sync,
         "cpus": os.cpu_count(), "loadavg_start": " ".join(f"{x:.2f}" for x in os.getloadavg()),
         "started_at": datetime.now(UTC).isoformat(timespec="seconds"), "commit": git_commit()}
     say(f"database: {db.kind} ({db.url})")
@@ -185,6 +203,8 @@ def bench(args: argparse.Namespace, db: BenchDatabase) -> int:
     meta["database_version"] = db.server_version()
     say(f"migrated and seeded {args.variants + 2} variants in "
         f"{time.perf_counter() - started:.1f} s")
+    if args.sync:
+        return sync_bench(args, db, seeded, meta)
 
     spread = Workload("spread", seeded.spread_variants, lines=3)
     hot = Workload("hot", (seeded.hot_variant,), lines=1)
@@ -229,6 +249,36 @@ def bench(args: argparse.Namespace, db: BenchDatabase) -> int:
     print(render(meta, results, found, bulk), flush=True)
     out = VAR / f"results-{db.kind}.json"
     write_json(out, meta, results, found, bulk)
+    print(f"\nJSON: {out}")
+    failed = [c for c in found if c.passed is False and (c.correctness or args.strict)]
+    return 1 if failed else 0
+
+
+def sync_bench(args: argparse.Namespace, db: BenchDatabase, seeded: Seeded,
+               meta: dict[str, Any]) -> int:
+    """`--sync`: the sync workload in each broker mode, its report and JSON."""
+    modes = MODES if args.sync_broker == "both" else (args.sync_broker,)
+    config = SyncConfig(modes, args.sync_redis_url, args.sync_rate, args.sync_pool,
+                        args.sync_channels, Timing(args.clients, args.warmup, args.seconds),
+                        args.workers, args.http_client)
+    meta.update(sync_modes=list(modes), sync_rate=args.sync_rate,
+                sync_pool=args.sync_pool, sync_channels=args.sync_channels,
+                sync_redis_url=args.sync_redis_url if "redis" in modes else None)
+    run = run_sync(db, seeded, config)
+    books = checks.integrity(db)
+    time.sleep(0.5)  # backends flush their statistics on exit
+    pg_deadlocks = db.pg_deadlocks()
+    meta["pg_stat_deadlocks"] = pg_deadlocks
+    found = sync_checks(run, f"{args.sync_rate:g}/s")
+    broken = books.oversold + books.mismatched
+    found.append(Check("oversold or unbalanced stocks (after the sync workload)", str(broken),
+                       "0", broken == 0, correctness=True))
+    if pg_deadlocks is not None:
+        found.append(Check("pg_stat_database.deadlocks (whole run)", str(pg_deadlocks), "0",
+                           pg_deadlocks == 0, correctness=True))
+    print(render(meta, [], found, sections=phase_table(run) + cost_table(run)), flush=True)
+    out = VAR / f"results-{db.kind}.json"
+    write_json(out, meta, [], found, sync={**run.to_json(), "cost": cost(run)})
     print(f"\nJSON: {out}")
     failed = [c for c in found if c.passed is False and (c.correctness or args.strict)]
     return 1 if failed else 0

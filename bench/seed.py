@@ -72,7 +72,8 @@ def seed(db: BenchDatabase, variants: int, bounded_units: int) -> Seeded:
                     for v in range(1, variants + 1)]
     variant_rows += [(hot, hot_product, 1, "BENCH-HOT", True),
                      (bounded, bounded_product, 1, "BENCH-BOUNDED", True)]
-    stock_rows = [(v, w, BIG_STOCK, 0) for v in range(1, variants + 1) for w in wids]
+    stock_rows: list[tuple[int, ...]] = [(v, w, BIG_STOCK, 0) for v in range(1, variants + 1)
+                                         for w in wids]
     stock_rows += [(hot, w, q, 0) for w, q in zip(wids, HOT_UNITS, strict=True)]
     stock_rows += [(bounded, w, q, 0) for w, q in zip(wids, _split(bounded_units, WAREHOUSES),
                                                        strict=True)]

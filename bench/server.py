@@ -1,4 +1,5 @@
-"""`stockyard serve` as a subprocess: start, wait for /healthz, stop, read its log."""
+"""`stockyard serve` (and `stockyard worker`) as subprocesses: start, wait for /healthz,
+stop, read the log."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
 
@@ -34,13 +36,15 @@ def stockyard_command() -> list[str]:
 
 
 class Server:
-    """A `stockyard serve --workers N` process with its stderr captured to `log_path`."""
+    """A `stockyard serve --workers N` process with its stderr captured to `log_path`
+    (`env`: more STOCKYARD_* settings, e.g. the broker)."""
 
-    def __init__(self, database_url: str, workers: int, log_path: Path) -> None:
+    def __init__(self, database_url: str, workers: int, log_path: Path,
+                 env: Mapping[str, str] | None = None) -> None:
         self.port = free_port()
         self.workers = workers
         self.log_path = log_path
-        self._env = {**os.environ, "STOCKYARD_DATABASE_URL": database_url}
+        self._env = {**os.environ, "STOCKYARD_DATABASE_URL": database_url, **(env or {})}
         self._proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -89,14 +93,7 @@ class Server:
     def stop(self, timeout: float = 20.0) -> None:
         """SIGTERM (graceful), then SIGKILL of its process group if it hangs."""
         proc, self._proc = self._proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(5)
+        _terminate(proc, timeout)
 
     def log_size(self) -> int:
         """Current size of the captured stderr (to slice it per workload)."""
@@ -109,3 +106,55 @@ class Server:
         with open(self.log_path, "rb") as log:
             log.seek(since)
             return sum(b"deadlock" in line.lower() for line in log)
+
+
+def _terminate(proc: subprocess.Popen[bytes] | None, timeout: float) -> None:
+    """SIGTERM, then SIGKILL of the process group (its own session) if it hangs."""
+    if proc is None or proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(5)
+
+
+class Worker:
+    """A `stockyard worker` process (dramatiq on the configured broker), stderr to
+    `log_path`. It has no health check: it is up once it stays up for `boot` seconds."""
+
+    def __init__(self, database_url: str, log_path: Path, env: Mapping[str, str]) -> None:
+        self.log_path = log_path
+        self._env = {**os.environ, "STOCKYARD_DATABASE_URL": database_url, **env}
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+    def __enter__(self) -> Worker:
+        self.start()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()
+
+    def start(self, boot: float = 2.0) -> None:
+        """Launch; fails when the process exits within `boot` seconds."""
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, "wb") as log:
+            self._proc = subprocess.Popen(
+                [*stockyard_command(), "worker"], cwd=ROOT, env=self._env,
+                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            code = self._proc.wait(boot)
+        except subprocess.TimeoutExpired:
+            return
+        raise RuntimeError(f"stockyard worker exited with {code}; see {self.log_path}")
+
+    def stop(self, timeout: float = 20.0) -> None:
+        """SIGTERM (dramatiq finishes its current messages), SIGKILL if it hangs."""
+        proc, self._proc = self._proc, None
+        _terminate(proc, timeout)
