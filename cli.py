@@ -154,7 +154,7 @@ def _worker(_args: argparse.Namespace, settings: Settings) -> int:
         return 2
     from dramatiq.cli import main as dramatiq_main
 
-    sys.argv = ["dramatiq", "workers.entrypoint", "--processes", "1", "--threads", "4"]
+    sys.argv = ["dramatiq", "workers.entrypoint", "--processes", "1", "--threads", "8"]
     return int(dramatiq_main() or 0)
 
 

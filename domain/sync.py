@@ -194,14 +194,21 @@ def pushes(mode: SyncMode) -> bool:
 _DUE = text(
     "SELECT c.id FROM sales_channel c WHERE c.paused = :false AND c.failing = :false "
     "AND c.sync_mode = 'ALL' AND c.retry_at <= :now AND c.lease_until < :now")
+_DUE_ONE = text(_DUE.text + " AND c.id = :id")
 
 
-def due_channels(engine: Engine, now: float | None = None) -> list[int]:
-    """Channels with something pending that no pusher holds and no backoff holds back."""
+def due_channels(engine: Engine, now: float | None = None, only: int | None = None
+                 ) -> list[int]:
+    """Channels (or the channel `only`) with something pending that no pusher holds and
+    no backoff holds back."""
     now = time.time() if now is None else now
     # a read: on SQLite it must not take the writer's turn every second
     with engine.connect().execution_options(**{READ_ONLY: True}) as conn:
-        candidates = [r[0] for r in conn.execute(_DUE, {"now": now, "false": False})]
+        if only is None:
+            rows = conn.execute(_DUE, {"now": now, "false": False})
+        else:
+            rows = conn.execute(_DUE_ONE, {"now": now, "false": False, "id": only})
+        candidates = [r[0] for r in rows]
         if not candidates:
             return []
         return sorted(set(conn.execute(
@@ -242,7 +249,7 @@ class Pusher:
             finally:
                 self._release(channel_id, fence)
             # a change committed while we held the lease may have had its kick refused
-            if channel_id not in due_channels(self._engine):
+            if not due_channels(self._engine, only=channel_id):
                 return
 
     def _claim(self, channel_id: int) -> int | None:

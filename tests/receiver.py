@@ -60,7 +60,8 @@ class Receiver:
 
 
 @contextmanager
-def receiving(secret: str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw") -> Iterator[Receiver]:
+def receiving(secret: str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", port: int = 0
+              ) -> Iterator[Receiver]:
     box: list[Receiver] = []
 
     class Handler(BaseHTTPRequestHandler):
@@ -99,7 +100,8 @@ def receiving(secret: str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw") -> Iterato
             self.send_header("content-length", "0")
             self.end_headers()
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    ThreadingHTTPServer.allow_reuse_address = True
+    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
     server.daemon_threads = True
     box.append(Receiver(f"http://127.0.0.1:{server.server_address[1]}/push", secret))
     thread = threading.Thread(target=server.serve_forever, daemon=True)

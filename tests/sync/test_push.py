@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
+from sqlalchemy import text
 
 from domain import signing, sync
 from domain.errors import InvalidState
@@ -15,6 +16,7 @@ from domain.models import OrderType, SyncMode
 from domain.services import catalog, channels, orders, stock
 from domain.services.stock_import import import_stock
 from domain.uow import UnitOfWork
+from tests.commands import free_port
 from tests.conftest import Database
 from tests.factories import ADMIN, Shop, shop
 from tests.receiver import Receiver, receiving
@@ -269,3 +271,57 @@ def test_every_kind_of_change_reaches_the_listing(synced: Synced) -> None:
     expect(2)
     assert synced.receiver.shown["L1"][1] > version
     assert synced.receiver.went_back == []
+
+
+def test_another_sellers_same_sku_is_not_counted(synced: Synced) -> None:
+    s = synced.shop
+    other = shop(synced.db, stock1=50)  # another seller
+    sku = sku_of(s)
+    with synced.db.engine.begin() as conn:
+        conn.execute(text("UPDATE product_variant SET sku = :sku WHERE id = :v"),
+                     {"sku": sku, "v": other.variant})
+    synced.listings(("L1", sku_of(s)))
+    synced.receiver.wait_for({"L1": 15})
+    orders.create(synced.uow(), ADMIN, type=OrderType.REGULAR, shipping_country="DE",
+                  lines=[orders.LineRequest(other.variant, 5)])
+    stock.adjust(synced.uow(), ADMIN, variant_id=s.variant, warehouse_id=s.w1, delta=-1,
+                 reason="count")
+    synced.receiver.wait_for({"L1": 14})
+    assert synced.row("L1")["figure"] == 14
+
+
+def test_a_receiver_down_then_up_gets_every_listing_right(db: Database) -> None:
+    """The endpoint refuses connections while orders come in; once it listens again (on
+    the same port) every listing shows its figure of now."""
+    s = shop(db, stock1=10, stock2=5)
+    port = free_port()
+    post = HttpPost()
+    kick = sync.ThreadKick(sync.Pusher(db.engine, post))
+    background = sync.Sync(db.engine, kick, reconcile_every=0)
+    background.SWEEP_EVERY = 0.2
+    uow = lambda: UnitOfWork(db.writer, background, reader=db.reader)  # noqa: E731
+    background.start()
+    try:
+        with receiving() as probe:
+            secret = probe.secret
+        channel, _ = channels.create_channel(uow(), ADMIN, seller_id=s.seller,
+                                             data=channels.ChannelInput(
+                                                 name="Down", secret=secret,
+                                                 endpoint_url=f"http://127.0.0.1:{port}/push"))
+        channels.upsert_listings(uow(), ADMIN, channel.id, [
+            channels.ListingInput(e, sku_of(s)) for e in ("L1", "L2")])
+        for _ in range(3):
+            orders.create(uow(), ADMIN, type=OrderType.REGULAR, shipping_country="DE",
+                          lines=[orders.LineRequest(s.variant, 2)])
+        deadline = time.monotonic() + 10
+        while not db.scalar("SELECT failures FROM sales_channel"):
+            assert time.monotonic() < deadline, "no try was made"
+            time.sleep(0.05)
+        assert db.scalar("SELECT last_error FROM sales_channel") is not None
+        with receiving(secret, port=port) as receiver:
+            receiver.wait_for({"L1": 9, "L2": 9}, timeout=20)
+            assert receiver.went_back == []
+    finally:
+        background.close()
+        kick.close()
+        post.close()
