@@ -141,19 +141,7 @@ def _figures(s: Session, channel_ids: set[int], variant_ids: set[int], *, lock: 
     channels = s.execute(select(SalesChannel.id, SalesChannel.seller_id,
                                 SalesChannel.all_warehouses, SalesChannel.untracked_quantity)
                          .where(SalesChannel.id.in_(sorted(channel_ids)))).all()
-    chosen: dict[int, set[int]] = defaultdict(set)
-    for channel_id, warehouse_id in s.execute(
-            select(sales_channel_warehouse.c.channel_id, sales_channel_warehouse.c.warehouse_id)
-            .where(sales_channel_warehouse.c.channel_id.in_(
-                sorted(c.id for c in channels if not c.all_warehouses)))):
-        chosen[channel_id].add(warehouse_id)
-    all_of = {c.seller_id for c in channels if c.all_warehouses}
-    seller_warehouses: dict[int, set[int]] = defaultdict(set)
-    if all_of:
-        for warehouse_id, seller_id in s.execute(
-                select(Warehouse.id, Warehouse.seller_id)
-                .where(Warehouse.seller_id.in_(sorted(all_of)))):
-            seller_warehouses[seller_id].add(warehouse_id)
+    feeding = channel_warehouses(s, channels)
     tracked = dict(s.execute(select(ProductVariant.id, ProductVariant.track_inventory)
                              .where(ProductVariant.id.in_(sorted(variant_ids)))).all())
     available: dict[int, dict[int, int]] = defaultdict(dict)
@@ -166,13 +154,38 @@ def _figures(s: Session, channel_ids: set[int], variant_ids: set[int], *, lock: 
         available[variant_id][warehouse_id] = max(free, 0)
     figures: dict[tuple[int, int], int] = {}
     for c in channels:
-        warehouses = seller_warehouses[c.seller_id] if c.all_warehouses else chosen[c.id]
+        warehouses = feeding[c.id]
         for variant_id in variant_ids:
             if variant_id not in tracked:
                 continue
             figures[c.id, variant_id] = c.untracked_quantity if not tracked[variant_id] else \
                 sum(q for w, q in available[variant_id].items() if w in warehouses)
     return figures
+
+
+def channel_warehouses(s: Session, channels: Sequence[Any]) -> dict[int, set[int]]:
+    """Channel id -> the warehouses whose stock feeds it (and serves its inbound orders):
+    its chosen ones, or all of its seller's. `channels`: rows or models with `id`,
+    `seller_id` and `all_warehouses`."""
+    found: dict[int, set[int]] = {c.id: set() for c in channels}
+    chosen = sorted(c.id for c in channels if not c.all_warehouses)
+    if chosen:
+        for channel_id, warehouse_id in s.execute(
+                select(sales_channel_warehouse.c.channel_id,
+                       sales_channel_warehouse.c.warehouse_id)
+                .where(sales_channel_warehouse.c.channel_id.in_(chosen))):
+            found[channel_id].add(warehouse_id)
+    sellers: dict[int, list[int]] = defaultdict(list)
+    for c in channels:
+        if c.all_warehouses:
+            sellers[c.seller_id].append(c.id)
+    if sellers:
+        for warehouse_id, seller_id in s.execute(
+                select(Warehouse.id, Warehouse.seller_id)
+                .where(Warehouse.seller_id.in_(sorted(sellers)))):
+            for channel_id in sellers[seller_id]:
+                found[channel_id].add(warehouse_id)
+    return found
 
 
 def pending_clause() -> Any:

@@ -15,10 +15,9 @@ import functools
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import cast
 
 from sqlalchemy import (
-    Select,
     Table,
     bindparam,
     delete,
@@ -30,7 +29,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from domain import ledger, permissions, placement
+from domain import ledger, permissions, placement, sync
 from domain.allocation import Book, Demand, FulfilledPart
 from domain.countries import normalize_country
 from domain.errors import (
@@ -61,7 +60,6 @@ from domain.models import (
     SalesChannel,
     Stock,
     Warehouse,
-    sales_channel_warehouse,
 )
 from domain.permissions import Principal
 from domain.uow import UnitOfWork
@@ -478,7 +476,7 @@ def _receive(uow: UnitOfWork, channel_id: int, external_id: str, country: str,
                                                      config_for=OrderType.REGULAR)
     if enabled is None:
         enabled = _allocation_enabled(s, OrderType.REGULAR)
-    warehouses: set[int] = set(s.scalars(channel_warehouse_ids(channel)))
+    warehouses = sync.channel_warehouses(s, [channel])[channel.id]
     for level in levels:  # the channel's warehouses alone may serve it
         level.serves = level.serves and level.warehouse_id in warehouses
     order = Order(type=OrderType.REGULAR, status=OrderStatus.UNFULFILLED,
@@ -498,14 +496,6 @@ def _receive(uow: UnitOfWork, channel_id: int, external_id: str, country: str,
         _write_allocations(s, book.allocation_changes(), existing=set())
     actor = f'channel:{channel_id} "{channel.name}"'[:64]  # the ledger's actor
     return _finish(uow, book, set(variants), order.id, actor, "order received"), True
-
-
-def channel_warehouse_ids(channel: SalesChannel) -> Select[Any]:
-    """The warehouses whose stock feeds the channel (and serve its inbound orders)."""
-    if channel.all_warehouses:
-        return select(Warehouse.id).where(Warehouse.seller_id == channel.seller_id)
-    return select(sales_channel_warehouse.c.warehouse_id).where(
-        sales_channel_warehouse.c.channel_id == channel.id)
 
 
 def _inbound_variants(s: Session, channel: SalesChannel, lines: Sequence[InboundLine]
