@@ -169,6 +169,7 @@ def test_credentials_refused_fail_the_channel_until_its_secret_changes(
     channels.update_channel(synced.uow(), ADMIN, synced.channel,
                             channels.ChannelInput(secret=secret))
     synced.receiver.wait_for({"L1": 14})
+    synced.settled()  # the pusher records the answer after the receiver applied it
     assert synced.channel_row()["failing"] is False or synced.channel_row()["failing"] == 0
     assert synced.channel_row()["last_error"] is None
 
@@ -185,6 +186,7 @@ def test_server_errors_are_retried_with_backoff_and_429_waits(synced: Synced) ->
                  warehouse_id=synced.shop.w1, delta=-1, reason="count")
     synced.receiver.wait_for({"L1": 14})
     assert time.monotonic() - started >= 0.9
+    synced.settled()  # the pusher records the answer after the receiver applied it
     assert synced.channel_row()["last_error"] is None
 
 
