@@ -56,7 +56,7 @@ from strawberry.types import ExecutionContext
 
 from domain.errors import clip
 from domain.models import OrderType
-from domain.services import catalog, orders, stock
+from domain.services import batches, catalog, orders, stock
 from domain.settings import Limits
 
 CACHE_SIZE = 512  # documents kept, by query text
@@ -82,6 +82,8 @@ LIST_SIZES: Mapping[str, int] = {
     "ProductVariant.stocks": catalog.MAX_WAREHOUSES_PER_SELLER,
     "Warehouse.shippingZones": catalog.MAX_ZONES_PER_WAREHOUSE,
     "MarketplaceConfiguration.allocation": len(OrderType),
+    "PickBatch.orders": batches.MAX_ORDERS, "PickBatch.lines": batches.MAX_LINES,
+    "PickBatchCompletePayload.fulfillments": batches.MAX_ORDERS,
 }
 DEFAULT_LIST = 100
 ERRORS_PER_ROW = 5  # a bulk row fails at most this many ways

@@ -22,7 +22,8 @@ from domain.models import (
     StockMovement,
     Warehouse,
 )
-from domain.services import channel_reads, reads
+from domain.services import batches, channel_reads, reads
+from domain.services.batches import BatchView
 from domain.services.orders import AllocationView, FulfillmentView
 
 K = TypeVar("K")
@@ -171,3 +172,7 @@ class Loaders:
     @functools.cached_property
     def fulfillment(self) -> DataLoader[Any, FulfillmentView | None]:
         return _loader(self._read, reads.fulfillments)
+
+    @functools.cached_property
+    def pick_batch(self) -> DataLoader[int, BatchView | None]:
+        return _loader(self._read, batches.views_by_id)

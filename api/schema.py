@@ -13,6 +13,7 @@ from strawberry.tools import merge_types
 from strawberry.types import ExecutionContext
 from strawberry.utils.logging import StrawberryLogger
 
+from api.batches import BatchMutations, BatchQueries, PickBatch
 from api.channels import ChannelMutations, ChannelQueries, SalesChannel
 from api.coercion import FastCoercionExecutor, LimitedExecutor, build_during_coercion
 from api.inputs import OrderCreateInput, OrderLineInput, StockBulkUpdateInput
@@ -65,10 +66,10 @@ def make_schema(*, fast_paths: bool = True) -> strawberry.Schema:
     """The schema; without `fast_paths`, graphql-core's coercion and strawberry's conversion
     of every input (`api.coercion` relies on private names of both)."""
     built = StockyardSchema(
-        query=merge_types("Query", (Query, ChannelQueries)),
-        mutation=merge_types("Mutation", (Mutation, ChannelMutations)),
+        query=merge_types("Query", (Query, ChannelQueries, BatchQueries)),
+        mutation=merge_types("Mutation", (Mutation, ChannelMutations, BatchMutations)),
         types=[Seller, ShippingZone, Warehouse, Product, ProductVariant, Order, OrderLine,
-               Fulfillment, Stock, StockMovement, PurchaseOrder, SalesChannel],
+               Fulfillment, Stock, StockMovement, PurchaseOrder, SalesChannel, PickBatch],
         extensions=[
             # parsing, limits and validation, cached by query text: the app's `Gate`
             GateExtension,

@@ -107,6 +107,8 @@ async def _warehouse(info: Info, pk: int) -> Warehouse:
 class Stock(Node):
     quantity: int
     quantity_allocated: int
+    quantity_reserved_for_batches: int = strawberry.field(description=(
+        "The part of quantityAllocated that open pick batches hold (batch reserve)."))
     low_stock_threshold: int | None
     pk: strawberry.Private[int]
     variant_pk: strawberry.Private[int]
@@ -116,8 +118,15 @@ class Stock(Node):
     def from_model(cls, m: models.Stock | stock_service.StockView) -> Stock:
         return cls(id=_gid("Stock", m.id), pk=m.id, quantity=m.quantity,
                    quantity_allocated=m.quantity_allocated,
+                   quantity_reserved_for_batches=m.quantity_reserved_for_batches,
                    low_stock_threshold=m.low_stock_threshold,
                    variant_pk=m.variant_id, warehouse_pk=m.warehouse_id)
+
+    @strawberry.field(description="The part of quantityAllocated the orders hold themselves "
+                                  "(order reserve): quantityAllocated - "
+                                  "quantityReservedForBatches.")
+    def quantity_reserved_for_orders(self) -> int:
+        return self.quantity_allocated - self.quantity_reserved_for_batches
 
     @strawberry.field(description="max(quantity - quantityAllocated, 0)")
     def quantity_available(self) -> int:
@@ -495,6 +504,15 @@ async def resolve_node(info: Info, type_name: str, pk: int) -> Any:
             return None
         owner = await loaders.warehouse.load(row.warehouse_id)
         return build(row) if permissions.can_read_stock(principal, owner.seller_id) else None
+    if type_name == "PickBatch":
+        from api.batches import PickBatch as BatchNode  # it builds on this module
+
+        batch = await loaders.pick_batch.load(pk)
+        if batch is None:
+            return None
+        owner = await loaders.warehouse.load(batch.warehouse_id)
+        return BatchNode.from_view(batch) \
+            if permissions.can_manage_seller(principal, owner.seller_id) else None
     if type_name == "OrderLine":
         line = await loaders.order_line.load(pk)
         if line is None:

@@ -81,6 +81,21 @@ _ADD = (
     .values(quantity=STOCK.c.quantity + bindparam("dq"),
             quantity_allocated=STOCK.c.quantity_allocated + bindparam("da"))
 )
+# the same, also moving units out of (negative) the batch reserve, which is part of allocated
+_ADD_BATCHED = (
+    update(STOCK)
+    .where(STOCK.c.id == bindparam("sid"))
+    .values(quantity=STOCK.c.quantity + bindparam("dq"),
+            quantity_allocated=STOCK.c.quantity_allocated + bindparam("da"),
+            quantity_reserved_for_batches=STOCK.c.quantity_reserved_for_batches
+            + bindparam("db"))
+)
+_RESERVE_FOR_BATCHES = (
+    update(STOCK)
+    .where(STOCK.c.id == bindparam("sid"))
+    .values(quantity_reserved_for_batches=STOCK.c.quantity_reserved_for_batches
+            + bindparam("db"))
+)
 # allocate only while enough is free: the optimistic order path relies on this guard
 _ADD_GUARDED = (
     update(STOCK)
@@ -106,17 +121,26 @@ def apply(
     reason: str | None = None,
     order_id: int | None = None,
     guarded: bool = False,
+    batch_reserve: Mapping[int, int] | None = None,
 ) -> bool:
     """Change the counters and record the movements; False when a guard refused a row.
 
     `type` None derives each movement's type from its deltas (order operations). With
     `guarded`, only allocated changes are applied and each must fit in the free stock.
+    `batch_reserve` (stock id -> change) moves the batch reserve in the same statement, so
+    that it never exceeds allocated in between (a pick or a cancel takes units out of both).
     """
     changed = {sid: d for sid, d in deltas.items() if d != (0, 0)}
-    if not changed:
+    if not changed and not batch_reserve:
         return True
     conn = session.connection()
-    if guarded:
+    if batch_reserve:
+        assert not guarded
+        conn.execute(_ADD_BATCHED, [
+            {"sid": sid, "dq": changed.get(sid, (0, 0))[0], "da": changed.get(sid, (0, 0))[1],
+             "db": batch_reserve.get(sid, 0)}
+            for sid in sorted(changed.keys() | batch_reserve.keys())])
+    elif guarded:
         moved = conn.execute(_ADD_GUARDED, [
             {"sid": sid, "da": da} for sid, (_, da) in sorted(changed.items())]).rowcount
         if moved != len(changed):
@@ -126,6 +150,14 @@ def apply(
                             for sid, (dq, da) in sorted(changed.items())])
     record(session, changed, type=type, actor=actor, reason=reason, order_id=order_id)
     return True
+
+
+def reserve_for_batches(session: Session, changes: Mapping[int, int]) -> None:
+    """Move allocated units of (locked) stocks into the batch reserve (+n) or back to the
+    order reserve (-n). Allocated itself does not change, so there is no movement."""
+    rows = [{"sid": sid, "db": n} for sid, n in sorted(changes.items()) if n]
+    if rows:
+        session.connection().execute(_RESERVE_FOR_BATCHES, rows)
 
 
 def allocate_last(
@@ -240,6 +272,14 @@ def rebuild_allocated(
         update(STOCK).where(STOCK.c.id == stock_id).values(quantity_allocated=allocated))
     record(session, {stock_id: (0, allocated - ledger_allocated)},
            type=MovementType.ADJUSTMENT, actor=actor, reason=reason)
+
+
+def set_batch_reserve(session: Session, stock_id: int, reserve: int) -> None:
+    """Set a (locked) stock's batch reserve; only the audit's repair uses this (the reserve
+    splits allocated and is no ledger counter, so there is no movement)."""
+    session.connection().execute(
+        update(STOCK).where(STOCK.c.id == stock_id)
+        .values(quantity_reserved_for_batches=reserve))
 
 
 def record(

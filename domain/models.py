@@ -50,6 +50,7 @@ class MovementType(enum.StrEnum):
     TRANSFER_OUT = "TRANSFER_OUT"
     TRANSFER_IN = "TRANSFER_IN"
     FEED_IMPORT = "FEED_IMPORT"
+    BATCH_PICK = "BATCH_PICK"
 
 
 class Role(enum.StrEnum):
@@ -158,11 +159,18 @@ class Stock(Base):
     quantity_allocated: Mapped[int] = mapped_column(Integer, default=0)
     # seller dashboards flag the stock when available falls below this
     low_stock_threshold: Mapped[int | None] = mapped_column(Integer)
+    # the part of quantity_allocated that open pick batches hold ("batch reserve"); the
+    # rest is held by the orders themselves ("order reserve")
+    quantity_reserved_for_batches: Mapped[int] = mapped_column(
+        Integer, default=0, server_default="0")
 
     __table_args__ = (
         UniqueConstraint("variant_id", "warehouse_id", name="uq_stock_variant_warehouse"),
         CheckConstraint("quantity >= 0", name="ck_stock_quantity_nonnegative"),
         CheckConstraint("quantity_allocated >= 0", name="ck_stock_allocated_nonnegative"),
+        CheckConstraint("quantity_reserved_for_batches >= 0 AND "
+                        "quantity_reserved_for_batches <= quantity_allocated",
+                        name="ck_stock_batch_reserve_range"),
     )
 
 
@@ -247,6 +255,51 @@ class FulfillmentLine(Base):
     quantity: Mapped[int] = mapped_column(Integer)
 
     __table_args__ = (CheckConstraint("quantity > 0", name="ck_fulfillment_line_quantity"),)
+
+
+class PickBatchStatus(enum.StrEnum):
+    OPEN = "OPEN"
+    COMPLETED = "COMPLETED"
+    CANCELED = "CANCELED"
+
+
+class PickBatch(Base):
+    """Orders a warehouse picks together. While OPEN, the units of its lines are held by
+    the batch (`Stock.quantity_reserved_for_batches`); completing it ships them."""
+
+    __tablename__ = "pick_batch"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    warehouse_id: Mapped[int] = mapped_column(ForeignKey("warehouse.id"))
+    status: Mapped[PickBatchStatus] = mapped_column(_enum(PickBatchStatus))
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now()
+    )
+    completed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    canceled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (Index("ix_pick_batch_warehouse_status", "warehouse_id", "status"),)
+
+
+class PickBatchLine(Base):
+    """The units of one order line a batch holds: its whole allocation in the batch's
+    warehouse when the batch was made. Kept after the batch completes or is canceled (what
+    was picked, what was held); removed when its order is canceled while the batch is open."""
+
+    __tablename__ = "pick_batch_line"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    batch_id: Mapped[int] = mapped_column(ForeignKey("pick_batch.id"), index=True)
+    # the line's order, kept here so "is this order in an open batch?" needs no join
+    order_id: Mapped[int] = mapped_column(ForeignKey("orders.id"), index=True)
+    order_line_id: Mapped[int] = mapped_column(ForeignKey("order_line.id"))
+    stock_id: Mapped[int] = mapped_column(ForeignKey("stock.id"))
+    quantity: Mapped[int] = mapped_column(Integer)
+
+    __table_args__ = (
+        UniqueConstraint("batch_id", "order_line_id", name="uq_pick_batch_line_batch_line"),
+        CheckConstraint("quantity > 0", name="ck_pick_batch_line_quantity_positive"),
+    )
 
 
 class StockMovement(Base):

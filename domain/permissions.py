@@ -227,3 +227,10 @@ def require_fulfiller(principal: Principal | None) -> Principal:
     if not _is(principal, Role.ADMIN, Role.SELLER):
         raise PermissionDenied("fulfilling orders needs an admin or seller token")
     return principal  # type: ignore[return-value]
+
+
+def require_picker(principal: Principal | None) -> Principal:
+    """Pick batches: admins in every warehouse, a seller token in its own warehouses."""
+    if not _is(principal, Role.ADMIN, Role.SELLER):
+        raise PermissionDenied("pick batches need an admin or seller token")
+    return principal  # type: ignore[return-value]

@@ -54,6 +54,9 @@ from domain.models import (
     OrderStatus,
     OrderType,
     OrderTypeAllocation,
+    PickBatch,
+    PickBatchLine,
+    PickBatchStatus,
     Product,
     ProductVariant,
     Role,
@@ -400,10 +403,17 @@ def _cancel(uow: UnitOfWork, order: Order, actor: str) -> OrderView:
     released: dict[int, int] = defaultdict(int)
     for stock_id, qty, _ in held:
         released[stock_id] += qty
-    if released:
+    # units an open pick batch holds leave the batch too
+    holds = held_by_open_batches(s, order.id)
+    unbatched: dict[int, int] = defaultdict(int)
+    for hold in holds:
+        unbatched[hold.stock_id] -= hold.quantity
+    if holds:
+        s.execute(delete(PickBatchLine).where(PickBatchLine.id.in_([h.id for h in holds])))
+    if released or unbatched:
         ledger.apply(s, {sid: (0, -n) for sid, n in released.items()},
                      type=MovementType.DEALLOCATION, actor=actor, reason="order canceled",
-                     order_id=order.id)
+                     order_id=order.id, batch_reserve=unbatched)
         s.execute(delete(Allocation).where(Allocation.order_line_id.in_(
             select(OrderLine.id).where(OrderLine.order_id == order.id))))
         uow.emit(StockChanged(tuple(sorted({v for _, _, v in held}))))
@@ -574,6 +584,13 @@ def fulfill(
         all_lines = _order_lines(s, order_id)
         lines = {ln.id: ln for ln in all_lines
                  if seller is None or line_sellers[ln.id] == seller}
+        # units open pick batches hold ship only with their batch (pickBatchComplete)
+        holds = held_by_open_batches(s, order_id)
+        in_batches: dict[tuple[int, int], int] = {(h.line_id, h.stock_id): h.quantity
+                                                  for h in holds}
+        batched: dict[int, int] = defaultdict(int)
+        for h in holds:
+            batched[h.line_id] += h.quantity
         errors: list[DomainError] = []
         asked: dict[int, int] = defaultdict(int)
         for i, r in enumerate(requests):
@@ -583,9 +600,16 @@ def fulfill(
                                        field=f"lines.{i}.orderLineId"))
                 continue
             asked[r.line_id] += r.quantity
-            if asked[r.line_id] > line.quantity - line.quantity_fulfilled:
+            left = line.quantity - line.quantity_fulfilled
+            if asked[r.line_id] > left:
                 errors.append(InvalidInput(
-                    f"only {line.quantity - line.quantity_fulfilled} left to fulfil",
+                    f"only {left} left to fulfil",
+                    field=f"lines.{i}.quantity", variant_id=line.variant_id))
+            elif asked[r.line_id] > left - batched[r.line_id]:
+                batches = sorted({h.batch_id for h in holds if h.line_id == r.line_id})
+                errors.append(InvalidState(
+                    f"{batched[r.line_id]} of the {left} units left are held by open pick "
+                    f"batch {', '.join(map(str, batches))}: complete or cancel it",
                     field=f"lines.{i}.quantity", variant_id=line.variant_id))
         warehouse_ids = {r.warehouse_id for r in requests if r.warehouse_id is not None}
         known_stmt = select(Warehouse.id).where(Warehouse.id.in_(warehouse_ids))
@@ -600,7 +624,10 @@ def fulfill(
 
         variant_ids = {lines[r.line_id].variant_id for r in requests}
         levels, tracked, _ = placement.lock_stocks(s, variant_ids, order.shipping_country)
-        book = Book.of(levels, _line_allocations(s, list(asked)))
+        allocations = _line_allocations(s, list(asked))
+        # the book sees only what the orders themselves hold; batch-held units stay put
+        book = Book.of(levels, {k: q - in_batches.get(k, 0) for k, q in allocations.items()
+                                if q > in_batches.get(k, 0)})
         parts: list[FulfilledPart] = []
         for i, r in enumerate(requests):
             line = lines[r.line_id]
@@ -618,10 +645,13 @@ def fulfill(
             line = lines[line_id]
             line.quantity_fulfilled += qty
             # allocations never exceed what is left to ship
-            excess = book.held(line_id) - (line.quantity - line.quantity_fulfilled)
+            excess = book.held(line_id) + batched[line_id] \
+                - (line.quantity - line.quantity_fulfilled)
             if excess > 0:
                 book.release(line_id, excess)
-        _write_allocations(s, book.allocation_changes(), existing=book.allocation_keys_before())
+        _write_allocations(s, {k: q + in_batches.get(k, 0)
+                               for k, q in book.allocation_changes().items()},
+                           existing=set(allocations))
 
         fulfillment = Fulfillment(order_id=order_id)
         s.add(fulfillment)
@@ -637,6 +667,27 @@ def fulfill(
         view = _finish(uow, book, variant_ids, order_id, actor, "order fulfilled")
         return view, FulfillmentView(
             fulfillment.id, order_id, tuple((lid, wid, q) for (lid, wid), q in merged.items()))
+
+
+@dataclass(frozen=True, slots=True)
+class BatchHold:
+    """Units of an order line that an open pick batch holds."""
+
+    id: int  # the pick batch line
+    batch_id: int
+    line_id: int
+    stock_id: int
+    quantity: int
+
+
+def held_by_open_batches(s: Session, order_id: int) -> list[BatchHold]:
+    """What open pick batches hold of the (locked) order."""
+    return [BatchHold(*row) for row in s.execute(
+        select(PickBatchLine.id, PickBatchLine.batch_id, PickBatchLine.order_line_id,
+               PickBatchLine.stock_id, PickBatchLine.quantity)
+        .join(PickBatch, PickBatch.id == PickBatchLine.batch_id)
+        .where(PickBatchLine.order_id == order_id,
+               PickBatch.status == PickBatchStatus.OPEN))]
 
 
 # -- reading -------------------------------------------------------------------------------

@@ -370,6 +370,7 @@ class Level(NamedTuple):
     quantity: int
     allocated: int
     low_stock_threshold: int | None
+    reserved_for_batches: int = 0
 
 
 class StockView(NamedTuple):
@@ -381,6 +382,7 @@ class StockView(NamedTuple):
     quantity: int
     quantity_allocated: int
     low_stock_threshold: int | None
+    quantity_reserved_for_batches: int
 
 
 @dataclass(slots=True)
@@ -452,7 +454,7 @@ def apply_bulk(
         level = levels[targets[i]]
         outcome.stocks[i] = StockView(level.stock_id, targets[i][0], targets[i][1],
                                       level.quantity, level.allocated,
-                                      level.low_stock_threshold)
+                                      level.low_stock_threshold, level.reserved_for_batches)
     outcome.count = len(good)
     outcome.variant_ids = tuple(sorted({targets[i][0] for i in good}))
     return outcome
@@ -556,9 +558,9 @@ def _variants_with_sellers(
 
 _LOCK_PAIRS = text(
     "SELECT s.id, s.variant_id, s.warehouse_id, s.quantity, s.quantity_allocated, "
-    "s.low_stock_threshold FROM stock s JOIN unnest(CAST(:vids AS INTEGER[]), "
-    "CAST(:wids AS INTEGER[])) AS p(v, w) ON s.variant_id = p.v AND s.warehouse_id = p.w "
-    "ORDER BY s.id FOR NO KEY UPDATE OF s"
+    "s.low_stock_threshold, s.quantity_reserved_for_batches FROM stock s "
+    "JOIN unnest(CAST(:vids AS INTEGER[]), CAST(:wids AS INTEGER[])) AS p(v, w) "
+    "ON s.variant_id = p.v AND s.warehouse_id = p.w ORDER BY s.id FOR NO KEY UPDATE OF s"
 )
 
 
@@ -579,11 +581,13 @@ def _bulk_lock(s: Session, pairs: Sequence[tuple[int, int]]) -> dict[tuple[int, 
         rows = [row for chunk in _chunks(sorted({v for v, _ in pairs}))
                 for row in s.execute(
                     select(Stock.id, Stock.variant_id, Stock.warehouse_id, Stock.quantity,
-                           Stock.quantity_allocated, Stock.low_stock_threshold)
+                           Stock.quantity_allocated, Stock.low_stock_threshold,
+                           Stock.quantity_reserved_for_batches)
                     .where(Stock.variant_id.in_(chunk), Stock.warehouse_id.in_(warehouse_ids))
                     .order_by(Stock.id))
                 if (row[1], row[2]) in wanted]
-    return {(vid, wid): Level(sid, q, a, threshold) for sid, vid, wid, q, a, threshold in rows}
+    return {(vid, wid): Level(sid, q, a, threshold, b)
+            for sid, vid, wid, q, a, threshold, b in rows}
 
 
 def _bulk_apply(
@@ -603,8 +607,7 @@ def _bulk_apply(
                               for p, q in updates.items()],
                           type=movement_type, actor=actor, reason=reason)
     for pair, q in updates.items():
-        sid, _, allocated, threshold = levels[pair]
-        levels[pair] = Level(sid, q, allocated, threshold)
+        levels[pair] = levels[pair]._replace(quantity=q)
     movements: list[ledger.Movement] = []
     if inserts:
         created = ledger.insert_stocks(s, [(v, w, q) for (v, w), q in inserts.items()])

@@ -44,9 +44,10 @@ import pytest
 from graphql import GraphQLInterfaceType, GraphQLObjectType, build_schema
 from sqlalchemy import text
 
+from api import ids
 from api.schema import schema, schema_for
 from domain.models import Role
-from domain.services import channels
+from domain.services import batches, channels
 from domain.services import stock as stock_service
 from domain.services import tokens as token_service
 from tests.api.order_calls import placed, set_allocation
@@ -86,6 +87,7 @@ QUERIES: dict[str, Row] = {
     "stockMovements": (ALLOW, SCOPED, SCOPED, DENY, DENY, AUTH),
     "orders": (ALLOW, SCOPED, SCOPED, SCOPED, SCOPED, AUTH),
     "salesChannels": (ALLOW, SCOPED, SCOPED, DENY, DENY, AUTH),
+    "pickBatches": (ALLOW, SCOPED, SCOPED, DENY, DENY, AUTH),
 }
 
 MUTATIONS: dict[str, Row] = {
@@ -122,6 +124,10 @@ MUTATIONS: dict[str, Row] = {
     "listingsUpsert": (ALLOW, ALLOW, HIDDEN, DENY, DENY, AUTH),
     "listingsDelete": (ALLOW, ALLOW, HIDDEN, DENY, DENY, AUTH),
     "productUpdate": (ALLOW, ALLOW, HIDDEN, DENY, DENY, AUTH),
+    # pick batches: admin, and the seller in its own warehouses
+    "pickBatchCreate": (ALLOW, ALLOW, HIDDEN, DENY, DENY, AUTH),
+    "pickBatchComplete": (ALLOW, ALLOW, HIDDEN, DENY, DENY, AUTH),
+    "pickBatchCancel": (ALLOW, ALLOW, HIDDEN, DENY, DENY, AUTH),
 }
 
 # `node(id:)` of seller own's object of each type (Order, OrderLine, Fulfillment: an order
@@ -144,6 +150,8 @@ NODES: dict[str, Row] = {
     "ApiToken": (ALLOW, HIDDEN, HIDDEN, HIDDEN, HIDDEN, AUTH),
     # a channel holds its seller's endpoint: the seller's and admins' only
     "SalesChannel": (ALLOW, ALLOW, HIDDEN, HIDDEN, HIDDEN, AUTH),
+    # a batch of seller own's warehouse (of an order storefront own placed)
+    "PickBatch": (ALLOW, ALLOW, HIDDEN, HIDDEN, HIDDEN, AUTH),
 }
 
 TABLES: dict[str, dict[str, Row]] = {"Query": QUERIES, "Mutation": MUTATIONS, "Node": NODES}
@@ -215,9 +223,11 @@ class Matrix:
         return {"seller_own": self.own.seller, "seller_foreign": self.foreign.seller}.get(caller)
 
     def variant(self, stocks: dict[int, int] | None = None) -> int:
-        """A new variant of seller own (SKUs distinct per seller), stocked as given."""
-        return World(self.db).variant(self.own.product, sku=unique("OWN-MATRIX"),
-                                      stocks=stocks)
+        """A new variant of seller own (SKUs distinct per seller), stocked as given, in a
+        product of its own (a product holds at most 100 variants; the cells need more)."""
+        world = World(self.db)
+        return world.variant(world.product(self.own.seller), sku=unique("OWN-MATRIX"),
+                             stocks=stocks)
 
     def channel(self) -> int:
         """A new sales channel of seller own (its endpoint answers nothing)."""
@@ -226,10 +236,17 @@ class Matrix:
                                            name=unique("matrix channel"),
                                            endpoint_url="http://127.0.0.1:9/push"))[0].id
 
+    async def batch(self) -> int:
+        """A new open pick batch of seller own's w1, of an order storefront own placed."""
+        order = await placed(self.api, "REGULAR", [(self.variant({self.own.w1: 5}), 2)],
+                             token=self.tokens["storefront_own"])
+        return batches.create(self.db.uow(), ADMIN, warehouse_id=self.own.w1,
+                              order_ids=[ids.parse(order["id"])[1]]).id
+
 
 NODE_TARGETS = ("Seller", "ShippingZone", "Warehouse", "Product", "ProductVariant", "Stock",
                 "StockMovement", "PurchaseOrder", "Order", "OrderLine", "Fulfillment",
-                "ApiToken", "SalesChannel")
+                "ApiToken", "SalesChannel", "PickBatch")
 
 
 def token_pk(db: Database, secret: str) -> int:
@@ -275,6 +292,7 @@ async def build_world(api: Api) -> Matrix:
         "Fulfillment": shipped["fulfillment"]["id"],
         "ApiToken": gid("ApiToken", w.token_pks["seller_own"]),
         "SalesChannel": gid("SalesChannel", w.channel()),
+        "PickBatch": gid("PickBatch", await w.batch()),
     }
     assert set(w.targets) == set(NODE_TARGETS)
     return w
@@ -432,6 +450,10 @@ LISTINGS: dict[str, Listing] = {
     "salesChannels": Listing("SalesChannel", "SELECT id FROM sales_channel",
                              "SELECT id FROM sales_channel WHERE seller_id = :s",
                              narrow=("sellerId", "Seller")),
+    "pickBatches": Listing(
+        "PickBatch", "SELECT id FROM pick_batch",
+        "SELECT b.id FROM pick_batch b JOIN warehouse w ON w.id = b.warehouse_id "
+        "WHERE w.seller_id = :s", narrow=("warehouseId", "Warehouse")),
     "orders": Listing("Order", "SELECT id FROM orders", SELLER_ORDERS,
                       "SELECT id FROM orders WHERE created_by_token_id = :t",
                       selection="lines { variant { product { seller { id } } } }"),
@@ -864,13 +886,40 @@ async def _product_update(w: Matrix, caller: str) -> Call:
                 ("product",))
 
 
+@builds("pickBatchCreate")
+async def _batch_create(w: Matrix, caller: str) -> Call:
+    order = await storefront_order(w)
+    return with_input("pickBatchCreate", "pickBatch { id }", ("pickBatch",), {
+        "warehouseId": gid("Warehouse", w.own.w1), "orderIds": [order["id"]]},
+        unknown=("warehouseId", "Warehouse"))
+
+
+def batch_call(name: str, batch: int) -> Call:
+    selection = "pickBatch { id status }" + (" fulfillments { id }"
+                                              if name == "pickBatchComplete" else "")
+    return Call(id_mutation(name, f"{selection} {ERRORS}"), {"id": gid("PickBatch", batch)},
+                {"id": gid("PickBatch", UNKNOWN)},
+                ("pickBatch", "fulfillments") if name == "pickBatchComplete" else ("pickBatch",))
+
+
+@builds("pickBatchComplete")
+async def _batch_complete(w: Matrix, caller: str) -> Call:
+    return batch_call("pickBatchComplete", await w.batch())
+
+
+@builds("pickBatchCancel")
+async def _batch_cancel(w: Matrix, caller: str) -> Call:
+    return batch_call("pickBatchCancel", await w.batch())
+
+
 STATE = [
     "SELECT id, name FROM seller",
     "SELECT id, name FROM shipping_zone",
     "SELECT id, seller_id FROM warehouse",
     "SELECT id, seller_id FROM product",
     "SELECT id, sku, track_inventory FROM product_variant",
-    "SELECT id, quantity, quantity_allocated, low_stock_threshold FROM stock",
+    "SELECT id, quantity, quantity_allocated, low_stock_threshold, "
+    "quantity_reserved_for_batches FROM stock",
     "SELECT id, type, status FROM orders",
     "SELECT id, quantity, quantity_fulfilled FROM order_line",
     "SELECT id, stock_id, quantity FROM allocation",
@@ -883,6 +932,8 @@ STATE = [
     "SELECT id, name, untracked_quantity, paused, failing FROM sales_channel",
     "SELECT id, external_id, sku, figure, version, acked_version FROM listing",
     "SELECT id, name, inventory_sync FROM product",
+    "SELECT id, status FROM pick_batch",
+    "SELECT id, batch_id, quantity FROM pick_batch_line",
 ]
 
 

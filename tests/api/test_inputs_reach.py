@@ -51,7 +51,8 @@ NODES = {
     "purchaseOrderReceive.id": "PurchaseOrder", "tokenRevoke.id": "ApiToken",
     "channelId": "SalesChannel", "warehouseIds": "Warehouse",
     "salesChannelUpdate.id": "SalesChannel", "salesChannelSync.id": "SalesChannel",
-    "productUpdate.id": "Product",
+    "productUpdate.id": "Product", "orderIds": "Order",
+    "pickBatchComplete.id": "PickBatch", "pickBatchCancel.id": "PickBatch",
 }
 ROWS = MIN_ROWS + 1
 """Items of a list of inputs: long enough for `api.coercion`'s flat loop at the top level."""
