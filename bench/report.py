@@ -259,8 +259,10 @@ def _bulk_table(bulk: list[BulkResult]) -> list[str]:
 
 def write_json(path: Path, meta: dict[str, Any], results: list[WorkloadResult],
                found: list[Check], bulk: list[BulkResult] | None = None,
-               sync: dict[str, Any] | None = None) -> None:
-    """Everything above, machine-readable (`sync`: the sync workload's section)."""
+               sync: dict[str, Any] | None = None,
+               batches: dict[str, Any] | None = None) -> None:
+    """Everything above, machine-readable (`sync`: the sync workload's section, `batches`:
+    the pick batches')."""
     path.parent.mkdir(parents=True, exist_ok=True)
     summary = [{"name": name, "runs": len(by_name(results)[name]),
                 **{key: spread.to_json() for key, spread in figures.items()}}
@@ -271,4 +273,6 @@ def write_json(path: Path, meta: dict[str, Any], results: list[WorkloadResult],
                          "correctness": c.correctness} for c in found]}
     if sync is not None:
         data["sync"] = sync
+    if batches is not None:
+        data["batches"] = batches
     path.write_text(json.dumps(data, indent=2) + "\n")

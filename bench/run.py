@@ -17,6 +17,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from bench import checks, cpu
+from bench.batches import BatchResult, batch_checks, batch_table, run_batches
 from bench.bulk import BulkResult, Client, Levels, run_bulk
 from bench.child import run_in_child
 from bench.database import ROOT, VAR, BenchDatabase
@@ -54,7 +55,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                    help="rows of the big stockBulkUpdate request (at most --variants)")
     p.add_argument("--only-bulk", action="store_true",
                    help="seed and serve, then only the stockBulkUpdate timing "
-                        "(no raw SQL, no order workloads)")
+                        "(no raw SQL, no order workloads, no pick batches)")
+    p.add_argument("--batch-runs", type=int, default=5,
+                   help="pick batch rounds (place orders, pickBatchCreate, pickBatchComplete) "
+                        "after the bulk part; 0: none")
+    p.add_argument("--batch-orders", type=int, default=500,
+                   help="orders per pick batch (the target is for 500)")
+    p.add_argument("--only-batches", action="store_true",
+                   help="seed and serve, then only the pick batch rounds "
+                        "(no raw SQL, no order workloads, no bulk)")
     p.add_argument("--runs", type=int, default=1,
                    help="rounds of the order workloads (raw-spread, spread, raw-hot, hot; "
                         "every other round app first); figures: median and range")
@@ -82,6 +91,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         p.error("--bulk-runs must be at least 1")
     if args.runs < 1:
         p.error("--runs must be at least 1")
+    if args.batch_runs < (1 if args.only_batches else 0) or args.batch_orders < 1:
+        p.error("--batch-orders must be positive, --batch-runs at least 1 with "
+                "--only-batches (0: no pick batches)")
+    if args.only_batches and (args.only_bulk or args.sync):
+        p.error("--only-batches excludes --only-bulk and --sync")
     if args.sync:
         _check_sync_args(p, args)
     return args
@@ -172,6 +186,22 @@ def bulk_workloads(args: argparse.Namespace, db: BenchDatabase, server: Server,
     return out
 
 
+def batch_workloads(args: argparse.Namespace, db: BenchDatabase, server: Server,
+                    seeded: Seeded) -> BatchResult | None:
+    """`--batch-runs` rounds of a `--batch-orders` pick batch (README: "Pick batches")."""
+    if not args.batch_runs:
+        return None
+    say(f"pick batches: {args.batch_runs} runs of {args.batch_orders} orders")
+    since = server.log_size()
+    result = run_batches(db, HOST, server.port, seeded.token, seeded.spread_variants,
+                         args.batch_orders, args.batch_runs, server.pid)
+    result.deadlock_log_lines = server.deadlocks_logged(since)
+    say(f"pick batches: pickBatchComplete median {result.complete.median or 0:.0f} ms, "
+        f"pickBatchCreate median {result.create.median or 0:.0f} ms, ok runs "
+        f"{result.ok_runs}/{len(result.runs)}")
+    return result
+
+
 def git_commit() -> str | None:
     """HEAD of the repository, '+dirty' when the tree has changes."""
     try:
@@ -192,7 +222,8 @@ def bench(args: argparse.Namespace, db: BenchDatabase) -> int:
         "seconds": args.seconds, "warmup": args.warmup, "http_client": args.http_client,
         "variants": args.variants, "bounded_units": args.bounded_units,
         "runs": args.runs, "bulk_runs": args.bulk_runs, "bulk_rows": args.bulk_rows,
-        "only_bulk": args.only_bulk, "sync": args.sync,
+        "only_bulk": args.only_bulk, "sync": args.sync, "only_batches": args.only_batches,
+        "batch_runs": args.batch_runs, "batch_orders": args.batch_orders,
         "cpus": os.cpu_count(), "loadavg_start": " ".join(f"{x:.2f}" for x in os.getloadavg()),
         "started_at": datetime.now(UTC).isoformat(timespec="seconds"), "commit": git_commit()}
     say(f"database: {db.kind} ({db.url})")
@@ -220,7 +251,7 @@ def bench(args: argparse.Namespace, db: BenchDatabase) -> int:
         target = Target(HOST, server.port, seeded.token, args.http_client)
         reader = Client(HOST, server.port, seeded.token)  # reads orders back via GraphQL
         try:
-            order_runs = [] if args.only_bulk else \
+            order_runs = [] if args.only_bulk or args.only_batches else \
                 [*rounds(args.runs, raw=not args.skip_raw), (1, "bounded")]
             for run_no, name in order_runs:
                 workload = workloads[name]
@@ -236,8 +267,10 @@ def bench(args: argparse.Namespace, db: BenchDatabase) -> int:
                         server, run_no, reader=reader))
         finally:
             reader.close()
-        bulk = bulk_workloads(args, db, server, seeded.spread_variants, seeded.token)
-    if not args.only_bulk:
+        bulk = [] if args.only_batches else \
+            bulk_workloads(args, db, server, seeded.spread_variants, seeded.token)
+        batches = None if args.only_bulk else batch_workloads(args, db, server, seeded)
+    if results:
         figures = checks.variant_figures(db, seeded.bounded_variant)
         results[-1].extra.update(allocated=figures.allocated, order_lines=figures.order_lines,
                                  units=figures.quantity)
@@ -245,10 +278,13 @@ def bench(args: argparse.Namespace, db: BenchDatabase) -> int:
     pg_deadlocks = db.pg_deadlocks()
     meta["pg_stat_deadlocks"] = pg_deadlocks
     found = evaluate(results, seeded.bounded_units, pg_deadlocks, bulk, db.kind,
-                     orders=not args.only_bulk)
-    print(render(meta, results, found, bulk), flush=True)
+                     orders=bool(results))
+    found += batch_checks(batches, db.kind) if batches is not None else []
+    sections = batch_table(batches) if batches is not None else []
+    print(render(meta, results, found, bulk, sections), flush=True)
     out = VAR / f"results-{db.kind}.json"
-    write_json(out, meta, results, found, bulk)
+    write_json(out, meta, results, found, bulk,
+               batches=batches.to_json() if batches is not None else None)
     print(f"\nJSON: {out}")
     failed = [c for c in found if c.passed is False and (c.correctness or args.strict)]
     return 1 if failed else 0
