@@ -9,7 +9,17 @@ import strawberry
 
 from api import ids
 from api.errors import StockyardError, errors_from
-from api.queries import Connection, Edge, PageInfo, _after, _allowed, _cursor, _filter_id, _first
+from api.queries import (
+    Connection,
+    Edge,
+    PageInfo,
+    _after,
+    _allowed,
+    _cursor,
+    _filter_id,
+    _first,
+    _utc,
+)
 from api.types import Fulfillment, Info, Node, Order, OrderLine, Warehouse, _warehouse
 from domain import models, permissions
 from domain.errors import DomainError
@@ -44,8 +54,9 @@ class PickBatch(Node):
     @classmethod
     def from_view(cls, v: BatchView) -> PickBatch:
         return cls(id=strawberry.ID(ids.encode("PickBatch", v.id)), pk=v.id,
-                   warehouse_pk=v.warehouse_id, status=v.status, created_at=v.created_at,
-                   completed_at=v.completed_at, canceled_at=v.canceled_at, view=v)
+                   warehouse_pk=v.warehouse_id, status=v.status,
+                   created_at=_utc(v.created_at) or v.created_at,
+                   completed_at=_utc(v.completed_at), canceled_at=_utc(v.canceled_at), view=v)
 
     @strawberry.field
     async def warehouse(self, info: Info) -> Warehouse:
@@ -80,8 +91,8 @@ class PickBatchCreatePayload:
 @strawberry.type
 class PickBatchCompletePayload:
     pick_batch: PickBatch | None
-    fulfillments: list[Fulfillment] = strawberry.field(description=(
-        "One per order of the batch (empty when the call failed)."))
+    fulfillments: list[Fulfillment] | None = strawberry.field(description=(
+        "One per order of the batch; null when the call failed."))
     errors: list[StockyardError]
 
 
@@ -119,7 +130,7 @@ class BatchMutations:
         try:
             view, made = await _run(info, batches.complete, ids.decode(id, "PickBatch", "id"))
         except DomainError as exc:
-            return PickBatchCompletePayload(pick_batch=None, fulfillments=[],
+            return PickBatchCompletePayload(pick_batch=None, fulfillments=None,
                                             errors=errors_from(exc))
         return PickBatchCompletePayload(pick_batch=PickBatch.from_view(view), errors=[],
                                         fulfillments=[Fulfillment.from_row(f) for f in made])

@@ -204,7 +204,10 @@ class Book:
         plan: list[tuple[StockLevel, int, int]] = []  # stock, from allocation, from free
         remaining = quantity
         for stock in candidates:
-            from_allocation = min(remaining, self.allocations.get((line, stock.stock_id), 0))
+            # after a forced recount a stock may hold fewer units than are allocated there:
+            # only what is on hand can ship
+            from_allocation = min(remaining, self.allocations.get((line, stock.stock_id), 0),
+                                  max(stock.quantity, 0))
             remaining -= from_allocation
             plan.append((stock, from_allocation, 0))
         if remaining and warehouse_id is None:

@@ -24,7 +24,14 @@ from sqlalchemy import Table, bindparam, case, delete, exists, insert, select, u
 from sqlalchemy.orm import Session
 
 from domain import ledger, permissions
-from domain.errors import DomainError, InvalidInput, InvalidState, NotFound, raise_all
+from domain.errors import (
+    DomainError,
+    InsufficientStock,
+    InvalidInput,
+    InvalidState,
+    NotFound,
+    raise_all,
+)
 from domain.events import StockChanged
 from domain.models import (
     Allocation,
@@ -155,13 +162,22 @@ def complete(uow: UnitOfWork, principal: Principal | None, batch_id: int
         s = uow.session
         batch = _lock_open_batch(s, caller, batch_id)
         actor = caller.name
-        rows = _lock_lines(s, batch.id)
+        rows, on_hand = _lock_lines(s, batch.id)
         picked: dict[int, int] = defaultdict(int)  # stock -> units
         untracked: set[int] = set()
+        variant_of: dict[int, int] = {}
         for row in rows:
             picked[row.stock_id] += row.quantity
+            variant_of[row.stock_id] = row.variant_id
             if not row.tracked:
                 untracked.add(row.stock_id)
+        # after a forced recount a stock may hold fewer units than are allocated there
+        raise_all([InsufficientStock(
+            f"the batch picks {n} of this variant here, {on_hand[sid]} on hand (a recount "
+            "found less): adjust the stock or cancel the batch", field="id",
+            variant_id=variant_of[sid], warehouse_id=batch.warehouse_id, requested=n,
+            available=max(on_hand[sid], 0))
+            for sid, n in sorted(picked.items()) if sid not in untracked and n > on_hand[sid]])
         # untracked variants keep their stock figures, as with orderFulfill
         ledger.apply(s, {sid: (0 if sid in untracked else -n, -n) for sid, n in picked.items()},
                      type=MovementType.BATCH_PICK, actor=actor,
@@ -212,7 +228,7 @@ def cancel(uow: UnitOfWork, principal: Principal | None, batch_id: int) -> Batch
         s = uow.session
         batch = _lock_open_batch(s, caller, batch_id)
         back: dict[int, int] = defaultdict(int)
-        for row in _lock_lines(s, batch.id):
+        for row in _lock_lines(s, batch.id)[0]:
             back[row.stock_id] -= row.quantity
         ledger.reserve_for_batches(s, back)
         batch.status = PickBatchStatus.CANCELED
@@ -305,12 +321,13 @@ def _lock_open_batch(s: Session, caller: Principal, batch_id: int) -> PickBatch:
     return batch
 
 
-def _lock_lines(s: Session, batch_id: int) -> list[_Held]:
-    """Lock the batch's orders, then its stocks (ascending ids), and read its lines."""
+def _lock_lines(s: Session, batch_id: int) -> tuple[list[_Held], dict[int, int]]:
+    """Lock the batch's orders, then its stocks (ascending ids); read its lines and the
+    stocks' on-hand quantities."""
     order_ids = sorted(set(s.scalars(select(PickBatchLine.order_id)
                                      .where(PickBatchLine.batch_id == batch_id))))
     if not order_ids:
-        return []
+        return [], {}
     s.execute(select(Order.id).where(Order.id.in_(order_ids)).order_by(Order.id)
               .with_for_update())
     # read after the orders' locks: an order cancelled meanwhile has left the batch
@@ -325,10 +342,12 @@ def _lock_lines(s: Session, batch_id: int) -> list[_Held]:
         .where(PickBatchLine.batch_id == batch_id)
         .order_by(PickBatchLine.id))]
     stock_ids = sorted({r.stock_id for r in rows})
+    on_hand: dict[int, int] = {}
     if stock_ids:
-        s.execute(select(Stock.id).where(Stock.id.in_(stock_ids)).order_by(Stock.id)
-                  .with_for_update(key_share=True))
-    return rows
+        on_hand = {sid: q for sid, q in s.execute(
+            select(Stock.id, Stock.quantity).where(Stock.id.in_(stock_ids)).order_by(Stock.id)
+            .with_for_update(key_share=True))}
+    return rows, on_hand
 
 
 def _sellers_of_orders(s: Session, order_ids: Sequence[int]) -> dict[int, set[int]]:

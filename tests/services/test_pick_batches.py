@@ -9,6 +9,7 @@ from sqlalchemy import text
 
 from domain.errors import (
     DomainError,
+    ErrorCode,
     InvalidInput,
     InvalidState,
     NotFound,
@@ -18,6 +19,7 @@ from domain.errors import (
 from domain.models import OrderStatus, OrderType, PickBatchStatus, Role
 from domain.permissions import Principal
 from domain.services import audit, batches, orders
+from domain.services import stock as stock_service
 from tests.concurrency.test_no_oversell import assert_books_balance
 from tests.conftest import Database
 from tests.factories import ADMIN, Shop, shop
@@ -237,3 +239,38 @@ def test_check_finds_and_repair_mends_a_batch_reserve_that_is_off(db: Database) 
     audit.repair(db.uow(), actor="cli")
     assert _reserves(db, s.variant, s.w1) == (10, 4, 0, 4)
     assert_books_balance(db)
+
+
+def test_a_recount_that_found_less_refuses_the_pick_instead_of_driving_stock_negative(
+    db: Database
+) -> None:
+    """A forced recount may leave fewer units on hand than are allocated (stock.py): units
+    that are not there cannot ship, through a batch or through orderFulfill."""
+    s = shop(db, stock1=10, stock2=0)
+    order = _order(s, 6)
+    batch = batches.create(db.uow(), ADMIN, warehouse_id=s.w1, order_ids=[order.id])
+    stock_service.adjust(db.uow(), ADMIN, variant_id=s.variant, warehouse_id=s.w1, delta=-7,
+                         reason="recount", force=True)
+    before = _reserves(db, s.variant, s.w1)
+    assert before == (3, 6, 0, 6)
+
+    with pytest.raises(DomainError) as refused:
+        batches.complete(db.uow(), ADMIN, batch.id)
+    [error] = refused.value.errors
+    assert (error.code, error.field, error.requested, error.available) == (
+        ErrorCode.INSUFFICIENT_STOCK, "id", 6, 3)
+    assert _reserves(db, s.variant, s.w1) == before
+
+    batches.cancel(db.uow(), ADMIN, batch.id)
+    with pytest.raises(DomainError) as refused:
+        orders.fulfill(db.uow(), ADMIN, order.id,
+                       [orders.FulfillRequest(order.lines[0].id, 6, None)])
+    [error] = refused.value.errors
+    assert (error.code, error.requested, error.available) == (
+        ErrorCode.INSUFFICIENT_STOCK, 6, 3)
+    assert _reserves(db, s.variant, s.w1) == (3, 6, 6, 0)
+    # what is on hand still ships
+    view, _ = orders.fulfill(db.uow(), ADMIN, order.id,
+                             [orders.FulfillRequest(order.lines[0].id, 3, s.w1)])
+    assert view.status is OrderStatus.PARTIALLY_FULFILLED
+    assert _reserves(db, s.variant, s.w1) == (0, 3, 3, 0)  # the shortfall stays visible
