@@ -25,6 +25,7 @@ from domain.permissions import Principal
 from domain.settings import Settings
 from domain.sync import Pusher, Sync
 from domain.uow import UnitOfWork
+from domain.webhooks import Deliverer
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine
@@ -55,11 +56,13 @@ def make_relay(settings: Settings, engine: Engine) -> Sync:
     from workers import actors  # actors bind to the broker set just above
 
     actors.bind(broker)  # imported earlier (tests): rebind
-    actors.use_pusher(Pusher(engine, HttpPost()))
+    post = HttpPost()
+    actors.use_pusher(Pusher(engine, post), Deliverer(engine, post))
     start_embedded_worker(broker)
     # the app's lifespan starts and stops it
     return Sync(engine, actors.push_channel.send, actors.stock_changed.send,
-                reconcile_every=settings.reconcile_seconds)
+                reconcile_every=settings.reconcile_seconds,
+                deliver=actors.deliver_webhooks.send)
 
 
 def app_factory() -> Starlette:

@@ -55,7 +55,7 @@ from strawberry.schema.schema import validate_document
 from strawberry.types import ExecutionContext
 
 from domain.errors import clip
-from domain.models import OrderType
+from domain.models import OrderType, WebhookEvent
 from domain.services import batches, catalog, orders, stock
 from domain.settings import Limits
 
@@ -84,6 +84,7 @@ LIST_SIZES: Mapping[str, int] = {
     "MarketplaceConfiguration.allocation": len(OrderType),
     "PickBatch.orders": batches.MAX_ORDERS, "PickBatch.lines": batches.MAX_LINES,
     "PickBatchCompletePayload.fulfillments": batches.MAX_ORDERS,
+    "WebhookSubscription.events": len(WebhookEvent),
 }
 DEFAULT_LIST = 100
 ERRORS_PER_ROW = 5  # a bulk row fails at most this many ways

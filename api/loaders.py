@@ -21,8 +21,9 @@ from domain.models import (
     Stock,
     StockMovement,
     Warehouse,
+    WebhookSubscription,
 )
-from domain.services import batches, channel_reads, reads
+from domain.services import batches, channel_reads, reads, webhooks
 from domain.services.batches import BatchView
 from domain.services.orders import AllocationView, FulfillmentView
 
@@ -172,6 +173,14 @@ class Loaders:
     @functools.cached_property
     def fulfillment(self) -> DataLoader[Any, FulfillmentView | None]:
         return _loader(self._read, reads.fulfillments)
+
+    @functools.cached_property
+    def webhook_subscription(self) -> DataLoader[int, Any]:
+        return _by_id(self._read, WebhookSubscription)
+
+    @functools.cached_property
+    def pending_of_subscription(self) -> DataLoader[Any, int]:
+        return _loader(self._read, webhooks.pending_counts)
 
     @functools.cached_property
     def pick_batch(self) -> DataLoader[int, BatchView | None]:

@@ -33,6 +33,7 @@ from api.types import (
     StockMovement,
     Warehouse,
 )
+from api.webhooks import WebhookMutations, WebhookQueries, WebhookSubscription
 from domain.errors import clip
 
 
@@ -66,10 +67,12 @@ def make_schema(*, fast_paths: bool = True) -> strawberry.Schema:
     """The schema; without `fast_paths`, graphql-core's coercion and strawberry's conversion
     of every input (`api.coercion` relies on private names of both)."""
     built = StockyardSchema(
-        query=merge_types("Query", (Query, ChannelQueries, BatchQueries)),
-        mutation=merge_types("Mutation", (Mutation, ChannelMutations, BatchMutations)),
+        query=merge_types("Query", (Query, ChannelQueries, BatchQueries, WebhookQueries)),
+        mutation=merge_types("Mutation", (Mutation, ChannelMutations, BatchMutations,
+                                          WebhookMutations)),
         types=[Seller, ShippingZone, Warehouse, Product, ProductVariant, Order, OrderLine,
-               Fulfillment, Stock, StockMovement, PurchaseOrder, SalesChannel, PickBatch],
+               Fulfillment, Stock, StockMovement, PurchaseOrder, SalesChannel, PickBatch,
+               WebhookSubscription],
         extensions=[
             # parsing, limits and validation, cached by query text: the app's `Gate`
             GateExtension,

@@ -504,6 +504,14 @@ async def resolve_node(info: Info, type_name: str, pk: int) -> Any:
             return None
         owner = await loaders.warehouse.load(row.warehouse_id)
         return build(row) if permissions.can_read_stock(principal, owner.seller_id) else None
+    if type_name == "WebhookSubscription":
+        from api.webhooks import WebhookSubscription as SubscriptionNode  # builds on this
+
+        subscription = await loaders.webhook_subscription.load(pk)
+        if subscription is None:
+            return None
+        return SubscriptionNode.from_model(subscription) if permissions.can_manage_subscription(
+            principal, subscription.seller_id) else None
     if type_name == "PickBatch":
         from api.batches import PickBatch as BatchNode  # it builds on this module
 

@@ -20,4 +20,12 @@ class ListingsChanged:
     channel_ids: tuple[int, ...]
 
 
-Event = StockChanged | ListingsChanged
+@dataclass(frozen=True, slots=True)
+class SubscriptionsChanged:
+    """These webhook subscriptions may deliver now (resumed, or given a new url or
+    secret)."""
+
+    subscription_ids: tuple[int, ...]
+
+
+Event = StockChanged | ListingsChanged | SubscriptionsChanged

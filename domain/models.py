@@ -17,6 +17,7 @@ from sqlalchemy import (
     Integer,
     String,
     Table,
+    Text,
     UniqueConstraint,
     func,
 )
@@ -498,3 +499,68 @@ class Lease(Base):
     holder: Mapped[str | None] = mapped_column(String(255))
     expires_at: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
     due_at: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
+
+
+class WebhookEvent(enum.StrEnum):
+    STOCK_UPDATED = "STOCK_UPDATED"
+    OUT_OF_STOCK = "OUT_OF_STOCK"
+    BACK_IN_STOCK = "BACK_IN_STOCK"
+    LOW_STOCK = "LOW_STOCK"
+
+
+class WebhookSubscription(Base):
+    """A receiver of stock events (API.md "Stock webhooks"): of one seller's stocks, or of
+    every stock when `seller_id` is null (admin). The columns after `created_at` are the
+    delivery schedule, as for a sales channel (domain/webhooks.py)."""
+
+    __tablename__ = "webhook_subscription"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    seller_id: Mapped[int | None] = mapped_column(ForeignKey("seller.id"), index=True)
+    url: Mapped[str] = mapped_column(String(2048))
+    # the WebhookEvent names, comma-separated, in declaration order
+    events: Mapped[str] = mapped_column(String(100))
+    secret: Mapped[str] = mapped_column(String(100))
+    paused: Mapped[bool] = mapped_column(Boolean, default=False)
+    # 401/403, or the whole retry schedule failed: nothing is sent until url or secret change
+    failing: Mapped[bool] = mapped_column(Boolean, default=False)
+    last_error: Mapped[str | None] = mapped_column(String(500))
+    last_error_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # events come from movements after this one (not from the ledger's history)
+    after_movement: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now()
+    )
+    retry_at: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
+    # failed tries in a row of the oldest pending event: its place in the retry schedule
+    failures: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    lease: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    lease_until: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
+
+
+class WebhookDelivery(Base):
+    """An event waiting to be delivered; deleted once the receiver acknowledged it.
+
+    A crossing (OUT_OF_STOCK, BACK_IN_STOCK, LOW_STOCK) is one row per movement that made
+    it; STOCK_UPDATED is one row per stock at most while pending, brought up to date by
+    later movements (coalesced). `version`: the movement's id, which grows with every
+    change of the stock."""
+
+    __tablename__ = "webhook_delivery"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    subscription_id: Mapped[int] = mapped_column(
+        ForeignKey("webhook_subscription.id", ondelete="CASCADE"))
+    stock_id: Mapped[int] = mapped_column(Integer)
+    event: Mapped[WebhookEvent] = mapped_column(_enum(WebhookEvent))
+    version: Mapped[int] = mapped_column(Integer)
+    body: Mapped[str] = mapped_column(Text)
+
+    __table_args__ = (
+        # a crossing is recorded once however often the relay hands its movement on;
+        # STOCK_UPDATED rows are found by (subscription, stock, event)
+        Index("ix_webhook_delivery_event", "subscription_id", "stock_id", "event", "version",
+              unique=True),
+        Index("ix_webhook_delivery_order", "subscription_id", "version", "id"),
+    )

@@ -183,6 +183,13 @@ def can_manage_seller(principal: Principal | None, seller_id: int) -> bool:
         and principal.seller_id == seller_id)
 
 
+def can_manage_subscription(principal: Principal | None, seller_id: int | None) -> bool:
+    """Webhook subscriptions: a seller token its own; an admin every one, marketplace-wide
+    ones (`seller_id` None) included."""
+    return _is(principal, Role.ADMIN) or (
+        seller_id is not None and can_manage_seller(principal, seller_id))
+
+
 def require_order_creation(principal: Principal | None, order_type: OrderType) -> Principal:
     """Admins and sellers create orders of every type (a seller's lines must be its own
     variants: `own_variants`), storefronts REGULAR orders only."""

@@ -47,6 +47,7 @@ from domain.events import Event
 log = logging.getLogger("stockyard.relay")
 
 Send = Callable[[list[int]], None]
+Movements = Callable[[list[int]], None]  # the ids of committed movements, ascending
 
 NAME = "stock_changed"
 INTERVAL = 0.1  # seconds between looks when nothing wakes the relay
@@ -80,9 +81,11 @@ class Relay:
     committed unit of work wakes it)."""
 
     def __init__(self, engine: Engine, send: Send, *, name: str = NAME,
-                 interval: float = INTERVAL, batch: int = BATCH) -> None:
+                 interval: float = INTERVAL, batch: int = BATCH,
+                 movements: Movements | None = None) -> None:
         self._engine = engine
         self._send = send
+        self._movements = movements  # called first, with every movement a round found
         self._name = name
         self._interval = interval
         self._batch = batch
@@ -115,6 +118,8 @@ class Relay:
             else:
                 found = [(r[0], r[1]) for r in conn.execute(
                     _READ_SQLITE, {"after": after, "batch": self._batch})]
+        if self._movements is not None and found:
+            self._movements(sorted({movement for movement, _ in found}))
         variants = sorted({variant for _, variant in found})
         for i in range(0, len(variants), VARIANTS_PER_MESSAGE):
             self._send(variants[i:i + VARIANTS_PER_MESSAGE])

@@ -38,7 +38,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from domain import signing
 from domain.db import READ_ONLY
-from domain.events import Event, ListingsChanged
+from domain.events import Event, ListingsChanged, SubscriptionsChanged
 from domain.models import (
     Lease,
     Listing,
@@ -250,6 +250,14 @@ class Pusher:
         self._post = post
         self._sleep = sleep
 
+    @property
+    def engine(self) -> Engine:
+        return self._engine
+
+    @property
+    def post(self) -> Post:
+        return self._post
+
     def push(self, channel_id: int) -> None:
         """Send everything pending of the channel, unless another pusher holds it."""
         while True:
@@ -310,7 +318,8 @@ class Pusher:
             endpoint, secret = c.endpoint_url, c.secret
         if slot > now:
             self._sleep(slot - now)
-        body = json.dumps({"type": "inventory.updated", "channelId": _channel_gid(channel_id),
+        body = json.dumps({"type": "inventory.updated",
+                           "channelId": global_id("SalesChannel", channel_id),
                            "updates": [{"externalId": u.external_id, "sku": u.sku,
                                         "available": u.available, "version": u.version}
                                        for u in updates]}, separators=(",", ":"))
@@ -386,9 +395,9 @@ def _retry_after(value: str | None) -> float:
         return DEFAULT_RETRY_AFTER
 
 
-def _channel_gid(channel_id: int) -> str:
-    """The channel's global ID, as api/ids.py spells it (the body names it so)."""
-    return base64.b64encode(f"SalesChannel:{channel_id}".encode()).decode()
+def global_id(type_name: str, pk: int) -> str:
+    """An object's global ID, as api/ids.py spells it (bodies sent out name objects so)."""
+    return base64.b64encode(f"{type_name}:{pk}".encode()).decode()
 
 
 # -- reconciliation ------------------------------------------------------------------------
@@ -512,22 +521,28 @@ class Sync:
 
     def __init__(self, engine: Engine, kick: Kick,
                  stock_changed: Callable[[list[int]], None] | None = None, *,
-                 reconcile_every: float = 600.0) -> None:
+                 reconcile_every: float = 600.0, deliver: Kick | None = None) -> None:
         self._engine = engine
         self._kick = kick
         self._stock_changed = stock_changed
+        # "deliver this webhook subscription's events soon"; None: no stock webhooks
+        self._deliver = deliver
         self._sessions = sessionmaker(engine, expire_on_commit=False)
-        self.relay = Relay(engine, self.variants_changed)
+        self.relay = Relay(engine, self.variants_changed,
+                           movements=self.movements_committed if deliver else None)
         # 0: no reconciliation from this process
         self.reconciler = Reconciler(engine, reconcile_every, self.kick) \
             if reconcile_every > 0 else None
         self._kicked: dict[int, float] = {}
+        self._kicked_subscriptions: dict[int, float] = {}
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
 
     def __call__(self, event: Event) -> None:
         if isinstance(event, ListingsChanged):
             self.kick(event.channel_ids)
+        elif isinstance(event, SubscriptionsChanged):
+            self.kick_subscriptions(event.subscription_ids)
         else:
             self.relay(event)
 
@@ -545,6 +560,26 @@ class Sync:
         if self._stock_changed is not None:
             self._stock_changed(variant_ids)
 
+    def movements_committed(self, movement_ids: list[int]) -> None:
+        """The relay's first hand-off: the stock webhooks' events, recorded before the
+        relay moves on (domain/webhooks.py)."""
+        from domain import webhooks  # it builds on this module
+
+        self.kick_subscriptions(webhooks.record(self._engine, movement_ids))
+
+    def kick_subscriptions(self, subscription_ids: Iterable[int]) -> None:
+        if self._deliver is None:
+            return
+        now = time.monotonic()
+        for subscription_id in subscription_ids:
+            self._kicked_subscriptions[subscription_id] = now
+            try:
+                self._deliver(subscription_id)
+            except Exception:  # the broker is down: the sweeper tries again
+                log.warning("could not queue a delivery to webhook subscription %s",
+                            subscription_id, exc_info=True)
+                self._kicked_subscriptions.pop(subscription_id, None)
+
     def kick(self, channel_ids: Iterable[int]) -> None:
         now = time.monotonic()
         for channel_id in channel_ids:
@@ -560,6 +595,12 @@ class Sync:
         due = [c for c in due_channels(self._engine)
                if now - self._kicked.get(c, -1e9) >= self.KICK_AGAIN_AFTER]
         self.kick(due)
+        if self._deliver is not None:
+            from domain import webhooks
+
+            self.kick_subscriptions(
+                s for s in webhooks.due_subscriptions(self._engine)
+                if now - self._kicked_subscriptions.get(s, -1e9) >= self.KICK_AGAIN_AFTER)
 
     def start(self) -> None:
         self.relay.start()
@@ -598,22 +639,23 @@ class Sync:
 
 
 class ThreadKick:
-    """A `Kick` that pushes on a pool of threads of this process (tests, tools)."""
+    """A `Kick` that pushes (or delivers) on a pool of threads of this process (tests,
+    tools): `work` is a Pusher's `push`, a Deliverer's `deliver`, or the pusher itself."""
 
-    def __init__(self, pusher: Pusher, threads: int = 8) -> None:
+    def __init__(self, work: Pusher | Kick, threads: int = 8) -> None:
         from concurrent.futures import ThreadPoolExecutor
 
-        self._pusher = pusher
+        self._work: Kick = work.push if isinstance(work, Pusher) else work
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix="push")
 
-    def __call__(self, channel_id: int) -> None:
-        self._pool.submit(self._push, channel_id)
+    def __call__(self, target_id: int) -> None:
+        self._pool.submit(self._push, target_id)
 
-    def _push(self, channel_id: int) -> None:
+    def _push(self, target_id: int) -> None:
         try:
-            self._pusher.push(channel_id)
+            self._work(target_id)
         except Exception:
-            log.exception("push of channel %s failed", channel_id)
+            log.exception("push or delivery to %s failed", target_id)
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)
