@@ -564,3 +564,41 @@ class WebhookDelivery(Base):
               unique=True),
         Index("ix_webhook_delivery_order", "subscription_id", "version", "id"),
     )
+
+
+class SupplierFeed(Base):
+    """A supplier's stock filling a merchant's warehouse (API.md "Supplier feeds"): an
+    internal supplier (a seller here, `supplier_seller_id`) or an external one that posts
+    its figures to /feeds/{id}."""
+
+    __tablename__ = "supplier_feed"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    warehouse_id: Mapped[int] = mapped_column(ForeignKey("warehouse.id"), index=True)
+    name: Mapped[str] = mapped_column(String(255))
+    supplier_seller_id: Mapped[int | None] = mapped_column(ForeignKey("seller.id"), index=True)
+    secret: Mapped[str] = mapped_column(String(100))
+    paused: Mapped[bool] = mapped_column(Boolean, default=False)
+    failing: Mapped[bool] = mapped_column(Boolean, default=False)
+    last_error: Mapped[str | None] = mapped_column(String(500))
+    last_error_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_synced_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now()
+    )
+
+
+class SupplierFeedItem(Base):
+    """A merchant variant the feed fills, and the supplier's SKU for it; the supplier's
+    last figure (null before the first)."""
+
+    __tablename__ = "supplier_feed_item"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    feed_id: Mapped[int] = mapped_column(ForeignKey("supplier_feed.id", ondelete="CASCADE"))
+    variant_id: Mapped[int] = mapped_column(ForeignKey("product_variant.id"))
+    supplier_sku: Mapped[str] = mapped_column(String(255), index=True)
+    supplier_quantity: Mapped[int | None] = mapped_column(Integer)
+
+    __table_args__ = (UniqueConstraint("feed_id", "variant_id",
+                                       name="uq_supplier_feed_item_variant"),)

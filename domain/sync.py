@@ -38,7 +38,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from domain import signing
 from domain.db import READ_ONLY
-from domain.events import Event, ListingsChanged, SubscriptionsChanged
+from domain.events import Event, ListingsChanged, StockChanged, SubscriptionsChanged
 from domain.models import (
     Lease,
     Listing,
@@ -550,7 +550,13 @@ class Sync:
         """The relay's `send`: figures worked out and committed before the relay moves on.
 
         Most rounds name no listed variant: one plain read finds that out. A listing that
-        commits after this read computed its figure after the change (`refresh`)."""
+        commits after this read computed its figure after the change (`refresh`).
+        Internal supplier feeds follow first (domain/services/feeds.py): what they change
+        in merchants' stocks is a new movement, which the next round hands on."""
+        from domain.services import feeds  # it builds on the ledger, as this module does
+
+        if feeds.follow(self._engine, variant_ids):
+            self.relay(StockChanged(()))  # look again at once
         with self._engine.connect().execution_options(**{READ_ONLY: True}) as conn:
             listed = conn.execute(_LISTED, {"variants": sorted(set(variant_ids))}).first()
         if listed is not None:
