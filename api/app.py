@@ -34,7 +34,7 @@ from api.auth import (
 )
 from api.context import Context, Services
 from api.fast_lane import FastLane
-from api.inbound import inbound_route
+from api.inbound import feed_route, inbound_route
 from api.limits import Gate, RequestLimits
 from api.ratelimit import Limiter, Unlimited, make_limiter, retry_after
 from api.revocation import Listener
@@ -235,7 +235,8 @@ def build_app(engine: Engine, publish: Publish, *, threads: int = 12,
     app = Starlette(
         routes=[Route("/graphql", graphql),
                 Route("/healthz", healthz, methods=["GET"]),
-                Route("/channels/{path:path}", inbound_route(services), methods=["POST"])],
+                Route("/channels/{path:path}", inbound_route(services), methods=["POST"]),
+                Route("/feeds/{path:path}", feed_route(services), methods=["POST"])],
         lifespan=lifespan,
         # CORS outermost: a browser can read a refusal only with its Access-Control headers
         middleware=[*_cors(cors_origins),

@@ -25,7 +25,7 @@ from api.context import Services
 from api.errors import StockyardError, errors_from
 from domain import signing
 from domain.errors import DomainError, ErrorCode, InvalidInput, NotFound, PermissionDenied, clip
-from domain.services import channel_reads, orders
+from domain.services import channel_reads, feeds, orders
 from domain.services.orders import InboundLine, OrderView
 
 log = logging.getLogger("stockyard.inbound")
@@ -49,6 +49,69 @@ def inbound_route(services: Services) -> Any:
         return _refused(404, NotFound("no such endpoint"))
 
     return endpoint
+
+
+def feed_route(services: Services) -> Any:
+    """`POST /feeds/{feedId}`: an external supplier's figures (API.md "Supplier feeds"),
+    signed with the feed's secret; 404, 401, 422 or 409 (paused) change nothing."""
+
+    async def endpoint(request: Request) -> Response:
+        path = request.scope.get("raw_path") or request.url.path.encode()
+        segments = [unquote(p) for p in path.split(b"?", 1)[0].decode("latin-1").split("/")]
+        if len(segments) != 3:
+            return _refused(404, NotFound("no such endpoint"))
+        feed = segments[2]
+        try:
+            type_name, feed_id = ids.parse(feed)
+        except ids.InvalidId:
+            type_name, feed_id = "", 0
+        secret = await services.threads.run(functools.partial(
+            services.read, feeds.feed_secret, feed_id)) if type_name == "SupplierFeed" else None
+        if secret is None:
+            return _refused(404, NotFound(f"no external supplier feed with ID {clip(feed)!r}",
+                                          field="feedId"))
+        body = await request.body()
+        try:
+            signing.verify(secret, body, request.headers)
+        except signing.BadSignature as exc:
+            return _refused(401, PermissionDenied(
+                f"the request is not signed with the feed's secret ({clip(str(exc), 80)})"))
+        try:
+            unmatched = await services.threads.run(functools.partial(
+                feeds.receive, services.uow(), feed_id, _feed_body(body)))
+        except DomainError as exc:
+            status = 404 if exc.code is ErrorCode.NOT_FOUND else \
+                409 if exc.code is ErrorCode.INVALID_STATE else 422
+            return _refused(status, exc)
+        return JSONResponse({"unmatched": unmatched})
+
+    return endpoint
+
+
+def _feed_body(body: bytes) -> dict[str, int]:
+    """`{"items": [{"sku": "...", "quantity": 7}]}` -> figures by SKU (a SKU given twice:
+    the last wins); INVALID naming the first thing that is not so."""
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        raise InvalidInput("the body is not JSON") from None
+    items = data.get("items") if isinstance(data, dict) else None
+    if not isinstance(items, list):
+        raise InvalidInput("the body must be an object with a list `items`", field="items")
+    if len(items) > feeds.MAX_POSTED:
+        raise InvalidInput(f"at most {feeds.MAX_POSTED:,} items per request", field="items")
+    figures: dict[str, int] = {}
+    for i, item in enumerate(items):
+        sku = item.get("sku") if isinstance(item, dict) else None
+        quantity = item.get("quantity") if isinstance(item, dict) else None
+        if not isinstance(sku, str) or not sku.strip() or len(sku) > feeds.MAX_TEXT:
+            raise InvalidInput("sku must be a non-empty string", field=f"items.{i}.sku")
+        if not isinstance(quantity, int) or isinstance(quantity, bool) or \
+                not 0 <= quantity <= 2**31 - 1:
+            raise InvalidInput("quantity must be an integer, 0 or more",
+                               field=f"items.{i}.quantity")
+        figures[sku] = quantity
+    return figures
 
 
 async def _signed(services: Services, request: Request, channel: str

@@ -25,7 +25,14 @@ from sqlalchemy import update as sql_update
 from sqlalchemy.orm import Session, sessionmaker
 
 from domain import ledger, permissions, signing
-from domain.errors import DomainError, InvalidInput, NotFound, check_text, raise_all
+from domain.errors import (
+    DomainError,
+    InvalidInput,
+    InvalidState,
+    NotFound,
+    check_text,
+    raise_all,
+)
 from domain.events import StockChanged
 from domain.models import (
     MovementType,
@@ -350,3 +357,41 @@ def shortfalls(s: Session, item_ids: Sequence[int]) -> list[int]:
         .where(SupplierFeedItem.id.in_(set(item_ids)))
         .group_by(SupplierFeedItem.id)).all())
     return [max(int(rows.get(i) or 0), 0) for i in item_ids]
+
+
+# -- external suppliers --------------------------------------------------------------------
+
+MAX_POSTED = 10_000  # items in one POST /feeds/{id}
+
+
+def feed_secret(s: Session, feed_id: int) -> str | None:
+    """The secret of an external feed (None: no such feed, or an internal one)."""
+    row = s.execute(select(SupplierFeed.secret, SupplierFeed.supplier_seller_id)
+                    .where(SupplierFeed.id == feed_id)).first()
+    return row.secret if row is not None and row.supplier_seller_id is None else None
+
+
+def receive(uow: UnitOfWork, feed_id: int, figures: dict[str, int]) -> list[str]:
+    """An external supplier's figures by its SKUs (POST /feeds/{id}): the items of those
+    SKUs are set, the others untouched; the SKUs no item has, in the order given."""
+    if len(figures) > MAX_POSTED:
+        raise InvalidInput(f"at most {MAX_POSTED:,} items per request", field="items")
+    with uow:
+        s = uow.session
+        feed = s.get(SupplierFeed, feed_id, with_for_update=True)
+        if feed is None or feed.supplier_seller_id is not None:
+            raise NotFound("no such external supplier feed", field="feedId")
+        if feed.paused:
+            raise InvalidState("the feed is paused", field="feedId")
+        known = set(s.scalars(select(SupplierFeedItem.supplier_sku).where(
+            SupplierFeedItem.feed_id == feed_id,
+            SupplierFeedItem.supplier_sku.in_(sorted(figures)))))
+        changed = fill(s, feed, None, {k: v for k, v in figures.items() if k in known})
+        if not known:
+            s.execute(sql_update(SupplierFeed).where(SupplierFeed.id == feed_id)
+                      .values(last_synced_at=datetime.now(UTC))
+                      .execution_options(synchronize_session=False))
+        if changed:
+            uow.emit(StockChanged(tuple(changed)))
+        uow.commit()
+    return [sku for sku in figures if sku not in known]
