@@ -33,7 +33,7 @@ from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
 
-from sqlalchemy import Engine, bindparam, select, text, update
+from sqlalchemy import Engine, bindparam, exists, select, text, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from domain import signing
@@ -46,6 +46,8 @@ from domain.models import (
     ProductVariant,
     SalesChannel,
     Stock,
+    SupplierFeed,
+    SupplierFeedItem,
     SyncMode,
     Warehouse,
     sales_channel_warehouse,
@@ -190,23 +192,39 @@ def channel_warehouses(s: Session, channels: Sequence[Any]) -> dict[int, set[int
 
 def pending_clause() -> Any:
     """The listings that wait for a push: matched, with a figure the channel has not
-    acknowledged, of a product that syncs (the channel's mode is checked apart)."""
+    acknowledged, of a product that syncs; under FEEDS_ONLY only those whose variant is an
+    item of a supplier feed filling one of the channel's warehouses (a channel in mode
+    NONE is left out apart)."""
+    fed = exists().where(
+        SupplierFeedItem.variant_id == Listing.variant_id,
+        SupplierFeed.id == SupplierFeedItem.feed_id,
+        SalesChannel.all_warehouses.is_(True) | SupplierFeed.warehouse_id.in_(
+            select(sales_channel_warehouse.c.warehouse_id)
+            .where(sales_channel_warehouse.c.channel_id == SalesChannel.id)
+            .correlate(SalesChannel))
+    ).correlate(Listing, SalesChannel)
+    in_mode = exists().where(
+        SalesChannel.id == Listing.channel_id,
+        (SalesChannel.sync_mode == SyncMode.ALL)
+        | ((SalesChannel.sync_mode == SyncMode.FEEDS_ONLY) & fed)).correlate(Listing)
     return (Listing.variant_id.is_not(None) & Listing.figure.is_not(None)
             & (Listing.acked_version.is_(None) | (Listing.acked_version < Listing.version))
             & Listing.variant_id.in_(
                 select(ProductVariant.id).join(Product, Product.id == ProductVariant.product_id)
-                .where(Product.inventory_sync.is_(True))))
+                .where(Product.inventory_sync.is_(True)))
+            & in_mode)
 
 
 def pushes(mode: SyncMode) -> bool:
-    """Whether a channel in this mode pushes anything (FEEDS_ONLY: not until supplier
-    feeds exist, which is the feeds issue's work)."""
-    return mode is SyncMode.ALL
+    """Whether a channel in this mode pushes anything (FEEDS_ONLY: its feed-filled
+    listings, `pending_clause`)."""
+    return mode is not SyncMode.NONE
 
 
 _DUE = text(
     "SELECT c.id FROM sales_channel c WHERE c.paused = :false AND c.failing = :false "
-    "AND c.sync_mode = 'ALL' AND c.retry_at <= :now AND c.lease_until < :now")
+    "AND c.sync_mode IN ('ALL', 'FEEDS_ONLY') AND c.retry_at <= :now "
+    "AND c.lease_until < :now")
 _DUE_ONE = text(_DUE.text + " AND c.id = :id")
 
 
@@ -467,7 +485,8 @@ class Reconciler:
         with self._engine.connect().execution_options(**{READ_ONLY: True}) as conn:
             channels = list(conn.execute(text(
                 "SELECT id FROM sales_channel WHERE paused = :false AND failing = :false "
-                "AND sync_mode = 'ALL' ORDER BY id"), {"false": False}).scalars())
+                "AND sync_mode IN ('ALL', 'FEEDS_ONLY') ORDER BY id"),
+                {"false": False}).scalars())
         log.info("reconciliation %s by %s: %s channels", fence, self.holder, len(channels))
         found = 0
         for start in range(0, len(channels), self.CHANNELS_PER_BATCH):

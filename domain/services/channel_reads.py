@@ -78,7 +78,7 @@ def warehouses_of_channels(session: Session, keys: Sequence[int]) -> list[list[W
 
 def _pushing(channel_ids: Sequence[int]) -> Select[Any]:
     return select(SalesChannel.id).where(SalesChannel.id.in_(set(channel_ids)),
-                                         SalesChannel.sync_mode == SyncMode.ALL)
+                                         SalesChannel.sync_mode != SyncMode.NONE)
 
 
 def pending_counts(session: Session, keys: Sequence[int]) -> list[int]:

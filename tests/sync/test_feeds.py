@@ -12,12 +12,14 @@ import pytest
 
 from domain import sync
 from domain.errors import DomainError, ErrorCode, PermissionDenied
-from domain.models import OrderType, Role
+from domain.models import OrderType, Role, SyncMode
 from domain.permissions import Principal
-from domain.services import feeds, orders, stock
+from domain.services import channels, feeds, orders, stock
 from domain.uow import UnitOfWork
 from tests.conftest import Database
 from tests.factories import ADMIN, Shop, World, shop
+from tests.receiver import receiving
+from workers.delivery import HttpPost
 
 
 @dataclass
@@ -173,3 +175,38 @@ def test_a_paused_feed_does_not_follow_until_resumed(fed: Fed) -> None:
     assert f.level() == (15, 0)  # resuming fills every item at once
     assert f.db.scalar("SELECT reason FROM stock_movement WHERE variant_id = :v "
                        "ORDER BY id DESC LIMIT 1", v=f.item_variant) == "Acme 2"
+
+
+def test_feeds_only_pushes_exactly_the_feed_filled_listings(db: Database) -> None:
+    supplier = shop(db, stock1=4)
+    merchant = shop(db, stock1=5)
+    fed_variant = World(db).variant(merchant.product, sku="FED")
+    with receiving() as receiver:
+        post = HttpPost()
+        kick = sync.ThreadKick(sync.Pusher(db.engine, post))
+        background = sync.Sync(db.engine, kick)
+        background.SWEEP_EVERY = 0.1
+        background.start()
+        uow = lambda: UnitOfWork(db.writer, background, reader=db.reader)  # noqa: E731
+        try:
+            feed, _ = feeds.create(uow(), ADMIN, warehouse_id=merchant.w2, name="dropship",
+                                   supplier_seller_id=supplier.seller)
+            feeds.upsert_items(uow(), ADMIN, feed.id,
+                               [feeds.ItemInput(fed_variant, _sku(db, supplier.variant))])
+            channel, _ = channels.create_channel(
+                uow(), ADMIN, seller_id=merchant.seller, data=channels.ChannelInput(
+                    name="Shop", endpoint_url=receiver.url, secret=receiver.secret,
+                    sync_mode=SyncMode.FEEDS_ONLY))
+            channels.upsert_listings(uow(), ADMIN, channel.id, [
+                channels.ListingInput("FED-1", "FED"),
+                channels.ListingInput("OWN-1", _sku(db, merchant.variant))])
+            receiver.wait_for({"FED-1": 4})
+            orders.create(uow(), ADMIN, type=OrderType.REGULAR, shipping_country="DE",
+                          lines=[orders.LineRequest(supplier.variant, 1)])
+            receiver.wait_for({"FED-1": 3})  # supplier -> merchant stock -> channel
+            time.sleep(0.3)
+            assert "OWN-1" not in {u["externalId"] for u in receiver.updates()}
+        finally:
+            background.close()
+            kick.close()
+            post.close()
