@@ -46,8 +46,8 @@ from sqlalchemy import text
 
 from api import ids
 from api.schema import schema, schema_for
-from domain.models import Role
-from domain.services import batches, channels
+from domain.models import Role, WebhookEvent
+from domain.services import batches, channels, webhooks
 from domain.services import stock as stock_service
 from domain.services import tokens as token_service
 from tests.api.order_calls import placed, set_allocation
@@ -88,6 +88,7 @@ QUERIES: dict[str, Row] = {
     "orders": (ALLOW, SCOPED, SCOPED, SCOPED, SCOPED, AUTH),
     "salesChannels": (ALLOW, SCOPED, SCOPED, DENY, DENY, AUTH),
     "pickBatches": (ALLOW, SCOPED, SCOPED, DENY, DENY, AUTH),
+    "webhookSubscriptions": (ALLOW, SCOPED, SCOPED, DENY, DENY, AUTH),
 }
 
 MUTATIONS: dict[str, Row] = {
@@ -128,6 +129,10 @@ MUTATIONS: dict[str, Row] = {
     "pickBatchCreate": (ALLOW, ALLOW, HIDDEN, DENY, DENY, AUTH),
     "pickBatchComplete": (ALLOW, ALLOW, HIDDEN, DENY, DENY, AUTH),
     "pickBatchCancel": (ALLOW, ALLOW, HIDDEN, DENY, DENY, AUTH),
+    # webhook subscriptions: admin, and the seller for its own stocks
+    "webhookSubscriptionCreate": (ALLOW, ALLOW, HIDDEN, DENY, DENY, AUTH),
+    "webhookSubscriptionUpdate": (ALLOW, ALLOW, HIDDEN, DENY, DENY, AUTH),
+    "webhookSubscriptionDelete": (ALLOW, ALLOW, HIDDEN, DENY, DENY, AUTH),
 }
 
 # `node(id:)` of seller own's object of each type (Order, OrderLine, Fulfillment: an order
@@ -152,6 +157,8 @@ NODES: dict[str, Row] = {
     "SalesChannel": (ALLOW, ALLOW, HIDDEN, HIDDEN, HIDDEN, AUTH),
     # a batch of seller own's warehouse (of an order storefront own placed)
     "PickBatch": (ALLOW, ALLOW, HIDDEN, HIDDEN, HIDDEN, AUTH),
+    # a subscription holds its seller's endpoint: the seller's and admins' only
+    "WebhookSubscription": (ALLOW, ALLOW, HIDDEN, HIDDEN, HIDDEN, AUTH),
 }
 
 TABLES: dict[str, dict[str, Row]] = {"Query": QUERIES, "Mutation": MUTATIONS, "Node": NODES}
@@ -236,6 +243,13 @@ class Matrix:
                                            name=unique("matrix channel"),
                                            endpoint_url="http://127.0.0.1:9/push"))[0].id
 
+    def subscription(self) -> int:
+        """A new webhook subscription of seller own's stocks (its url answers nothing)."""
+        return webhooks.create(self.db.uow(), ADMIN, seller_id=self.own.seller,
+                               data=webhooks.SubscriptionInput(
+                                   url="http://127.0.0.1:9/hook",
+                                   events=[WebhookEvent.OUT_OF_STOCK]))[0].id
+
     async def batch(self) -> int:
         """A new open pick batch of seller own's w1, of an order storefront own placed."""
         order = await placed(self.api, "REGULAR", [(self.variant({self.own.w1: 5}), 2)],
@@ -246,7 +260,7 @@ class Matrix:
 
 NODE_TARGETS = ("Seller", "ShippingZone", "Warehouse", "Product", "ProductVariant", "Stock",
                 "StockMovement", "PurchaseOrder", "Order", "OrderLine", "Fulfillment",
-                "ApiToken", "SalesChannel", "PickBatch")
+                "ApiToken", "SalesChannel", "PickBatch", "WebhookSubscription")
 
 
 def token_pk(db: Database, secret: str) -> int:
@@ -293,6 +307,7 @@ async def build_world(api: Api) -> Matrix:
         "ApiToken": gid("ApiToken", w.token_pks["seller_own"]),
         "SalesChannel": gid("SalesChannel", w.channel()),
         "PickBatch": gid("PickBatch", await w.batch()),
+        "WebhookSubscription": gid("WebhookSubscription", w.subscription()),
     }
     assert set(w.targets) == set(NODE_TARGETS)
     return w
@@ -454,6 +469,10 @@ LISTINGS: dict[str, Listing] = {
         "PickBatch", "SELECT id FROM pick_batch",
         "SELECT b.id FROM pick_batch b JOIN warehouse w ON w.id = b.warehouse_id "
         "WHERE w.seller_id = :s", narrow=("warehouseId", "Warehouse")),
+    "webhookSubscriptions": Listing(
+        "WebhookSubscription", "SELECT id FROM webhook_subscription",
+        "SELECT id FROM webhook_subscription WHERE seller_id = :s",
+        narrow=("sellerId", "Seller")),
     "orders": Listing("Order", "SELECT id FROM orders", SELLER_ORDERS,
                       "SELECT id FROM orders WHERE created_by_token_id = :t",
                       selection="lines { variant { product { seller { id } } } }"),
@@ -912,6 +931,33 @@ async def _batch_cancel(w: Matrix, caller: str) -> Call:
     return batch_call("pickBatchCancel", await w.batch())
 
 
+@builds("webhookSubscriptionCreate")
+async def _subscription_create(w: Matrix, caller: str) -> Call:
+    return with_input("webhookSubscriptionCreate", "webhookSubscription { id } secret",
+                      ("webhookSubscription", "secret"), {
+                          "sellerId": gid("Seller", w.own.seller),
+                          "url": "https://mailer.example/hook", "events": ["OUT_OF_STOCK"]},
+                      unknown=("sellerId", "Seller"))
+
+
+@builds("webhookSubscriptionUpdate")
+async def _subscription_update(w: Matrix, caller: str) -> Call:
+    variables = {"id": gid("WebhookSubscription", w.subscription()),
+                 "input": {"paused": True}}
+    return Call(payload_mutation("webhookSubscriptionUpdate",
+                                 "id: ID!, input: WebhookSubscriptionUpdateInput!",
+                                 "webhookSubscription { id status }"),
+                variables, replaced(variables, ("id",), gid("WebhookSubscription", UNKNOWN)),
+                ("webhookSubscription",))
+
+
+@builds("webhookSubscriptionDelete")
+async def _subscription_delete(w: Matrix, caller: str) -> Call:
+    return Call(id_mutation("webhookSubscriptionDelete", ERRORS),
+                {"id": gid("WebhookSubscription", w.subscription())},
+                {"id": gid("WebhookSubscription", UNKNOWN)}, ())
+
+
 STATE = [
     "SELECT id, name FROM seller",
     "SELECT id, name FROM shipping_zone",
@@ -934,6 +980,7 @@ STATE = [
     "SELECT id, name, inventory_sync FROM product",
     "SELECT id, status FROM pick_batch",
     "SELECT id, batch_id, quantity FROM pick_batch_line",
+    "SELECT id, seller_id, url, events, paused FROM webhook_subscription",
 ]
 
 

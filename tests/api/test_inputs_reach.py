@@ -53,6 +53,8 @@ NODES = {
     "salesChannelUpdate.id": "SalesChannel", "salesChannelSync.id": "SalesChannel",
     "productUpdate.id": "Product", "orderIds": "Order",
     "pickBatchComplete.id": "PickBatch", "pickBatchCancel.id": "PickBatch",
+    "webhookSubscriptionUpdate.id": "WebhookSubscription",
+    "webhookSubscriptionDelete.id": "WebhookSubscription",
 }
 ROWS = MIN_ROWS + 1
 """Items of a list of inputs: long enough for `api.coercion`'s flat loop at the top level."""
