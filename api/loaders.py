@@ -23,7 +23,7 @@ from domain.models import (
     Warehouse,
     WebhookSubscription,
 )
-from domain.services import batches, channel_reads, reads, webhooks
+from domain.services import batches, channel_reads, feeds, reads, webhooks
 from domain.services.batches import BatchView
 from domain.services.orders import AllocationView, FulfillmentView
 
@@ -173,6 +173,10 @@ class Loaders:
     @functools.cached_property
     def fulfillment(self) -> DataLoader[Any, FulfillmentView | None]:
         return _loader(self._read, reads.fulfillments)
+
+    @functools.cached_property
+    def supplier_feed(self) -> DataLoader[int, Any]:
+        return _loader(self._read, feeds.by_id)
 
     @functools.cached_property
     def webhook_subscription(self) -> DataLoader[int, Any]:

@@ -16,6 +16,7 @@ from strawberry.utils.logging import StrawberryLogger
 from api.batches import BatchMutations, BatchQueries, PickBatch
 from api.channels import ChannelMutations, ChannelQueries, SalesChannel
 from api.coercion import FastCoercionExecutor, LimitedExecutor, build_during_coercion
+from api.feeds import FeedMutations, SupplierFeed
 from api.inputs import OrderCreateInput, OrderLineInput, StockBulkUpdateInput
 from api.limits import GateExtension
 from api.mutations import Mutation
@@ -69,10 +70,10 @@ def make_schema(*, fast_paths: bool = True) -> strawberry.Schema:
     built = StockyardSchema(
         query=merge_types("Query", (Query, ChannelQueries, BatchQueries, WebhookQueries)),
         mutation=merge_types("Mutation", (Mutation, ChannelMutations, BatchMutations,
-                                          WebhookMutations)),
+                                          WebhookMutations, FeedMutations)),
         types=[Seller, ShippingZone, Warehouse, Product, ProductVariant, Order, OrderLine,
                Fulfillment, Stock, StockMovement, PurchaseOrder, SalesChannel, PickBatch,
-               WebhookSubscription],
+               WebhookSubscription, SupplierFeed],
         extensions=[
             # parsing, limits and validation, cached by query text: the app's `Gate`
             GateExtension,

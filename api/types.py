@@ -504,6 +504,12 @@ async def resolve_node(info: Info, type_name: str, pk: int) -> Any:
             return None
         owner = await loaders.warehouse.load(row.warehouse_id)
         return build(row) if permissions.can_read_stock(principal, owner.seller_id) else None
+    if type_name == "SupplierFeed":
+        from api.feeds import SupplierFeed as FeedNode  # it builds on this module
+
+        found = await loaders.supplier_feed.load(pk)
+        return FeedNode.from_model(found[0]) if found is not None and \
+            permissions.can_manage_seller(principal, found[1]) else None
     if type_name == "WebhookSubscription":
         from api.webhooks import WebhookSubscription as SubscriptionNode  # builds on this
 

@@ -299,9 +299,7 @@ def fill(s: Session, feed: SupplierFeed, variant_ids: Sequence[int] | None,
                   .execution_options(synchronize_session=False))
     ledger.set_quantities(s, rows, type=MovementType.FEED_IMPORT, actor=ACTOR,
                           reason=feed.name)
-    s.execute(sql_update(SupplierFeed).where(SupplierFeed.id == feed.id)
-              .values(last_synced_at=datetime.now(UTC))
-              .execution_options(synchronize_session=False))
+    feed.last_synced_at = datetime.now(UTC)
     return sorted(set(changed))
 
 
@@ -388,10 +386,42 @@ def receive(uow: UnitOfWork, feed_id: int, figures: dict[str, int]) -> list[str]
             SupplierFeedItem.supplier_sku.in_(sorted(figures)))))
         changed = fill(s, feed, None, {k: v for k, v in figures.items() if k in known})
         if not known:
-            s.execute(sql_update(SupplierFeed).where(SupplierFeed.id == feed_id)
-                      .values(last_synced_at=datetime.now(UTC))
-                      .execution_options(synchronize_session=False))
+            feed.last_synced_at = datetime.now(UTC)
         if changed:
             uow.emit(StockChanged(tuple(changed)))
         uow.commit()
     return [sku for sku in figures if sku not in known]
+
+
+# -- reading -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ItemView:
+    id: int
+    variant_id: int
+    supplier_sku: str
+    supplier_quantity: int | None
+    shortfall: int
+
+
+def items_page(s: Session, feed_id: int, first: int, before_id: int | None
+               ) -> list[ItemView]:
+    """The feed's items, newest first, at most `first + 1`, with their shortfalls."""
+    stmt = select(SupplierFeedItem).where(SupplierFeedItem.feed_id == feed_id) \
+        .order_by(SupplierFeedItem.id.desc()).limit(first + 1)
+    if before_id is not None:
+        stmt = stmt.where(SupplierFeedItem.id < before_id)
+    items = list(s.scalars(stmt))
+    gaps = shortfalls(s, [i.id for i in items]) if items else []
+    return [ItemView(i.id, i.variant_id, i.supplier_sku, i.supplier_quantity, gap)
+            for i, gap in zip(items, gaps, strict=True)]
+
+
+def by_id(s: Session, keys: Sequence[int]) -> list[tuple[SupplierFeed, int] | None]:
+    """Each feed with the seller of its warehouse (who may read it)."""
+    found = {f.id: (f, seller) for f, seller in s.execute(
+        select(SupplierFeed, Warehouse.seller_id)
+        .join(Warehouse, Warehouse.id == SupplierFeed.warehouse_id)
+        .where(SupplierFeed.id.in_(set(keys))))}
+    return [found.get(k) for k in keys]

@@ -47,7 +47,7 @@ from sqlalchemy import text
 from api import ids
 from api.schema import schema, schema_for
 from domain.models import Role, WebhookEvent
-from domain.services import batches, channels, webhooks
+from domain.services import batches, channels, feeds, webhooks
 from domain.services import stock as stock_service
 from domain.services import tokens as token_service
 from tests.api.order_calls import placed, set_allocation
@@ -133,6 +133,11 @@ MUTATIONS: dict[str, Row] = {
     "webhookSubscriptionCreate": (ALLOW, ALLOW, HIDDEN, DENY, DENY, AUTH),
     "webhookSubscriptionUpdate": (ALLOW, ALLOW, HIDDEN, DENY, DENY, AUTH),
     "webhookSubscriptionDelete": (ALLOW, ALLOW, HIDDEN, DENY, DENY, AUTH),
+    # supplier feeds (external, into seller own's warehouse): admin, and the seller
+    "supplierFeedCreate": (ALLOW, ALLOW, HIDDEN, DENY, DENY, AUTH),
+    "supplierFeedUpdate": (ALLOW, ALLOW, HIDDEN, DENY, DENY, AUTH),
+    "supplierFeedItemsUpsert": (ALLOW, ALLOW, HIDDEN, DENY, DENY, AUTH),
+    "supplierFeedDelete": (ALLOW, ALLOW, HIDDEN, DENY, DENY, AUTH),
 }
 
 # `node(id:)` of seller own's object of each type (Order, OrderLine, Fulfillment: an order
@@ -159,6 +164,8 @@ NODES: dict[str, Row] = {
     "PickBatch": (ALLOW, ALLOW, HIDDEN, HIDDEN, HIDDEN, AUTH),
     # a subscription holds its seller's endpoint: the seller's and admins' only
     "WebhookSubscription": (ALLOW, ALLOW, HIDDEN, HIDDEN, HIDDEN, AUTH),
+    # a feed into seller own's warehouse holds its secret's use: the seller's and admins'
+    "SupplierFeed": (ALLOW, ALLOW, HIDDEN, HIDDEN, HIDDEN, AUTH),
 }
 
 TABLES: dict[str, dict[str, Row]] = {"Query": QUERIES, "Mutation": MUTATIONS, "Node": NODES}
@@ -250,6 +257,11 @@ class Matrix:
                                    url="http://127.0.0.1:9/hook",
                                    events=[WebhookEvent.OUT_OF_STOCK]))[0].id
 
+    def feed(self) -> int:
+        """A new external supplier feed into seller own's w1."""
+        return feeds.create(self.db.uow(), ADMIN, warehouse_id=self.own.w1,
+                            name=unique("matrix feed"))[0].id
+
     async def batch(self) -> int:
         """A new open pick batch of seller own's w1, of an order storefront own placed."""
         order = await placed(self.api, "REGULAR", [(self.variant({self.own.w1: 5}), 2)],
@@ -260,7 +272,8 @@ class Matrix:
 
 NODE_TARGETS = ("Seller", "ShippingZone", "Warehouse", "Product", "ProductVariant", "Stock",
                 "StockMovement", "PurchaseOrder", "Order", "OrderLine", "Fulfillment",
-                "ApiToken", "SalesChannel", "PickBatch", "WebhookSubscription")
+                "ApiToken", "SalesChannel", "PickBatch", "WebhookSubscription",
+                "SupplierFeed")
 
 
 def token_pk(db: Database, secret: str) -> int:
@@ -308,6 +321,7 @@ async def build_world(api: Api) -> Matrix:
         "SalesChannel": gid("SalesChannel", w.channel()),
         "PickBatch": gid("PickBatch", await w.batch()),
         "WebhookSubscription": gid("WebhookSubscription", w.subscription()),
+        "SupplierFeed": gid("SupplierFeed", w.feed()),
     }
     assert set(w.targets) == set(NODE_TARGETS)
     return w
@@ -958,6 +972,42 @@ async def _subscription_delete(w: Matrix, caller: str) -> Call:
                 {"id": gid("WebhookSubscription", UNKNOWN)}, ())
 
 
+@builds("supplierFeedCreate")
+async def _feed_create(w: Matrix, caller: str) -> Call:
+    return with_input("supplierFeedCreate", "supplierFeed { id } secret",
+                      ("supplierFeed", "secret"), {
+                          "warehouseId": gid("Warehouse", w.own.w1), "name": unique("feed")},
+                      unknown=("warehouseId", "Warehouse"))
+
+
+def feed_call(name: str, args: str, variables: dict[str, Any], id_name: str = "id") -> Call:
+    return Call(payload_mutation(name, args, "supplierFeed { id }"), variables,
+                replaced(variables, (id_name,), gid("SupplierFeed", UNKNOWN)),
+                ("supplierFeed",))
+
+
+@builds("supplierFeedUpdate")
+async def _feed_update(w: Matrix, caller: str) -> Call:
+    return feed_call("supplierFeedUpdate", "id: ID!, input: SupplierFeedUpdateInput!",
+                     {"id": gid("SupplierFeed", w.feed()), "input": {"paused": True}})
+
+
+@builds("supplierFeedItemsUpsert")
+async def _feed_items(w: Matrix, caller: str) -> Call:
+    return feed_call("supplierFeedItemsUpsert",
+                     "feedId: ID!, items: [SupplierFeedItemInput!]!",
+                     {"feedId": gid("SupplierFeed", w.feed()), "items": [
+                         {"variantId": gid("ProductVariant", w.variant()),
+                          "supplierSku": "SUP-1"}]}, "feedId")
+
+
+@builds("supplierFeedDelete")
+async def _feed_delete(w: Matrix, caller: str) -> Call:
+    return Call(id_mutation("supplierFeedDelete", ERRORS),
+                {"id": gid("SupplierFeed", w.feed())}, {"id": gid("SupplierFeed", UNKNOWN)},
+                ())
+
+
 STATE = [
     "SELECT id, name FROM seller",
     "SELECT id, name FROM shipping_zone",
@@ -981,6 +1031,8 @@ STATE = [
     "SELECT id, status FROM pick_batch",
     "SELECT id, batch_id, quantity FROM pick_batch_line",
     "SELECT id, seller_id, url, events, paused FROM webhook_subscription",
+    "SELECT id, name, paused FROM supplier_feed",
+    "SELECT id, feed_id, variant_id, supplier_sku FROM supplier_feed_item",
 ]
 
 

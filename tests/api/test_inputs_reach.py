@@ -55,6 +55,8 @@ NODES = {
     "pickBatchComplete.id": "PickBatch", "pickBatchCancel.id": "PickBatch",
     "webhookSubscriptionUpdate.id": "WebhookSubscription",
     "webhookSubscriptionDelete.id": "WebhookSubscription",
+    "feedId": "SupplierFeed", "supplierFeedUpdate.id": "SupplierFeed",
+    "supplierFeedDelete.id": "SupplierFeed", "supplierSellerId": "Seller",
 }
 ROWS = MIN_ROWS + 1
 """Items of a list of inputs: long enough for `api.coercion`'s flat loop at the top level."""
