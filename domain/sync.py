@@ -377,15 +377,17 @@ class Pusher:
     def _acknowledged(self, channel_id: int, fence: int, updates: Sequence[_Update]) -> None:
         now = datetime.now(UTC)
         with self._engine.begin() as conn:
+            # the channel row before its listings, as a channel's update locks them (a
+            # listing first deadlocked with salesChannelUpdate's refresh)
+            conn.execute(text("UPDATE sales_channel SET last_synced_at = :now, "
+                              "last_error = NULL, failures = 0 WHERE id = :id AND lease = :fence"),
+                         {"now": now, "id": channel_id, "fence": fence})
             conn.execute(text(
                 "UPDATE listing SET acked_version = :version, pushed_version = :version, "
                 "pushed_quantity = :available, pushed_at = :now WHERE id = :listing "
                 "AND (acked_version IS NULL OR acked_version <= :version)"),
                 [{"version": u.version, "available": u.available, "now": now,
                   "listing": u.listing} for u in updates])
-            conn.execute(text("UPDATE sales_channel SET last_synced_at = :now, "
-                              "last_error = NULL, failures = 0 WHERE id = :id AND lease = :fence"),
-                         {"now": now, "id": channel_id, "fence": fence})
 
     def _failed(self, channel_id: int, fence: int, error: str) -> bool:
         with self._engine.begin() as conn:
