@@ -30,6 +30,12 @@ class ChannelStatus(enum.Enum):
     PAUSED = "PAUSED"
 
 
+def status_of(paused: bool, failing: bool) -> ChannelStatus:
+    """A delivery target's status (channels, feeds, webhook subscriptions): PAUSED wins."""
+    return ChannelStatus.PAUSED if paused else \
+        ChannelStatus.FAILING if failing else ChannelStatus.OK
+
+
 @strawberry.type
 class Listing:
     external_id: str
@@ -74,8 +80,7 @@ class SalesChannel(Node):
 
     @classmethod
     def from_model(cls, m: ChannelModel) -> SalesChannel:
-        status = ChannelStatus.PAUSED if m.paused else \
-            ChannelStatus.FAILING if m.failing else ChannelStatus.OK
+        status = status_of(m.paused, m.failing)
         return cls(id=strawberry.ID(ids.encode("SalesChannel", m.id)), pk=m.id,
                    seller_pk=m.seller_id, name=m.name, endpoint_url=m.endpoint_url,
                    sync_mode=m.sync_mode, status=status, last_error=m.last_error,

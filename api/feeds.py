@@ -7,7 +7,7 @@ from datetime import datetime
 import strawberry
 
 from api import ids
-from api.channels import ChannelStatus
+from api.channels import ChannelStatus, status_of
 from api.errors import StockyardError, errors_from
 from api.queries import Connection, Edge, PageInfo, _after, _cursor, _first, _utc
 from api.types import Info, Node, ProductVariant, Seller, Warehouse, _warehouse
@@ -44,8 +44,7 @@ class SupplierFeed(Node):
 
     @classmethod
     def from_model(cls, m: FeedModel) -> SupplierFeed:
-        status = ChannelStatus.PAUSED if m.paused else \
-            ChannelStatus.FAILING if m.failing else ChannelStatus.OK
+        status = status_of(m.paused, m.failing)
         return cls(id=strawberry.ID(ids.encode("SupplierFeed", m.id)), pk=m.id,
                    warehouse_pk=m.warehouse_id, supplier_pk=m.supplier_seller_id,
                    name=m.name, status=status, last_error=m.last_error,

@@ -7,7 +7,7 @@ from datetime import datetime
 import strawberry
 
 from api import ids
-from api.channels import ChannelStatus
+from api.channels import ChannelStatus, status_of
 from api.errors import StockyardError, errors_from
 from api.queries import Connection, Edge, PageInfo, _after, _allowed, _cursor, _first, _utc
 from api.types import Info, Node, Seller
@@ -37,8 +37,7 @@ class WebhookSubscription(Node):
 
     @classmethod
     def from_model(cls, m: SubscriptionModel) -> WebhookSubscription:
-        status = ChannelStatus.PAUSED if m.paused else \
-            ChannelStatus.FAILING if m.failing else ChannelStatus.OK
+        status = status_of(m.paused, m.failing)
         return cls(id=strawberry.ID(ids.encode("WebhookSubscription", m.id)), pk=m.id,
                    seller_pk=m.seller_id, url=m.url, events=decode_events(m.events),
                    status=status, last_error=m.last_error,

@@ -74,8 +74,7 @@ def _check(data: ChannelInput, prefix: str = "input") -> None:
                                    f"at most {MAX_URL} characters",
                                    field=f"{prefix}.endpointUrl"))
     if data.secret is not None and not signing.is_secret(data.secret):
-        errors.append(InvalidInput("secret must be whsec_ followed by the base64 of 24 to 64 "
-                                   "bytes", field=f"{prefix}.secret"))
+        errors.append(secret_error(f"{prefix}.secret"))
     if data.untracked_quantity is not None and \
             not 0 <= data.untracked_quantity <= MAX_UNTRACKED:
         errors.append(InvalidInput("untrackedQuantity must be 0 or more",
@@ -85,6 +84,13 @@ def _check(data: ChannelInput, prefix: str = "input") -> None:
         errors.append(InvalidInput(f"maxRequestsPerSecond must be between 1 and {MAX_RATE}",
                                    field=f"{prefix}.maxRequestsPerSecond"))
     raise_all(errors)
+
+
+def secret_error(field: str) -> InvalidInput:
+    """A secret that is not `whsec_` and the base64 of 24 to 64 bytes (channels, feeds and
+    webhook subscriptions say it alike)."""
+    return InvalidInput("secret must be whsec_ followed by the base64 of 24 to 64 bytes",
+                        field=field)
 
 
 def _is_http_url(url: str) -> bool:

@@ -44,6 +44,7 @@ from domain.models import (
     Warehouse,
 )
 from domain.permissions import Principal
+from domain.services.channels import secret_error
 from domain.uow import UnitOfWork
 
 MAX_ITEMS = 1_000  # per supplierFeedItemsUpsert
@@ -74,8 +75,7 @@ def _check(name: str | None, secret: str | None) -> None:
         except InvalidInput as exc:
             errors.append(exc)
     if secret is not None and not signing.is_secret(secret):
-        errors.append(InvalidInput("secret must be whsec_ followed by the base64 of 24 to 64 "
-                                   "bytes", field="input.secret"))
+        errors.append(secret_error("input.secret"))
     raise_all(errors)
 
 

@@ -14,7 +14,7 @@ from domain.errors import DomainError, InvalidInput, NotFound, raise_all
 from domain.events import SubscriptionsChanged
 from domain.models import Seller, StockMovement, WebhookDelivery, WebhookEvent, WebhookSubscription
 from domain.permissions import Principal
-from domain.services.channels import MAX_URL, _is_http_url
+from domain.services.channels import MAX_URL, _is_http_url, secret_error
 from domain.uow import UnitOfWork
 from domain.webhooks import encode_events
 
@@ -39,8 +39,7 @@ def _check(data: SubscriptionInput) -> None:
         errors.append(InvalidInput("events must name at least one event",
                                    field="input.events"))
     if data.secret is not None and not signing.is_secret(data.secret):
-        errors.append(InvalidInput("secret must be whsec_ followed by the base64 of 24 to 64 "
-                                   "bytes", field="input.secret"))
+        errors.append(secret_error("input.secret"))
     raise_all(errors)
 
 
