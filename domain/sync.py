@@ -361,8 +361,9 @@ class Pusher:
             return self._failed(channel_id, fence, str(exc)[:300])
         status = answer.status
         if 200 <= status < 300:
-            self._acknowledged(channel_id, fence, updates)
-            return True
+            # False: a reset (salesChannelSync, a new endpoint or secret) took the channel
+            # away while the request was in flight; the next pusher sends everything again
+            return self._acknowledged(channel_id, fence, updates)
         if status in (401, 403):
             self._record(channel_id, fence, CREDENTIALS.format(status=status), failing=True)
             return False
@@ -374,20 +375,25 @@ class Pusher:
             return False
         return self._failed(channel_id, fence, f"the endpoint answered HTTP {status}")
 
-    def _acknowledged(self, channel_id: int, fence: int, updates: Sequence[_Update]) -> None:
+    def _acknowledged(self, channel_id: int, fence: int, updates: Sequence[_Update]) -> bool:
+        """Store what the channel acknowledged; False if the lease was taken meanwhile."""
         now = datetime.now(UTC)
         with self._engine.begin() as conn:
             # the channel row before its listings, as a channel's update locks them (a
             # listing first deadlocked with salesChannelUpdate's refresh)
-            conn.execute(text("UPDATE sales_channel SET last_synced_at = :now, "
-                              "last_error = NULL, failures = 0 WHERE id = :id AND lease = :fence"),
-                         {"now": now, "id": channel_id, "fence": fence})
+            held = conn.execute(text(
+                "UPDATE sales_channel SET last_synced_at = :now, last_error = NULL, "
+                "failures = 0 WHERE id = :id AND lease = :fence"),
+                {"now": now, "id": channel_id, "fence": fence}).rowcount
+            if not held:
+                return False
             conn.execute(text(
                 "UPDATE listing SET acked_version = :version, pushed_version = :version, "
                 "pushed_quantity = :available, pushed_at = :now WHERE id = :listing "
                 "AND (acked_version IS NULL OR acked_version <= :version)"),
                 [{"version": u.version, "available": u.available, "now": now,
                   "listing": u.listing} for u in updates])
+        return True
 
     def _failed(self, channel_id: int, fence: int, error: str) -> bool:
         with self._engine.begin() as conn:

@@ -212,8 +212,21 @@ def update_channel(uow: UnitOfWork, principal: Principal | None, channel_id: int
 
 def _push_everything(s: Session, channel_id: int) -> None:
     """Every listing of the channel waits for a push again (same versions)."""
+    _take_leases(s, [channel_id])
     s.execute(update(Listing).where(Listing.channel_id == channel_id)
               .values(acked_version=None).execution_options(synchronize_session=False))
+
+
+def _take_leases(s: Session, channel_ids: Sequence[int]) -> None:
+    """A push of these channels in flight must not acknowledge what this transaction asks
+    to push again (its listings' versions stay the same): the pusher's fence moves on, so
+    its acknowledgement matches no channel row and writes nothing (sync.Pusher), and the
+    next pusher may claim the channel at once. Locks the channel rows, before any listing,
+    in the order an acknowledgement takes them."""
+    if channel_ids:
+        s.execute(update(SalesChannel).where(SalesChannel.id.in_(sorted(set(channel_ids))))
+                  .values(lease=SalesChannel.lease + 1, lease_until=0.0)
+                  .execution_options(synchronize_session=False))
 
 
 def request_sync(uow: UnitOfWork, principal: Principal | None, channel_id: int
@@ -311,6 +324,8 @@ def inventory_sync_changed(s: Session, product_id: int, on: bool) -> set[int]:
     if not on:
         return set()
     variants = select(ProductVariant.id).where(ProductVariant.product_id == product_id)
+    _take_leases(s, list(s.scalars(select(Listing.channel_id).distinct()
+                                   .where(Listing.variant_id.in_(variants)))))
     return set(s.execute(update(Listing).where(Listing.variant_id.in_(variants))
                          .values(acked_version=None)
                          .returning(Listing.channel_id)

@@ -4,7 +4,7 @@ deliveries"): figures, versions, coalescing, faults; SQLite and PostgreSQL."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
 import pytest
@@ -204,6 +204,49 @@ def test_a_manual_sync_pushes_every_listing_again(synced: Synced) -> None:
         time.sleep(0.02)
     assert synced.receiver.updates()[-1] == {"externalId": "L1", "sku": sku_of(synced.shop),
                                              "available": 15, "version": 1}
+
+
+@pytest.mark.parametrize("reset", ["salesChannelSync", "new secret", "product sync on"])
+def test_a_reset_committed_while_a_push_is_in_flight_is_pushed_again(
+        db: Database, reset: str) -> None:
+    """The push in flight carried the same figure and version; its acknowledgement must not
+    cover the reset (a new receiver behind a new secret would never get the listing)."""
+    s = shop(db, stock1=10, stock2=5)
+    with receiving() as receiver:
+        http = HttpPost()
+        holder: list[int] = []
+
+        def post(url: str, body: bytes, headers: Mapping[str, str]) -> sync.Answer:
+            answer = http(url, body, headers)
+            if len(receiver.requests) == 1:  # the first push reached the store: reset now
+                uow = db.uow()
+                if reset == "salesChannelSync":
+                    channels.request_sync(uow, ADMIN, holder[0])
+                elif reset == "new secret":
+                    receiver.secret = signing.new_secret()
+                    channels.update_channel(uow, ADMIN, holder[0],
+                                            channels.ChannelInput(secret=receiver.secret))
+                else:
+                    channels.update_product(uow, ADMIN, s.product, inventory_sync=False)
+                    channels.update_product(db.uow(), ADMIN, s.product, inventory_sync=True)
+            return answer
+
+        pusher = sync.Pusher(db.engine, post)
+        channel, _ = channels.create_channel(
+            db.uow(), ADMIN, seller_id=s.seller,
+            data=channels.ChannelInput(name="Shop", endpoint_url=receiver.url,
+                                       secret=receiver.secret))
+        holder.append(channel.id)
+        channels.upsert_listings(db.uow(), ADMIN, channel.id,
+                                 [channels.ListingInput("L1", sku_of(s))])
+        pusher.push(channel.id)
+        try:
+            assert len(receiver.requests) == 2, [r.body for r in receiver.requests]
+            assert [r.signed for r in receiver.requests] == [True, True]
+            assert receiver.requests[1].body["updates"][0]["available"] == 15
+            assert db.scalar("SELECT acked_version FROM listing") == 1
+        finally:
+            http.close()
 
 
 def test_every_kind_of_change_reaches_the_listing(synced: Synced) -> None:
