@@ -596,7 +596,8 @@ class SupplierFeedItem(Base):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     feed_id: Mapped[int] = mapped_column(ForeignKey("supplier_feed.id", ondelete="CASCADE"))
-    variant_id: Mapped[int] = mapped_column(ForeignKey("product_variant.id"))
+    # indexed: the relay looks up the items of every variant that changed (feeds.follow)
+    variant_id: Mapped[int] = mapped_column(ForeignKey("product_variant.id"), index=True)
     supplier_sku: Mapped[str] = mapped_column(String(255), index=True)
     supplier_quantity: Mapped[int | None] = mapped_column(Integer)
 

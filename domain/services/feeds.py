@@ -25,6 +25,7 @@ from sqlalchemy import update as sql_update
 from sqlalchemy.orm import Session, sessionmaker
 
 from domain import ledger, permissions, signing
+from domain.db import READ_ONLY
 from domain.errors import (
     DomainError,
     InvalidInput,
@@ -262,10 +263,11 @@ def _fill_internal(uow: UnitOfWork, feed: SupplierFeed, variant_ids: Sequence[in
 
 
 def fill(s: Session, feed: SupplierFeed, variant_ids: Sequence[int] | None,
-         figures: dict[str, int] | None = None) -> list[int]:
+         figures: dict[str, int] | None = None, *, lower_only: bool = False) -> list[int]:
     """Set the merchant's stocks of these items (None: all of the feed's) to the supplier's
     figures (`figures` by supplier SKU; None: an internal supplier's, read after the
-    merchant's stocks are locked); the variants whose stock changed."""
+    merchant's stocks are locked); the variants whose stock changed. `lower_only`: bring
+    down only what stands above its figure (and above what orders hold), raise nothing."""
     query = select(SupplierFeedItem.id, SupplierFeedItem.variant_id,
                    SupplierFeedItem.supplier_sku).where(SupplierFeedItem.feed_id == feed.id)
     if variant_ids is not None:
@@ -291,7 +293,7 @@ def fill(s: Session, feed: SupplierFeed, variant_ids: Sequence[int] | None,
         figure = figures.get(item.supplier_sku, 0)
         sid, quantity, allocated = levels[item.variant_id]
         new = max(figure, allocated)  # never below what merchant orders hold
-        if new != quantity:
+        if new != quantity and not (lower_only and new > quantity):
             rows.append((sid, quantity, new))
             changed.append(item.variant_id)
         s.execute(sql_update(SupplierFeedItem).where(SupplierFeedItem.id == item.id)
@@ -299,7 +301,8 @@ def fill(s: Session, feed: SupplierFeed, variant_ids: Sequence[int] | None,
                   .execution_options(synchronize_session=False))
     ledger.set_quantities(s, rows, type=MovementType.FEED_IMPORT, actor=ACTOR,
                           reason=feed.name)
-    feed.last_synced_at = datetime.now(UTC)
+    if not lower_only:
+        feed.last_synced_at = datetime.now(UTC)
     return sorted(set(changed))
 
 
@@ -318,27 +321,51 @@ _FOLLOWING = text(
     "JOIN product_variant v ON v.seller_id = f.supplier_seller_id AND v.sku = i.supplier_sku "
     "WHERE v.id IN :variants AND f.paused = :false"
 ).bindparams(bindparam("variants", expanding=True))
+# merchant stocks a feed raised to what orders held there, standing above the supplier's
+# figure now that orders hold less (a cancel, an edit, a fulfilment)
+_ABOVE = text(
+    "SELECT DISTINCT i.feed_id, i.variant_id, i.supplier_sku, i.supplier_quantity "
+    "FROM supplier_feed_item i JOIN supplier_feed f ON f.id = i.feed_id "
+    "JOIN stock st ON st.variant_id = i.variant_id AND st.warehouse_id = f.warehouse_id "
+    "WHERE i.variant_id IN :variants AND f.paused = :false "
+    "AND i.supplier_quantity IS NOT NULL "
+    "AND st.quantity > i.supplier_quantity AND st.quantity > st.quantity_allocated"
+).bindparams(bindparam("variants", expanding=True))
 
 
 def follow(engine: Engine, variant_ids: Sequence[int]) -> list[int]:
-    """The relay's hand-off: fill the items of internal feeds whose supplier variant
-    changed (one transaction); the merchant variants whose stock changed."""
+    """The relay's hand-off (one transaction); the merchant variants whose stock changed.
+
+    Items of internal feeds whose supplier variant changed are filled again. Items whose own
+    (merchant) variant changed and whose stock stands above both the supplier's last
+    figure and what orders hold are brought down to that: the units a feed kept for orders
+    beyond the supplier's figure (the shortfall) are not for sale once the orders let go."""
     if not variant_ids:
         return []
-    with engine.connect() as conn:
-        pairs = conn.execute(_FOLLOWING, {"variants": sorted(set(variant_ids)),
-                                          "false": False}).all()
-    if not pairs:
+    wanted = {"variants": sorted(set(variant_ids)), "false": False}
+    with engine.connect().execution_options(**{READ_ONLY: True}) as conn:
+        pairs = conn.execute(_FOLLOWING, wanted).all()
+        above = conn.execute(_ABOVE, wanted).all()
+    if not pairs and not above:
         return []
     by_feed: dict[int, list[int]] = defaultdict(list)
     for feed_id, variant_id in pairs:
         by_feed[feed_id].append(variant_id)
+    lowered: dict[int, dict[int, tuple[str, int]]] = defaultdict(dict)
+    for feed_id, variant_id, sku, figure in above:
+        lowered[feed_id][variant_id] = (sku, figure)
     changed: list[int] = []
     with sessionmaker(engine)() as s, s.begin():
-        for feed_id in sorted(by_feed):
+        for feed_id in sorted(by_feed.keys() | lowered.keys()):
             feed = s.get(SupplierFeed, feed_id)
-            if feed is not None and not feed.paused:
+            if feed is None or feed.paused:
+                continue
+            if feed_id in by_feed:
                 changed += fill(s, feed, by_feed[feed_id])
+            rest = {v: f for v, f in lowered[feed_id].items() if v not in by_feed[feed_id]}
+            if rest:
+                changed += fill(s, feed, sorted(rest), {sku: n for sku, n in rest.values()},
+                                lower_only=True)
     return sorted(set(changed))
 
 

@@ -108,6 +108,33 @@ def test_never_below_what_merchant_orders_hold_and_the_shortfall_shows(fed: Fed)
         assert feeds.shortfalls(s, [item]) == [4]
 
 
+def test_units_kept_for_a_shortfall_are_not_for_sale_once_the_orders_let_go(
+        fed: Fed) -> None:
+    f = fed
+    feeds.upsert_items(f.uow(), ADMIN, f.feed,
+                       [feeds.ItemInput(f.item_variant, _sku(f.db, f.supplier.variant))])
+    merchant_order = orders.create(f.uow(), ADMIN, type=OrderType.REGULAR,
+                                   shipping_country="DE",
+                                   lines=[orders.LineRequest(f.item_variant, 6)])
+    orders.create(f.uow(), ADMIN, type=OrderType.REGULAR, shipping_country="DE",
+                  lines=[orders.LineRequest(f.supplier.variant, 8)])
+    f.wait_for(6)  # held at 6 for the merchant's order; the supplier has 2
+    orders.cancel(f.uow(), ADMIN, merchant_order.id)
+    assert f.wait_for(2) < 1.0  # back to the supplier's figure: 2 for sale, not 6
+    assert f.db.rows("SELECT type, reason, quantity_change FROM stock_movement WHERE "
+                     "variant_id = :v ORDER BY id DESC LIMIT 1", v=f.item_variant)[0] \
+        == ("FEED_IMPORT", "Acme dropship", -4)
+
+    # a manual raise above the supplier's figure comes down too; a lowering stays
+    stock.adjust(f.uow(), ADMIN, variant_id=f.item_variant, warehouse_id=f.merchant.w2,
+                 delta=3, reason="counted")
+    f.wait_for(2)
+    stock.adjust(f.uow(), ADMIN, variant_id=f.item_variant, warehouse_id=f.merchant.w2,
+                 delta=-1, reason="broken")
+    time.sleep(0.3)
+    assert f.level() == (1, 0)
+
+
 def test_a_chain_of_two_feeds_reaches_the_second_merchant(fed: Fed) -> None:
     f = fed
     feeds.upsert_items(f.uow(), ADMIN, f.feed,
