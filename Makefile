@@ -19,6 +19,8 @@ serve: $(STAMP)
 migrate: $(STAMP)
 	$(BIN)/stockyard migrate
 
+PYTEST_ARGS ?= -n 2
+
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 

@@ -21,6 +21,19 @@ Pick batches follow API.md "Pick batches" and the services' docstrings (batches.
   on-hand, as with orderFulfill), cancelling hands them back to the orders;
 - orderFulfill asking for batch-held units is INVALID_STATE, and it ships and releases only
   what the order holds outside batches; orderCancel takes the order out of its batches.
+A supplier feed (API.md "Supplier feeds") fills the merchant's fourth warehouse with the
+first variant, from a supplier seller's variant stocked in two warehouses of its own; after
+every step the relay runs its rounds, as the background relay would (domain/relay.py):
+- whenever the supplier's stock moved, the fed stock becomes the supplier's available sum,
+  never below what merchant orders hold there;
+- whenever the merchant variant moved, a fed stock above both the supplier's last figure
+  and what orders hold comes down to the larger of the two (feeds.follow).
+A marketplace-wide webhook subscription to every event (API.md "Stock webhooks") records
+what each movement crosses (nothing is delivered, so every event stays in the table):
+per stock, OUT_OF_STOCK and BACK_IN_STOCK alternate from BACK_IN_STOCK (a stock starts at
+0), so the last one matches the stock's available figure after every step, and a step that
+drives a stock across 0 adds one; the one pending STOCK_UPDATED per stock carries its
+current figures and latest version.
 After every step the stock figures, allocations, order statuses and line quantities read by
 SQL must equal the model's.
 """
@@ -28,6 +41,7 @@ SQL must equal the model's.
 from __future__ import annotations
 
 import copy
+import json
 import os
 from collections import Counter, defaultdict
 from collections.abc import Callable
@@ -48,9 +62,12 @@ from hypothesis.stateful import (
 )
 from sqlalchemy import text
 
+from domain import webhooks
 from domain.errors import DomainError, ErrorCode
-from domain.models import OrderStatus, OrderType, PickBatchStatus
-from domain.services import batches, catalog, configuration, orders
+from domain.models import OrderStatus, OrderType, PickBatchStatus, WebhookEvent
+from domain.relay import Relay
+from domain.services import batches, catalog, configuration, feeds, orders
+from domain.services import webhooks as subscriptions
 from tests.conftest import Database
 from tests.factories import ADMIN, World, shop
 
@@ -448,6 +465,8 @@ SHRINK_SECONDS = 30
 QUANTITY = st.integers(1, 4)
 ORDER_TYPES = st.sampled_from([*OrderType, OrderType.REGULAR, OrderType.REGULAR])  # pickable
 COUNTRIES = st.sampled_from(["DE", "FR", "DE", "FR", "US"])
+VARIANT = st.integers(0, 3)  # the merchant's three, then the supplier's
+CROSSINGS = (WebhookEvent.BACK_IN_STOCK.value, WebhookEvent.OUT_OF_STOCK.value)
 
 
 def machine_for(db: Database) -> type[RuleBasedStateMachine]:
@@ -462,17 +481,36 @@ def machine_for(db: Database) -> type[RuleBasedStateMachine]:
             self.w_de = world.warehouse(seller, [de], priority=0)
             self.w_both = world.warehouse(seller, [de, fr], priority=1)
             self.w_fr = world.warehouse(seller, [fr], priority=2)
-            self.warehouses = [self.w_de, self.w_both, self.w_fr]
+            self.w_fed = world.warehouse(seller, [de, fr], priority=3)  # the feed fills it
+            supplier = world.seller()
+            self.w_s1 = world.warehouse(supplier, [de], priority=0)
+            self.w_s2 = world.warehouse(supplier, [fr], priority=1)
+            self.warehouses = [self.w_de, self.w_both, self.w_fr, self.w_fed,
+                               self.w_s1, self.w_s2]
             product = world.product(seller)
             self.variants = [world.variant(product, track=True),
                              world.variant(product, track=True),
-                             world.variant(product, track=False)]
+                             world.variant(product, track=False),
+                             world.variant(world.product(supplier), sku="SUPPLIER-TENT")]
+            self.own = {v: [self.w_de, self.w_both, self.w_fr, self.w_fed]
+                        for v in self.variants[:3]} | {self.variants[3]: [self.w_s1, self.w_s2]}
             self.model = Model(
-                countries={self.w_de: {"DE"}, self.w_both: {"DE", "FR"}, self.w_fr: {"FR"}},
-                priority={self.w_de: 0, self.w_both: 1, self.w_fr: 2},
-                tracked=dict(zip(self.variants, [True, True, False], strict=True)),
+                countries={self.w_de: {"DE"}, self.w_both: {"DE", "FR"}, self.w_fr: {"FR"},
+                           self.w_fed: {"DE", "FR"}, self.w_s1: {"DE"}, self.w_s2: {"FR"}},
+                priority={self.w_de: 0, self.w_both: 1, self.w_fr: 2, self.w_fed: 3,
+                          self.w_s1: 0, self.w_s2: 1},
+                tracked=dict(zip(self.variants, [True, True, False, True], strict=True)),
             )
             self.line_ids: list[int] = []  # every line ever created, deleted ones included
+            # every event of every stock, recorded by the relay's rounds
+            subscriptions.create(db.uow(), ADMIN, seller_id=None,
+                                 data=subscriptions.SubscriptionInput(
+                                     url="http://127.0.0.1:9/hooks", events=list(WebhookEvent)))
+            self.relay = Relay(db.engine, lambda vs: feeds.follow(db.engine, vs),
+                               movements=lambda ids: webhooks.record(db.engine, ids))
+            self.feed_figure = 0  # the supplier's last figure, as the feed item keeps it
+            self.seen: dict[tuple[int, int], tuple[int, int]] = {}  # model counters, last step
+            self.crossed: dict[tuple[int, int], list[str]] = {}  # crossings, last step
 
         def attempt(self, call: Callable[[], Any], predict: Callable[[Model, Any], None]) -> Any:
             """Run the service and the model on a copy; both must succeed or refuse alike."""
@@ -518,22 +556,40 @@ def machine_for(db: Database) -> type[RuleBasedStateMachine]:
 
         # -- setup -------------------------------------------------------------------------
 
-        @initialize(levels=st.lists(st.integers(-1, 6), min_size=9, max_size=9))
-        def stock_the_warehouses(self, levels: list[int]) -> None:
-            """-1: no stock record (the first variant has one everywhere)."""
-            for vi, variant in enumerate(self.variants):
-                rows = [(w, q if q >= 0 or vi == 0 else None)
-                        for w, q in zip(self.warehouses, levels[3 * vi:3 * vi + 3], strict=True)]
+        @initialize(levels=st.lists(st.integers(-1, 6), min_size=9, max_size=9),
+                    supplied=st.lists(st.integers(0, 6), min_size=2, max_size=2))
+        def stock_the_warehouses(self, levels: list[int], supplied: list[int]) -> None:
+            """-1: no stock record (the first variant has one everywhere); then the
+            supplier's stock, and the feed's item (filled at once)."""
+            for vi, variant in enumerate(self.variants[:3]):
+                rows = [(w, q if q >= 0 or vi == 0 else None) for w, q in
+                        zip(self.warehouses[:3], levels[3 * vi:3 * vi + 3], strict=True)]
                 stocks = [catalog.StockQuantity(w, max(q, 0)) for w, q in rows if q is not None]
                 if stocks:
                     catalog.set_stock_quantities(db.uow(), ADMIN, variant, stocks)
                     for s in stocks:
                         self.model.on_hand[(variant, s.warehouse_id)] = s.quantity
+            supplier_variant = self.variants[3]
+            catalog.set_stock_quantities(db.uow(), ADMIN, supplier_variant, [
+                catalog.StockQuantity(self.w_s1, supplied[0]),
+                catalog.StockQuantity(self.w_s2, supplied[1])])
+            self.model.on_hand[(supplier_variant, self.w_s1)] = supplied[0]
+            self.model.on_hand[(supplier_variant, self.w_s2)] = supplied[1]
+            feed, _ = feeds.create(db.uow(), ADMIN, warehouse_id=self.w_fed, name="dropship",
+                                   supplier_seller_id=self.supplier_of(supplier_variant))
+            feeds.upsert_items(db.uow(), ADMIN, feed.id,
+                               [feeds.ItemInput(self.variants[0], "SUPPLIER-TENT")])
+            self.feed_figure = sum(supplied)
+            self.model.on_hand[(self.variants[0], self.w_fed)] = self.feed_figure
+
+        def supplier_of(self, variant: int) -> int:
+            return int(db.scalar("SELECT seller_id FROM product_variant WHERE id = :v",
+                                 v=variant))
 
         # -- orders ------------------------------------------------------------------------
 
         @rule(type=ORDER_TYPES, country=COUNTRIES,
-              lines=st.lists(st.tuples(st.integers(0, 2), QUANTITY), min_size=1, max_size=3))
+              lines=st.lists(st.tuples(VARIANT, QUANTITY), min_size=1, max_size=3))
         def create_order(self, type: OrderType, country: str,
                          lines: list[tuple[int, int]]) -> None:
             requests = [(self.variants[i], q) for i, q in lines]
@@ -551,7 +607,7 @@ def machine_for(db: Database) -> type[RuleBasedStateMachine]:
 
         @precondition(lambda self: self.model.orders)
         @rule(data=st.data(),
-              lines=st.lists(st.tuples(st.integers(0, 2), QUANTITY), min_size=1, max_size=2))
+              lines=st.lists(st.tuples(VARIANT, QUANTITY), min_size=1, max_size=2))
         def add_lines(self, data: st.DataObject, lines: list[tuple[int, int]]) -> None:
             order_id = self.pick_order(data, EDITABLE)
             requests = [(self.variants[i], q) for i, q in lines]
@@ -611,7 +667,7 @@ def machine_for(db: Database) -> type[RuleBasedStateMachine]:
                 # now and then one more than is left (INVALID)
                 quantities = [*range(1, left + 1)] * 3 + [left + 1]
                 quantity = data.draw(st.sampled_from(quantities), label="quantity")
-                warehouse = data.draw(st.sampled_from([None, *self.warehouses]),
+                warehouse = data.draw(st.sampled_from([None, *self.own[line.variant]]),
                                       label="warehouse")
                 requests.append((line.id, quantity, warehouse))
             self.attempt(
@@ -667,10 +723,10 @@ def machine_for(db: Database) -> type[RuleBasedStateMachine]:
 
         # -- catalog and configuration -----------------------------------------------------
 
-        @rule(variant=st.integers(0, 2), warehouse=st.integers(0, 2),
-              quantity=st.integers(-1, 6))
+        @rule(variant=VARIANT, warehouse=st.integers(0, 3), quantity=st.integers(-1, 6))
         def set_stock_quantity(self, variant: int, warehouse: int, quantity: int) -> None:
-            v, w = self.variants[variant], self.warehouses[warehouse]
+            v = self.variants[variant]
+            w = self.own[v][warehouse % len(self.own[v])]
             self.attempt(
                 lambda: catalog.set_stock_quantities(db.uow(), ADMIN, v,
                                                      [catalog.StockQuantity(w, quantity)]),
@@ -688,10 +744,77 @@ def machine_for(db: Database) -> type[RuleBasedStateMachine]:
             catalog.update_variant(db.uow(), ADMIN, v, track_inventory=tracked)
             self.model.tracked[v] = tracked
 
+        # -- the relay, the feed and the webhook events -----------------------------------
+
+        def counters(self) -> dict[tuple[int, int], tuple[int, int]]:
+            m = self.model
+            return {(v, w): (q, m.allocated(v, w)) for (v, w), q in m.on_hand.items()}
+
+        def relay_rounds(self) -> None:
+            """What the background relay does after a commit: rounds until nothing new
+            (a feed's fill is a movement of its own, handed on by the next round); and the
+            model's feed."""
+            for _ in range(10):
+                if not self.relay.run_once():
+                    break
+            else:
+                raise AssertionError("the relay keeps finding movements")
+            m, now = self.model, self.counters()
+            moved = {v for key, figures in now.items() if self.seen.get(key) != figures
+                     for v in [key[0]]}
+            merchant, supplier = self.variants[0], self.variants[3]
+            fed = (merchant, self.w_fed)
+            held = m.allocated(*fed)
+            if supplier in moved:
+                self.feed_figure = sum(m.free(supplier, w) for w in self.own[supplier]
+                                       if (supplier, w) in m.on_hand)
+                m.on_hand[fed] = max(self.feed_figure, held)
+            elif merchant in moved and m.on_hand[fed] > max(self.feed_figure, held):
+                m.on_hand[fed] = max(self.feed_figure, held)
+            self.seen = self.counters()
+
+        def events_match_the_stocks(self) -> None:
+            with db.engine.connect() as conn:
+                rows = conn.execute(text(
+                    "SELECT s.variant_id, s.warehouse_id, d.event, d.version, d.body"
+                    " FROM webhook_delivery d JOIN stock s ON s.id = d.stock_id"
+                    " ORDER BY d.version, d.event")).all()
+                latest = dict(conn.execute(text(
+                    "SELECT stock_id, MAX(id) FROM stock_movement GROUP BY stock_id")).all())
+                stock_ids = {(v, w): i for i, v, w in conn.execute(text(
+                    "SELECT id, variant_id, warehouse_id FROM stock")).all()}
+            crossed: dict[tuple[int, int], list[str]] = defaultdict(list)
+            updated: dict[tuple[int, int], list[tuple[int, dict[str, Any]]]] = \
+                defaultdict(list)
+            for v, w, event, version, body in rows:
+                data = json.loads(body)["data"]
+                assert event != WebhookEvent.LOW_STOCK.value  # no stock has a threshold
+                if event == WebhookEvent.STOCK_UPDATED.value:
+                    updated[v, w].append((version, data))
+                else:
+                    assert (data["quantityAvailable"] > 0) == \
+                        (event == WebhookEvent.BACK_IN_STOCK.value), (v, w, event, data)
+                    crossed[v, w].append(event)
+            m = self.model
+            for key, (q, allocated) in self.counters().items():
+                events = crossed.get(key, [])
+                assert events[:len(self.crossed.get(key, []))] == self.crossed.get(key, []), \
+                    ("recorded crossings changed", key)
+                assert all(e == CROSSINGS[i % 2] for i, e in enumerate(events)), (key, events)
+                assert (len(events) % 2 == 1) == (m.free(*key) > 0), (key, events, q, allocated)
+                if key in updated:  # one, with the stock's latest figures and version
+                    [(version, data)] = updated[key]
+                    assert version == latest[stock_ids[key]], (key, version)
+                    assert (data["quantity"], data["quantityAllocated"]) == (q, allocated), key
+                else:
+                    assert stock_ids[key] not in latest, ("no STOCK_UPDATED", key)
+            self.crossed = dict(crossed)
+
         # -- invariants --------------------------------------------------------------------
 
         @invariant()
         def database_matches_the_model(self) -> None:
+            self.relay_rounds()
             with db.engine.connect() as conn:
                 stocks = conn.execute(text(
                     "SELECT s.variant_id, s.warehouse_id, s.quantity, s.quantity_allocated,"
@@ -735,6 +858,7 @@ def machine_for(db: Database) -> type[RuleBasedStateMachine]:
             assert set(map(tuple, line_rows)) == {
                 (ln.id, ln.order, ln.variant, ln.quantity, ln.fulfilled)
                 for ln in m.lines.values()}
+            self.events_match_the_stocks()
 
     return ServicesAgainstModel
 
