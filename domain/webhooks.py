@@ -178,10 +178,18 @@ _DUE = text(
     "AND s.lease_until < :now")
 
 
-def due_subscriptions(engine: Engine, now: float | None = None) -> list[int]:
-    """Subscriptions with events pending that no deliverer holds and no backoff holds back."""
+_DUE_ONE = text(str(_DUE) + " AND s.id = :only")
+
+
+def due_subscriptions(engine: Engine, now: float | None = None, only: int | None = None
+                      ) -> list[int]:
+    """Subscriptions with events pending that no deliverer holds and no backoff holds back
+    (`only`: that one, if so)."""
     now = time.time() if now is None else now
     with engine.connect().execution_options(**{READ_ONLY: True}) as conn:
+        if only is not None:
+            return list(conn.execute(_DUE_ONE, {"false": False, "now": now,
+                                                "only": only}).scalars())
         return sorted(conn.execute(_DUE, {"false": False, "now": now}).scalars())
 
 
@@ -196,17 +204,22 @@ class Deliverer:
 
     def deliver(self, subscription_id: int) -> None:
         """Send what is pending of the subscription, unless another deliverer holds it."""
-        fence = self._claim(subscription_id)
-        if fence is None:
-            return
-        try:
-            while self._round(subscription_id, fence):
-                pass
-        finally:
-            with self._engine.begin() as conn:
-                conn.execute(text("UPDATE webhook_subscription SET lease_until = 0 "
-                                  "WHERE id = :id AND lease = :fence"),
-                             {"id": subscription_id, "fence": fence})
+        while True:
+            fence = self._claim(subscription_id)
+            if fence is None:
+                return
+            try:
+                while self._round(subscription_id, fence):
+                    pass
+            finally:
+                with self._engine.begin() as conn:
+                    conn.execute(text("UPDATE webhook_subscription SET lease_until = 0 "
+                                      "WHERE id = :id AND lease = :fence"),
+                                 {"id": subscription_id, "fence": fence})
+            # an event recorded while we held the lease may have had its kick refused (the
+            # sweeper would find it, a second or two later)
+            if not due_subscriptions(self._engine, self._now(), only=subscription_id):
+                return
 
     def _claim(self, subscription_id: int) -> int | None:
         now = self._now()

@@ -386,3 +386,36 @@ def test_a_seller_token_cannot_subscribe_marketplace_wide(db: Database) -> None:
         data=subscriptions.SubscriptionInput(url="https://example.com/h",
                                              events=[WebhookEvent.OUT_OF_STOCK]))
     assert created.seller_id == s.seller and secret.startswith("whsec_")
+
+
+def test_an_event_recorded_during_a_slow_delivery_goes_out_right_after_it(db: Database) -> None:
+    """Its kick finds the subscription held; the deliverer looks again when it lets go
+    (without that, only the sweeper would send it, here not within the test)."""
+    s = shop(db, stock1=5)
+    with receiving() as receiver:
+        receiver.answer(200, delay=0.5)  # the first event's delivery takes half a second
+        post = HttpPost()
+        deliverer = webhooks.Deliverer(db.engine, post)
+        push, deliver = sync.ThreadKick(sync.Pusher(db.engine, post)), \
+            sync.ThreadKick(deliverer.deliver)
+        background = sync.Sync(db.engine, push, deliver=deliver)
+        background.SWEEP_EVERY = 60.0
+        background.start()
+        h = Hooked(db, s, receiver, background)
+        try:
+            h.subscribe([WebhookEvent.STOCK_UPDATED])
+            _order(h, 1)
+            deadline = time.monotonic() + 5
+            while receiver.script:  # until the first delivery reached the receiver
+                assert time.monotonic() < deadline
+                time.sleep(0.005)
+            _order(h, 1)
+            committed = time.monotonic()
+            while [e["data"]["quantityAvailable"] for e in h.events()][-1:] != [3]:
+                assert time.monotonic() - committed < 3.0, h.events()
+                time.sleep(0.01)
+        finally:
+            background.close()
+            push.close()
+            deliver.close()
+            post.close()
