@@ -1,12 +1,17 @@
-"""A loopback receiver of sales-channel pushes (API.md "Sales channels (inventory sync)").
+"""A loopback receiver of sales-channel pushes and stock webhook events (API.md "Sales
+channels (inventory sync)", "Stock webhooks").
 
 One `ThreadingHTTPServer` on 127.0.0.1 (port 0) in the bench process serves every channel
-of the sync workload, one path each (`/channels/<n>`) with that channel's secret. Each push
-is checked with the `standardwebhooks` package (401 when it does not verify), its JSON
+of the sync workload, one path each (`/channels/<n>`) with that channel's secret, and
+every webhook subscription of the feeds-and-hooks workload (`/webhooks/<n>`). Each request
+is checked with the `standardwebhooks` package (401 when it does not verify). A push's JSON
 `{"type", "channelId", "updates": [{"externalId", "sku", "available", "version"}]}` is
 read, and per externalId the bench keeps when each (available, version) first arrived, in
 `time.monotonic()` (a system-wide clock on Linux, the one the load generator stamps its
-answers with), plus the figure of the highest version seen. Answer: 204.
+answers with), plus the figure of the highest version seen. A webhook event `{"type",
+"timestamp", "data": {"variantId", "warehouseId", "quantityAvailable", "version", ...}}`
+is kept the same way as one update of the stock `<variantId>|<warehouseId>`, with
+`quantityAvailable` as its figure. Answer: 204.
 """
 
 from __future__ import annotations
@@ -16,13 +21,20 @@ import json
 import secrets
 import threading
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Literal
 
 from standardwebhooks.webhooks import Webhook
 
 from bench.server import HOST
+
+Kind = Literal["channel", "webhook"]
+EVENT_TYPES = frozenset({"stock.updated", "stock.out_of_stock", "stock.back_in_stock",
+                         "stock.low"})
+EVENT_DATA = ("variantId", "sku", "warehouseId", "quantity", "quantityAllocated",
+              "quantityAvailable", "lowStockThreshold", "version")
 
 
 def new_secret() -> str:
@@ -39,13 +51,33 @@ class Arrival:
     version: int
 
 
+def stock_key(variant_gid: str, warehouse_gid: str) -> str:
+    """The key a webhook endpoint keeps a stock's events under."""
+    return f"{variant_gid}|{warehouse_gid}"
+
+
+def event_updates(body: Any) -> list[dict[str, Any]]:
+    """A webhook event as the one update of its stock; ValueError/KeyError/TypeError when
+    it is not shaped as API.md "Stock webhooks" says."""
+    if body.get("type") not in EVENT_TYPES or not isinstance(body.get("timestamp"), str):
+        raise ValueError(body.get("type"))
+    data = body["data"]
+    missing = [key for key in EVENT_DATA if key not in data]
+    if missing:
+        raise KeyError(missing)
+    return [{"externalId": stock_key(data["variantId"], data["warehouseId"]),
+             "available": int(data["quantityAvailable"]), "version": int(data["version"])}]
+
+
 @dataclass(slots=True)
 class Endpoint:
-    """What one channel's path received."""
+    """What one channel's (or webhook subscription's) path received."""
 
     secret: str
     webhook: Webhook
-    requests: int = 0  # pushes that verified
+    kind: Kind = "channel"
+    types: Counter[str] = field(default_factory=Counter)  # webhook events by type
+    requests: int = 0  # pushes (events) that verified
     updates: int = 0  # updates they carried
     bad_signatures: int = 0
     bad_bodies: int = 0
@@ -97,11 +129,12 @@ class Receiver:
         self._server.shutdown()
         self._server.server_close()
 
-    def endpoint(self, secret: str) -> str:
-        """A new channel path checked with `secret`; its full URL."""
+    def endpoint(self, secret: str, kind: Kind = "channel") -> str:
+        """A new channel (or webhook subscription) path checked with `secret`; its full
+        URL."""
         with self.lock:
-            path = f"/channels/{len(self.endpoints) + 1}"
-            self.endpoints[path] = Endpoint(secret, Webhook(secret))
+            path = f"/{kind}s/{len(self.endpoints) + 1}"
+            self.endpoints[path] = Endpoint(secret, Webhook(secret), kind)
         return self.base_url + path
 
     def at(self, url: str) -> Endpoint:
@@ -134,14 +167,19 @@ class Receiver:
             return 401
         try:
             push = json.loads(body)
-            updates = list(push["updates"])
-            if push.get("type") != "inventory.updated":
-                raise ValueError(push.get("type"))
-        except (ValueError, KeyError, TypeError):
+            if endpoint.kind == "webhook":
+                updates = event_updates(push)
+            else:
+                updates = list(push["updates"])
+                if push.get("type") != "inventory.updated":
+                    raise ValueError(push.get("type"))
+        except (ValueError, KeyError, TypeError, AttributeError):
             with self.lock:
                 endpoint.bad_bodies += 1
             return 400
         with self.lock:
+            if endpoint.kind == "webhook":
+                endpoint.types[push["type"]] += 1
             endpoint.take(at, updates)
         return 204
 

@@ -21,6 +21,7 @@ from bench.batches import BatchResult, batch_checks, batch_table, run_batches
 from bench.bulk import BulkResult, Client, Levels, run_bulk
 from bench.child import run_in_child
 from bench.database import ROOT, VAR, BenchDatabase
+from bench.hooks_report import feeds_hooks_bench
 from bench.load import Target, run_http_workload
 from bench.progress import say, settle
 from bench.raw_sql import run_sql_workload
@@ -84,6 +85,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                    help="SKUs each sync phase orders (and its channels list)")
     p.add_argument("--sync-channels", type=int, default=10,
                    help="channels of the cost phase, each listing every SKU of its pool")
+    p.add_argument("--feeds-hooks", action="store_true",
+                   help="seed, then only the supplier feed and stock webhook latencies "
+                        "(README: \"Feeds and hooks workload\"), embedded (no broker)")
+    p.add_argument("--hooks-rate", type=float, default=50.0,
+                   help="orders/s of each --feeds-hooks phase")
+    p.add_argument("--hooks-pool", type=int, default=200,
+                   help="SKUs each --feeds-hooks phase orders (the feed's items, the "
+                        "merchant channel's listings)")
     args = p.parse_args(argv)
     if not 0 < args.bulk_rows <= args.variants:
         p.error("--bulk-rows must be between 1 and --variants")
@@ -98,6 +107,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         p.error("--only-batches excludes --only-bulk and --sync")
     if args.sync:
         _check_sync_args(p, args)
+    if args.feeds_hooks:
+        if args.sync or args.only_bulk or args.only_batches:
+            p.error("--feeds-hooks excludes --sync, --only-bulk and --only-batches")
+        if args.hooks_pool < 1 or args.hooks_rate <= 0:
+            p.error("--hooks-pool and --hooks-rate must be positive")
+        if 2 * args.hooks_pool > args.variants:
+            p.error("--hooks-pool: the two phases need two pools of it in --variants")
     return args
 
 
@@ -236,6 +252,8 @@ def bench(args: argparse.Namespace, db: BenchDatabase) -> int:
         f"{time.perf_counter() - started:.1f} s")
     if args.sync:
         return sync_bench(args, db, seeded, meta)
+    if args.feeds_hooks:
+        return feeds_hooks_bench(args, db, seeded, meta)
 
     spread = Workload("spread", seeded.spread_variants, lines=3)
     hot = Workload("hot", (seeded.hot_variant,), lines=1)

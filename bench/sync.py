@@ -33,11 +33,11 @@ import resource
 import statistics
 import time
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from bench import cpu
 from bench.bulk import Client
@@ -178,20 +178,26 @@ def graphql(client: Client, query: str, variables: dict[str, Any]) -> dict[str, 
     return dict(data["data"])
 
 
-def create_channel(client: Client, receiver: Receiver, name: str,
-                   variants: Sequence[int]) -> Channel:
-    """A channel of the bench seller pushing to a new receiver path, listing `variants`
-    (externalId `ext-<pk>`, the variant's SKU), at most 1,000 listings a call."""
+def bench_sku(variant: int) -> str:
+    """The SKU bench/seed.py gives a seeded variant."""
+    return f"BENCH-{variant:06d}"
+
+
+def create_channel(client: Client, receiver: Receiver, name: str, variants: Sequence[int],
+                   seller: int = 1, sku: Callable[[int], str] = bench_sku) -> Channel:
+    """A channel of `seller` (the bench seller) pushing to a new receiver path, listing
+    `variants` (externalId `ext-<pk>`, SKU `sku(pk)`: the seeded variant's), at most 1,000
+    listings a call. The listings map to the pks given, whatever variant the SKU names."""
     from api import ids
 
     secret = new_secret()
     url = receiver.endpoint(secret)
     created = graphql(client, CREATE, {"input": {
-        "sellerId": ids.encode("Seller", 1), "name": name, "endpointUrl": url,
+        "sellerId": ids.encode("Seller", seller), "name": name, "endpointUrl": url,
         "secret": secret, "maxRequestsPerSecond": MAX_REQUESTS_PER_SECOND}})
     gid = created["salesChannelCreate"]["salesChannel"]["id"]
     listings = {f"ext-{v}": v for v in variants}
-    rows = [{"externalId": ext, "sku": f"BENCH-{v:06d}"} for ext, v in listings.items()]
+    rows = [{"externalId": ext, "sku": sku(v)} for ext, v in listings.items()]
     for start in range(0, len(rows), LISTINGS_PER_CALL):
         graphql(client, UPSERT, {"channelId": gid,
                                  "listings": rows[start:start + LISTINGS_PER_CALL]})
@@ -230,8 +236,14 @@ def off_figures(receiver: Receiver, channels: Sequence[Channel],
 def wait_figures(receiver: Receiver, channels: Sequence[Channel], wanted: dict[int, int],
                  timeout: float = WAIT_SECONDS) -> float | None:
     """Seconds until every listing shows `wanted` at the receiver; None after `timeout`."""
+    return wait_shown(ChannelWatch(receiver, channels), wanted, timeout)
+
+
+def wait_shown(watch: Watch, wanted: dict[int, int],
+               timeout: float = WAIT_SECONDS) -> float | None:
+    """Seconds until `watch` shows `wanted` everywhere; None after `timeout`."""
     started = time.monotonic()
-    while off_figures(receiver, channels, wanted):
+    while watch.off(wanted):
         if time.monotonic() - started > timeout:
             return None
         time.sleep(POLL)
@@ -306,6 +318,32 @@ def arrivals_by_variant(receiver: Receiver, channel: Channel) -> dict[int, Lowes
     return {v: Lowest(arrivals.get(ext, [])) for ext, v in channel.listings.items()}
 
 
+class Watch(Protocol):
+    """Where a phase's figures (one per variant of its pool) show at the receiver."""
+
+    def off(self, wanted: dict[int, int]) -> int:
+        """How many places do not show their variant's `wanted` figure now."""
+        ...
+
+    def lowest(self) -> list[dict[int, Lowest]]:
+        """Per target (a channel...): variant -> Lowest of what arrived so far."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelWatch:
+    """The listings of some channels."""
+
+    receiver: Receiver
+    channels: Sequence[Channel]
+
+    def off(self, wanted: dict[int, int]) -> int:
+        return off_figures(self.receiver, self.channels, wanted)
+
+    def lowest(self) -> list[dict[int, Lowest]]:
+        return [arrivals_by_variant(self.receiver, c) for c in self.channels]
+
+
 # -- phases --------------------------------------------------------------------------------
 
 
@@ -336,27 +374,37 @@ def _own_cpu() -> float:
 def run_phase(stage: Stage, name: str, pool: tuple[int, ...], channels: Sequence[Channel],
               rate: float | None) -> SyncPhase:
     """One order workload over `pool`, then the drain, then each order's sync latency."""
+    phase = measure_phase(stage, name, pool, ChannelWatch(stage.receiver, channels)
+                          if channels else None, rate, len(channels),
+                          sum(len(c.listings) for c in channels))
+    _report_phase(stage, phase, channels)
+    return phase
+
+
+def measure_phase(stage: Stage, name: str, pool: tuple[int, ...], watch: Watch | None,
+                  rate: float | None, channels: int, listings: int) -> SyncPhase:
+    """`run_phase` for any `watch` of the pool's figures (`db_figures`; None: nothing to
+    wait for, no latency), without the progress line."""
     settle(stage.server_pid, stage.worker_pid)
     base = db_figures(stage.db, pool)
     problems = []
-    if channels and wait_figures(stage.receiver, channels, base) is None:
-        problems.append(f"{off_figures(stage.receiver, channels, base)} listings not at "
-                        f"their figure before the phase")
+    if watch is not None and wait_shown(watch, base) is None:
+        problems.append(f"{watch.off(base)} listings not at their figure before the phase")
     pushes, updates = stage.receiver.counts()
     cpu_before = (_tree_cpu(stage.server_pid), _tree_cpu(stage.worker_pid), _own_cpu())
     ticks = cpu.machine_ticks()
     started = time.monotonic()
     load: SyncLoad = run_in_child(run_sync_load, stage.target,
                                   SyncPlan(name, pool, stage.config.timing, rate))
-    phase = SyncPhase(stage.mode, name, len(channels), sum(len(c.listings) for c in channels),
-                      load.result, synced_before=not problems, problems=problems)
-    if channels:
+    phase = SyncPhase(stage.mode, name, channels, listings, load.result,
+                      synced_before=not problems, problems=problems)
+    if watch is not None:
         final = db_figures(stage.db, pool)
-        drained = wait_figures(stage.receiver, channels, final) is not None
+        drained = wait_shown(watch, final) is not None
         if not drained:
-            problems.append(f"{off_figures(stage.receiver, channels, final)} listings not at "
-                            f"their final figure {WAIT_SECONDS:g} s after the load")
-        lowest = [arrivals_by_variant(stage.receiver, c) for c in channels]
+            problems.append(f"{watch.off(final)} listings not at their final figure "
+                            f"{WAIT_SECONDS:g} s after the load")
+        lowest = watch.lowest()
         phase.latencies_ms, phase.unsynced, phase.early = sync_latencies(
             load.answered, load.window, base, lowest)
         phase.drained = drained
@@ -370,7 +418,6 @@ def run_phase(stage: Stage, name: str, pool: tuple[int, ...], channels: Sequence
         phase.worker_cpu = (_tree_cpu(stage.worker_pid) - cpu_before[1]) / elapsed
     after = stage.receiver.counts()
     phase.pushes, phase.updates = after[0] - pushes, after[1] - updates
-    _report_phase(stage, phase, channels)
     return phase
 
 
@@ -466,14 +513,18 @@ def run_sync(db: BenchDatabase, seeded: Seeded, config: SyncConfig) -> SyncRun:
                     run.phases += run_mode(stage, seeded, mode_no)
                 finally:
                     client.close()
-        with receiver.lock:
-            ends = receiver.endpoints.values()
-            run.receiver = {
-                "pushes": sum(e.requests for e in ends),
+        run.receiver = receiver_totals(receiver)
+    return run
+
+
+def receiver_totals(receiver: Receiver) -> dict[str, int]:
+    """What the receiver got on every path: totals and the correctness counters."""
+    with receiver.lock:
+        ends = receiver.endpoints.values()
+        return {"pushes": sum(e.requests for e in ends),
                 "updates": sum(e.updates for e in ends),
                 "bad_signatures": sum(e.bad_signatures for e in ends),
                 "bad_bodies": sum(e.bad_bodies for e in ends),
                 "version_regressions": sum(e.regressions for e in ends),
                 "version_conflicts": sum(e.conflicts for e in ends),
                 "unknown_paths": receiver.unknown_paths}
-    return run
