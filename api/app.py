@@ -19,11 +19,12 @@ from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import Mount, Route
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
 
+from api import graphiql
 from api.auth import (
     FLUSH_SECONDS,
     MAX_TOKEN_CHARS,
@@ -36,6 +37,7 @@ from api.context import Context, Services
 from api.fast_lane import FastLane
 from api.inbound import feed_route, inbound_route
 from api.limits import Gate, RequestLimits
+from api.observe import RequestLog, current, note_result
 from api.ratelimit import Limiter, Unlimited, make_limiter, retry_after
 from api.revocation import Listener
 from api.schema import schema_for
@@ -83,16 +85,21 @@ class StockyardGraphQL(GraphQL[Context, None]):
         if scope["type"] != "http":
             await super().__call__(scope, receive, send)
             return
+        entry = current()
         try:
             request = Request(scope=scope, receive=receive)
             response: Response = (self.lane and await self.lane.respond(request)) \
                 or await self.run(request)
         except Unauthenticated as exc:
+            if entry is not None:
+                entry.outcome = "unauthenticated"
             response = JSONResponse(
                 {"errors": [{"message": exc.reason,
                              "extensions": {"code": "UNAUTHENTICATED"}}]},
                 status_code=exc.status_code, headers={"WWW-Authenticate": "Bearer"})
         except RateLimited as exc:
+            if entry is not None:
+                entry.outcome = "rate_limited"
             response = JSONResponse(
                 {"errors": [{"message": exc.reason, "extensions": {"code": "RATE_LIMITED"}}]},
                 status_code=429, headers={"Retry-After": str(exc.retry_after)})
@@ -100,6 +107,16 @@ class StockyardGraphQL(GraphQL[Context, None]):
             response = JSONResponse({"errors": [{"message": exc.reason}]},
                                     status_code=exc.status_code)
         await response(scope, receive, send)
+
+    async def render_graphql_ide(self, request: Request) -> Response:
+        return graphiql.page(request)  # its assets served by Stockyard, not a CDN
+
+    async def process_result(self, request: Request, result: Any) -> Any:
+        """Strawberry's, noting the outcome for the access line (api/observe.py)."""
+        entry = current()
+        if entry is not None:
+            note_result(entry, result.data, result.errors)
+        return await super().process_result(request, result)
 
     def parse_json(self, data: str | bytes) -> Any:
         try:
@@ -138,6 +155,9 @@ class StockyardGraphQL(GraphQL[Context, None]):
             if not isinstance(found, Principal):
                 raise Unauthenticated("The token is unknown or has been revoked.")
             principal = found
+            entry = current()
+            if entry is not None:
+                entry.caller = principal.name
             wait = self.limiter.check(principal.token_id)
             if wait is not None:
                 raise RateLimited(wait)
@@ -169,7 +189,7 @@ class StockyardGraphQL(GraphQL[Context, None]):
 def build_app(engine: Engine, publish: Publish, *, threads: int = 12,
               tokens: TokenCache | None = None, fast_paths: bool = True,
               cors_origins: Sequence[str] = (), limits: Limits = Limits(),
-              limiter: Limiter | None = None) -> Starlette:
+              limiter: Limiter | None = None, access_log: bool = True) -> Starlette:
     """The app around an engine the caller owns; `publish` receives committed events (a
     `Relay`, which the lifespan starts and stops, or a test's list).
 
@@ -182,7 +202,8 @@ def build_app(engine: Engine, publish: Publish, *, threads: int = 12,
     `cors_origins` (STOCKYARD_CORS_ORIGINS) may call from browsers: see `_cors`.
     `limits` bound what one request may ask for (api/limits.py); `limiter` counts each
     token's requests (api/ratelimit.py; by default per process, at `limits.rate`), and the
-    lifespan starts and closes it.
+    lifespan starts and closes it. `access_log` (STOCKYARD_ACCESS_LOG) logs one line per
+    request (api/observe.py); the request id is taken or made, and echoed, either way.
     """
     writer, reader = session_factories(engine)
     cache = tokens or TokenCache()
@@ -236,10 +257,12 @@ def build_app(engine: Engine, publish: Publish, *, threads: int = 12,
         routes=[Route("/graphql", graphql),
                 Route("/healthz", healthz, methods=["GET"]),
                 Route("/channels/{path:path}", inbound_route(services), methods=["POST"]),
-                Route("/feeds/{path:path}", feed_route(services), methods=["POST"])],
+                Route("/feeds/{path:path}", feed_route(services), methods=["POST"]),
+                Mount(graphiql.PREFIX, graphiql.Assets(), name="graphiql")],
         lifespan=lifespan,
-        # CORS outermost: a browser can read a refusal only with its Access-Control headers
-        middleware=[*_cors(cors_origins),
+        # the request id outermost, so every answer carries it and the line times it all;
+        # then CORS: a browser can read a refusal only with its Access-Control headers
+        middleware=[Middleware(RequestLog, enabled=access_log), *_cors(cors_origins),
                     Middleware(RequestLimits, body_bytes=limits.body_bytes,
                                header_bytes=limits.header_bytes)],
     )
@@ -261,7 +284,8 @@ def _cors(origins: Sequence[str]) -> list[Middleware]:
     wildcard = "*" in origins
     return [Middleware(CORSMiddleware, allow_origins=["*"] if wildcard else list(origins),
                        allow_methods=["GET", "POST", "OPTIONS"], allow_headers=CORS_HEADERS,
-                       allow_credentials=not wildcard, max_age=CORS_MAX_AGE)]
+                       allow_credentials=not wildcard, max_age=CORS_MAX_AGE,
+                       expose_headers=["X-Request-Id"])]
 
 
 async def _flush_uses(graphql: StockyardGraphQL) -> None:

@@ -35,6 +35,7 @@ from strawberry.types.graphql import OperationType as AllowedOperation
 from strawberry.utils.await_maybe import await_maybe
 
 from api.limits import CACHED_CHARS, UNLIMITED, Gate, GateExtension
+from api.observe import current, label_of
 
 CACHE_SIZE = 512
 """Valid documents kept, by query text (as many as the schema's ParserCache keeps)."""
@@ -119,6 +120,9 @@ class FastLane:
             operation, operation_name = document.named.get(name), name
         if operation is None:
             return None
+        entry = current()
+        if entry is not None:
+            entry.operation, entry.label = operation_name, label_of(operation)
 
         root_value = await view.get_root_value(request)
         sub_response = await view.get_sub_response(request)

@@ -41,6 +41,7 @@ from graphql import (
     VariableNode,
     get_named_type,
     get_nullable_type,
+    get_operation_ast,
     is_abstract_type,
     is_input_type,
     is_list_type,
@@ -54,6 +55,7 @@ from strawberry.schema import Schema
 from strawberry.schema.schema import validate_document
 from strawberry.types import ExecutionContext
 
+from api.observe import current, label_of
 from domain.errors import clip
 from domain.models import OrderType, WebhookEvent
 from domain.services import batches, catalog, orders, stock
@@ -217,9 +219,16 @@ class GateExtension(SchemaExtension):
         yield
 
     def on_validate(self) -> Iterator[None]:
-        if self.checked is not None and self.execution_context.graphql_document is not None:
+        context = self.execution_context
+        if self.checked is not None and context.graphql_document is not None:
             # strawberry runs no validation of its own once errors are set, even empty ones
-            self.execution_context.pre_execution_errors = list(self.checked.errors)
+            context.pre_execution_errors = list(self.checked.errors)
+        entry = current()
+        if entry is not None and self.checked is not None and not self.checked.errors \
+                and context.graphql_document is not None:
+            entry.operation = context.operation_name
+            entry.label = label_of(get_operation_ast(context.graphql_document,
+                                                     context.operation_name))
         yield
 
 

@@ -20,6 +20,7 @@ from api.feeds import FeedMutations, SupplierFeed
 from api.inputs import OrderCreateInput, OrderLineInput, StockBulkUpdateInput
 from api.limits import GateExtension
 from api.mutations import Mutation
+from api.observe import current
 from api.queries import Query
 from api.types import (
     Fulfillment,
@@ -58,6 +59,9 @@ class StockyardSchema(strawberry.Schema):
         at ERROR with its traceback (strawberry's logger), before MaskErrors hides it."""
         for error in errors:
             if is_unexpected(error):
+                entry = current()
+                if entry is not None:
+                    entry.outcome = "failed"
                 StrawberryLogger.error(error, execution_context)
             else:
                 client_log.info("client error: %s (path %s)", clip(error.message, 200),

@@ -81,6 +81,8 @@ class Settings:
     # origins whose browsers may call the API (CORS); `*` is any origin, without credentials
     cors_origins: tuple[str, ...] = ()
     limits: Limits = Limits()
+    log_format: str = "text"  # or "json": one JSON object per line
+    access_log: bool = True  # one line per request (api/observe.py)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -93,6 +95,8 @@ class Settings:
             fast_paths=_on_off(env, "STOCKYARD_FAST_PATHS", default=True),
             cors_origins=_origins(env.get("STOCKYARD_CORS_ORIGINS") or ""),
             limits=Limits.from_env(env),
+            log_format=_log_format(env.get("STOCKYARD_LOG_FORMAT") or "text"),
+            access_log=_on_off(env, "STOCKYARD_ACCESS_LOG", default=True),
         )
 
     @property
@@ -105,6 +109,13 @@ class Settings:
             return None
         path = self.database_url.split(":///", 1)[-1]
         return None if path in ("", ":memory:") else Path(path)
+
+
+def _log_format(value: str) -> str:
+    value = value.strip().lower()
+    if value not in ("text", "json"):
+        raise ValueError(f"STOCKYARD_LOG_FORMAT must be text or json, not {value!r}")
+    return value
 
 
 def _on_off(env: Mapping[str, str], name: str, *, default: bool) -> bool:
