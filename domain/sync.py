@@ -17,6 +17,7 @@ for Retry-After; anything else backs off exponentially with jitter (1 s, 2 s, ..
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import json
 import logging
@@ -27,7 +28,7 @@ import threading
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -77,7 +78,11 @@ Post = Callable[[str, bytes, Mapping[str, str]], Answer]
 
 PER_REQUEST = 250  # updates in one push
 TIMEOUT = 10.0  # seconds a receiver has to answer
-LEASE = 60.0  # seconds a pusher holds a channel without renewing
+# seconds a pusher holds a channel without renewing: short, so that a process killed in
+# the middle of a push holds its channel up for seconds, not minutes; `kept_while` renews
+# it each second while a request is in flight
+LEASE = 4.0
+RENEW_EVERY = 1.0
 BACKOFF_CAP = 600.0  # seconds at most between tries
 DEFAULT_RETRY_AFTER = 5.0
 LATE = 0.005  # seconds after its slot that a request counts as sent late
@@ -355,8 +360,10 @@ class Pusher:
         # the same content keeps its id on a retry
         message_id = "msg_" + hashlib.sha256(f"{channel_id}:{body}".encode()).hexdigest()[:32]
         try:
-            answer = self._post(endpoint, body.encode(), {
-                "content-type": "application/json", **signing.headers(secret, body, message_id)})
+            with kept_while(self._engine, "sales_channel", channel_id, fence):
+                answer = self._post(endpoint, body.encode(), {
+                    "content-type": "application/json",
+                    **signing.headers(secret, body, message_id)})
         except Unreachable as exc:
             return self._failed(channel_id, fence, str(exc)[:300])
         status = answer.status
@@ -415,6 +422,34 @@ class Pusher:
                 {"error": error[:500], "now": datetime.now(UTC), "failing": failing,
                  "retry_at": retry_at, "failures": failures, "id": channel_id,
                  "fence": fence})
+
+
+@contextlib.contextmanager
+def kept_while(engine: Engine, table: str, row_id: int, fence: int,
+               lease: float = LEASE) -> Iterator[None]:
+    """Renew the lease on this row (a channel's or a webhook subscription's) every second
+    while the block runs (a request a receiver takes up to TIMEOUT to answer), so the lease
+    itself can be short. Stops before the block's caller writes again."""
+    stop = threading.Event()
+
+    def renew() -> None:
+        while not stop.wait(RENEW_EVERY):
+            try:
+                with engine.begin() as conn:
+                    conn.execute(text(f"UPDATE {table} SET lease_until = :until "
+                                      "WHERE id = :id AND lease = :fence AND lease_until > 0"),
+                                 {"until": time.time() + lease, "id": row_id, "fence": fence})
+            except Exception:  # the database is away: the lease may lapse, nothing worse
+                log.warning("could not renew the lease of %s %s", table, row_id,
+                            exc_info=True)
+
+    keeper = threading.Thread(target=renew, name="stockyard-lease", daemon=True)
+    keeper.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        keeper.join()
 
 
 def _retry_after(value: str | None) -> float:

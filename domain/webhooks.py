@@ -33,7 +33,15 @@ from sqlalchemy import Engine, bindparam, text
 from domain import signing
 from domain.db import READ_ONLY
 from domain.models import WebhookEvent
-from domain.sync import CREDENTIALS, Post, Unreachable, _retry_after, global_id
+from domain.sync import (
+    CREDENTIALS,
+    LEASE,
+    Post,
+    Unreachable,
+    _retry_after,
+    global_id,
+    kept_while,
+)
 
 log = logging.getLogger("stockyard.webhooks")
 
@@ -41,7 +49,6 @@ log = logging.getLogger("stockyard.webhooks")
 # subscription FAILING
 SCHEDULE: tuple[float, ...] = (5, 300, 1800, 7200, 18000, 36000, 50400, 72000, 86400)
 JITTER = 0.1  # +-10%
-LEASE = 60.0
 PER_ROUND = 50  # events read per round (each is one POST)
 SCHEDULE_FAILED = ("every try of the retry schedule failed ({error}): nothing is sent "
                    "until the subscription's url or secret is updated")
@@ -250,25 +257,27 @@ class Deliverer:
                           "fence": fence})
         delivered: list[dict[str, int]] = []
         outcome: tuple[str, str | float] | None = None
-        for event in events:
-            message_id = f"msg_{subscription_id}_{event.id}_{event.version}"
-            try:
-                answer = self._post(sub.url, event.body.encode(), {
-                    "content-type": "application/json",
-                    **signing.headers(sub.secret, event.body, message_id)})
-            except Unreachable as exc:
-                outcome = ("failed", str(exc)[:300])
+        # the lease is renewed while the receiver takes its time (sync.kept_while)
+        with kept_while(self._engine, "webhook_subscription", subscription_id, fence):
+            for event in events:
+                message_id = f"msg_{subscription_id}_{event.id}_{event.version}"
+                try:
+                    answer = self._post(sub.url, event.body.encode(), {
+                        "content-type": "application/json",
+                        **signing.headers(sub.secret, event.body, message_id)})
+                except Unreachable as exc:
+                    outcome = ("failed", str(exc)[:300])
+                    break
+                if 200 <= answer.status < 300:
+                    delivered.append({"id": event.id, "version": event.version})
+                    continue
+                if answer.status in (401, 403):
+                    outcome = ("credentials", CREDENTIALS.format(status=answer.status))
+                elif answer.status == 429:
+                    outcome = ("slow down", _retry_after(answer.retry_after))
+                else:
+                    outcome = ("failed", f"the endpoint answered HTTP {answer.status}")
                 break
-            if 200 <= answer.status < 300:
-                delivered.append({"id": event.id, "version": event.version})
-                continue
-            if answer.status in (401, 403):
-                outcome = ("credentials", CREDENTIALS.format(status=answer.status))
-            elif answer.status == 429:
-                outcome = ("slow down", _retry_after(answer.retry_after))
-            else:
-                outcome = ("failed", f"the endpoint answered HTTP {answer.status}")
-            break
         self._settle(subscription_id, fence, delivered, outcome)
         return outcome is None and len(events) == PER_ROUND
 

@@ -3,6 +3,7 @@ deliveries"): figures, versions, coalescing, faults; SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -373,3 +374,29 @@ def test_a_receiver_down_then_up_gets_every_listing_right(db: Database) -> None:
         background.close()
         kick.close()
         post.close()
+
+
+def test_a_slow_receiver_keeps_its_pusher_holding_the_channel(db: Database) -> None:
+    """The lease is short (a killed pusher holds its channel up for seconds), so it is
+    renewed while a request is in flight: another pusher does not send beside it."""
+    s = shop(db, stock1=10)
+    with receiving() as receiver:
+        http = HttpPost()
+        first, second = sync.Pusher(db.engine, http), sync.Pusher(db.engine, http)
+        channel, _ = channels.create_channel(
+            db.uow(), ADMIN, seller_id=s.seller,
+            data=channels.ChannelInput(name="Shop", endpoint_url=receiver.url,
+                                       secret=receiver.secret))
+        channels.upsert_listings(db.uow(), ADMIN, channel.id,
+                                 [channels.ListingInput("L1", sku_of(s))])
+        receiver.answer(200, delay=sync.LEASE + 1.5)
+        try:
+            slow = threading.Thread(target=first.push, args=(channel.id,))
+            slow.start()
+            time.sleep(sync.LEASE + 0.5)  # the first lease would have lapsed by now
+            second.push(channel.id)  # finds the channel held: sends nothing
+            slow.join()
+            assert len(receiver.requests) == 1
+            assert db.scalar("SELECT acked_version FROM listing") == 1
+        finally:
+            http.close()
