@@ -83,6 +83,7 @@ def app_factory() -> Starlette:
                     tokens=TokenCache(epoch=Epoch(epoch) if epoch is not None else None),
                     fast_paths=settings.fast_paths, cors_origins=settings.cors_origins,
                     limits=settings.limits, access_log=settings.access_log,
+                    metrics=settings.metrics and settings.metrics_port is None,
                     # shared through Redis when the broker is Redis, per process otherwise
                     limiter=make_limiter(settings.limits.rate, settings.limits.burst,
                                          settings.broker_url))
@@ -139,6 +140,8 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         # files the workers share: the token revocation epoch (api/revocation.py)
         os.environ[RUN_DIR_ENV] = stack.enter_context(
             tempfile.TemporaryDirectory(prefix="stockyard-run-"))
+        if settings.metrics:
+            _serve_metrics(stack, settings, args.host, args.workers)
         loop = "uvloop"
         if args.workers > 1:
             # the workers spread their keep-alive connections evenly (api/balancer.py)
@@ -151,12 +154,43 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _worker(_args: argparse.Namespace, settings: Settings) -> int:
+def _serve_metrics(stack: contextlib.ExitStack, settings: Settings, host: str,
+                   workers: int) -> None:
+    """Several server processes share their samples through a directory of their own
+    (domain/metrics.py), set before they start; with STOCKYARD_METRICS_PORT this process
+    serves them (and the database's state) on that port instead of /metrics."""
+    from domain.metrics import MULTIPROCESS_ENV
+
+    if workers > 1:
+        os.environ[MULTIPROCESS_ENV] = stack.enter_context(
+            tempfile.TemporaryDirectory(prefix="stockyard-metrics-"))
+    if settings.metrics_port is not None:
+        from prometheus_client import start_http_server
+
+        from domain import metrics
+
+        engine = make_engine(settings)
+        stack.callback(engine.dispose)
+        server, _thread = start_http_server(settings.metrics_port, addr=host,
+                                            registry=metrics.registry(engine))
+        stack.callback(server.shutdown)
+        print(f"Metrics on http://{host}:{settings.metrics_port}/metrics", flush=True)
+
+
+def _worker(args: argparse.Namespace, settings: Settings) -> int:
     if settings.broker_url is None:
         print("STOCKYARD_BROKER_URL is not set: the server runs its tasks in-process, "
               "no worker is needed.", file=sys.stderr)
         return 2
     from dramatiq.cli import main as dramatiq_main
+
+    from domain.metrics import WORKER_METRICS_ENV, WORKER_METRICS_PORT
+
+    if settings.metrics:
+        # the worker process dramatiq starts serves them (workers/entrypoint.py)
+        port = settings.metrics_port or WORKER_METRICS_PORT
+        os.environ[WORKER_METRICS_ENV] = f"{args.metrics_host}:{port}"
+        print(f"Metrics on http://{args.metrics_host}:{port}/metrics", flush=True)
 
     sys.argv = ["dramatiq", "workers.entrypoint", "--processes", "1", "--threads", "8"]
     return int(dramatiq_main() or 0)
@@ -360,8 +394,11 @@ def parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--workers", type=int, default=1)
     serve.set_defaults(run=_serve)
-    sub.add_parser("worker", help="run dramatiq workers on the configured broker") \
-        .set_defaults(run=_worker)
+    worker = sub.add_parser("worker", help="run dramatiq workers on the configured broker")
+    worker.add_argument("--metrics-host", default="127.0.0.1",
+                        help="where the worker serves /metrics (port: STOCKYARD_METRICS_PORT, "
+                             "default 9464)")
+    worker.set_defaults(run=_worker)
     sub.add_parser("migrate", help="alembic upgrade head") \
         .set_defaults(run=lambda _a, s: migrate(s) or 0)
     token = sub.add_parser("token", help="manage API tokens")

@@ -13,6 +13,7 @@ from typing import Any
 
 import anyio.to_thread
 from cross_web import HTTPException
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import Engine, text
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -37,11 +38,12 @@ from api.context import Context, Services
 from api.fast_lane import FastLane
 from api.inbound import feed_route, inbound_route
 from api.limits import Gate, RequestLimits
-from api.observe import RequestLog, current, note_result
+from api.observe import RequestLog, current, flush_logs, note_result
 from api.ratelimit import Limiter, Unlimited, make_limiter, retry_after
 from api.revocation import Listener
 from api.schema import schema_for
 from api.threads import Threads
+from domain import metrics as domain_metrics
 from domain.db import READ_ONLY, session_factories
 from domain.permissions import Principal
 from domain.relay import Relay
@@ -189,7 +191,8 @@ class StockyardGraphQL(GraphQL[Context, None]):
 def build_app(engine: Engine, publish: Publish, *, threads: int = 12,
               tokens: TokenCache | None = None, fast_paths: bool = True,
               cors_origins: Sequence[str] = (), limits: Limits = Limits(),
-              limiter: Limiter | None = None, access_log: bool = True) -> Starlette:
+              limiter: Limiter | None = None, access_log: bool = True,
+              metrics: bool = True) -> Starlette:
     """The app around an engine the caller owns; `publish` receives committed events (a
     `Relay`, which the lifespan starts and stops, or a test's list).
 
@@ -204,6 +207,8 @@ def build_app(engine: Engine, publish: Publish, *, threads: int = 12,
     token's requests (api/ratelimit.py; by default per process, at `limits.rate`), and the
     lifespan starts and closes it. `access_log` (STOCKYARD_ACCESS_LOG) logs one line per
     request (api/observe.py); the request id is taken or made, and echoed, either way.
+    `metrics` counts requests and serves `GET /metrics` (domain/metrics.py); the command
+    line turns the route off when the metrics have a port of their own.
     """
     writer, reader = session_factories(engine)
     cache = tokens or TokenCache()
@@ -229,6 +234,12 @@ def build_app(engine: Engine, publish: Publish, *, threads: int = 12,
             return JSONResponse({"status": "unavailable"}, status_code=503)
         return JSONResponse({"status": "ok"})
 
+    async def metrics_page(_request: Request) -> Response:
+        # every server process's samples, and the state of channels, feeds and webhooks
+        page = await anyio.to_thread.run_sync(
+            lambda: generate_latest(domain_metrics.registry(engine)))
+        return Response(page, media_type=CONTENT_TYPE_LATEST)
+
     @contextlib.asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
         if isinstance(publish, Relay | Sync):
@@ -252,17 +263,20 @@ def build_app(engine: Engine, publish: Publish, *, threads: int = 12,
             # a last round while the broker is still there; what it cannot hand on stays
             # in the ledger for the next process
             await anyio.to_thread.run_sync(publish.close)
+        flush_logs()
 
     app = Starlette(
         routes=[Route("/graphql", graphql),
                 Route("/healthz", healthz, methods=["GET"]),
                 Route("/channels/{path:path}", inbound_route(services), methods=["POST"]),
                 Route("/feeds/{path:path}", feed_route(services), methods=["POST"]),
+                *([Route("/metrics", metrics_page, methods=["GET"])] if metrics else []),
                 Mount(graphiql.PREFIX, graphiql.Assets(), name="graphiql")],
         lifespan=lifespan,
         # the request id outermost, so every answer carries it and the line times it all;
         # then CORS: a browser can read a refusal only with its Access-Control headers
-        middleware=[Middleware(RequestLog, enabled=access_log), *_cors(cors_origins),
+        middleware=[Middleware(RequestLog, enabled=access_log, counted=metrics),
+                    *_cors(cors_origins),
                     Middleware(RequestLimits, body_bytes=limits.body_bytes,
                                header_bytes=limits.header_bytes)],
     )

@@ -12,6 +12,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Iterable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +50,16 @@ def driver_errors(statement: str, params: Any = None, *, connection: Any = None
         raise DBAPIError.instance(
             statement, params, exc, base,
             connection_invalidated=getattr(connection, "broken", False)) from exc
+
+
+def epoch(value: Any) -> float:
+    """A DateTime column's value as Unix seconds: SQLite hands back naive UTC, or text
+    from a raw query."""
+    if not isinstance(value, datetime):
+        value = datetime.fromisoformat(str(value))
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return float(value.timestamp())
 
 
 def pg_array(values: Iterable[int | str]) -> str:

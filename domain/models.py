@@ -479,6 +479,9 @@ class Listing(Base):
     pushed_quantity: Mapped[int | None] = mapped_column(Integer)
     pushed_version: Mapped[int | None] = mapped_column(Integer)
     pushed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Unix seconds: when the oldest change not acknowledged yet was committed (the sync
+    # lag metric, domain/metrics.py); null when the channel has everything
+    changed_at: Mapped[float | None] = mapped_column(Float)
 
     __table_args__ = (
         UniqueConstraint("channel_id", "external_id", name="uq_listing_channel_external_id"),

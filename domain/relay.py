@@ -41,7 +41,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, text
 
-from domain.db import READ_ONLY, pg_array
+from domain.db import READ_ONLY, epoch, pg_array
 from domain.events import Event
 
 log = logging.getLogger("stockyard.relay")
@@ -59,14 +59,15 @@ RETRY_MAX = 5.0  # seconds: the longest wait between tries while the broker is d
 LEAD_RETRY = 2.0  # seconds between tries to take the lead
 
 _READ_SQLITE = text(
-    "SELECT id, variant_id FROM stock_movement WHERE id > :after ORDER BY id LIMIT :batch")
+    "SELECT id, variant_id, created_at FROM stock_movement WHERE id > :after ORDER BY id "
+    "LIMIT :batch")
 # one statement, so the snapshot that read the rows is the one whose xmin and xmax we keep
 _READ_POSTGRESQL = text(
     "SELECT m.id, m.variant_id, CAST(CAST(pg_snapshot_xmin(s) AS TEXT) AS BIGINT), "
-    "CAST(CAST(pg_snapshot_xmax(s) AS TEXT) AS BIGINT) "
+    "CAST(CAST(pg_snapshot_xmax(s) AS TEXT) AS BIGINT), m.created_at "
     "FROM pg_current_snapshot() AS s LEFT JOIN LATERAL ("
-    "(SELECT id, variant_id FROM stock_movement WHERE id > :after ORDER BY id LIMIT :batch) "
-    "UNION ALL (SELECT id, variant_id FROM stock_movement "
+    "(SELECT id, variant_id, created_at FROM stock_movement WHERE id > :after ORDER BY id "
+    "LIMIT :batch) UNION ALL (SELECT id, variant_id, created_at FROM stock_movement "
     "WHERE id = ANY(CAST(:gaps AS INTEGER[])))) AS m ON true")
 _LOAD = text("SELECT last_id FROM relay_position WHERE name = :name")
 _CREATE = text("INSERT INTO relay_position (name, last_id) SELECT CAST(:name AS VARCHAR(64)), 0 "
@@ -98,6 +99,9 @@ class Relay:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        # when the oldest movement of the round being handed on was written (Unix
+        # seconds), for `send` to time what follows from it (the sync lag metric)
+        self.round_since: float | None = None
 
     # -- one round -------------------------------------------------------------------------
 
@@ -114,10 +118,15 @@ class Relay:
                     "after": after, "batch": self._batch,
                     "gaps": pg_array(sorted(self._gaps))}).all()
                 xmin, xmax = rows[0][2], rows[0][3]
-                found = [(r[0], r[1]) for r in rows if r[0] is not None]
+                read = [r for r in rows if r[0] is not None]
+                found = [(r[0], r[1]) for r in read]
+                oldest = min(read, key=lambda r: r[0])[4] if read else None
             else:
-                found = [(r[0], r[1]) for r in conn.execute(
-                    _READ_SQLITE, {"after": after, "batch": self._batch})]
+                read = list(conn.execute(_READ_SQLITE, {"after": after,
+                                                        "batch": self._batch}))
+                found = [(r[0], r[1]) for r in read]
+                oldest = read[0][2] if read else None
+        self.round_since = epoch(oldest) if oldest is not None else None
         if self._movements is not None and found:
             self._movements(sorted({movement for movement, _ in found}))
         variants = sorted({variant for _, variant in found})

@@ -83,6 +83,10 @@ class Settings:
     limits: Limits = Limits()
     log_format: str = "text"  # or "json": one JSON object per line
     access_log: bool = True  # one line per request (api/observe.py)
+    metrics: bool = True  # Prometheus metrics (domain/metrics.py)
+    # where they are served: None: GET /metrics of the API's own port (serve); a port: a
+    # listener of their own (serve: instead of /metrics; worker: default WORKER_METRICS_PORT)
+    metrics_port: int | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -97,6 +101,8 @@ class Settings:
             limits=Limits.from_env(env),
             log_format=_log_format(env.get("STOCKYARD_LOG_FORMAT") or "text"),
             access_log=_on_off(env, "STOCKYARD_ACCESS_LOG", default=True),
+            metrics=_on_off(env, "STOCKYARD_METRICS", default=True),
+            metrics_port=_port(env.get("STOCKYARD_METRICS_PORT") or ""),
         )
 
     @property
@@ -109,6 +115,15 @@ class Settings:
             return None
         path = self.database_url.split(":///", 1)[-1]
         return None if path in ("", ":memory:") else Path(path)
+
+
+def _port(value: str) -> int | None:
+    value = value.strip()
+    if not value:
+        return None
+    if not value.isdigit() or not 0 < int(value) < 65536:
+        raise ValueError(f"STOCKYARD_METRICS_PORT must be a TCP port, not {value!r}")
+    return int(value)
 
 
 def _log_format(value: str) -> str:

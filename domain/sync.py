@@ -37,7 +37,7 @@ from typing import Any
 from sqlalchemy import Engine, bindparam, exists, select, text, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from domain import signing
+from domain import metrics, signing
 from domain.db import READ_ONLY
 from domain.events import Event, ListingsChanged, StockChanged, SubscriptionsChanged
 from domain.models import (
@@ -94,8 +94,9 @@ CREDENTIALS = ("the endpoint refused Stockyard's credentials (HTTP {status}): no
                "sent until the channel's endpoint or secret is updated")
 
 
-_NEW_FIGURE = text("UPDATE listing SET figure = :figure, version = version + 1 "
-                   "WHERE id = :listing")
+# a listing's changed_at: when the oldest change it has not had acknowledged was committed
+_NEW_FIGURE = text("UPDATE listing SET figure = :figure, version = version + 1, "
+                   "changed_at = COALESCE(changed_at, :at) WHERE id = :listing")
 
 
 # -- figures -------------------------------------------------------------------------------
@@ -103,7 +104,8 @@ _NEW_FIGURE = text("UPDATE listing SET figure = :figure, version = version + 1 "
 
 def refresh(s: Session, *, variant_ids: Iterable[int] | None = None,
             channel_ids: Iterable[int] | None = None,
-            listing_ids: Iterable[int] | None = None, committed: bool = False) -> set[int]:
+            listing_ids: Iterable[int] | None = None, committed: bool = False,
+            since: float | None = None) -> set[int]:
     """Work out the figure of the listings of these variants, channels or ids, raising the
     version of each whose figure changed; the channels that have something new to push.
 
@@ -112,7 +114,8 @@ def refresh(s: Session, *, variant_ids: Iterable[int] | None = None,
     are read under a share lock (PostgreSQL), so a stock change still in flight is either
     waited for or made to wait: a listing matched now that the relay does not find yet
     (its transaction has not committed) never misses a change the relay passed over.
-    `committed`: the relay's call, for stock changes already committed: no share lock."""
+    `committed`: the relay's call, for stock changes already committed: no share lock.
+    `since`: when the change was committed (the relay's round), else now."""
     where = []
     if variant_ids is not None:
         where.append(Listing.variant_id.in_(sorted(set(variant_ids))))
@@ -131,8 +134,9 @@ def refresh(s: Session, *, variant_ids: Iterable[int] | None = None,
     figures = _figures(s, {r.channel_id for r in rows},
                        {r.variant_id for r in rows if r.variant_id is not None},
                        lock=not committed)
-    changed = [{"listing": r.id, "figure": figures.get((r.channel_id, r.variant_id))}
-               for r in rows
+    at = time.time() if since is None else since
+    changed = [{"listing": r.id, "figure": figures.get((r.channel_id, r.variant_id)),
+                "at": at} for r in rows
                if figures.get((r.channel_id, r.variant_id)) != r.figure]
     if changed:
         s.execute(_NEW_FIGURE, changed)
@@ -263,6 +267,7 @@ class _Update:
     sku: str
     available: int
     version: int
+    changed_at: float | None  # when the oldest change not acknowledged yet was committed
 
 
 class Pusher:
@@ -325,9 +330,9 @@ class Pusher:
                 return False  # deleted, or our lease was taken over
             if c.paused or c.failing or not pushes(SyncMode(c.sync_mode)):
                 return False
-            updates = [_Update(r[0], r[1], r[2], int(r[3] or 0), r[4]) for r in conn.execute(
+            updates = [_Update(*r[:3], int(r[3] or 0), *r[4:]) for r in conn.execute(
                 select(Listing.id, Listing.external_id, Listing.sku, Listing.figure,
-                       Listing.version)
+                       Listing.version, Listing.changed_at)
                 .where(Listing.channel_id == channel_id, pending_clause())
                 .order_by(Listing.id).limit(PER_REQUEST))]
             if not updates:
@@ -365,8 +370,10 @@ class Pusher:
                     "content-type": "application/json",
                     **signing.headers(secret, body, message_id)})
         except Unreachable as exc:
+            metrics.PUSHES.labels(global_id("SalesChannel", channel_id), "failed").inc()
             return self._failed(channel_id, fence, str(exc)[:300])
         status = answer.status
+        metrics.PUSHES.labels(global_id("SalesChannel", channel_id), _result(status)).inc()
         if 200 <= status < 300:
             # False: a reset (salesChannelSync, a new endpoint or secret) took the channel
             # away while the request was in flight; the next pusher sends everything again
@@ -394,12 +401,19 @@ class Pusher:
                 {"now": now, "id": channel_id, "fence": fence}).rowcount
             if not held:
                 return False
+            # a listing changed again meanwhile waits from now (when its change was
+            # committed is not kept)
             conn.execute(text(
                 "UPDATE listing SET acked_version = :version, pushed_version = :version, "
-                "pushed_quantity = :available, pushed_at = :now WHERE id = :listing "
+                "pushed_quantity = :available, pushed_at = :now, changed_at = CASE WHEN "
+                "version <= :version THEN NULL ELSE :epoch END WHERE id = :listing "
                 "AND (acked_version IS NULL OR acked_version <= :version)"),
                 [{"version": u.version, "available": u.available, "now": now,
-                  "listing": u.listing} for u in updates])
+                  "epoch": now.timestamp(), "listing": u.listing} for u in updates])
+        lag = metrics.SYNC_LAG.labels(global_id("SalesChannel", channel_id))
+        for u in updates:
+            if u.changed_at is not None:
+                lag.observe(max(now.timestamp() - u.changed_at, 0.0))
         return True
 
     def _failed(self, channel_id: int, fence: int, error: str) -> bool:
@@ -450,6 +464,15 @@ def kept_while(engine: Engine, table: str, row_id: int, fence: int,
     finally:
         stop.set()
         keeper.join()
+
+
+def _result(status: int) -> str:
+    """A receiver's answer, as the push and delivery counters name it."""
+    if 200 <= status < 300:
+        return "ok"
+    if status in (401, 403):
+        return "credentials"
+    return "slow_down" if status == 429 else "failed"
 
 
 def _retry_after(value: str | None) -> float:
@@ -634,7 +657,8 @@ class Sync:
             listed = conn.execute(_LISTED, {"variants": sorted(set(variant_ids))}).first()
         if listed is not None:
             with self._sessions() as s, s.begin():
-                channels = refresh(s, variant_ids=variant_ids, committed=True)
+                channels = refresh(s, variant_ids=variant_ids, committed=True,
+                                   since=self.relay.round_since)
             self.kick(channels)
         if self._stock_changed is not None:
             self._stock_changed(variant_ids)

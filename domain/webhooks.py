@@ -30,7 +30,7 @@ from typing import Any
 
 from sqlalchemy import Engine, bindparam, text
 
-from domain import signing
+from domain import metrics, signing
 from domain.db import READ_ONLY
 from domain.models import WebhookEvent
 from domain.sync import (
@@ -38,6 +38,7 @@ from domain.sync import (
     LEASE,
     Post,
     Unreachable,
+    _result,
     _retry_after,
     global_id,
     kept_while,
@@ -188,6 +189,12 @@ _DUE = text(
 _DUE_ONE = text(str(_DUE) + " AND s.id = :only")
 
 
+def _since(body: str) -> float:
+    """Seconds since the change an event tells of was written (its `timestamp`)."""
+    stamp = datetime.fromisoformat(json.loads(body)["timestamp"])
+    return max(time.time() - stamp.timestamp(), 0.0)
+
+
 def due_subscriptions(engine: Engine, now: float | None = None, only: int | None = None
                       ) -> list[int]:
     """Subscriptions with events pending that no deliverer holds and no backoff holds back
@@ -257,6 +264,7 @@ class Deliverer:
                           "fence": fence})
         delivered: list[dict[str, int]] = []
         outcome: tuple[str, str | float] | None = None
+        label = global_id("WebhookSubscription", subscription_id)
         # the lease is renewed while the receiver takes its time (sync.kept_while)
         with kept_while(self._engine, "webhook_subscription", subscription_id, fence):
             for event in events:
@@ -266,10 +274,13 @@ class Deliverer:
                         "content-type": "application/json",
                         **signing.headers(sub.secret, event.body, message_id)})
                 except Unreachable as exc:
+                    metrics.DELIVERIES.labels(label, "failed").inc()
                     outcome = ("failed", str(exc)[:300])
                     break
+                metrics.DELIVERIES.labels(label, _result(answer.status)).inc()
                 if 200 <= answer.status < 300:
                     delivered.append({"id": event.id, "version": event.version})
+                    metrics.DELIVERY_LAG.labels(label).observe(_since(event.body))
                     continue
                 if answer.status in (401, 403):
                     outcome = ("credentials", CREDENTIALS.format(status=answer.status))

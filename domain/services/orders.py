@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import functools
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import cast
+from typing import ParamSpec, TypeVar, cast
 
 from sqlalchemy import (
     Table,
@@ -29,7 +29,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from domain import ledger, permissions, placement, sync
+from domain import ledger, metrics, permissions, placement, sync
 from domain.allocation import Book, Demand, FulfilledPart
 from domain.countries import normalize_country
 from domain.errors import (
@@ -70,6 +70,9 @@ from domain.uow import UnitOfWork
 ALLOCATION = cast(Table, Allocation.__table__)
 
 MAX_LINE_QUANTITY = 1_000_000
+P = ParamSpec("P")
+R = TypeVar("R")
+
 MAX_LINES = 500  # per request and per order (the cost limit counts Order.lines so)
 EDITABLE = frozenset({OrderStatus.DRAFT, OrderStatus.QUOTE, OrderStatus.OFFER})
 FULFILLABLE = frozenset({OrderStatus.UNFULFILLED, OrderStatus.PARTIALLY_FULFILLED})
@@ -153,6 +156,23 @@ def _check_lines(lines: Sequence[LineRequest], prefix: str = "lines") -> None:
                if (e := _check_quantity(line.quantity, f"{prefix}.{i}.quantity"))])
 
 
+def _counted(place: Callable[P, R]) -> Callable[P, R]:
+    """The orders metric (domain/metrics.py): each call placed (or answered again) an
+    order, or was refused with its first error's code."""
+    @functools.wraps(place)
+    def counted(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            placed = place(*args, **kwargs)
+        except DomainError as exc:
+            metrics.ORDERS.labels("refused", exc.errors[0].code.value).inc()
+            raise
+        metrics.ORDERS.labels("created", "").inc()
+        return placed
+
+    return counted
+
+
+@_counted
 def create(
     uow: UnitOfWork,
     principal: Principal | None,
@@ -222,6 +242,7 @@ def _create(uow: UnitOfWork, request: placement.OrderRequest) -> OrderView:
             placed = placement.place(uow, request, decide,
                                      locking=attempt == OPTIMISTIC_ATTEMPTS)
         except placement.Contended:
+            metrics.ALLOCATION_RETRIES.inc()
             continue
         if isinstance(placed, placement.Replay):
             with uow, uow.unlocked_reads() as r:
@@ -427,6 +448,7 @@ def _cancel(uow: UnitOfWork, order: Order, actor: str) -> OrderView:
 # -- orders sent in by sales channels (API.md "Inbound orders") -----------------------------
 
 
+@_counted
 def receive_from_channel(uow: UnitOfWork, channel_id: int, *, external_id: str,
                          shipping_country: str, lines: Sequence[InboundLine]
                          ) -> tuple[OrderView, bool]:

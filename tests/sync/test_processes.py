@@ -13,6 +13,7 @@ import pytest
 
 from domain.models import Role
 from domain.services import tokens
+from tests.api.test_metrics import value
 from tests.commands import STOCKYARD, free_port, wait_until_healthy
 from tests.conftest import Database
 from tests.factories import gid, shop
@@ -144,14 +145,22 @@ def test_with_redis_the_worker_process_pushes(db: Database, receiver: Receiver,
     port = free_port()
     env = _env(db, redis_up.url)
     server = _serve(env, port)
-    worker = subprocess.Popen([*STOCKYARD, "worker"], env=env, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL)
+    metrics_port = free_port()  # the worker's own /metrics
+    worker = subprocess.Popen([*STOCKYARD, "worker"],
+                              env=env | {"STOCKYARD_METRICS_PORT": str(metrics_port)},
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         with httpx.Client(base_url=f"http://127.0.0.1:{port}") as client:
-            _channel(client, token, s.seller, receiver, _sku(db, s.variant))
+            channel = _channel(client, token, s.seller, receiver, _sku(db, s.variant))
             receiver.wait_for({"L1": 10}, timeout=30)
             place_order(client, token, s.variant)
             receiver.wait_for({"L1": 9})
+        # the pushes were the worker's: its metrics count them, and the lag of the order's
+        page = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics").text
+        assert value(page, "stockyard_channel_pushes_total", channel=channel, result="ok") >= 2
+        assert value(page, "stockyard_channel_sync_lag_seconds_count", channel=channel) >= 1
+        assert value(page, "stockyard_channel_pending_updates", channel=channel,
+                     name="Shop") == 0
     finally:
         _stop(server)
         _stop(worker)

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from prometheus_client import REGISTRY
 from standardwebhooks.webhooks import Webhook
 
 from domain import sync, webhooks
@@ -103,11 +104,23 @@ def test_an_order_that_empties_a_shelf_and_its_cancel_send_signed_crossings(
     hooked: Hooked,
 ) -> None:
     h = hooked
-    h.subscribe()
+    subscription = h.subscribe()
+    labels = {"subscription": GID("WebhookSubscription", subscription)}
+
+    def counted() -> tuple[float, float]:  # process-wide: the other database's run too
+        return (REGISTRY.get_sample_value("stockyard_webhook_deliveries_total",
+                                          labels | {"result": "ok"}) or 0.0,
+                REGISTRY.get_sample_value("stockyard_webhook_delivery_lag_seconds_count",
+                                          labels) or 0.0)
+
+    before = counted()
     order = _order(h, 3)  # w1: 3 -> available 0
     h.settled()
     orders.cancel(h.uow(), ADMIN, order.id)
     h.settled()
+    # the deliveries are counted, each with its lag since the change (domain/metrics.py)
+    sent = len(h.receiver.requests)
+    assert counted() == (before[0] + sent, before[1] + sent)
 
     received = h.receiver.requests
     assert received and all(r.signed for r in received)
