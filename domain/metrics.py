@@ -61,6 +61,9 @@ PUSHES = Counter(
 SYNC_LAG = Histogram(
     "stockyard_channel_sync_lag_seconds", "From a stock change's commit to the channel's "
     "acknowledgement of the figure it caused", ["channel"], buckets=LAG_BUCKETS)
+FEED_LAG = Histogram(
+    "stockyard_feed_lag_seconds", "From the commit of an internal supplier's stock change "
+    "to the merchant's stock following it", ["feed"], buckets=LAG_BUCKETS)
 DELIVERIES = Counter(
     "stockyard_webhook_deliveries", "Webhook events sent, by subscription and result (ok, "
     "failed, credentials, slow_down)", ["subscription", "result"])

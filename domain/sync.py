@@ -651,7 +651,7 @@ class Sync:
         in merchants' stocks is a new movement, which the next round hands on."""
         from domain.services import feeds  # it builds on the ledger, as this module does
 
-        if feeds.follow(self._engine, variant_ids):
+        if feeds.follow(self._engine, variant_ids, since=self.relay.round_since):
             self.relay(StockChanged(()))  # look again at once
         with self._engine.connect().execution_options(**{READ_ONLY: True}) as conn:
             listed = conn.execute(_LISTED, {"variants": sorted(set(variant_ids))}).first()

@@ -15,6 +15,7 @@ supplier's figures, so of two fills of one stock the later one writes the later 
 
 from __future__ import annotations
 
+import time
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -24,7 +25,7 @@ from sqlalchemy import Engine, bindparam, delete, func, insert, select, text
 from sqlalchemy import update as sql_update
 from sqlalchemy.orm import Session, sessionmaker
 
-from domain import ledger, permissions, signing
+from domain import ledger, metrics, permissions, signing
 from domain.db import READ_ONLY
 from domain.errors import (
     DomainError,
@@ -46,6 +47,7 @@ from domain.models import (
 )
 from domain.permissions import Principal
 from domain.services.channels import secret_error
+from domain.sync import global_id
 from domain.uow import UnitOfWork
 
 MAX_ITEMS = 1_000  # per supplierFeedItemsUpsert
@@ -315,16 +317,16 @@ def _lock(s: Session, warehouse_id: int, variant_ids: Sequence[int]
     return {v: (sid, q, a) for v, sid, q, a in s.execute(query)}
 
 
+# one statement per relay round: the items of internal feeds whose supplier variant changed
+# ('f'), and merchant stocks a feed raised to what orders held there, standing above the
+# supplier's figure now that orders hold less ('a': a cancel, an edit, a fulfilment)
 _FOLLOWING = text(
-    "SELECT DISTINCT i.feed_id, i.variant_id FROM supplier_feed_item i "
+    "SELECT 'f', i.feed_id, i.variant_id, NULL, NULL FROM supplier_feed_item i "
     "JOIN supplier_feed f ON f.id = i.feed_id "
     "JOIN product_variant v ON v.seller_id = f.supplier_seller_id AND v.sku = i.supplier_sku "
-    "WHERE v.id IN :variants AND f.paused = :false"
-).bindparams(bindparam("variants", expanding=True))
-# merchant stocks a feed raised to what orders held there, standing above the supplier's
-# figure now that orders hold less (a cancel, an edit, a fulfilment)
-_ABOVE = text(
-    "SELECT DISTINCT i.feed_id, i.variant_id, i.supplier_sku, i.supplier_quantity "
+    "WHERE v.id IN :variants AND f.paused = :false "
+    "UNION ALL "
+    "SELECT 'a', i.feed_id, i.variant_id, i.supplier_sku, i.supplier_quantity "
     "FROM supplier_feed_item i JOIN supplier_feed f ON f.id = i.feed_id "
     "JOIN stock st ON st.variant_id = i.variant_id AND st.warehouse_id = f.warehouse_id "
     "WHERE i.variant_id IN :variants AND f.paused = :false "
@@ -333,28 +335,31 @@ _ABOVE = text(
 ).bindparams(bindparam("variants", expanding=True))
 
 
-def follow(engine: Engine, variant_ids: Sequence[int]) -> list[int]:
+def follow(engine: Engine, variant_ids: Sequence[int], since: float | None = None
+           ) -> list[int]:
     """The relay's hand-off (one transaction); the merchant variants whose stock changed.
 
     Items of internal feeds whose supplier variant changed are filled again. Items whose own
     (merchant) variant changed and whose stock stands above both the supplier's last
     figure and what orders hold are brought down to that: the units a feed kept for orders
-    beyond the supplier's figure (the shortfall) are not for sale once the orders let go."""
+    beyond the supplier's figure (the shortfall) are not for sale once the orders let go.
+    `since`: when the change was committed (the relay's round), for the feed lag metric."""
     if not variant_ids:
         return []
-    wanted = {"variants": sorted(set(variant_ids)), "false": False}
     with engine.connect().execution_options(**{READ_ONLY: True}) as conn:
-        pairs = conn.execute(_FOLLOWING, wanted).all()
-        above = conn.execute(_ABOVE, wanted).all()
-    if not pairs and not above:
+        found = conn.execute(_FOLLOWING, {"variants": sorted(set(variant_ids)),
+                                          "false": False}).all()
+    if not found:
         return []
     by_feed: dict[int, list[int]] = defaultdict(list)
-    for feed_id, variant_id in pairs:
-        by_feed[feed_id].append(variant_id)
     lowered: dict[int, dict[int, tuple[str, int]]] = defaultdict(dict)
-    for feed_id, variant_id, sku, figure in above:
-        lowered[feed_id][variant_id] = (sku, figure)
+    for kind, feed_id, variant_id, sku, figure in found:
+        if kind == "f":
+            by_feed[feed_id].append(variant_id)
+        else:
+            lowered[feed_id][variant_id] = (sku, figure)
     changed: list[int] = []
+    filled: list[int] = []
     with sessionmaker(engine)() as s, s.begin():
         for feed_id in sorted(by_feed.keys() | lowered.keys()):
             feed = s.get(SupplierFeed, feed_id)
@@ -362,10 +367,15 @@ def follow(engine: Engine, variant_ids: Sequence[int]) -> list[int]:
                 continue
             if feed_id in by_feed:
                 changed += fill(s, feed, by_feed[feed_id])
+                filled.append(feed_id)
             rest = {v: f for v, f in lowered[feed_id].items() if v not in by_feed[feed_id]}
             if rest:
                 changed += fill(s, feed, sorted(rest), {sku: n for sku, n in rest.values()},
                                 lower_only=True)
+        if since is not None:  # (before the commit: a reader of the stock sees it counted)
+            lag = max(time.time() - since, 0.0)
+            for feed_id in filled:
+                metrics.FEED_LAG.labels(global_id("SupplierFeed", feed_id)).observe(lag)
     return sorted(set(changed))
 
 

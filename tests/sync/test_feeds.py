@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
+from prometheus_client import REGISTRY
 
 from domain import sync
 from domain.errors import DomainError, ErrorCode, PermissionDenied
@@ -79,9 +80,13 @@ def test_a_new_item_is_filled_at_once_and_follows_every_supplier_change(fed: Fed
                          "WHERE variant_id = :v ORDER BY id", v=f.item_variant)
     assert [tuple(m) for m in movement] == [("FEED_IMPORT", "Acme dropship", 10)]
 
+    lag = {"feed": sync.global_id("SupplierFeed", f.feed)}
+    followed = REGISTRY.get_sample_value("stockyard_feed_lag_seconds_count", lag) or 0.0
     order = orders.create(f.uow(), ADMIN, type=OrderType.REGULAR, shipping_country="DE",
                           lines=[orders.LineRequest(f.supplier.variant, 4)])
     assert f.wait_for(6) < 1.0  # within a second
+    # and timed from the supplier's commit (domain/metrics.py)
+    assert REGISTRY.get_sample_value("stockyard_feed_lag_seconds_count", lag) == followed + 1
     orders.cancel(f.uow(), ADMIN, order.id)
     f.wait_for(10)
     stock.adjust(f.uow(), ADMIN, variant_id=f.supplier.variant, warehouse_id=f.supplier.w2,
