@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 import argparse
+import ast
 import contextlib
 import csv
+import errno
 import gc
 import os
+import signal
+import socket
 import sys
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO
+from types import FrameType
+from typing import TYPE_CHECKING, BinaryIO, NoReturn
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from alembic import command
 from alembic.config import Config
@@ -41,6 +47,46 @@ def migrate(settings: Settings) -> None:
     config.set_main_option("script_location", os.path.join(HERE, "migrations"))
     config.attributes["database_url"] = settings.database_url
     command.upgrade(config, "head")
+
+
+def _migrate(_args: argparse.Namespace, settings: Settings) -> int:
+    before = _revision(settings)
+    migrate(settings)
+    after = _revision(settings)
+    if before == after:
+        done = f"already at {after} (head)"
+    elif before is None:
+        done = f"migrated an empty database to {after} (head)"
+    else:
+        done = f"upgraded {before} -> {after} (head)"
+    print(f"Database {shown_url(settings.database_url)}: {done}")
+    return 0
+
+
+def _revision(settings: Settings) -> str | None:
+    """The database's alembic revision (None: not migrated yet)."""
+    from alembic.runtime.migration import MigrationContext
+
+    engine = make_engine(settings)
+    try:
+        with engine.connect() as conn:
+            heads = MigrationContext.configure(conn).get_current_heads()
+    finally:
+        engine.dispose()
+    return ", ".join(heads) or None
+
+
+def shown_url(url: str) -> str:
+    """`url` fit for a terminal or a log: its password, if any, replaced by ***."""
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    if parts.password is None and all(key != "password" for key, _ in query):
+        return url  # as it is: urlunsplit would turn sqlite:///x into sqlite:/x
+    if parts.password is not None:
+        userinfo, _, hostport = parts.netloc.rpartition("@")
+        parts = parts._replace(netloc=f"{userinfo.partition(':')[0]}:***@{hostport}")
+    return urlunsplit(parts._replace(query=urlencode(
+        [(key, "***" if key == "password" else value) for key, value in query], safe="*")))
 
 
 def make_relay(settings: Settings, engine: Engine) -> Sync:
@@ -134,6 +180,13 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     from api.balancer import BOARD_ENV
     from api.revocation import RUN_DIR_ENV
 
+    problem = _cannot_listen(args.host, args.port)
+    if problem is not None:
+        print(f"error: {problem}", file=sys.stderr)
+        return 1
+    # uvicorn stops gracefully on SIGTERM, then raises it again: end with status 0 (and
+    # the temporary directories below removed) instead of dying of it, then or earlier
+    signal.signal(signal.SIGTERM, _exit_quietly)
     migrate(settings)
     print(f"Stockyard GraphQL on http://{args.host}:{args.port}/graphql", flush=True)
     with contextlib.ExitStack() as stack:
@@ -150,8 +203,32 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
             loop = "api.balancer:new_event_loop"
         uvicorn.run("cli:app_factory", factory=True, host=args.host, port=args.port,
                     workers=args.workers, loop=loop, http="httptools",
+                    # requests in flight get this long to finish after SIGTERM
+                    timeout_graceful_shutdown=settings.shutdown_seconds,
                     access_log=False, log_level="warning")  # api/observe.py logs requests
     return 0
+
+
+def _cannot_listen(host: str, port: int) -> str | None:
+    """Why the server could not listen on host:port (None: it can), found by binding
+    every address the host names as uvicorn would, then letting go."""
+    try:
+        addresses = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                       flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        return f"cannot listen on {host}: {exc.strerror}"
+    for family, _type, _proto, _name, address in addresses:
+        try:
+            socket.create_server(address, family=family).close()
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                return f"port {port} on {host} is already in use"
+            return f"cannot listen on {host} port {port}: {exc.strerror}"
+    return None
+
+
+def _exit_quietly(_signum: int, _frame: FrameType | None) -> NoReturn:
+    raise SystemExit(0)
 
 
 def _serve_metrics(stack: contextlib.ExitStack, settings: Settings, host: str,
@@ -192,8 +269,33 @@ def _worker(args: argparse.Namespace, settings: Settings) -> int:
         os.environ[WORKER_METRICS_ENV] = f"{args.metrics_host}:{port}"
         print(f"Metrics on http://{args.metrics_host}:{port}/metrics", flush=True)
 
-    sys.argv = ["dramatiq", "workers.entrypoint", "--processes", "1", "--threads", "8"]
+    processes, threads = 1, 8
+    print(f"Stockyard worker: broker {shown_url(settings.broker_url)}, queues "
+          f"{', '.join(_actor_queues())}, {processes} process(es) x {threads} threads",
+          flush=True)
+    sys.argv = ["dramatiq", "workers.entrypoint", "--processes", str(processes),
+                "--threads", str(threads)]
     return int(dramatiq_main() or 0)
+
+
+def _actor_queues() -> list[str]:
+    """The queues of workers/actors.py, which dramatiq's workers consume: read from its
+    source, as importing it here would bind the actors to a broker in this process, whose
+    forks (dramatiq's workers) would then keep it instead of making theirs."""
+    source = Path(HERE, "workers", "actors.py").read_text(encoding="utf-8")
+    queues = [keyword.value.value for node in ast.walk(ast.parse(source))
+              if isinstance(node, ast.Call)
+              for keyword in node.keywords
+              if keyword.arg == "queue_name" and isinstance(keyword.value, ast.Constant)
+              and isinstance(keyword.value.value, str)]
+    return list(dict.fromkeys(queues))
+
+
+def _schema(_args: argparse.Namespace, settings: Settings) -> int:
+    from api.schema import schema_for
+
+    print(schema_for(fast_paths=settings.fast_paths).as_str())
+    return 0
 
 
 @_refusing_domain_errors
@@ -399,8 +501,10 @@ def parser() -> argparse.ArgumentParser:
                         help="where the worker serves /metrics (port: STOCKYARD_METRICS_PORT, "
                              "default 9464)")
     worker.set_defaults(run=_worker)
-    sub.add_parser("migrate", help="alembic upgrade head") \
-        .set_defaults(run=lambda _a, s: migrate(s) or 0)
+    sub.add_parser("migrate", help="alembic upgrade head, then say what it did") \
+        .set_defaults(run=_migrate)
+    sub.add_parser("schema", help="print the GraphQL schema served (SDL)") \
+        .set_defaults(run=_schema)
     token = sub.add_parser("token", help="manage API tokens")
     token_sub = token.add_subparsers(dest="token_command", required=True)
     create = token_sub.add_parser("create", help="create a token and print it (last line)")

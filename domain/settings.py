@@ -87,6 +87,8 @@ class Settings:
     # where they are served: None: GET /metrics of the API's own port (serve); a port: a
     # listener of their own (serve: instead of /metrics; worker: default WORKER_METRICS_PORT)
     metrics_port: int | None = None
+    # after SIGTERM, how long `serve` lets requests in flight finish before cancelling them
+    shutdown_seconds: int = 30
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -103,6 +105,7 @@ class Settings:
             access_log=_on_off(env, "STOCKYARD_ACCESS_LOG", default=True),
             metrics=_on_off(env, "STOCKYARD_METRICS", default=True),
             metrics_port=_port(env.get("STOCKYARD_METRICS_PORT") or ""),
+            shutdown_seconds=int(env.get("STOCKYARD_SHUTDOWN_SECONDS") or 30),
         )
 
     @property
