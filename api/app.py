@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import Any
 
 import anyio.to_thread
+from brotli_asgi import BrotliMiddleware
 from cross_web import HTTPException
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import Engine, text
@@ -24,6 +25,9 @@ from starlette.routing import Mount, Route
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
+from strawberry.http.base import BaseRequestProtocol
+from strawberry.http.types import QueryParams
+from strawberry.schema.exceptions import InvalidOperationTypeError
 
 from api import graphiql
 from api.auth import (
@@ -34,11 +38,13 @@ from api.auth import (
     Unauthenticated,
     bearer_token,
 )
+from api.caching import Answer, request_failure
 from api.context import Context, Services
 from api.fast_lane import FastLane
 from api.inbound import feed_route, inbound_route
 from api.limits import Gate, RequestLimits
 from api.observe import RequestLog, current, flush_logs, note_result
+from api.persisted import PersistedQueries, PersistedQueryError, PersistedQueryNotFound
 from api.ratelimit import Limiter, Unlimited, make_limiter, retry_after
 from api.revocation import Listener
 from api.schema import schema_for
@@ -53,6 +59,8 @@ from domain.sync import Sync
 from domain.uow import Publish
 
 log = logging.getLogger("stockyard")
+
+_ANSWER = "stockyard.answer"  # the request scope's key of its `Answer` (api/caching.py)
 
 # what browsers' clients send: the bearer token, JSON, a correlation id, and Apollo's
 # CSRF-prevention headers (`apollo-require-preflight`, `x-apollo-operation-name`)
@@ -72,26 +80,53 @@ class RateLimited(HTTPException):
 
 
 class StockyardGraphQL(GraphQL[Context, None]):
+    """Strawberry's view, answering as GraphQL over HTTP asks (api/caching.py: the media
+    type the client prefers, GET reads cached) and running Apollo's automatic persisted
+    queries (api/persisted.py)."""
+
     def __init__(self, services: Services, tokens: TokenCache | None = None, *,
                  fast_paths: bool = True, limiter: Limiter | None = None) -> None:
         super().__init__(schema_for(fast_paths=fast_paths), graphql_ide="graphiql")
         self.services = services
         self.tokens = tokens or TokenCache()
         self.limiter: Limiter = Unlimited() if limiter is None else limiter
+        self.persisted = PersistedQueries()
         self._writes: set[asyncio.Task[None]] = set()
         # the common request skips strawberry's wrapper
         self.lane = FastLane(self) if fast_paths else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Transport errors answer as GraphQL-shaped JSON, never as a 500."""
+        """Transport errors answer as GraphQL-shaped JSON, never as a 500.
+
+        With `Accept: application/graphql-response+json` every answer has that media type,
+        and one whose operation never started (it does not parse, validate or fit the
+        limits; its variables do not coerce) has no `data` and HTTP 400 (500 for an
+        unexpected failure), a mutation over GET 405. With application/json, or without
+        Accept, such answers keep HTTP 200 and `"data": null`, as before."""
         if scope["type"] != "http":
             await super().__call__(scope, receive, send)
             return
         entry = current()
+        request = Request(scope=scope, receive=receive)
+        answer = Answer.of(scope)  # None for a JSON POST: the fast lane's common case
+        if answer is not None:
+            scope[_ANSWER] = answer
+        refused = True
         try:
-            request = Request(scope=scope, receive=receive)
             response: Response = (self.lane and await self.lane.respond(request)) \
                 or await self.run(request)
+            refused = False
+        except PersistedQueryError as exc:
+            if entry is not None:
+                entry.outcome, entry.code = "error", exc.code
+            # Apollo's clients read PersistedQueryNotFound from a 200 (and from a 404, as
+            # its router answers an unknown persisted query; a 400 would turn APQ off)
+            status = 400
+            if isinstance(exc, PersistedQueryNotFound):
+                status = 404 if answer is not None and answer.graphql_response else 200
+            response = JSONResponse(
+                {"errors": [{"message": exc.message, "extensions": {"code": exc.code}}]},
+                status_code=status)
         except Unauthenticated as exc:
             if entry is not None:
                 entry.outcome = "unauthenticated"
@@ -108,19 +143,60 @@ class StockyardGraphQL(GraphQL[Context, None]):
         except HTTPException as exc:
             response = JSONResponse({"errors": [{"message": exc.reason}]},
                                     status_code=exc.status_code)
+            if answer is not None and answer.get and answer.graphql_response \
+                    and isinstance(exc.__cause__, InvalidOperationTypeError):
+                response.status_code = 405  # GraphQL over HTTP: a mutation needs a POST
+                response.headers["allow"] = "POST"
+        if answer is not None and (refused or answer.results):  # not GraphiQL's page
+            response = answer.finish(request, response)
         await response(scope, receive, send)
+
+    def should_render_graphql_ide(self, request: BaseRequestProtocol) -> bool:
+        """A GET naming a persisted query by its hash alone runs it, whatever it accepts."""
+        return super().should_render_graphql_ide(request) \
+            and request.query_params.get("extensions") is None
 
     async def render_graphql_ide(self, request: Request) -> Response:
         return graphiql.page(request)  # its assets served by Stockyard, not a CDN
 
     async def process_result(self, request: Request, result: Any) -> Any:
-        """Strawberry's, noting the outcome for the access line (api/observe.py)."""
+        """Strawberry's, noting the outcome for the access line (api/observe.py), and for
+        a GET or a client preferring application/graphql-response+json, what `__call__`
+        answers with (`Answer`); with that media type a request error has no `data`."""
         entry = current()
         if entry is not None:
             note_result(entry, result.data, result.errors)
-        return await super().process_result(request, result)
+        processed = await super().process_result(request, result)
+        answer: Answer | None = request.scope.get(_ANSWER)
+        if answer is not None:
+            answer.results += 1
+            answer.errors = answer.errors or bool(result.errors)
+            if answer.graphql_response:
+                failure = request_failure(result.data, result.errors)
+                if failure is not None:
+                    del processed["data"]
+                    answer.failure = answer.failure or failure
+        return processed
 
     def parse_json(self, data: str | bytes) -> Any:
+        """The request body's JSON, a persisted query's text put in place (api/persisted.py).
+        Both paths read the body through here: the fast lane runs persisted queries too."""
+        parsed = self._parse_body(data)
+        if type(parsed) is dict:
+            return self.persisted.resolve(parsed) if "extensions" in parsed else parsed
+        return [self.persisted.resolve(item) if "extensions" in item else item
+                for item in parsed]
+
+    def parse_query_params(self, params: QueryParams) -> dict[str, Any]:
+        """A GET's parameters (`variables` and `extensions` as JSON), a persisted query's
+        text put in place."""
+        parsed: dict[str, Any] = dict(params)
+        for name in ("variables", "extensions"):
+            if parsed.get(name):
+                parsed[name] = self._parse_body(parsed[name])
+        return self.persisted.resolve(parsed)
+
+    def _parse_body(self, data: str | bytes) -> Any:
         try:
             parsed = json.loads(data)
         except ValueError as exc:  # also bodies that are not UTF-8
@@ -274,11 +350,14 @@ def build_app(engine: Engine, publish: Publish, *, threads: int = 12,
                 Mount(graphiql.PREFIX, graphiql.Assets(), name="graphiql")],
         lifespan=lifespan,
         # the request id outermost, so every answer carries it and the line times it all;
-        # then CORS: a browser can read a refusal only with its Access-Control headers
+        # then CORS: a browser can read a refusal only with its Access-Control headers;
+        # innermost br, else gzip, for a body of 500 bytes or more whose client asks for it
+        # (a client that does not is passed straight through)
         middleware=[Middleware(RequestLog, enabled=access_log, counted=metrics),
                     *_cors(cors_origins),
                     Middleware(RequestLimits, body_bytes=limits.body_bytes,
-                               header_bytes=limits.header_bytes)],
+                               header_bytes=limits.header_bytes),
+                    Middleware(BrotliMiddleware, quality=4, minimum_size=500)],
     )
     app.state.threads = services.threads
     app.state.graphql = graphql

@@ -161,5 +161,5 @@ class BatchQueries:
             models.PickBatchStatus(status) if status is not None else None,
             permissions.seller_scope(principal))
         edges = [Edge(node=PickBatch.from_view(r), cursor=_cursor(r.id)) for r in rows[:size]]
-        return Connection(edges=edges, page_info=PageInfo(
-            has_next_page=len(rows) > size, end_cursor=edges[-1].cursor if edges else None))
+        return Connection(edges=edges, page_info=PageInfo.of(
+            edges, after, has_next_page=len(rows) > size))

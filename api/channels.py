@@ -111,8 +111,8 @@ class SalesChannel(Node):
         rows = await info.context.read(channel_reads.listings_page, self.pk, size,
                                        _after(after), unmatched, pending)
         edges = [Edge(node=Listing.from_view(r), cursor=_cursor(r.id)) for r in rows[:size]]
-        return Connection(edges=edges, page_info=PageInfo(
-            has_next_page=len(rows) > size, end_cursor=edges[-1].cursor if edges else None))
+        return Connection(edges=edges, page_info=PageInfo.of(
+            edges, after, has_next_page=len(rows) > size))
 
 
 # ---------------------------------------------------------------------------- inputs
@@ -294,5 +294,5 @@ class ChannelQueries:
                                        wanted, status.value if status else None)
         edges = [Edge(node=SalesChannel.from_model(r), cursor=_cursor(r.id))
                  for r in rows[:size]]
-        return Connection(edges=edges, page_info=PageInfo(
-            has_next_page=len(rows) > size, end_cursor=edges[-1].cursor if edges else None))
+        return Connection(edges=edges, page_info=PageInfo.of(
+            edges, after, has_next_page=len(rows) > size))

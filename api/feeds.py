@@ -69,8 +69,8 @@ class SupplierFeed(Node):
                                             supplier_quantity=r.supplier_quantity,
                                             shortfall=r.shortfall, variant_pk=r.variant_id),
                       cursor=_cursor(r.id)) for r in rows[:size]]
-        return Connection(edges=edges, page_info=PageInfo(
-            has_next_page=len(rows) > size, end_cursor=edges[-1].cursor if edges else None))
+        return Connection(edges=edges, page_info=PageInfo.of(
+            edges, after, has_next_page=len(rows) > size))
 
 
 @strawberry.input

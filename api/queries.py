@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Annotated, Any, Generic, TypeVar
 
@@ -45,8 +45,28 @@ R = TypeVar("R")
 
 @strawberry.type
 class PageInfo:
+    """Relay's page info for forward pagination (`first`/`after`)."""
+
     has_next_page: bool
+    has_previous_page: bool = strawberry.field(description=(
+        "Whether `after` was given: the row it names came before this page (not checked "
+        "against the list, as the Relay spec allows for `first`/`after`)."))
+    start_cursor: str | None
     end_cursor: str | None
+
+    @classmethod
+    def of(cls, edges: Sequence[Edge[Any]], after: str | None, *,
+           has_next_page: bool) -> PageInfo:
+        """The page info of `edges`, read after the cursor `after`.
+
+        `hasPreviousPage` is `after is not None` and costs no query: the cursor names a row
+        the client was shown before this page. For `first`/`after` the Relay spec asks for no
+        exact answer (true "if it can do so efficiently"), so a cursor of a row deleted since,
+        or of a row another filter listed, answers true as well.
+        """
+        return cls(has_next_page=has_next_page, has_previous_page=after is not None,
+                   start_cursor=edges[0].cursor if edges else None,
+                   end_cursor=edges[-1].cursor if edges else None)
 
 
 @strawberry.type
@@ -114,11 +134,8 @@ async def _page(
     query = reads.PageQuery(first=_first(first), before_id=_after(after), **filters)
     rows = await info.context.read(reads.page, model, query)
     edges = [Edge(node=build(r), cursor=_cursor(r.id)) for r in rows[:query.first]]
-    return Connection(
-        edges=edges,
-        page_info=PageInfo(has_next_page=len(rows) > query.first,
-                           end_cursor=edges[-1].cursor if edges else None),
-    )
+    return Connection(edges=edges,
+                      page_info=PageInfo.of(edges, after, has_next_page=len(rows) > query.first))
 
 
 def _check_texts(values: list[str], arg: str) -> None:

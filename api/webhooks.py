@@ -160,5 +160,5 @@ class WebhookQueries:
                                        permissions.seller_scope(principal))
         edges = [Edge(node=WebhookSubscription.from_model(r), cursor=_cursor(r.id))
                  for r in rows[:size]]
-        return Connection(edges=edges, page_info=PageInfo(
-            has_next_page=len(rows) > size, end_cursor=edges[-1].cursor if edges else None))
+        return Connection(edges=edges, page_info=PageInfo.of(
+            edges, after, has_next_page=len(rows) > size))

@@ -7,6 +7,7 @@ STOCKYARD_FAST_PATHS=off (strawberry's public path only, graphql-core's own coer
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import logging
@@ -360,15 +361,81 @@ async def subscription(api: Api) -> httpx.Response:
     return await post(api, {"query": "subscription { sellers { edges { node { id } } } }"})
 
 
+# ------------------------------------------------------------------ HTTP conventions
+
+GRAPHQL_RESPONSE = {"accept": "application/graphql-response+json, application/json;q=0.9"}
+
+
+def persisted(query: str) -> dict[str, Any]:
+    return {"persistedQuery": {"version": 1,
+                               "sha256Hash": hashlib.sha256(query.encode()).hexdigest()}}
+
+
+async def graphql_response_order(api: Api) -> httpx.Response:
+    s = shop(api.db, stock1=3, stock2=5)
+    return await post(api, {"query": ORDER_CREATE, "variables": {"input": {
+        "type": "REGULAR", "shippingCountry": "DE",
+        "lines": [{"variantId": gid("ProductVariant", s.variant), "quantity": 4}]}}},
+        headers=GRAPHQL_RESPONSE)
+
+
+async def graphql_response_variables_refused(api: Api) -> httpx.Response:
+    # a request error (HTTP 400, no "data"), found by the lane's executor
+    return await post(api, {"query": ORDER_CREATE,
+                            "variables": {"input": order_input(api, quantity="three")}},
+                      headers=GRAPHQL_RESPONSE)
+
+
+async def graphql_response_cost_refused(api: Api) -> httpx.Response:
+    return await post(api, {"query": "query($n: Int) { productVariants(first: $n) { edges { "
+                                     "node { product { variants { product { variants { "
+                                     "product { variants { id } } } } } } } } } }",
+                            "variables": {"n": 100}}, headers=GRAPHQL_RESPONSE)
+
+
+async def graphql_response_executor_exception(api: Api) -> httpx.Response:
+    def broken(*_args: Any, **_kwargs: Any) -> Any:
+        raise RuntimeError("executor on fire")
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(FastCoercionExecutor, "build", classmethod(broken))
+        patch.setattr(StrawberryGraphQLCoreExecutionContext, "build", classmethod(broken))
+        return await post(api, {"query": SELLER_CREATE,
+                                "variables": {"input": {"name": "Ada"}}},
+                          headers=GRAPHQL_RESPONSE)
+
+
+async def graphql_response_validation(api: Api) -> httpx.Response:
+    return await post(api, {"query": "{ sellers { edges { node { id nickname } } } }"},
+                      headers=GRAPHQL_RESPONSE)
+
+
+async def persisted_query_registered(api: Api) -> httpx.Response:
+    return await post(api, {"query": SELLER_CREATE, "variables": {"input": {"name": "Ada"}},
+                            "extensions": persisted(SELLER_CREATE)})
+
+
+async def persisted_query_unknown(api: Api) -> httpx.Response:
+    return await post(api, {"query": None, "extensions": persisted("{ unknown }")})
+
+
+async def persisted_query_mismatch(api: Api) -> httpx.Response:
+    return await post(api, {"query": "{ __typename }", "extensions": persisted("{ other }")},
+                      headers=GRAPHQL_RESPONSE)
+
+
 HANDLED = [seller_created, order_created, insufficient_stock, variant_not_found,
            int_out_of_range, required_field_missing, wrong_type, variables_missing, no_token,
            storefront_refused, page_too_large, operation_by_name, introspection,
            nested, extensions_null, charset, event_stream_accepted, unexpected_exception,
-           executor_exception]
+           executor_exception, graphql_response_order, graphql_response_variables_refused,
+           graphql_response_cost_refused, graphql_response_executor_exception,
+           persisted_query_registered]
 DECLINED = [unknown_field, syntax_error, operation_name_missing, operation_name_unknown,
             batch, get, graphiql, put, text_plain, uppercase_json, json_suffix, no_content_type,
             extensions_present, not_json, not_an_object, query_missing, variables_a_list,
-            operation_name_a_number, extra_key, subscription]
+            operation_name_a_number, extra_key, subscription, graphql_response_validation,
+            persisted_query_unknown, persisted_query_mismatch]
 
 
 @pytest.mark.parametrize("send", HANDLED, ids=lambda send: send.__name__)
