@@ -298,9 +298,10 @@ def fill(s: Session, feed: SupplierFeed, variant_ids: Sequence[int] | None,
         if new != quantity and not (lower_only and new > quantity):
             rows.append((sid, quantity, new))
             changed.append(item.variant_id)
-        s.execute(sql_update(SupplierFeedItem).where(SupplierFeedItem.id == item.id)
-                  .values(supplier_quantity=figure)
-                  .execution_options(synchronize_session=False))
+        if not lower_only:  # (bringing down uses the figure the item keeps already)
+            s.execute(sql_update(SupplierFeedItem).where(SupplierFeedItem.id == item.id)
+                      .values(supplier_quantity=figure)
+                      .execution_options(synchronize_session=False))
     ledger.set_quantities(s, rows, type=MovementType.FEED_IMPORT, actor=ACTOR,
                           reason=feed.name)
     if not lower_only:

@@ -39,7 +39,7 @@ from tests import factories
 from tests.conftest import Api, Database, serve
 from tests.factories import gid, shop
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("answered")]
 
 Send = Callable[[Api], Awaitable[httpx.Response]]
 ERRORS = "errors { code field message variantId warehouseId requested available }"
@@ -58,22 +58,6 @@ VARIANT = """query Variant($id: ID!) {
 TWO_OPERATIONS = f"""query Variant($id: ID!) {{ node(id: $id) {{ id }} }}
 mutation Seller($input: SellerCreateInput!) {{
   sellerCreate(input: $input) {{ seller {{ name }} {ERRORS} }} }}"""
-
-
-@pytest.fixture(autouse=True)
-def answered(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
-    """Per call of `FastLane.respond` (StockyardGraphQL asks it first), whether the lane
-    answered."""
-    calls: list[bool] = []
-    respond = FastLane.respond
-
-    async def spy(self: FastLane, request: Request) -> Response | None:
-        response = await respond(self, request)
-        calls.append(response is not None)
-        return response
-
-    monkeypatch.setattr(FastLane, "respond", spy)
-    return calls
 
 
 async def declined(_self: FastLane, _request: Request) -> None:

@@ -16,19 +16,16 @@ import pytest
 from gql import Client, GraphQLRequest
 from gql.transport.exceptions import TransportQueryError
 from gql.transport.httpx import HTTPXTransport
-from starlette.requests import Request
-from starlette.responses import Response
 
 from api import caching
 from api.caching import prefers_graphql_response
 from api.coercion import FastCoercionExecutor
-from api.fast_lane import FastLane
 from api.persisted import PersistedQueries, PersistedQueryNotFound
 from domain.models import Role
 from tests.commands import cli_env, create_token, serving
 from tests.conftest import Api
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("answered")]
 
 GRAPHQL_RESPONSE = "application/graphql-response+json"
 PREFERRED = f"{GRAPHQL_RESPONSE}, application/json;q=0.9"  # what the spec asks clients to send
@@ -40,21 +37,6 @@ COSTLY = """query($n: Int) { productVariants(first: $n) { edges { node {
   product { variants { product { variants { product { variants { id } } } } } } } } } }"""
 NOT_FOUND_BODY = {"errors": [{"message": "PersistedQueryNotFound",
                               "extensions": {"code": "PERSISTED_QUERY_NOT_FOUND"}}]}
-
-
-@pytest.fixture(autouse=True)
-def answered(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
-    """Per call of `FastLane.respond`, whether the lane answered."""
-    calls: list[bool] = []
-    respond = FastLane.respond
-
-    async def spy(self: FastLane, request: Request) -> Response | None:
-        response = await respond(self, request)
-        calls.append(response is not None)
-        return response
-
-    monkeypatch.setattr(FastLane, "respond", spy)
-    return calls
 
 
 def sha(query: str) -> str:
