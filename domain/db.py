@@ -16,7 +16,16 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Dialect, Engine, create_engine, event
+from sqlalchemy import (
+    Connection,
+    CursorResult,
+    Dialect,
+    Engine,
+    bindparam,
+    create_engine,
+    event,
+    text,
+)
 from sqlalchemy.dialects.postgresql.psycopg import dialect as psycopg_dialect
 from sqlalchemy.dialects.sqlite import dialect as sqlite_dialect
 from sqlalchemy.exc import DBAPIError
@@ -60,6 +69,26 @@ def epoch(value: Any) -> float:
     if value.tzinfo is None:
         value = value.replace(tzinfo=UTC)
     return float(value.timestamp())
+
+
+class IdsIn:
+    """A statement over a list of ids, written with `IN :name`: on PostgreSQL it becomes
+    `= ANY(CAST(:name AS INTEGER[]))` with the ids as one array parameter, so its text is
+    the same whatever the count (psycopg converts and prepares it once, PostgreSQL plans it
+    once); on SQLite an expanding IN. The relay's statements run every round with a new
+    list: expanding them cost the relay a third of its time on PostgreSQL."""
+
+    def __init__(self, sql: str, name: str) -> None:
+        self._name = name
+        self._postgresql = text(sql.replace(f"IN :{name}", f"= ANY(CAST(:{name} AS INTEGER[]))"))
+        self._sqlite = text(sql).bindparams(bindparam(name, expanding=True))
+
+    def execute(self, conn: Connection, ids: Iterable[int], **params: Any
+                ) -> CursorResult[Any]:
+        values = sorted(set(ids))
+        if conn.dialect.name == "postgresql":
+            return conn.execute(self._postgresql, {self._name: pg_array(values), **params})
+        return conn.execute(self._sqlite, {self._name: values, **params})
 
 
 def pg_array(values: Iterable[int | str]) -> str:

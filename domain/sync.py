@@ -34,11 +34,11 @@ from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
 
-from sqlalchemy import Engine, bindparam, exists, select, text, update
+from sqlalchemy import Engine, exists, select, text, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from domain import metrics, signing
-from domain.db import READ_ONLY
+from domain.db import READ_ONLY, IdsIn
 from domain.events import Event, ListingsChanged, StockChanged, SubscriptionsChanged
 from domain.models import (
     Lease,
@@ -601,8 +601,7 @@ class Reconciler:
 
 # -- in the background ---------------------------------------------------------------------
 
-_LISTED = select(Listing.id).where(
-    Listing.variant_id.in_(bindparam("variants", expanding=True))).limit(1)
+_LISTED = IdsIn("SELECT id FROM listing WHERE variant_id IN :variants LIMIT 1", "variants")
 
 
 
@@ -654,7 +653,7 @@ class Sync:
         if feeds.follow(self._engine, variant_ids, since=self.relay.round_since):
             self.relay(StockChanged(()))  # look again at once
         with self._engine.connect().execution_options(**{READ_ONLY: True}) as conn:
-            listed = conn.execute(_LISTED, {"variants": sorted(set(variant_ids))}).first()
+            listed = _LISTED.execute(conn, variant_ids).first()
         if listed is not None:
             with self._sessions() as s, s.begin():
                 channels = refresh(s, variant_ids=variant_ids, committed=True,

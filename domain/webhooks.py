@@ -28,10 +28,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Engine, bindparam, text
+from sqlalchemy import Engine, text
 
 from domain import metrics, signing
-from domain.db import READ_ONLY
+from domain.db import READ_ONLY, IdsIn
 from domain.models import WebhookEvent
 from domain.sync import (
     CREDENTIALS,
@@ -73,14 +73,14 @@ def decode_events(stored: str) -> list[WebhookEvent]:
 
 _ACTIVE = text("SELECT id, seller_id, events, after_movement FROM webhook_subscription "
                "WHERE paused = :false AND failing = :false")
-_MOVEMENTS = text(
+_MOVEMENTS = IdsIn(
     "SELECT m.id, m.stock_id, m.variant_id, m.warehouse_id, m.quantity_change, "
     "m.allocated_change, m.quantity_after, m.allocated_after, m.created_at, "
     "s.low_stock_threshold, v.sku, w.seller_id "
     "FROM stock_movement m JOIN stock s ON s.id = m.stock_id "
     "JOIN product_variant v ON v.id = m.variant_id "
     "JOIN warehouse w ON w.id = m.warehouse_id "
-    "WHERE m.id IN :ids ORDER BY m.id").bindparams(bindparam("ids", expanding=True))
+    "WHERE m.id IN :ids ORDER BY m.id", "ids")
 _CROSSING = text(
     "INSERT INTO webhook_delivery (subscription_id, stock_id, event, version, body) "
     "VALUES (:subscription, :stock, :event, :version, :body) "
@@ -131,7 +131,7 @@ def record(engine: Engine, movement_ids: Sequence[int]) -> set[int]:
             return set()
         first = min(s.after_movement for s in subscriptions)
         ids = [i for i in movement_ids if i > first]
-        movements = conn.execute(_MOVEMENTS, {"ids": ids}).all() if ids else []
+        movements = _MOVEMENTS.execute(conn, ids).all() if ids else []
     updates: dict[tuple[int, int], dict[str, Any]] = {}  # latest per (subscription, stock)
     rows: list[dict[str, Any]] = []
     for m in movements:

@@ -20,13 +20,14 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import Engine, bindparam, delete, func, insert, select, text
 from sqlalchemy import update as sql_update
 from sqlalchemy.orm import Session, sessionmaker
 
 from domain import ledger, metrics, permissions, signing
-from domain.db import READ_ONLY
+from domain.db import READ_ONLY, IdsIn
 from domain.errors import (
     DomainError,
     InvalidInput,
@@ -321,7 +322,7 @@ def _lock(s: Session, warehouse_id: int, variant_ids: Sequence[int]
 # one statement per relay round: the items of internal feeds whose supplier variant changed
 # ('f'), and merchant stocks a feed raised to what orders held there, standing above the
 # supplier's figure now that orders hold less ('a': a cancel, an edit, a fulfilment)
-_FOLLOWING = text(
+_FOLLOWING = IdsIn(
     "SELECT 'f', i.feed_id, i.variant_id, NULL, NULL FROM supplier_feed_item i "
     "JOIN supplier_feed f ON f.id = i.feed_id "
     "JOIN product_variant v ON v.seller_id = f.supplier_seller_id AND v.sku = i.supplier_sku "
@@ -332,8 +333,8 @@ _FOLLOWING = text(
     "JOIN stock st ON st.variant_id = i.variant_id AND st.warehouse_id = f.warehouse_id "
     "WHERE i.variant_id IN :variants AND f.paused = :false "
     "AND i.supplier_quantity IS NOT NULL "
-    "AND st.quantity > i.supplier_quantity AND st.quantity > st.quantity_allocated"
-).bindparams(bindparam("variants", expanding=True))
+    "AND st.quantity > i.supplier_quantity AND st.quantity > st.quantity_allocated",
+    "variants")
 
 
 def follow(engine: Engine, variant_ids: Sequence[int], since: float | None = None
@@ -348,8 +349,7 @@ def follow(engine: Engine, variant_ids: Sequence[int], since: float | None = Non
     if not variant_ids:
         return []
     with engine.connect().execution_options(**{READ_ONLY: True}) as conn:
-        found = conn.execute(_FOLLOWING, {"variants": sorted(set(variant_ids)),
-                                          "false": False}).all()
+        found: list[Any] = list(_FOLLOWING.execute(conn, variant_ids, false=False))
     if not found:
         return []
     by_feed: dict[int, list[int]] = defaultdict(list)
