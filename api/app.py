@@ -12,7 +12,6 @@ from datetime import datetime
 from typing import Any
 
 import anyio.to_thread
-from brotli_asgi import BrotliMiddleware
 from cross_web import HTTPException
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import Engine, text
@@ -29,7 +28,7 @@ from strawberry.http.base import BaseRequestProtocol
 from strawberry.http.types import QueryParams
 from strawberry.schema.exceptions import InvalidOperationTypeError
 
-from api import graphiql
+from api import caching, graphiql
 from api.auth import (
     FLUSH_SECONDS,
     MAX_TOKEN_CHARS,
@@ -357,7 +356,7 @@ def build_app(engine: Engine, publish: Publish, *, threads: int = 12,
                     *_cors(cors_origins),
                     Middleware(RequestLimits, body_bytes=limits.body_bytes,
                                header_bytes=limits.header_bytes),
-                    Middleware(BrotliMiddleware, quality=4, minimum_size=500)],
+                    Middleware(caching.Compression)],
     )
     app.state.threads = services.threads
     app.state.graphql = graphql

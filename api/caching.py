@@ -10,10 +10,11 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
+from brotli_asgi import BrotliMiddleware
 from graphql import GraphQLError
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.types import Scope
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 GRAPHQL_RESPONSE = "application/graphql-response+json"
 GRAPHQL_RESPONSE_TYPE = f"{GRAPHQL_RESPONSE}; charset=utf-8"
@@ -25,6 +26,9 @@ PUBLIC = f"public, max-age={MAX_AGE}"
 PRIVATE = "private, no-cache"
 NOT_STORED = "no-store"
 VARY = ("Accept", "Authorization")
+
+COMPRESSED_FROM = 500  # bytes: a smaller body goes out as it is
+_ACCEPT_ENCODING = b"accept-encoding"
 
 _JSON_RANGES = {"application/json": 2, "application/*": 1, "*/*": 0}  # by specificity
 
@@ -153,3 +157,22 @@ def _matches(if_none_match: str | None, etag: str) -> bool:
         return True
     return any(candidate.strip().removeprefix("W/") == etag.removeprefix("W/")
                for candidate in if_none_match.split(","))
+
+
+class Compression:
+    """br, else gzip, for a body of `COMPRESSED_FROM` bytes or more whose client asks for it
+    (brotli-asgi). A request without Accept-Encoding goes straight to the app: the
+    middleware's own look at the headers (starlette's Headers over all of them) cost more
+    than the rest of this layer, on every order."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self.compressed = BrotliMiddleware(app, quality=4, minimum_size=COMPRESSED_FROM)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            for name, _value in scope["headers"]:
+                if name == _ACCEPT_ENCODING:
+                    await self.compressed(scope, receive, send)
+                    return
+        await self.app(scope, receive, send)

@@ -54,6 +54,7 @@ class _Document(NamedTuple):
     document: DocumentNode
     named: dict[str, OperationDefinitionNode]  # queries and mutations, by name
     only: OperationDefinitionNode | None  # the sole operation, when a query or mutation
+    labels: dict[int, str | None]  # the access line's label of each, by id (api/observe.py)
 
 
 class FastLane:
@@ -122,7 +123,7 @@ class FastLane:
             return None
         entry = current()
         if entry is not None:
-            entry.operation, entry.label = operation_name, label_of(operation)
+            entry.operation, entry.label = operation_name, document.labels[id(operation)]
 
         root_value = await view.get_root_value(request)
         sub_response = await view.get_sub_response(request)
@@ -150,7 +151,8 @@ class FastLane:
         runnable = [op for op in operations if op.operation in _RUNNABLE]
         document = _Document(
             parsed, {op.name.value: op for op in runnable if op.name},
-            runnable[0] if len(operations) == 1 and runnable else None)
+            runnable[0] if len(operations) == 1 and runnable else None,
+            {id(op): label_of(op) for op in runnable})
         if len(query) <= CACHED_CHARS:
             cache[query] = document
             if len(cache) > self._cache_size:

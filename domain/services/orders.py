@@ -156,6 +156,9 @@ def _check_lines(lines: Sequence[LineRequest], prefix: str = "lines") -> None:
                if (e := _check_quantity(line.quantity, f"{prefix}.{i}.quantity"))])
 
 
+_CREATED = metrics.ORDERS.labels("created", "")
+
+
 def _counted(place: Callable[P, R]) -> Callable[P, R]:
     """The orders metric (domain/metrics.py): each call placed (or answered again) an
     order, or was refused with its first error's code."""
@@ -166,7 +169,7 @@ def _counted(place: Callable[P, R]) -> Callable[P, R]:
         except DomainError as exc:
             metrics.ORDERS.labels("refused", exc.errors[0].code.value).inc()
             raise
-        metrics.ORDERS.labels("created", "").inc()
+        _CREATED.inc()
         return placed
 
     return counted
