@@ -177,10 +177,16 @@ def _listings(client: httpx.Client, token: str, channel: str, sku: str, count: i
         assert listed["errors"] == [], listed
 
 
+ARRIVAL_JITTER = 0.05  # seconds: requests sent 1/3 s apart may arrive a little closer
+
+
 def _busiest_second(times: list[float]) -> int:
-    """The most requests that arrived within any one second."""
+    """The most requests that arrived within any one second (less the jitter of arrival:
+    at 3 a second the 1st and the 4th request are sent exactly 1 s apart, and a first
+    one a millisecond late made 4 in one second)."""
     times = sorted(times)
-    return max(sum(1 for u in times[i:] if u - t < 1.0) for i, t in enumerate(times))
+    return max(sum(1 for u in times[i:] if u - t < 1.0 - ARRIVAL_JITTER)
+               for i, t in enumerate(times))
 
 
 @pytest.mark.broker
