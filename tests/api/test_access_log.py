@@ -132,3 +132,16 @@ def test_serve_logs_json_lines_with_the_request_id(tmp_path: Any) -> None:
                  and x["logger"] == "stockyard.graphql"]
     assert mistake["level"] == "info" and "exception" not in mistake
     assert "nope" in mistake["event"]
+
+
+def test_text_lines_carry_the_same_time_as_the_standard_formatter() -> None:
+    from api.observe import TEXT_FORMAT, SecondFormatter
+
+    plain, cached = logging.Formatter(TEXT_FORMAT), SecondFormatter(TEXT_FORMAT)
+    for created in (1_800_000_000.001, 1_800_000_000.999, 1_800_000_001.0, 1_800_000_000.5,
+                    1_800_003_600.25):
+        record = logging.LogRecord("stockyard.access", logging.INFO, __file__, 1, "x %s",
+                                   ("y",), None)
+        record.created, record.msecs = created, int((created - int(created)) * 1000)
+        record.request_id = "r"
+        assert cached.format(record) == plain.format(record)
