@@ -7,6 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
+from sqlalchemy import Connection
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.requests import Request
 
@@ -14,6 +15,7 @@ from api.auth import TokenCache
 from api.limits import Gate
 from api.loaders import Loaders
 from api.threads import Threads
+from domain.db import driver_pool
 from domain.permissions import Principal
 from domain.uow import Publish, UnitOfWork
 
@@ -41,6 +43,19 @@ class Services:
         with self.reader() as session:
             return fn(session, *args, **kwargs)
 
+    def read_rows(self, fn: Callable[Concatenate[Connection, P], R], *args: P.args,
+                  **kwargs: P.kwargs) -> R:
+        """`fn` with a Core connection, for reads whose plan needs no parameter's value
+        (rows by id, sums over ids): on PostgreSQL from the driver pool, in autocommit,
+        where a statement is prepared and planned once (`db.driver_pool`); elsewhere the
+        reader's."""
+        engine = self.writer.kw["bind"]
+        if engine.dialect.name == "postgresql":
+            with driver_pool(engine).connect() as conn:
+                return fn(conn, *args, **kwargs)
+        with self.reader() as session:
+            return fn(session.connection(), *args, **kwargs)
+
 
 @dataclass(slots=True)
 class Context:
@@ -50,7 +65,7 @@ class Context:
     loaders: Loaders = field(init=False)
 
     def __post_init__(self) -> None:
-        self.loaders = Loaders(self.read)
+        self.loaders = Loaders(self.read, self.read_rows)
 
     async def run(
         self, fn: Callable[Concatenate[UnitOfWork, Principal | None, P], R],
@@ -68,3 +83,9 @@ class Context:
     async def read(self, fn: Callable[..., R], *args: Any) -> R:
         """Run a read function with a read-only session in a worker thread."""
         return await self.services.threads.run(functools.partial(self.services.read, fn, *args))
+
+    async def read_rows(self, fn: Callable[..., R], *args: Any) -> R:
+        """Run a read function with a Core connection (`Services.read_rows`) in a worker
+        thread."""
+        return await self.services.threads.run(
+            functools.partial(self.services.read_rows, fn, *args))

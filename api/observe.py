@@ -284,7 +284,7 @@ class SecondFormatter(logging.Formatter):
         if second != self._second:
             self._stamp = time.strftime(self.default_time_format, self.converter(second))
             self._second = second
-        return self.default_msec_format % (self._stamp, record.msecs)
+        return f"{self._stamp},{int(record.msecs):03d}"
 
 
 def configure_logging(fmt: str = "text", level: int = logging.INFO) -> None:

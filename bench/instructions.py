@@ -23,6 +23,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import MutableMapping
 from typing import Any
 
 WARM_UP = 20
@@ -51,7 +52,8 @@ def _place(orders: int, pg_database: str, switches: dict[str, bool]) -> None:
         if isinstance(handler, logging.StreamHandler):
             handler.setStream(open(os.devnull, "w", buffering=65536))  # noqa: SIM115
     engine = make_engine(Settings(database_url=db.url))
-    app = build_app(engine, lambda _event: None, **switches)
+    app = build_app(engine, lambda _event: None, access_log=switches["access_log"],
+                    metrics=switches["metrics"])
     rng = random.Random(7)
     bodies = [order_body([variant_gid(v) for v in rng.sample(seeded.spread_variants, 3)])
               for _ in range(WARM_UP + orders)]
@@ -69,7 +71,7 @@ def _place(orders: int, pg_database: str, switches: dict[str, bool]) -> None:
         async def receive() -> dict[str, Any]:
             return {"type": "http.request", "body": body, "more_body": False}
 
-        async def send(message: dict[str, Any]) -> None:
+        async def send(message: MutableMapping[str, Any]) -> None:
             if message["type"] == "http.response.start":
                 statuses.append(int(message["status"]))
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import os
 import sqlite3
 import sys
@@ -17,15 +18,24 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import (
+    ColumnElement,
     Connection,
     CursorResult,
     Dialect,
     Engine,
+    Integer,
+    String,
+    any_,
     bindparam,
+    cast,
     create_engine,
     event,
+    func,
+    literal_column,
+    select,
     text,
 )
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql.psycopg import dialect as psycopg_dialect
 from sqlalchemy.dialects.sqlite import dialect as sqlite_dialect
 from sqlalchemy.exc import DBAPIError
@@ -89,6 +99,24 @@ class IdsIn:
         if conn.dialect.name == "postgresql":
             return conn.execute(self._postgresql, {self._name: pg_array(values), **params})
         return conn.execute(self._sqlite, {self._name: values, **params})
+
+
+def in_ids(column: Any, name: str, dialect: str) -> ColumnElement[bool]:
+    """`column IN` the ids of one parameter `name` (given as `id_list(ids, dialect)`), for a
+    Core statement built once: on PostgreSQL `= ANY(CAST(:name AS INTEGER[]))`, on SQLite
+    `IN (SELECT value FROM json_each(:name))`. Its text, and so its compiled form and on
+    PostgreSQL its prepared plan, is the same whatever the count."""
+    param = bindparam(name, type_=String)
+    if dialect == "postgresql":
+        return column == any_(cast(param, ARRAY(Integer)))  # type: ignore[no-any-return]
+    return column.in_(  # type: ignore[no-any-return]
+        select(literal_column("value")).select_from(func.json_each(param)))
+
+
+def id_list(ids: Iterable[int], dialect: str) -> str:
+    """The parameter of `in_ids`: a PostgreSQL array literal or a JSON array."""
+    values = sorted(set(ids))
+    return pg_array(values) if dialect == "postgresql" else json.dumps(values)
 
 
 def pg_array(values: Iterable[int | str]) -> str:

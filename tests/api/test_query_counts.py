@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from sqlalchemy import event
 
+from domain.db import driver_pool
 from domain.models import OrderType
 from domain.services import orders
 from tests.conftest import Api, Database
@@ -54,15 +55,19 @@ def counting(db: Database) -> Iterator[Statements]:
             return original(self, statement, *args, **kwargs)
         return call
 
+    # reads by id and sums over ids run on the driver pool's Core connections (PostgreSQL)
+    engines = {db.engine, driver_pool(db.engine)}
     for owner, name, original in patched:
         setattr(owner, name, counting_call(original))
-    event.listen(db.engine, "before_cursor_execute", record)
+    for engine in engines:
+        event.listen(engine, "before_cursor_execute", record)
     try:
         yield seen
     finally:
         for owner, name, original in patched:
             setattr(owner, name, original)
-        event.remove(db.engine, "before_cursor_execute", record)
+        for engine in engines:
+            event.remove(engine, "before_cursor_execute", record)
 
 
 def _catalog(db: Database, variants: int) -> tuple[World, list[int], list[int]]:
