@@ -180,7 +180,7 @@ class Order(Base):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     type: Mapped[OrderType] = mapped_column(_enum(OrderType))
-    status: Mapped[OrderStatus] = mapped_column(_enum(OrderStatus), index=True)
+    status: Mapped[OrderStatus] = mapped_column(_enum(OrderStatus))
     shipping_country: Mapped[str] = mapped_column(String(2))
     # True while the order's tracked lines hold allocations (its type allocated at creation,
     # or it was confirmed); False for orders whose type had allocation turned off.
@@ -201,6 +201,9 @@ class Order(Base):
         UniqueConstraint("idempotency_key", "created_by_token_id",
                          name="uq_orders_idempotency_key_token"),
         UniqueConstraint("channel_id", "external_id", name="uq_orders_channel_external_id"),
+        # a status's orders newest first (`orders(statuses: [X])` pages) from the index
+        # alone; it serves lookups by status too (migration 0018)
+        Index("ix_orders_status_id", "status", "id"),
     )
 
 
