@@ -12,6 +12,7 @@ from bench.bulk import BulkResult
 from bench.stats import Spread, WorkloadResult
 
 SPREAD_RATIO_MIN = 0.3
+ONE_STATEMENT_RATIO_MIN = 0.8  # issue 18: spread / the one-statement order (pgbench)
 HOT_RATIO_MIN = 0.8
 P99_MAX_MS = 150.0
 BULK_ROWS = 10_000
@@ -152,6 +153,12 @@ def _order_checks(summary: dict[str, dict[str, Spread]]) -> list[Check]:
                      "-" if spread_ratio is None else f"{spread_ratio:.2f}",
                      f">= {SPREAD_RATIO_MIN}",
                      None if spread_ratio is None else spread_ratio >= SPREAD_RATIO_MIN))
+    if "raw-one-spread" in summary:
+        one_ratio = ratio(rate("spread"), rate("raw-one-spread"))
+        out.append(Check("stockyard spread / raw one-statement spread (orders/s)",
+                         "-" if one_ratio is None else f"{one_ratio:.2f}",
+                         f">= {ONE_STATEMENT_RATIO_MIN}",
+                         None if one_ratio is None else one_ratio >= ONE_STATEMENT_RATIO_MIN))
     out.append(Check("stockyard hot / stockyard spread (orders/s)",
                      "-" if hot_ratio is None else f"{hot_ratio:.2f}", f">= {HOT_RATIO_MIN}",
                      None if hot_ratio is None else hot_ratio >= HOT_RATIO_MIN))
@@ -197,7 +204,7 @@ def render(meta: dict[str, Any], results: list[WorkloadResult], found: list[Chec
 
 
 def _orders_table(results: list[WorkloadResult]) -> list[str]:
-    head = (f"{'workload':<11}{'run':>3} {'via':<8}{'orders/s':>9}{'p50 ms':>8}{'p99 ms':>8}"
+    head = (f"{'workload':<15}{'run':>3} {'via':<8}{'orders/s':>9}{'p50 ms':>8}{'p99 ms':>8}"
             f"{'max ms':>8}{'ok':>8}  {'oversell':>8}{'deadlk':>7}{'client':>7}"
             f"{'server':>7}{'machine':>8}  failed")
     lines = [head, "-" * len(head)]
@@ -206,7 +213,7 @@ def _orders_table(results: list[WorkloadResult]) -> list[str]:
         server = r.extra.get("server_cpu")
         machine = r.extra.get("machine_busy")
         lines.append(
-            f"{r.name:<11}{r.run:>3} {r.transport:<8}{r.orders_per_s:>9.1f}{_ms(r.p50_ms):>8}"
+            f"{r.name:<15}{r.run:>3} {r.transport:<8}{r.orders_per_s:>9.1f}{_ms(r.p50_ms):>8}"
             f"{_ms(r.p99_ms):>8}{_ms(r.max_ms):>8}{r.ok:>8}  {broken:>8}"
             f"{r.deadlocks + int(r.extra.get('deadlock_log_lines', 0)):>7}"
             f"{r.client_cpu:>7.2f}{'-' if server is None else f'{server:.2f}':>7}"
@@ -225,12 +232,12 @@ def _spread_text(spread: Spread, digits: int = 1) -> str:
 
 
 def _runs_table(results: list[WorkloadResult]) -> list[str]:
-    head = (f"{'workload':<11}{'runs':>5}  {'orders/s median [min-max]':<28}"
+    head = (f"{'workload':<15}{'runs':>5}  {'orders/s median [min-max]':<28}"
             f"{'p50 ms median [min-max]':<26}{'p99 ms median [min-max]'}")
     lines = ["Over the runs (targets use the medians):", head, "-" * len(head)]
     runs_of = by_name(results)
     for name, figures in summarize(results).items():
-        lines.append(f"{name:<11}{len(runs_of[name]):>5}  "
+        lines.append(f"{name:<15}{len(runs_of[name]):>5}  "
                      f"{_spread_text(figures['orders_per_s']):<28}"
                      f"{_spread_text(figures['p50_ms']):<26}"
                      f"{_spread_text(figures['p99_ms']):<26}".rstrip())

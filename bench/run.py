@@ -16,15 +16,19 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
-from bench import checks, cpu
+from bench import checks, cpu, pgbench
 from bench.batches import BatchResult, batch_checks, batch_table, run_batches
+from bench.books import REFUSED, grow_books, scaled
 from bench.bulk import BulkResult, Client, Levels, run_bulk
 from bench.child import run_in_child
 from bench.database import ROOT, VAR, BenchDatabase
 from bench.hooks_report import feeds_hooks_bench
 from bench.load import Target, run_http_workload
+from bench.one_statement import NAME as ONE_SPREAD
+from bench.one_statement import run_one_statement
 from bench.progress import say, settle
 from bench.raw_sql import run_sql_workload
+from bench.read_report import add_read_args, check_read_args, reads_bench
 from bench.report import Check, render, write_json
 from bench.report import checks as evaluate
 from bench.seed import Seeded, migrate, seed
@@ -93,7 +97,16 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--hooks-pool", type=int, default=200,
                    help="SKUs each --feeds-hooks phase orders (the feed's items, the "
                         "merchant channel's listings)")
+    p.add_argument("--books", action="store_true",
+                   help="after seeding, grow big books (README: \"Big books\"; PostgreSQL "
+                        "only): 100,000 more variants, 1M orders, 10M movements")
+    p.add_argument("--books-scale", type=float, default=1.0,
+                   help="scale of --books (0.1: a tenth of each)")
+    add_read_args(p)
     args = p.parse_args(argv)
+    check_read_args(p, args)
+    if args.books_scale <= 0:
+        p.error("--books-scale must be positive")
     if not 0 < args.bulk_rows <= args.variants:
         p.error("--bulk-rows must be between 1 and --variants")
     if args.bulk_runs < 1:
@@ -170,13 +183,16 @@ def measured(db: BenchDatabase, run: Callable[[], WorkloadResult], server: Serve
     return result
 
 
-def rounds(runs: int, raw: bool) -> list[tuple[int, str]]:
+def rounds(runs: int, raw: bool, one: bool = False) -> list[tuple[int, str]]:
     """(round, workload) in the order run: raw-spread, spread, raw-hot, hot; every other
-    round each pair the other way round (spread, raw-spread, hot, raw-hot)."""
+    round each pair the other way round (spread, raw-spread, hot, raw-hot). `one`: the
+    one-statement baseline too, beside raw-spread (raw-spread, raw-one-spread, spread)."""
     out: list[tuple[int, str]] = []
     for n in range(1, runs + 1):
         for name in ("spread", "hot"):
             pair = [f"raw-{name}", name] if raw else [name]
+            if raw and one and name == "spread":
+                pair.insert(1, ONE_SPREAD)
             out += [(n, w) for w in (pair if n % 2 else pair[::-1])]
     return out
 
@@ -250,10 +266,14 @@ def bench(args: argparse.Namespace, db: BenchDatabase) -> int:
     meta["database_version"] = db.server_version()
     say(f"migrated and seeded {args.variants + 2} variants in "
         f"{time.perf_counter() - started:.1f} s")
+    if args.books:
+        meta["books"] = grow_books(db, **scaled(args.books_scale)).to_json()
     if args.sync:
         return sync_bench(args, db, seeded, meta)
     if args.feeds_hooks:
         return feeds_hooks_bench(args, db, seeded, meta)
+    if args.reads:
+        return reads_bench(args, db, seeded, meta)
 
     spread = Workload("spread", seeded.spread_variants, lines=3)
     hot = Workload("hot", (seeded.hot_variant,), lines=1)
@@ -269,9 +289,17 @@ def bench(args: argparse.Namespace, db: BenchDatabase) -> int:
         target = Target(HOST, server.port, seeded.token, args.http_client)
         reader = Client(HOST, server.port, seeded.token)  # reads orders back via GraphQL
         try:
+            one = db.kind == "postgresql" and pgbench.available() is not None
             order_runs = [] if args.only_bulk or args.only_batches else \
-                [*rounds(args.runs, raw=not args.skip_raw), (1, "bounded")]
+                [*rounds(args.runs, raw=not args.skip_raw, one=one), (1, "bounded")]
             for run_no, name in order_runs:
+                if name == ONE_SPREAD:
+                    say(f"{name} #{run_no}: pgbench, {args.clients} clients, "
+                        f"{args.warmup:g}+{args.seconds:g} s")
+                    results.append(measured(db, functools.partial(
+                        run_one_statement, db, args.variants, timing, seeded.actor),
+                        server, run_no))
+                    continue
                 workload = workloads[name]
                 if name.startswith("raw-"):
                     say(f"{name} #{run_no}: {args.clients} SQL clients, "
@@ -341,6 +369,9 @@ def sync_bench(args: argparse.Namespace, db: BenchDatabase, seeded: Seeded,
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     db = BenchDatabase.choose(os.environ.get("STOCKYARD_DATABASE_URL"), args.pg_database)
+    if args.books and db.kind != "postgresql":
+        print(f"bench: --books: {REFUSED}", file=sys.stderr)
+        return 2
     signal.signal(signal.SIGTERM, _interrupt)
     try:
         return bench(args, db)

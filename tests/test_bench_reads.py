@@ -1,0 +1,206 @@
+"""The bench's read workloads and raw baselines stay alive (bench/reads.py,
+bench/one_statement.py): every request they build is answered right by the app, every
+wrong answer is caught, the raw SQL gives the app's figures and the one-statement order
+writes what the app writes. Small seeds, requests through the ASGI app, pgbench for a
+second: a few seconds in all."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from api.app import build_app
+from bench import checks, pgbench, reads
+from bench.database import BenchDatabase
+from bench.one_statement import run_one_statement
+from bench.read_report import read_checks, read_rounds, read_table
+from bench.run import parse_args, rounds
+from bench.seed import Seeded, migrate, seed
+from bench.stats import WorkloadResult
+from bench.workload import Timing
+from domain.db import make_engine
+from domain.events import Event
+from domain.settings import Settings
+from tests.conftest import postgres_server_url, require_postgres
+
+pytestmark = pytest.mark.anyio
+
+VARIANTS = 100
+Prepared = tuple[BenchDatabase, Seeded, reads.ReadData]
+
+
+def _database(kind: str, tmp: Any) -> BenchDatabase:
+    if kind == "sqlite":
+        return BenchDatabase("sqlite", f"sqlite:///{tmp / 'bench.sqlite3'}")
+    require_postgres()
+    return BenchDatabase.choose(postgres_server_url(), f"stockyard_bench_test_{os.getpid()}")
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def prepared(request: pytest.FixtureRequest,
+             tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prepared]:
+    """A bench database seeded with VARIANTS variants and readied for the reads."""
+    db = _database(request.param, tmp_path_factory.mktemp("bench"))
+    db.create()
+    try:
+        migrate(db)
+        seeded = seed(db, VARIANTS, 30)
+        yield db, seeded, reads.prepare(db, VARIANTS, seeded.token, seeded.actor)
+    finally:
+        db.drop()
+
+
+def test_prepare_fills_every_page(prepared: Prepared) -> None:
+    _, _, data = prepared
+
+    assert len(data.products) == VARIANTS // reads.VARIANTS_PER_PRODUCT
+    assert data.low_stock_page and not data.low_stock_more  # 30 flagged stocks: one page
+    assert len(data.movement_variants) == VARIANTS
+    assert all(len(page) == reads.PAGE for page in data.movement_pages.values())
+    assert all(data.movement_more.values())
+    assert set(data.available.values()) == {3 * 1_000_000}
+
+
+async def test_every_workload_is_answered_right_by_the_app(prepared: Prepared) -> None:
+    db, _, data = prepared
+    engine = make_engine(Settings(database_url=db.url))
+    events: list[Event] = []
+    app = build_app(engine, events.append)
+    rng = random.Random(7)
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                     base_url="http://testserver") as client:
+            for spec in reads.SPECS.values():
+                for _ in range(3):
+                    body, expect = reads.request(spec, data, rng)
+                    response = await client.post(
+                        "/graphql", content=body,
+                        headers={"Authorization": f"Bearer {data.tokens[spec.role]}",
+                                 "Content-Type": "application/json"})
+
+                    code = reads.judge(spec, data, response.status_code, response.content,
+                                       expect)
+
+                    assert code is None, (spec.name, code, response.text[:500])
+    finally:
+        app.state.threads.close()
+        engine.dispose()
+
+
+def _right_availability(data: reads.ReadData, skus: list[str]) -> dict[str, Any]:
+    edges = [{"node": {"sku": s, "quantityAvailable": data.available[s]}} for s in skus]
+    return {"data": {"productVariants": {"edges": edges}}}
+
+
+@pytest.mark.parametrize(("tamper", "code"), [
+    (lambda a: a["data"]["productVariants"]["edges"][0]["node"].update(quantityAvailable=1),
+     "WRONG_FIGURE"),
+    (lambda a: a["data"]["productVariants"]["edges"].pop(), "WRONG_EDGES"),
+    (lambda a: a.update(errors=[{"message": "Unexpected error."}]), "GRAPHQL_ERROR"),
+    (lambda a: a["data"].update(productVariants=None), "MALFORMED"),
+])
+def test_a_wrong_availability_answer_is_a_failure(prepared: Prepared, tamper: Any,
+                                                  code: str) -> None:
+    _, _, data = prepared
+    spec = reads.SPECS["availability"]
+    _, skus = reads.request(spec, data, random.Random(1))
+    answer = _right_availability(data, skus)
+    assert reads.judge(spec, data, 200, json.dumps(answer).encode(), skus) is None
+
+    tamper(answer)
+
+    assert reads.judge(spec, data, 200, json.dumps(answer).encode(), skus) == code
+
+
+def test_transport_failures_are_failures(prepared: Prepared) -> None:
+    _, _, data = prepared
+    spec = reads.SPECS["nodes"]
+    _, picked = reads.request(spec, data, random.Random(2))
+
+    assert reads.judge(spec, data, 500, b"oops", picked) == "HTTP_500"
+    assert reads.judge(spec, data, 200, b"<html>", picked) == "BAD_JSON"
+    assert reads.judge(spec, data, 200, b'{"data": {"nodes": []}}', picked) == "WRONG_NODES"
+
+
+def test_raw_read_gives_the_apps_figures(prepared: Prepared) -> None:
+    db, _, data = prepared
+    if db.kind == "postgresql" and pgbench.available() is None:
+        pytest.skip("SKIPPED, pgbench not installed")
+
+    result = reads.run_raw_availability(db, data, Timing(clients=2, warmup=0, seconds=0.3))
+
+    assert reads.raw_check(db, data) is None
+    assert result.failures == {}, result.extra
+    assert result.ok > 0
+
+
+def test_one_statement_order_writes_what_the_app_writes() -> None:
+    require_postgres()
+    if pgbench.available() is None:
+        pytest.skip("SKIPPED, pgbench not installed")
+    db = BenchDatabase.choose(postgres_server_url(), f"stockyard_bench_one_{os.getpid()}")
+    db.create()
+    try:
+        migrate(db)
+        seeded = seed(db, VARIANTS, 30)
+
+        result = run_one_statement(db, VARIANTS, Timing(clients=4, warmup=0, seconds=1),
+                                   seeded.actor)
+
+        assert result.failures == {}, result.extra["problems"]
+        assert result.ok > 0 and len(result.placed) == result.ok
+        readback = checks.read_back(db, result.placed, 0)
+        assert readback.broken == 0, readback.problems
+        assert checks.integrity(db) == checks.Integrity(0, 0)
+    finally:
+        db.drop()
+
+
+def _row(name: str, rate: float, p99: float, failures: dict[str, int] | None = None
+         ) -> WorkloadResult:
+    return WorkloadResult(name=name, transport="graphql", seconds=1.0, ok=int(rate),
+                          failures=failures or {}, p50_ms=p99 / 2, p99_ms=p99, mean_ms=None,
+                          max_ms=p99, client_cpu=0.1, ok_completed=int(rate))
+
+
+def test_targets_compare_each_read_with_trivial() -> None:
+    results = [_row("trivial", 1000, 5), _row("availability", 400, 20),
+               _row("nodes", 150, 40, {"WRONG_NODE": 2})]
+
+    found = {c.name: c for c in read_checks(results)}
+
+    assert found["availability / trivial (requests/s)"].passed is True
+    assert found["availability p99 latency (ms)"].passed is True
+    assert found["nodes / trivial (requests/s)"].passed is False
+    assert found["failed reads (non-200, GraphQL errors, wrong answers; raw read errors)"
+                 ].value == "2"
+    assert any("0.400" in line for line in read_table(results))
+
+
+def test_options_and_rounds() -> None:
+    args = parse_args(["--reads", "--read-workloads", "availability"])
+
+    assert args.read_workloads == ["trivial", "availability"]
+    assert read_rounds(2, args.read_workloads, raw=True) == [
+        (1, "trivial"), (1, "availability"), (1, "raw-availability"),
+        (2, "raw-availability"), (2, "availability"), (2, "trivial")]
+    assert rounds(1, raw=True, one=True)[:3] == [(1, "raw-spread"), (1, "raw-one-spread"),
+                                                 (1, "spread")]
+    with pytest.raises(SystemExit):
+        parse_args(["--reads", "--read-workloads", "nope"])
+
+
+def test_pgbench_summary_is_read() -> None:
+    run = pgbench.parse("number of transactions actually processed: 1234\n"
+                        "number of failed transactions: 0 (0.000%)\n"
+                        "latency average = 2.591 ms\n"
+                        "tps = 12345.678901 (without initial connection time)\n")
+
+    assert (run.transactions, run.failed, run.latency_avg_ms, run.tps) == (
+        1234, 0, 2.591, 12345.678901)
