@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import os
+import resource
+import time
+from collections.abc import Callable
 from pathlib import Path
+
+from bench.stats import WorkloadResult
 
 TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
@@ -42,3 +47,24 @@ def busy_share(before: tuple[int, int], after: tuple[int, int]) -> float | None:
     """Fraction of all CPUs busy between two `machine_ticks()` snapshots."""
     total = after[1] - before[1]
     return (after[0] - before[0]) / total if total > 0 else None
+
+
+def own_cpu_seconds() -> float:
+    """CPU seconds this process (all its threads) has used."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def with_cpu(run: Callable[[], WorkloadResult], pid: int | None, run_no: int
+             ) -> WorkloadResult:
+    """`run()` as round `run_no`, with the machine's busy share and the CPU cores of the
+    server's process tree (`pid`) while it ran."""
+    ticks, server_cpu = machine_ticks(), tree_cpu_seconds(pid) if pid else 0.0
+    started = time.perf_counter()
+    result = run()
+    elapsed = time.perf_counter() - started
+    result.run = run_no
+    result.extra["machine_busy"] = busy_share(ticks, machine_ticks())
+    if pid:
+        result.extra["server_cpu"] = (tree_cpu_seconds(pid) - server_cpu) / elapsed
+    return result

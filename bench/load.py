@@ -5,10 +5,10 @@ from __future__ import annotations
 import asyncio
 import json
 import random
-import resource
 import time
 from dataclasses import dataclass
 
+from bench.cpu import own_cpu_seconds
 from bench.http_client import HttpxPoster, Poster, RawPoster, httpx_client
 from bench.stats import Tally, WorkloadResult
 from bench.workload import Timing, Workload
@@ -126,7 +126,7 @@ async def _run(target: Target, workload: Workload, timing: Timing) -> WorkloadRe
     cpu_start = await _cpu_at(t0)
     if bounded:
         await asyncio.gather(*tasks)
-        cpu_end = _cpu_seconds()
+        cpu_end = own_cpu_seconds()
     else:
         cpu_end = await _cpu_at(t1)
         await asyncio.gather(*tasks)
@@ -143,12 +143,7 @@ async def _run(target: Target, workload: Workload, timing: Timing) -> WorkloadRe
 
 async def _cpu_at(moment: float) -> float:
     await asyncio.sleep(max(0.0, moment - time.perf_counter()))
-    return _cpu_seconds()
-
-
-def _cpu_seconds() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
+    return own_cpu_seconds()
 
 
 def run_http_workload(target: Target, workload: Workload, timing: Timing) -> WorkloadResult:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import random
-import resource
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
+from bench.cpu import own_cpu_seconds
 from bench.database import BenchDatabase
 from bench.stats import Tally, WorkloadResult
 from bench.workload import Timing, Workload
@@ -137,22 +139,26 @@ def run_sql_workload(db: BenchDatabase, workload: Workload, timing: Timing, acto
     ready = threading.Barrier(timing.clients + 1)
     t0 = time.perf_counter() + timing.warmup + 0.2
     tallies = [Tally((t0, t0 + timing.seconds), workload.expected_refusals) for _ in conns]
-    threads = [threading.Thread(target=_client, args=(db, c, workload, t, i, ready, actor),
-                                daemon=True)
-               for i, (c, t) in enumerate(zip(conns, tallies, strict=True))]
-    for thread in threads:
-        thread.start()
-    ready.wait()
-    time.sleep(max(0.0, t0 - time.perf_counter()))
-    cpu_start = _cpu_seconds()
-    time.sleep(max(0.0, t0 + timing.seconds - time.perf_counter()))
-    cpu_used = _cpu_seconds() - cpu_start
-    for thread in threads:
-        thread.join()
+    cpu_used = window_threads(
+        [functools.partial(_client, db, c, workload, t, i, ready, actor)
+         for i, (c, t) in enumerate(zip(conns, tallies, strict=True))],
+        ready, (t0, t0 + timing.seconds))
     return WorkloadResult.merge(workload.name, "sql", timing.seconds, tallies,
                                 client_cpu=cpu_used / timing.seconds)
 
 
-def _cpu_seconds() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
+def window_threads(clients: list[Callable[[], None]], ready: threading.Barrier,
+                   window: tuple[float, float]) -> float:
+    """Run each client on a thread of its own (each waits at `ready`, which this thread
+    joins too), and return the CPU seconds this process used inside `window`."""
+    threads = [threading.Thread(target=client, daemon=True) for client in clients]
+    for thread in threads:
+        thread.start()
+    ready.wait()
+    time.sleep(max(0.0, window[0] - time.perf_counter()))
+    cpu_start = own_cpu_seconds()
+    time.sleep(max(0.0, window[1] - time.perf_counter()))
+    cpu_used = own_cpu_seconds() - cpu_start
+    for thread in threads:
+        thread.join()
+    return cpu_used

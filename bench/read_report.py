@@ -8,7 +8,6 @@ import functools
 import json
 import statistics
 import time
-from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -25,7 +24,7 @@ from bench.reads import (
     run_raw_availability,
     run_read_workload,
 )
-from bench.report import Check, by_name, render
+from bench.report import Check, by_name, failure_checks, render
 from bench.seed import Seeded
 from bench.server import HOST, Server
 from bench.stats import Spread, WorkloadResult
@@ -74,15 +73,8 @@ def measured(run: Callable[[], WorkloadResult], server: Server, run_no: int) -> 
     """Run one read workload after the server is idle; attach CPU figures and the ERROR
     lines the server logged meanwhile."""
     settle(server.pid)
-    since, pid = server.log_size(), server.pid
-    ticks, server_cpu = cpu.machine_ticks(), cpu.tree_cpu_seconds(pid) if pid else 0.0
-    started = time.perf_counter()
-    result = run()
-    elapsed = time.perf_counter() - started
-    result.run = run_no
-    result.extra["machine_busy"] = cpu.busy_share(ticks, cpu.machine_ticks())
-    if pid:
-        result.extra["server_cpu"] = (cpu.tree_cpu_seconds(pid) - server_cpu) / elapsed
+    since = server.log_size()
+    result = cpu.with_cpu(run, server.pid, run_no)
     result.extra["server_error_lines"] = _error_lines(server, since)
     say(f"{result.name} #{run_no} ({result.transport}): {result.orders_per_s:.1f}/s, p99 "
         f"{_ms(result.p99_ms)} ms, ok {result.ok}, failed {result.failed}")
@@ -176,18 +168,8 @@ def read_checks(results: list[WorkloadResult]) -> list[Check]:
             out.append(Check("availability p99 latency (ms)", _ms(p99),
                              f"< {AVAILABILITY_P99_MAX_MS:.0f}",
                              None if p99 is None else p99 < AVAILABILITY_P99_MAX_MS))
-    total = sum(r.failed for r in results)
-    out.append(Check("failed reads (non-200, GraphQL errors, wrong answers; raw read errors)",
-                     str(total), "0", total == 0, correctness=True))
-    for name, group in runs.items():
-        codes: Counter[str] = Counter()
-        for r in group:
-            codes.update(r.failures)
-        if codes:
-            detail = " ".join(f"{code}:{n}" for code, n in sorted(codes.items()))
-            out.append(Check(f"  {name}: {detail}", str(sum(codes.values())), "0", False,
-                             correctness=True))
-    return out
+    return out + failure_checks(
+        results, "failed reads (non-200, GraphQL errors, wrong answers; raw read errors)")
 
 
 def _json(result: WorkloadResult) -> dict[str, Any]:

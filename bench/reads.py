@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import json
 import random
-import resource
 import threading
 import time
 from collections.abc import Callable
@@ -21,9 +21,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from bench import pgbench
+from bench.cpu import own_cpu_seconds
 from bench.database import BenchDatabase
 from bench.http_client import HttpxPoster, Poster, RawPoster, httpx_client
 from bench.load import REQUEST_TIMEOUT, Target
+from bench.raw_sql import window_threads
 from bench.stats import Tally, WorkloadResult
 from bench.workload import Timing
 
@@ -330,9 +332,9 @@ async def _run(target: Target, spec: ReadSpec, data: ReadData, timing: Timing
     tasks = [asyncio.create_task(_client(p, spec, data, t, seed=i, problems=problems))
              for i, (p, t) in enumerate(zip(posters, tallies, strict=True))]
     await asyncio.sleep(max(0.0, t0 - time.perf_counter()))
-    cpu_start = _cpu_seconds()
+    cpu_start = own_cpu_seconds()
     await asyncio.sleep(max(0.0, t1 - time.perf_counter()))
-    cpu_used = _cpu_seconds() - cpu_start
+    cpu_used = own_cpu_seconds() - cpu_start
     await asyncio.gather(*tasks)
     if shared is not None:
         await shared.aclose()
@@ -356,11 +358,6 @@ def run_read_workload(target: Target, name: str, data: ReadData, timing: Timing
         runner = asyncio.Runner()
     with runner:
         return runner.run(_run(target, spec, data, timing))
-
-
-def _cpu_seconds() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
 
 
 SERVES = ("EXISTS (SELECT 1 FROM warehouse_shipping_zone wz JOIN shipping_zone_country c "
@@ -575,16 +572,9 @@ def _sqlite_raw(db: BenchDatabase, data: ReadData, timing: Timing) -> WorkloadRe
         finally:
             conn.close()
 
-    threads = [threading.Thread(target=client, args=(c, t, i), daemon=True)
-               for i, (c, t) in enumerate(zip(conns, tallies, strict=True))]
-    for thread in threads:
-        thread.start()
-    ready.wait()
-    time.sleep(max(0.0, t0 - time.perf_counter()))
-    cpu_start = _cpu_seconds()
-    time.sleep(max(0.0, t0 + timing.seconds - time.perf_counter()))
-    cpu_used = _cpu_seconds() - cpu_start
-    for thread in threads:
-        thread.join()
+    cpu_used = window_threads(
+        [functools.partial(client, c, t, i)
+         for i, (c, t) in enumerate(zip(conns, tallies, strict=True))],
+        ready, (t0, t0 + timing.seconds))
     return WorkloadResult.merge(RAW, "sqlite3", timing.seconds, tallies,
                                 client_cpu=cpu_used / timing.seconds)

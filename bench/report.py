@@ -62,7 +62,7 @@ def checks(results: list[WorkloadResult], bounded_units: int,
     out = _order_checks(summarize(results)) if orders else []
     out += _bulk_checks(bulk or [], database)
     if orders:
-        out += _failure_checks(results)
+        out += failure_checks(results)
         out += _read_back_checks(results)
     broken = sum((r.oversold_stocks or 0) + (r.mismatched_stocks or 0) for r in results)
     broken += sum((b.oversold_stocks or 0) + (b.mismatched_stocks or 0) for b in bulk or [])
@@ -86,12 +86,11 @@ def checks(results: list[WorkloadResult], bounded_units: int,
     return out
 
 
-def _failure_checks(results: list[WorkloadResult]) -> list[Check]:
-    """Requests that were neither an order nor an expected refusal: one line in all, and
-    one per workload that had any."""
+def failure_checks(results: list[WorkloadResult], what: str = (
+        "failed requests (not an order, not an expected refusal)")) -> list[Check]:
+    """Failed requests (`what`): one line in all, and one per workload that had any."""
     total = sum(r.failed for r in results)
-    out = [Check("failed requests (not an order, not an expected refusal)", str(total), "0",
-                 total == 0, correctness=True)]
+    out = [Check(what, str(total), "0", total == 0, correctness=True)]
     for name, runs in by_name(results).items():
         codes: Counter[str] = Counter()
         for r in runs:

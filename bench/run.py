@@ -156,15 +156,7 @@ def measured(db: BenchDatabase, run: Callable[[], WorkloadResult], server: Serve
     settle(server.pid)
     since_order = checks.last_order_id(db)
     since = server.log_size()
-    pid = server.pid
-    ticks, server_cpu = cpu.machine_ticks(), cpu.tree_cpu_seconds(pid) if pid else 0.0
-    started = time.perf_counter()
-    result = run()
-    elapsed = time.perf_counter() - started
-    result.run = run_no
-    result.extra["machine_busy"] = cpu.busy_share(ticks, cpu.machine_ticks())
-    if pid:
-        result.extra["server_cpu"] = (cpu.tree_cpu_seconds(pid) - server_cpu) / elapsed
+    result = cpu.with_cpu(run, server.pid, run_no)
     result.extra["deadlock_log_lines"] = server.deadlocks_logged(since)
     books = checks.integrity(db)
     result.oversold_stocks, result.mismatched_stocks = books.oversold, books.mismatched

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import json
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -36,24 +35,18 @@ from typing import Any, NamedTuple, Protocol, cast
 from sqlalchemy import (
     Integer,
     Select,
-    String,
     Table,
     TextClause,
-    any_,
     bindparam,
-    func,
     insert,
-    literal_column,
     select,
     text,
 )
-from sqlalchemy import cast as sql_cast
-from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
 from domain import ledger, stock_rules
 from domain.allocation import Book, StockLevel
-from domain.db import DRIVER_DIALECTS, driver_errors, pg_array
+from domain.db import DRIVER_DIALECTS, driver_errors, id_list, in_ids, pg_array
 from domain.errors import NotFound, raise_all
 from domain.models import (
     MovementType,
@@ -407,11 +400,7 @@ def _stock_statement(*, with_config: bool, lock: bool, array: str | None = None
 def _variants_in(array: str | None) -> Any:
     if array is None:
         return Stock.variant_id.in_(bindparam("variant_ids", expanding=True))
-    variant_ids = bindparam("variant_ids", type_=String)
-    if array == "postgresql":
-        return Stock.variant_id == any_(sql_cast(variant_ids, ARRAY(Integer)))
-    return Stock.variant_id.in_(select(literal_column("value"))
-                                .select_from(func.json_each(variant_ids)))
+    return in_ids(Stock.variant_id, "variant_ids", array)
 
 
 # a key is the caller's own: another token's order with the same key is never found
@@ -477,9 +466,8 @@ def _read_on_driver(conn: Any, dialect: str, request: OrderRequest) -> Plan | No
                 order_for_key, {"key": request.idempotency_key,
                                 "token_id": request.token_id}).fetchone() is not None:
             return None
-        ids = sorted(variant_ids)
         rows = conn.execute(stocks, {
-            "variant_ids": pg_array(ids) if dialect == "postgresql" else json.dumps(ids),
+            "variant_ids": id_list(variant_ids, dialect),
             "country": request.country, "order_type": request.type.value}).fetchall()
     plan = _plan_of(rows, with_config=True)
     return plan if variant_ids <= plan.tracked.keys() else None

@@ -128,8 +128,8 @@ def stocks_of_variants(session: Session, keys: Sequence[int]) -> list[list[Stock
 @functools.cache
 def _availability_statement(dialect: str, by_country: bool) -> Any:
     statement: Any = (select(Stock.variant_id, func.sum(stock_rules.AVAILABLE))
-                 .where(in_ids(Stock.variant_id, "ids", dialect))
-                 .group_by(Stock.variant_id))
+                      .where(in_ids(Stock.variant_id, "ids", dialect))
+                      .group_by(Stock.variant_id))
     if not by_country:
         return statement
     return (statement.join(Warehouse, Warehouse.id == Stock.warehouse_id)
