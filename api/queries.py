@@ -29,6 +29,7 @@ from api.types import (
     StockMovement,
     Warehouse,
     denied,
+    prefetch,
     resolve_node,
 )
 from domain import models, permissions
@@ -134,6 +135,7 @@ async def _page(
     query = reads.PageQuery(first=_first(first), before_id=_after(after), **filters)
     rows = await info.context.read(reads.page, model, query)
     edges = [Edge(node=build(r), cursor=_cursor(r.id)) for r in rows[:query.first]]
+    await prefetch(info, [e.node for e in edges], ("edges", "node"))
     return Connection(edges=edges,
                       page_info=PageInfo.of(edges, after, has_next_page=len(rows) > query.first))
 
@@ -188,7 +190,9 @@ class Query:
             return await resolve_node(info, type_name, pk)  # type: ignore[no-any-return]
 
         # all at once, so each type's DataLoader reads its ids in one statement
-        return list(await asyncio.gather(*(one(value) for value in ids_)))
+        found = list(await asyncio.gather(*(one(value) for value in ids_)))
+        await prefetch(info, [n for n in found if n is not None], ())
+        return found
 
     @strawberry.field
     async def marketplace_configuration(self, info: Info) -> MarketplaceConfiguration:

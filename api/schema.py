@@ -16,6 +16,7 @@ from strawberry.tools import merge_types
 from strawberry.types import ExecutionContext
 from strawberry.utils.logging import StrawberryLogger
 
+from api import direct
 from api.batches import BatchMutations, BatchQueries, PickBatch
 from api.channels import ChannelMutations, ChannelQueries, SalesChannel
 from api.coercion import FastCoercionExecutor, LimitedExecutor, build_during_coercion
@@ -102,6 +103,8 @@ def make_schema(*, fast_paths: bool = True) -> strawberry.Schema:
     if fast_paths:
         # the hottest inputs skip strawberry's generic conversion
         build_during_coercion(built, StockBulkUpdateInput, OrderLineInput, OrderCreateInput)
+        # and most fields strawberry's generic resolver
+        direct.install(built)
     return built
 
 

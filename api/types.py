@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar, cast
 
 import strawberry
 from graphql import GraphQLError
+from strawberry.dataloader import DataLoader
 
 from api import ids
 from api.context import Context
 from api.errors import INT_MAX
+from api.loaders import Loaders, now_or_later
+from api.lookahead import arguments_of
 from domain import models, permissions, stock_rules
 from domain.countries import normalize_country
 from domain.errors import PermissionDenied, clip
@@ -103,6 +107,17 @@ async def _warehouse(info: Info, pk: int) -> Warehouse:
     return Warehouse.from_model(await info.context.loaders.warehouse.load(pk))
 
 
+def _warehouse_now(info: Info, pk: int) -> Warehouse | Awaitable[Warehouse]:
+    return now_or_later(info.context.loaders.warehouse, pk, Warehouse.from_model)
+
+
+def _variant_now(info: Info, pk: int) -> ProductVariant | Awaitable[ProductVariant]:
+    return now_or_later(info.context.loaders.variant, pk, ProductVariant.from_model)
+
+
+_VARIANT = Annotated["ProductVariant", strawberry.lazy("api.types")]
+
+
 @strawberry.type
 class Stock(Node):
     quantity: int
@@ -141,13 +156,13 @@ class Stock(Node):
     async def quantity_incoming(self, info: Info) -> int:
         return int(await info.context.loaders.incoming.load((self.variant_pk, self.warehouse_pk)))
 
-    @strawberry.field
-    async def warehouse(self, info: Info) -> Warehouse:
-        return await _warehouse(info, self.warehouse_pk)
+    @strawberry.field(graphql_type=Warehouse)
+    def warehouse(self, info: Info) -> Warehouse | Awaitable[Warehouse]:
+        return _warehouse_now(info, self.warehouse_pk)
 
-    @strawberry.field
-    async def variant(self, info: Info) -> ProductVariant:
-        return await _variant(info, self.variant_pk)
+    @strawberry.field(graphql_type=_VARIANT)
+    def variant(self, info: Info) -> ProductVariant | Awaitable[ProductVariant]:
+        return _variant_now(info, self.variant_pk)
 
 
 @strawberry.type
@@ -164,7 +179,9 @@ class Product(_OfSeller):
     @strawberry.field
     async def variants(self, info: Info) -> list[ProductVariant]:
         rows = await info.context.loaders.variants_of_product.load(self.pk)
-        return [ProductVariant.from_model(v) for v in rows]
+        variants = [ProductVariant.from_model(v) for v in rows]
+        await prefetch(info, variants, ())
+        return variants
 
 
 @strawberry.type
@@ -206,17 +223,27 @@ class ProductVariant(Node):
             quantity_available=min(totals.available, INT_MAX),
             quantity_incoming=min(int(incoming), INT_MAX))
 
-    @strawberry.field(description="Sum of quantityAvailable over the warehouses serving "
-                                  "`country` (over all warehouses when null).")
-    async def quantity_available(self, info: Info, country: str | None = None) -> int:
-        code = None
-        if country is not None:
-            code = normalize_country(country)
-            if code is None:
-                raise GraphQLError(f"{clip(country)!r} is not an ISO 3166-1 alpha-2 country code.",
-                                   extensions={"code": "INVALID"})
-        total = await info.context.loaders.availability.load((self.pk, code))
-        return min(int(total), INT_MAX)  # GraphQL Int is 32-bit; sums may exceed it
+    @strawberry.field(graphql_type=int, description=(
+        "Sum of quantityAvailable over the warehouses serving `country` (over all "
+        "warehouses when null)."))
+    def quantity_available(self, info: Info, country: str | None = None
+                           ) -> int | Awaitable[int]:
+        return now_or_later(info.context.loaders.availability, (self.pk, _country(country)),
+                            _int)
+
+
+def _country(country: str | None) -> str | None:
+    if country is None:
+        return None
+    code = normalize_country(country)
+    if code is None:
+        raise GraphQLError(f"{clip(country)!r} is not an ISO 3166-1 alpha-2 country code.",
+                           extensions={"code": "INVALID"})
+    return code
+
+
+def _int(total: int) -> int:
+    return min(int(total), INT_MAX)  # GraphQL Int is 32-bit; sums may exceed it
 
 
 @strawberry.type(description="A variant's stock summed over all its warehouses.")
@@ -390,13 +417,13 @@ class StockMovement(Node):
                    reason=m.reason, actor=m.actor, created_at=created,
                    variant_pk=m.variant_id, warehouse_pk=m.warehouse_id, order_pk=m.order_id)
 
-    @strawberry.field
-    async def variant(self, info: Info) -> ProductVariant:
-        return await _variant(info, self.variant_pk)
+    @strawberry.field(graphql_type=ProductVariant)
+    def variant(self, info: Info) -> ProductVariant | Awaitable[ProductVariant]:
+        return _variant_now(info, self.variant_pk)
 
-    @strawberry.field
-    async def warehouse(self, info: Info) -> Warehouse:
-        return await _warehouse(info, self.warehouse_pk)
+    @strawberry.field(graphql_type=Warehouse)
+    def warehouse(self, info: Info) -> Warehouse | Awaitable[Warehouse]:
+        return _warehouse_now(info, self.warehouse_pk)
 
     @strawberry.field(description="The order that caused the movement.")
     async def order(self, info: Info) -> Order | None:
@@ -486,11 +513,9 @@ async def resolve_node(info: Info, type_name: str, pk: int) -> Any:
         product = await loaders.product.load(pk)
         return Product.from_model(product) if product and visible(product.seller_id) else None
     if type_name == "ProductVariant":
-        variant = await loaders.variant.load(pk)
-        if variant is None:
-            return None
-        owner = await loaders.product.load(variant.product_id)
-        return ProductVariant.from_model(variant) if visible(owner.seller_id) else None
+        variant = await loaders.variant.load(pk)  # its seller_id is its product's
+        return ProductVariant.from_model(variant) \
+            if variant is not None and visible(variant.seller_id) else None
     # stock-side objects belong to the seller of their warehouse
     stock_side: dict[str, tuple[Any, Any]] = {
         "Stock": (loaders.stock, Stock.from_model),
@@ -502,6 +527,8 @@ async def resolve_node(info: Info, type_name: str, pk: int) -> Any:
         row = await loader.load(pk)
         if row is None:
             return None
+        if permissions.can_read_stock(principal):  # an admin: no owner to look up
+            return build(row)
         owner = await loaders.warehouse.load(row.warehouse_id)
         return build(row) if permissions.can_read_stock(principal, owner.seller_id) else None
     if type_name == "SupplierFeed":
@@ -553,3 +580,55 @@ async def can_read_order(info: Info, order: models.Order) -> bool:
     sellers = await info.context.loaders.sellers_of_order.load(order.id) \
         if permissions.seller_scope(principal) is not None else frozenset()
     return permissions.can_read_order(principal, order.created_by_token_id, sellers)
+
+
+def _availability_key(loaders: Loaders, variant: ProductVariant, args: dict[str, Any]
+                      ) -> tuple[DataLoader[Any, Any], Any] | None:
+    country = args.get("country")
+    code = normalize_country(country) if isinstance(country, str) else None
+    if country is not None and code is None:
+        return None  # the field answers its error itself
+    return loaders.availability, (variant.pk, code)
+
+
+def _variant_key(loaders: Loaders, node: Any, args: dict[str, Any]
+                 ) -> tuple[DataLoader[Any, Any], Any]:
+    return loaders.variant, node.variant_pk
+
+
+def _warehouse_key(loaders: Loaders, node: Any, args: dict[str, Any]
+                   ) -> tuple[DataLoader[Any, Any], Any]:
+    return loaders.warehouse, node.warehouse_pk
+
+
+KeyOf = Callable[[Loaders, Any, dict[str, Any]], tuple[DataLoader[Any, Any], Any] | None]
+
+# per type, its fields that answer at once when their loader holds the key (now_or_later)
+PREFETCHED: dict[type, tuple[tuple[str, KeyOf], ...]] = {
+    ProductVariant: (("quantityAvailable", _availability_key),),
+    Stock: (("variant", _variant_key), ("warehouse", _warehouse_key)),
+    StockMovement: (("variant", _variant_key), ("warehouse", _warehouse_key)),
+}
+
+
+async def prefetch(info: Info, nodes: Sequence[Any], path: Sequence[str]) -> None:
+    """Load, one batch per loader, what the fields at `path` below the current field will
+    ask of each of `nodes` (api/lookahead.py), so that they answer at once. Only ever
+    ahead of time: a failed load is met again, and answered, by the fields themselves."""
+    pending: set[asyncio.Future[Any]] = set()
+    loaders = info.context.loaders
+    for kind in {type(n) for n in nodes}:
+        for name, key_of in PREFETCHED.get(kind, ()):
+            for args in arguments_of(info, path, name, kind.__strawberry_definition__.name):
+                for node in nodes:
+                    if type(node) is kind and (found := key_of(loaders, node, args)):
+                        # the loader's own future, not the shielded one each field awaits
+                        future = cast("asyncio.Future[Any]", DataLoader.load(*found))
+                        if not future.done():
+                            pending.add(future)
+    if pending:
+        # not cancelled with this field, never raising here (the fields meet the errors)
+        await asyncio.wait(pending)
+        for future in pending:
+            if not future.cancelled():
+                future.exception()  # retrieved: asyncio logs no "never retrieved" for it

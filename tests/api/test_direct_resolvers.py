@@ -1,0 +1,140 @@
+"""Reads answer the same through the fast paths' direct resolvers and prefetching
+(api/direct.py, api/lookahead.py, `types.prefetch`) as through strawberry's own path."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import strawberry
+from strawberry.dataloader import DataLoader
+
+from api import direct
+from api.loaders import now_or_later
+from api.lookahead import arguments_of
+from api.schema import schema, schema_for
+from domain.models import Role
+from tests.conftest import Api, Database, serve
+from tests.factories import gid, shop
+
+pytestmark = pytest.mark.anyio
+
+AVAILABILITY = """query($skus: [String!], $c: String) { productVariants(skus: $skus, first: 5) {
+  edges { node { sku de: quantityAvailable(country: "de") fr: quantityAvailable(country: $c)
+                 all: quantityAvailable ...Again } } } }
+fragment Again on ProductVariant { again: quantityAvailable(country: "DE") }"""
+BAD_COUNTRY = """query($skus: [String!]) { productVariants(skus: $skus) {
+  edges { node { sku quantityAvailable(country: "XX") } } } }"""
+NODES = """query($ids: [ID!]!) { nodes(ids: $ids) { __typename id
+  ... on ProductVariant { sku quantityAvailable(country: "FR") }
+  ... on Stock { quantityAvailable variant { sku } warehouse { name } }
+  ... on Warehouse { name } } }"""
+PRODUCT = """query($id: ID!) { node(id: $id) { ... on Product { name variants {
+  sku quantityAvailable(country: "DE") product { name } } } } }"""
+DASHBOARD = """{ stocks(first: 50) { edges { node { quantity variant { sku product { name } }
+  warehouse { name } } } }
+  stockMovements(first: 50) { edges { node { quantityChange variant { sku }
+  warehouse { name } } } } }"""
+
+
+@pytest.fixture
+async def strawberrys(db: Database) -> Any:
+    """The same database served without the fast paths (strawberry's resolvers)."""
+    async with serve(db, fast_paths=False) as off:
+        yield off
+
+
+async def test_reads_answer_alike_with_and_without_the_direct_resolvers(
+        api: Api, strawberrys: Api) -> None:
+    s = shop(api.db, stock1=7, stock2=5)
+    w3 = s.world.warehouse(s.seller, [s.world.zone(["FR"])])
+    second = s.world.variant(s.product, stocks={s.w1: 2, w3: 9})
+    skus = [r[0] for r in api.db.rows("SELECT sku FROM product_variant ORDER BY id")]
+    stock_ids = [r[0] for r in api.db.rows("SELECT id FROM stock ORDER BY id")]
+    seller = api.token(Role.SELLER, s.seller)
+    shopper = api.token(Role.STOREFRONT)
+    requests = [
+        (AVAILABILITY, {"skus": skus, "c": "fr"}, shopper),
+        (AVAILABILITY, {"skus": skus}, shopper),  # $c unset: all warehouses
+        (BAD_COUNTRY, {"skus": skus}, shopper),
+        (NODES, {"ids": [gid("ProductVariant", second), gid("Stock", stock_ids[0]),
+                         gid("Warehouse", w3), gid("Stock", stock_ids[-1]),
+                         gid("ProductVariant", s.variant)]}, "admin"),
+        (PRODUCT, {"id": gid("Product", s.product)}, shopper),
+        (DASHBOARD, None, seller),
+    ]
+    for query, variables, token in requests:
+        fast = await api.post(query, variables, token)
+        slow = await strawberrys.post(query, variables, token)
+        assert (fast.status_code, fast.json()) == (slow.status_code, slow.json()), query
+
+    answer = await api.gql(AVAILABILITY, {"skus": skus, "c": "fr"}, shopper)
+    assert {e["node"].pop("sku"): e["node"] for e in answer["productVariants"]["edges"]} == {
+        skus[0]: {"de": 12, "fr": 12, "all": 12, "again": 12},
+        skus[1]: {"de": 2, "fr": 11, "all": 11, "again": 2}}
+    refused = (await api.post(BAD_COUNTRY, {"skus": skus}, shopper)).json()
+    assert refused["errors"][0]["extensions"]["code"] == "INVALID"
+
+
+def test_fields_with_input_objects_keep_strawberrys_resolver() -> None:
+    mutation = schema._schema.type_map["Mutation"].fields
+    query = schema._schema.type_map["Query"].fields
+    variant = schema._schema.type_map["ProductVariant"].fields
+    assert mutation["orderCreate"].resolve.__module__.startswith("strawberry")
+    assert query["productVariants"].resolve.__module__ == "api.direct"  # leaf arguments
+    assert variant["sku"].resolve.__module__ == "api.direct"
+    off = schema_for(fast_paths=False)._schema.type_map["ProductVariant"].fields
+    assert off["sku"].resolve.__module__.startswith("strawberry")
+    assert direct.install(schema_for(fast_paths=True)) > 200  # idempotent: built once
+
+
+async def test_a_loaded_value_answers_at_once_and_a_missing_one_later() -> None:
+    async def load(keys: list[int]) -> list[int]:
+        return [k * 10 for k in keys]
+
+    loader: DataLoader[int, int] = DataLoader(load_fn=load)
+    later = now_or_later(loader, 1, str)
+    assert await later == "10"  # type: ignore[misc]
+    assert now_or_later(loader, 1, str) == "10"  # loaded now: a plain value
+
+
+@strawberry.interface
+class Thing:
+    @strawberry.field
+    def qty(self, country: str | None = None) -> int:
+        return 0
+
+
+@strawberry.type
+class Item(Thing):
+    pass
+
+
+@strawberry.type
+class Other(Thing):
+    pass
+
+
+SEEN: list[list[dict[str, Any]]] = []
+
+
+@strawberry.type
+class Query:
+    @strawberry.field
+    def things(self, info: strawberry.Info) -> list[Thing]:
+        SEEN.append(arguments_of(info, (), "qty", "Item"))
+        return [Item()]
+
+
+def test_lookahead_follows_fragments_aliases_and_variables_of_the_objects_type() -> None:
+    small = strawberry.Schema(query=Query, types=[Item, Other])
+    SEEN.clear()
+    result = small.execute_sync("""query($c: String) { things { a: qty(country: "DE")
+        b: qty(country: $c) qty ...F ... on Item { d: qty(country: "IT") }
+        ... { e: qty(country: "ES") } ... on Other { o: qty(country: "NO") }
+        ... on Thing { t: qty(country: "AT") } } }
+        fragment F on Item { f: qty(country: "PL") }""", variable_values={"c": "FR"})
+    assert result.errors is None
+    # `... on Other` cannot apply to an Item: not asked for it
+    assert SEEN == [[{"country": "DE"}, {"country": "FR"}, {}, {"country": "PL"},
+                     {"country": "IT"}, {"country": "ES"}, {"country": "AT"}]]

@@ -1,0 +1,241 @@
+"""The benchmark's read workloads run one statement per level of their query, whatever their
+size: no N+1, and no statement more than the architecture promises.
+
+The documents are the bench's own (bench/reads.py), sent with the token role the bench uses;
+each request is counted after a warm-up request of its token (the lookup is then cached), and
+`api.gql` checks it answers without errors.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from bench.reads import (
+    AVAILABILITY,
+    COUNTRY,
+    DASHBOARD_MOVEMENTS,
+    DASHBOARD_STOCKS,
+    NODE,
+    NODE_MIX,
+    NODES,
+    PAGE,
+    PRODUCT_PAGE,
+    SPECS,
+    TRIVIAL,
+)
+from domain.models import Role
+from domain.services import stock
+from tests.api.test_query_counts import Statements, counting
+from tests.conftest import Api
+from tests.factories import ADMIN, World, gid
+
+pytestmark = pytest.mark.anyio
+
+# Statements per request (SQLite and PostgreSQL alike).
+STATEMENTS = {
+    TRIVIAL: 0,  # none: the token's lookup is cached
+    "availability": 2,  # the page of variants by SKU; one sum of availability over the 5
+    "product-page": 3,  # the product; its variants; one sum of availability over them
+    "dashboard-stocks": 2,  # the page of flagged stocks; their variants (for `sku`)
+    "dashboard-movements": 2,  # the page of movements; their warehouses (for `name`)
+    "nodes": 4,  # one per type asked: variants, products, warehouses, stocks
+    "node ProductVariant": 1,  # the variant (it carries its seller, for visibility)
+    "node Product": 1,  # the product
+    "node Warehouse": 1,  # the warehouse
+    "node Stock": 1,  # the stock (an admin's: no owner to look up for visibility)
+}
+
+PRODUCTS = 4
+VARIANTS_PER_PRODUCT = 10  # as the bench's product pages
+SMALL_NODE_MIX = (("ProductVariant", 2), ("Product", 1), ("Warehouse", 1), ("Stock", 1))
+
+
+@dataclass
+class Market:
+    """One seller: 3 warehouses serving COUNTRY, one that does not (its stock must not count
+    in availability), PRODUCTS products of VARIANTS_PER_PRODUCT variants stocked in all 4."""
+
+    api: Api
+    seller: int
+    warehouses: list[int]  # serving COUNTRY, then the other one
+    products: dict[int, list[int]] = field(default_factory=dict)  # product -> its variants
+    sku: dict[int, str] = field(default_factory=dict)
+    available: dict[int, int] = field(default_factory=dict)  # variant -> in COUNTRY
+
+    def stock_ids(self, warehouse: int | None = None) -> list[int]:
+        where = "" if warehouse is None else f"WHERE warehouse_id = {warehouse} "
+        return [int(r[0]) for r in self.api.db.rows(f"SELECT id FROM stock {where}ORDER BY id")]
+
+    def flag(self, stocks: int) -> list[int]:
+        """Give `stocks` stocks a threshold one above their available, the others 0 (never
+        flagged); the flagged ones, newest first (the dashboard's order)."""
+        flagged = self.stock_ids()[:stocks]
+        with self.api.db.engine.begin() as conn:
+            conn.exec_driver_sql("UPDATE stock SET low_stock_threshold = 0")
+            conn.exec_driver_sql(
+                "UPDATE stock SET low_stock_threshold = quantity - quantity_allocated + 1 "
+                f"WHERE id IN ({', '.join(map(str, flagged))})")
+        return sorted(flagged, reverse=True)
+
+
+def _market(api: Api) -> Market:
+    world = World(api.db)
+    seller = world.seller()
+    serving = [world.warehouse(seller, [world.zone([COUNTRY])], priority=i) for i in range(3)]
+    other = world.warehouse(seller, [world.zone(["FR"])])
+    market = Market(api, seller, [*serving, other])
+    for p in range(PRODUCTS):
+        product = world.product(seller)
+        market.products[product] = []
+        for v in range(VARIANTS_PER_PRODUCT):
+            quantities = {w: 100 * p + 10 * v + i for i, w in enumerate(serving, 1)}
+            variant = world.variant(product, sku=f"SKU-{p}-{v}",
+                                    stocks={**quantities, other: 1000})
+            market.products[product].append(variant)
+            market.sku[variant] = f"SKU-{p}-{v}"
+            market.available[variant] = sum(quantities.values())
+    return market
+
+
+async def _counted(api: Api, role: str, query: str, variables: dict[str, Any] | None = None,
+                   seller: int | None = None) -> tuple[dict[str, Any], Statements]:
+    """`data` of one request with a token of `role`, and the statements it ran."""
+    token = "admin" if role == "admin" else api.token(Role(role), seller)
+    await api.gql("{ __typename }", token=token)  # caches the token's lookup
+    with counting(api.db) as statements:
+        data = await api.gql(query, variables, token=token)
+    return data, statements
+
+
+async def test_the_trivial_query_runs_no_statement(api: Api) -> None:
+    """`{ __typename }` reads nothing: the floor the other reads are measured from."""
+    spec = SPECS[TRIVIAL]
+    data, seen = await _counted(api, spec.role, spec.query)
+
+    assert data == {"__typename": "Query"}
+    assert seen.count == STATEMENTS[TRIVIAL], seen.sql
+
+
+async def test_availability_of_5_skus_sums_them_in_one_statement(api: Api) -> None:
+    """5 variants by SKU, each with its availability over the 3 warehouses serving
+    COUNTRY: the page, then one sum for all 5 (not one per variant)."""
+    market = _market(api)
+    picked = [variants[v] for variants in market.products.values() for v in (2, 7)][:5]
+    skus = [market.sku[v] for v in picked]
+
+    data, seen = await _counted(api, "storefront", AVAILABILITY, {"skus": skus})
+
+    figures = {e["node"]["sku"]: e["node"]["quantityAvailable"]
+               for e in data["productVariants"]["edges"]}
+    assert figures == {market.sku[v]: market.available[v] for v in picked}
+    assert seen.count == STATEMENTS["availability"], seen.sql
+
+
+async def test_a_product_page_of_10_variants_runs_one_statement_per_level(api: Api) -> None:
+    """A product, its 10 variants and their availability in COUNTRY (3 warehouses each)."""
+    market = _market(api)
+    product, variants = next(iter(market.products.items()))
+
+    data, seen = await _counted(api, "storefront", PRODUCT_PAGE,
+                                {"id": gid("Product", product)})
+
+    node = data["node"]
+    assert node["id"] == gid("Product", product)
+    assert {v["id"]: (v["sku"], v["quantityAvailable"]) for v in node["variants"]} == {
+        gid("ProductVariant", v): (market.sku[v], market.available[v]) for v in variants}
+    assert seen.count == STATEMENTS["product-page"], seen.sql
+
+
+@pytest.mark.parametrize("flagged", [20, 60])
+async def test_the_low_stock_dashboard_runs_as_many_statements_for_20_or_60_flagged(
+    api: Api, flagged: int,
+) -> None:
+    """The seller's page of stocks below their threshold, newest first, with their SKUs:
+    a page of 20 or a full one of 50 (of 60) costs the same."""
+    market = _market(api)
+    newest = market.flag(flagged)[:PAGE]
+    sku_of = {int(s): market.sku[int(v)] for s, v in
+              api.db.rows("SELECT id, variant_id FROM stock")}
+
+    data, seen = await _counted(api, "seller", DASHBOARD_STOCKS, seller=market.seller)
+
+    page = data["stocks"]
+    nodes = [e["node"] for e in page["edges"]]
+    assert [(n["id"], n["variant"]["sku"]) for n in nodes] == [
+        (gid("Stock", s), sku_of[s]) for s in newest]
+    assert all(n["quantityAvailable"] == n["lowStockThreshold"] - 1 for n in nodes)
+    assert page["pageInfo"]["hasNextPage"] is (flagged > PAGE)
+    assert seen.count == STATEMENTS["dashboard-stocks"], seen.sql
+
+
+@pytest.mark.parametrize("adjustments", [10, 60])
+async def test_the_ledger_dashboard_runs_as_many_statements_for_14_or_64_movements(
+    api: Api, adjustments: int,
+) -> None:
+    """A variant's newest movements (its 4 stocks' first updates, then `adjustments`
+    recounts across 3 of them), each with its warehouse's name: read in one batch."""
+    market = _market(api)
+    variant = next(iter(market.sku))
+    for i in range(adjustments):  # +1 in each warehouse, then -1 in each, and so on
+        stock.adjust(api.db.uow(), ADMIN, variant_id=variant,
+                     warehouse_id=market.warehouses[i % 3], delta=1 - 2 * (i // 3 % 2),
+                     reason="recount")
+    newest = [(gid("StockMovement", int(m)), str(name)) for m, name in api.db.rows(
+        "SELECT m.id, w.name FROM stock_movement m JOIN warehouse w ON w.id = m.warehouse_id "
+        "WHERE m.variant_id = :v ORDER BY m.id DESC", v=variant)]
+
+    data, seen = await _counted(api, "seller", DASHBOARD_MOVEMENTS,
+                                {"variantId": gid("ProductVariant", variant)}, market.seller)
+
+    page = data["stockMovements"]
+    assert len(newest) == 4 + adjustments
+    assert [(e["node"]["id"], e["node"]["warehouse"]["name"]) for e in page["edges"]] == \
+        newest[:PAGE]
+    assert page["pageInfo"]["hasNextPage"] is (len(newest) > PAGE)
+    assert seen.count == STATEMENTS["dashboard-movements"], seen.sql
+
+
+def _mixed_ids(market: Market, mix: tuple[tuple[str, int], ...]) -> list[tuple[str, int]]:
+    """`mix`'s (type, pk), shuffled as the bench does. The warehouses asked are the first
+    ones, the stocks lie in the third: their warehouses are not read already (the bench's
+    usual case, and the one that costs most)."""
+    pools = {"ProductVariant": list(market.sku), "Product": list(market.products),
+             "Warehouse": market.warehouses[:2],
+             "Stock": market.stock_ids(market.warehouses[2])}
+    picked = [(t, pk) for t, n in mix for pk in pools[t][:n]]
+    random.Random(len(picked)).shuffle(picked)
+    return picked
+
+
+@pytest.mark.parametrize("mix", [NODE_MIX, SMALL_NODE_MIX], ids=["20 ids", "5 ids"])
+async def test_nodes_runs_as_many_statements_for_20_or_5_ids(
+    api: Api, mix: tuple[tuple[str, int], ...],
+) -> None:
+    """`nodes` of mixed types (ProductVariant, Product, Warehouse, Stock) reads each type
+    in one batch, whatever the number of ids."""
+    market = _market(api)
+    picked = _mixed_ids(market, mix)
+
+    data, seen = await _counted(api, "admin", NODES, {"ids": [gid(t, pk) for t, pk in picked]})
+
+    assert [(n["__typename"], n["id"]) for n in data["nodes"]] == [
+        (t, gid(t, pk)) for t, pk in picked]
+    skus = [n["sku"] for n in data["nodes"] if n["__typename"] == "ProductVariant"]
+    assert skus == [market.sku[pk] for t, pk in picked if t == "ProductVariant"]
+    assert seen.count == STATEMENTS["nodes"], seen.sql
+
+
+@pytest.mark.parametrize("type_name", [t for t, _ in NODE_MIX])
+async def test_node_reads_its_object_and_at_most_its_owner(api: Api, type_name: str) -> None:
+    """`node` of one id of each type the bench draws."""
+    market = _market(api)
+    [(_, pk)] = _mixed_ids(market, ((type_name, 1),))
+
+    data, seen = await _counted(api, "admin", NODE, {"id": gid(type_name, pk)})
+
+    assert (data["node"]["__typename"], data["node"]["id"]) == (type_name, gid(type_name, pk))
+    assert seen.count == STATEMENTS[f"node {type_name}"], seen.sql
