@@ -6,21 +6,31 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import os
+import random
 import statistics
 import time
-from collections.abc import Callable
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from bench import cpu, pgbench
 from bench.child import run_in_child
 from bench.database import VAR, BenchDatabase
+from bench.floor import FloorMismatch, answer_fields, floor_seconds
 from bench.load import Target
 from bench.progress import say, settle
 from bench.reads import (
     RAW,
+    SPECS,
     TRIVIAL,
     WORKLOADS,
+    ReadData,
+    judge,
     prepare,
+    request,
     run_raw_availability,
     run_read_workload,
 )
@@ -38,6 +48,23 @@ AVAILABILITY_P99_MAX_MS = 30.0
 # the per-token limit (1,000/s by default, api/ratelimit.py) stays in the request path but
 # never refuses: one storefront token asks far more often than that here
 SERVER_ENV = {"STOCKYARD_RATE_PER_SECOND": "1000000", "STOCKYARD_RATE_BURST": "1000000"}
+FLOOR_SEED = 0  # the draw of the one request per workload whose answer the floor walks
+
+
+@dataclass(frozen=True, slots=True)
+class Floor:
+    """A workload's floor (bench/floor.py) on one right answer of the server: the answer's
+    response entries and the seconds bare graphql-core takes to walk it, or why not."""
+
+    name: str
+    fields: int | None = None
+    seconds: float | None = None
+    problem: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"answer_fields": self.fields,
+                "floor_us": None if self.seconds is None else round(self.seconds * 1e6, 1),
+                "problem": self.problem}
 
 
 def add_read_args(p: argparse.ArgumentParser) -> None:
@@ -69,18 +96,80 @@ def read_rounds(runs: int, names: list[str], raw: bool) -> list[tuple[int, str]]
     return [(n, name) for n in range(1, runs + 1) for name in (order if n % 2 else order[::-1])]
 
 
-def measured(run: Callable[[], WorkloadResult], server: Server, run_no: int) -> WorkloadResult:
-    """Run one read workload after the server is idle; attach CPU figures and the ERROR
+def measured(run: Callable[[], WorkloadResult], server: Server, run_no: int,
+             busy_seconds: float | None = None) -> WorkloadResult:
+    """Run one read workload after the server is idle; attach CPU figures (with
+    `busy_seconds`, the warm-up and window, the server's CPU per request) and the ERROR
     lines the server logged meanwhile."""
     settle(server.pid)
     since = server.log_size()
+    started = time.perf_counter()
     result = cpu.with_cpu(run, server.pid, run_no)
+    elapsed = time.perf_counter() - started
+    if busy_seconds:
+        result.extra["server_cpu_us_per_request"] = server_cpu_per_request(
+            result, elapsed, busy_seconds)
     result.extra["server_error_lines"] = _error_lines(server, since)
     say(f"{result.name} #{run_no} ({result.transport}): {result.orders_per_s:.1f}/s, p99 "
         f"{_ms(result.p99_ms)} ms, ok {result.ok}, failed {result.failed}")
     for problem in result.extra.get("problems", [])[:3]:
         say(f"  {problem}")
     return result
+
+
+def server_cpu_per_request(result: WorkloadResult, elapsed: float, busy_seconds: float
+                           ) -> float | None:
+    """Microseconds of server CPU per answer: the server tree's CPU seconds over the whole
+    run (`elapsed`: the load generator's start, warm-up, window, drain) over the answers
+    of the warm-up and window, taken at the window's rate. The idle start adds no CPU; a
+    slower warm-up makes it a little low."""
+    cores = result.extra.get("server_cpu")
+    if cores is None or result.orders_per_s <= 0:
+        return None
+    return float(cores) * elapsed / (result.orders_per_s * busy_seconds) * 1e6
+
+
+def _post(url: str, token: str, body: bytes) -> tuple[int, bytes]:
+    request_ = urllib.request.Request(
+        f"{url}/graphql", data=body, method="POST",
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request_, timeout=30) as response:
+            return int(response.status), response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+def workload_floor(url: str, name: str, data: ReadData) -> Floor:
+    """One request of workload `name` (draw FLOOR_SEED), its answer checked as the load
+    generator checks it, and the floor of walking that answer."""
+    spec = SPECS[name]
+    body, expect = request(spec, data, random.Random(FLOOR_SEED))
+    try:
+        status, payload = _post(url, data.tokens[spec.role], body)
+    except OSError as exc:
+        return Floor(name, problem=f"no answer: {type(exc).__name__}: {exc}")
+    code = judge(spec, data, status, payload, expect)
+    if code is not None:
+        return Floor(name, problem=f"the answer was wrong: {code}")
+    answer = json.loads(payload)["data"]
+    try:
+        seconds = floor_seconds(spec.query, json.loads(body).get("variables"),
+                                spec.operation, answer)
+    except FloorMismatch as exc:
+        return Floor(name, answer_fields(answer), problem=str(exc)[:300])
+    return Floor(name, answer_fields(answer), seconds)
+
+
+def measure_floors(url: str, names: list[str], data: ReadData) -> dict[str, Floor]:
+    """Each read workload's floor, measured in this process while the server is idle."""
+    floors: dict[str, Floor] = {}
+    for name in names:
+        floors[name] = floor = workload_floor(url, name, data)
+        figure = "-" if floor.seconds is None else f"{floor.seconds * 1e6:.0f} us"
+        say(f"floor of {name}: {figure} ({floor.fields} fields)"
+            + (f": {floor.problem}" if floor.problem else ""))
+    return floors
 
 
 def _error_lines(server: Server, since: int) -> int:
@@ -143,6 +232,68 @@ def read_table(results: list[WorkloadResult]) -> list[str]:
     return [*lines, ""]
 
 
+def floor_cores(workers: int) -> int:
+    """The cores the server's workers can use: the ceiling's multiplier."""
+    return max(1, min(workers, os.cpu_count() or workers))
+
+
+def _median_extra(runs: list[WorkloadResult], key: str) -> float | None:
+    known = [float(r.extra[key]) for r in runs if r.extra.get(key) is not None]
+    return statistics.median(known) if known else None
+
+
+def floor_summary(runs: list[WorkloadResult], floor: Floor, cores: int) -> dict[str, Any]:
+    """The floor beside the medians of the runs: the server's CPU per request over the
+    floor, and the rate the floor allows on `cores` cores."""
+    per_request = _median_extra(runs, "server_cpu_us_per_request")
+    floor_us = None if floor.seconds is None else floor.seconds * 1e6
+    ceiling = None if floor.seconds is None else cores / floor.seconds
+    rate = _median_rate(runs)
+    return {**floor.to_json(), "cores": cores,
+            "us_per_field": floor_us / floor.fields if floor_us and floor.fields else None,
+            "server_cpu_us_per_request": per_request,
+            "server_cpu_over_floor": per_request / floor_us
+            if per_request is not None and floor_us else None,
+            "ceiling_per_s": ceiling,
+            "rate_over_ceiling": rate / ceiling if rate is not None and ceiling else None}
+
+
+def floor_table(results: list[WorkloadResult], floors: Mapping[str, Floor], workers: int
+                ) -> list[str]:
+    """Per read workload: the framework's floor for its request beside what the server
+    spent (medians over the runs)."""
+    cores = floor_cores(workers)
+    head = (f"{'read workload':<20}{'fields':>7}{'floor us':>10}{'us/field':>9}"
+            f"{'req/s':>9}{'srv us/req':>11}{'srv/floor':>10}{'ceiling/s':>10}"
+            f"{'x ceiling':>10}")
+    lines = ["Floor: bare graphql-core executing the same request over one right answer of "
+             "the server (its SDL, no resolvers of ours, json.dumps included, parse and "
+             "validation not; median of batches)", head, "-" * len(head)]
+    notes: list[str] = []
+    for name, group in by_name(results).items():
+        floor = floors.get(name)
+        if floor is None:
+            continue
+        f = floor_summary(group, floor, cores)
+        lines.append(
+            f"{name:<20}{_num(f['answer_fields'], 0):>7}{_num(f['floor_us'], 0):>10}"
+            f"{_num(f['us_per_field'], 1):>9}{_num(_median_rate(group), 1):>9}"
+            f"{_num(f['server_cpu_us_per_request'], 0):>11}"
+            f"{_num(f['server_cpu_over_floor'], 1):>10}{_num(f['ceiling_per_s'], 0):>10}"
+            f"{_num(f['rate_over_ceiling'], 3):>10}")
+        if floor.problem:
+            notes.append(f"  {name}: no floor: {floor.problem}")
+    return [*lines, *notes, "",
+            "fields: response entries of the answer; srv us/req: the server's CPU over the "
+            "run / the answers of warm-up and window; srv/floor: what the server adds to "
+            "graphql-core's walk (HTTP, auth, limits, SQL, building objects); ceiling/s: "
+            f"min(workers, CPUs) = {cores} / floor; x ceiling: req/s over it", ""]
+
+
+def _num(value: float | None, digits: int) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
 def _spread(spread: Spread) -> str:
     if spread.median is None or spread.low is None or spread.high is None:
         return "-"
@@ -197,6 +348,7 @@ def reads_bench(args: argparse.Namespace, db: BenchDatabase, seeded: Seeded,
     log = VAR / f"server-{db.kind}-reads.log"
     with Server(db.url, args.workers, log, env=SERVER_ENV) as server:
         say(f"server up on {server.url} (stderr: {log})")
+        floors = measure_floors(server.url, args.read_workloads, data)
         target = Target(HOST, server.port, "", args.http_client)
         for run_no, name in read_rounds(args.runs, args.read_workloads, raw):
             say(f"{name} #{run_no}: {args.clients} clients, {args.warmup:g}+{args.seconds:g} s")
@@ -205,17 +357,24 @@ def reads_bench(args: argparse.Namespace, db: BenchDatabase, seeded: Seeded,
             else:
                 run = functools.partial(run_in_child, run_read_workload, target, name, data,
                                         timing)
-            results.append(measured(run, server, run_no))
+            busy = None if name == RAW else args.warmup + args.seconds
+            results.append(measured(run, server, run_no, busy))
     found = read_checks(results)
-    sections = read_table(results) + ([f"raw read: {raw_note}", ""] if not raw else [])
+    sections = read_table(results) + floor_table(results, floors, args.workers) + (
+        [f"raw read: {raw_note}", ""] if not raw else [])
     print(render(meta, [], found, sections=sections), flush=True)
     out = VAR / f"results-{db.kind}-reads.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     runs = by_name(results)
+    cores = floor_cores(args.workers)
     summary = [{"name": name, "runs": len(group),
                 "requests_per_s": Spread.of([r.orders_per_s for r in group]).to_json(),
                 "p50_ms": Spread.of([r.p50_ms for r in group]).to_json(),
-                "p99_ms": Spread.of([r.p99_ms for r in group]).to_json()}
+                "p99_ms": Spread.of([r.p99_ms for r in group]).to_json(),
+                "server_cpu_us_per_request": Spread.of(
+                    [r.extra.get("server_cpu_us_per_request") for r in group]).to_json(),
+                "floor": floor_summary(group, floors[name], cores) if name in floors
+                else None}
                for name, group in runs.items()]
     payload = {"meta": meta,
                "targets": [{"name": c.name, "value": c.value, "goal": c.goal,

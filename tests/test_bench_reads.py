@@ -1,15 +1,16 @@
 """The bench's read workloads and raw baselines stay alive (bench/reads.py,
 bench/one_statement.py): every request they build is answered right by the app, every
-wrong answer is caught, the raw SQL gives the app's figures and the one-statement order
-writes what the app writes. Small seeds, requests through the ASGI app, pgbench for a
-second: a few seconds in all."""
+wrong answer is caught, the raw SQL gives the app's figures, the one-statement order
+writes what the app writes and the floor (bench/floor.py) walks the app's answers. Small
+seeds, requests through the ASGI app, pgbench for a second: a few seconds in all."""
 
 from __future__ import annotations
 
 import json
 import os
 import random
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
@@ -18,8 +19,16 @@ import pytest
 from api.app import build_app
 from bench import checks, pgbench, reads
 from bench.database import BenchDatabase
+from bench.floor import FloorMismatch, answer_fields, floor_seconds
 from bench.one_statement import run_one_statement
-from bench.read_report import read_checks, read_rounds, read_table
+from bench.read_report import (
+    Floor,
+    floor_table,
+    read_checks,
+    read_rounds,
+    read_table,
+    server_cpu_per_request,
+)
 from bench.run import parse_args, rounds
 from bench.seed import Seeded, migrate, seed
 from bench.stats import WorkloadResult
@@ -67,30 +76,55 @@ def test_prepare_fills_every_page(prepared: Prepared) -> None:
     assert set(data.available.values()) == {3 * 1_000_000}
 
 
-async def test_every_workload_is_answered_right_by_the_app(prepared: Prepared) -> None:
-    db, _, data = prepared
+@asynccontextmanager
+async def _app_client(db: BenchDatabase) -> AsyncIterator[httpx.AsyncClient]:
+    """The app over the bench database, through ASGI."""
     engine = make_engine(Settings(database_url=db.url))
     events: list[Event] = []
     app = build_app(engine, events.append)
-    rng = random.Random(7)
     try:
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
                                      base_url="http://testserver") as client:
-            for spec in reads.SPECS.values():
-                for _ in range(3):
-                    body, expect = reads.request(spec, data, rng)
-                    response = await client.post(
-                        "/graphql", content=body,
-                        headers={"Authorization": f"Bearer {data.tokens[spec.role]}",
-                                 "Content-Type": "application/json"})
-
-                    code = reads.judge(spec, data, response.status_code, response.content,
-                                       expect)
-
-                    assert code is None, (spec.name, code, response.text[:500])
+            yield client
     finally:
         app.state.threads.close()
         engine.dispose()
+
+
+async def _ask(client: httpx.AsyncClient, data: reads.ReadData, spec: reads.ReadSpec,
+               body: bytes) -> httpx.Response:
+    return await client.post("/graphql", content=body,
+                             headers={"Authorization": f"Bearer {data.tokens[spec.role]}",
+                                      "Content-Type": "application/json"})
+
+
+async def test_every_workload_is_answered_right_by_the_app(prepared: Prepared) -> None:
+    db, _, data = prepared
+    rng = random.Random(7)
+    async with _app_client(db) as client:
+        for spec in reads.SPECS.values():
+            for _ in range(3):
+                body, expect = reads.request(spec, data, rng)
+                response = await _ask(client, data, spec, body)
+
+                code = reads.judge(spec, data, response.status_code, response.content,
+                                   expect)
+
+                assert code is None, (spec.name, code, response.text[:500])
+
+
+async def test_the_floor_walks_every_workloads_answer(prepared: Prepared) -> None:
+    db, _, data = prepared
+    rng = random.Random(8)
+    async with _app_client(db) as client:
+        for spec in reads.SPECS.values():
+            body, _ = reads.request(spec, data, rng)
+            answer = (await _ask(client, data, spec, body)).json()["data"]
+
+            seconds = floor_seconds(spec.query, json.loads(body).get("variables"),
+                                    spec.operation, answer, rounds=1)
+
+            assert 0 < seconds < 1, spec.name
 
 
 def _right_availability(data: reads.ReadData, skus: list[str]) -> dict[str, Any]:
@@ -116,6 +150,60 @@ def test_a_wrong_availability_answer_is_a_failure(prepared: Prepared, tamper: An
     tamper(answer)
 
     assert reads.judge(spec, data, 200, json.dumps(answer).encode(), skus) == code
+
+
+def _small_answer() -> tuple[dict[str, Any], dict[str, Any]]:
+    """Variables and `data` of an availability answer (no database needed)."""
+    skus = [f"BENCH-{i:06d}" for i in range(1, reads.SKUS_PER_REQUEST + 1)]
+    edges = [{"node": {"sku": sku, "quantityAvailable": 7}} for sku in skus]
+    return {"skus": skus}, {"productVariants": {"edges": edges}}
+
+
+def test_floor_of_a_small_answer() -> None:
+    variables, answer = _small_answer()
+
+    seconds = floor_seconds(reads.AVAILABILITY, variables, "BenchAvailability", answer,
+                            rounds=3)
+
+    assert 0 < seconds < 0.1
+    assert answer_fields(answer) == 1 + 1 + 5 * (1 + 2)  # productVariants, edges, 5 nodes
+    assert 0 < floor_seconds("{ __typename }", None, None, {"__typename": "Query"},
+                             rounds=1) < seconds
+
+
+def _drop_figure(answer: dict[str, Any]) -> None:
+    del answer["productVariants"]["edges"][0]["node"]["quantityAvailable"]
+
+
+def _add_field(answer: dict[str, Any]) -> None:
+    answer["productVariants"]["edges"][0]["node"]["name"] = "not asked for"
+
+
+def _null_edges(answer: dict[str, Any]) -> None:
+    answer["productVariants"]["edges"] = None  # non-null in the schema
+
+
+@pytest.mark.parametrize(("tamper", "says"), [
+    (_drop_figure, "has no 'quantityAvailable'"),
+    (_add_field, "differs from the answer"),
+    (_null_edges, "could not walk the answer"),
+])
+def test_floor_fails_on_an_answer_that_does_not_match(tamper: Any, says: str) -> None:
+    variables, answer = _small_answer()
+    tamper(answer)
+
+    with pytest.raises(FloorMismatch, match=says):
+        floor_seconds(reads.AVAILABILITY, variables, "BenchAvailability", answer, rounds=1)
+
+
+def test_floor_needs_the_type_of_an_abstract_field() -> None:
+    answer = {"node": {"id": "UHJvZHVjdDox", "name": "n", "variants": []}}
+
+    with pytest.raises(FloorMismatch, match="must select __typename"):
+        floor_seconds(reads.PRODUCT_PAGE, {"id": "UHJvZHVjdDox"}, "BenchProductPage", answer,
+                      rounds=1)
+    with pytest.raises(FloorMismatch, match="does not fit the served schema"):
+        floor_seconds("{ noSuchField }", None, None, {"noSuchField": 1}, rounds=1)
 
 
 def test_transport_failures_are_failures(prepared: Prepared) -> None:
@@ -181,6 +269,30 @@ def test_targets_compare_each_read_with_trivial() -> None:
     assert found["failed reads (non-200, GraphQL errors, wrong answers; raw read errors)"
                  ].value == "2"
     assert any("0.400" in line for line in read_table(results))
+
+
+def test_floor_table_sets_the_server_beside_the_floor() -> None:
+    results = [_row("trivial", 1000, 5), _row("dashboard-stocks", 100, 40),
+               _row("raw-availability", 5000, 2)]
+    results[1].extra["server_cpu_us_per_request"] = 12_000.0
+    floors = {"trivial": Floor("trivial", 1, problem="the answer was wrong: HTTP_500"),
+              "dashboard-stocks": Floor("dashboard-stocks", 405, 0.003)}
+
+    lines = floor_table(results, floors, workers=1)
+
+    row = next(line.split() for line in lines if line.startswith("dashboard-stocks"))
+    # fields, floor us, us/field, req/s, server us/req, server / floor, ceiling/s, x ceiling
+    assert row[1:] == ["405", "3000", "7.4", "100.0", "12000", "4.0", "333", "0.300"]
+    assert any("trivial: no floor: the answer was wrong: HTTP_500" in line for line in lines)
+    assert not any(line.startswith("raw-availability") for line in lines)
+
+
+def test_server_cpu_per_request() -> None:
+    result = _row("nodes", 200, 40)
+    result.extra["server_cpu"] = 1.5  # cores over a 10 s run, 8 s of it warm-up + window
+
+    assert server_cpu_per_request(result, 10.0, 8.0) == pytest.approx(1.5 * 10 / 1600 * 1e6)
+    assert server_cpu_per_request(_row("nodes", 0, 40), 10.0, 8.0) is None
 
 
 def test_options_and_rounds() -> None:
