@@ -43,6 +43,14 @@ class Services:
         with self.reader() as session:
             return fn(session, *args, **kwargs)
 
+    def read_core(self, fn: Callable[Concatenate[Connection, P], R], *args: P.args,
+                  **kwargs: P.kwargs) -> R:
+        """`fn` with a Core connection of the reader's engine (its options: read-only, and
+        autocommit on PostgreSQL), for reads whose plan needs their parameters' values
+        (pages: a LIMIT, a skewed filter)."""
+        with self.reader.kw["bind"].connect() as conn:
+            return fn(conn, *args, **kwargs)
+
     def read_rows(self, fn: Callable[Concatenate[Connection, P], R], *args: P.args,
                   **kwargs: P.kwargs) -> R:
         """`fn` with a Core connection, for reads whose plan needs no parameter's value
@@ -83,6 +91,12 @@ class Context:
     async def read(self, fn: Callable[..., R], *args: Any) -> R:
         """Run a read function with a read-only session in a worker thread."""
         return await self.services.threads.run(functools.partial(self.services.read, fn, *args))
+
+    async def read_core(self, fn: Callable[..., R], *args: Any) -> R:
+        """Run a read function with a Core connection (`Services.read_core`) in a worker
+        thread."""
+        return await self.services.threads.run(
+            functools.partial(self.services.read_core, fn, *args))
 
     async def read_rows(self, fn: Callable[..., R], *args: Any) -> R:
         """Run a read function with a Core connection (`Services.read_rows`) in a worker

@@ -241,8 +241,8 @@ def page_statement(db: BenchDatabase, case: Case, per_page: int, before_id: int 
     try:
         _, reader = session_factories(engine)
         with reader() as session:
-            reads.page(session, model, reads.PageQuery(first=per_page, before_id=before_id,
-                                                       **filters))
+            query = reads.PageQuery(first=per_page, before_id=before_id, **filters)
+            reads.page(session.connection(), model, query)
     finally:
         engine.dispose()
     statement, parameters = next(s for s in reversed(seen) if "ORDER BY" in s[0])

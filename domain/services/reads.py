@@ -298,13 +298,14 @@ _FILTERS = tuple(name for name in PageQuery.__slots__ if name != "first")
 _LIKE_ESCAPE = "/"
 
 
-def page(session: Session, model: type[M], query: PageQuery) -> list[Any]:
-    """The page's rows, as Core rows with the model's column attributes (no ORM objects).
+def page(conn: Connection, model: type[M], query: PageQuery) -> list[Any]:
+    """The page's rows, as Core rows with the model's column attributes (no ORM objects),
+    read on a Core connection (no Session to open and close around one statement).
 
     The statement is built once per model and set of filters given (`_page_statement`),
     the values go as parameters: building it for every request cost more than running it.
     """
-    dialect = session.get_bind().dialect.name
+    dialect = conn.dialect.name
     given = tuple(name for name in _FILTERS if getattr(query, name) is not None)
     shape = tuple((name, getattr(query, name) if name in _SHAPED else None) for name in given)
     params: dict[str, Any] = {"limit": query.first + 1}
@@ -314,7 +315,7 @@ def page(session: Session, model: type[M], query: PageQuery) -> list[Any]:
             params["sku_prefix"] = _escaped(value) + "%"
         elif name not in _SHAPED:
             params[name] = list(value) if isinstance(value, tuple) else value
-    return list(session.connection().execute(_page_statement(model, dialect, shape), params))
+    return list(conn.execute(_page_statement(model, dialect, shape), params))
 
 
 def _escaped(prefix: str) -> str:
