@@ -28,7 +28,9 @@ from graphql import (
     GraphQLResolveInfo,
     is_leaf_type,
 )
+from strawberry.relay.types import GlobalID
 from strawberry.schema.schema_converter import GraphQLCoreConverter
+from strawberry.types.base import StrawberryContainer, StrawberryMaybe
 from strawberry.types.field import StrawberryField
 
 Resolve = Callable[..., Any]
@@ -67,7 +69,7 @@ def _direct(schema: strawberry.Schema, gql_field: GraphQLField) -> Resolve | Non
     for argument in field.arguments:
         graphql_name = schema.config.name_converter.from_argument(argument)
         kind = _leaf_kind(gql_field.args[graphql_name].type)
-        if kind is None:
+        if kind is None or _converted(argument.type):
             return None
         names[graphql_name] = argument.python_name
         if kind == "list":
@@ -87,6 +89,16 @@ def _leaf_kind(type_: Any) -> str | None:
             item = item.of_type
         return "list" if is_leaf_type(item) else None
     return "leaf" if is_leaf_type(type_) else None
+
+
+def _converted(type_: Any) -> bool:
+    """Whether strawberry turns the leaf into something else: a `Maybe` into `Some(...)`,
+    a relay `GlobalID` string into a `GlobalID`."""
+    while isinstance(type_, StrawberryContainer):
+        if isinstance(type_, StrawberryMaybe):
+            return True
+        type_ = type_.of_type
+    return type_ is GlobalID
 
 
 def _attribute(name: str) -> Resolve:

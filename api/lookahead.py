@@ -18,42 +18,58 @@ from graphql import (
     InlineFragmentNode,
     SelectionNode,
 )
+from graphql.pyutils import Undefined
 from graphql.utilities import value_from_ast_untyped
+from strawberry import Info
 from strawberry.types.nodes import get_variable_values
 
 
-def arguments_of(info: Any, path: Sequence[str], name: str, on: str) -> list[dict[str, Any]]:
-    """The argument sets of every `name` field selected at `path` below the current field
-    on an object of type `on` (fragments followed where they may apply to it, aliases
-    apart; variables filled in, unknown ones as None)."""
+def arguments_of(info: Info[Any, Any], path: Sequence[str], name: str, on: str
+                 ) -> list[dict[str, Any]]:
+    """The distinct argument sets of the `name` fields selected at `path` below the current
+    field on an object of type `on` (fragments followed where they may apply to it, aliases
+    apart; variables filled in, an omitted one left out as an omitted argument is).
+
+    Each named fragment is walked once per depth, as graphql-core collects fields: a
+    fragment spreading another twice, nested 30 deep, is a small document that walked
+    naively would take 2^30 steps.
+    """
     raw = info._raw_info
     variables = get_variable_values(raw)
     object_type = raw.schema.get_type(on)
     applies = {on, *(i.name for i in getattr(object_type, "interfaces", ()))}
     found: list[dict[str, Any]] = []
+    spread: set[tuple[str, int]] = set()
 
     def walk(selections: Sequence[SelectionNode], depth: int) -> None:
         for selection in selections:
-            if not isinstance(selection, FieldNode):
-                fragment: FragmentDefinitionNode | InlineFragmentNode | None = (
-                    raw.fragments.get(selection.name.value)
-                    if isinstance(selection, FragmentSpreadNode)
-                    else cast(InlineFragmentNode, selection))
-                if fragment is None:
-                    continue
-                condition = fragment.type_condition
-                # at the objects' own level a fragment on another type selects nothing
-                if depth < len(path) or condition is None or condition.name.value in applies:
-                    walk(fragment.selection_set.selections, depth)
-                continue
             if isinstance(selection, FieldNode):
                 field = selection.name.value
                 if depth == len(path):
                     if field == name:
-                        found.append({a.name.value: value_from_ast_untyped(a.value, variables)
-                                      for a in selection.arguments or ()})
+                        args = {a.name.value: value for a in selection.arguments or ()
+                                if (value := value_from_ast_untyped(a.value, variables))
+                                is not Undefined}
+                        if args not in found:
+                            found.append(args)
                 elif field == path[depth] and selection.selection_set is not None:
                     walk(selection.selection_set.selections, depth + 1)
+                continue
+            fragment: FragmentDefinitionNode | InlineFragmentNode | None
+            if isinstance(selection, FragmentSpreadNode):
+                key = (selection.name.value, depth)
+                if key in spread:
+                    continue
+                spread.add(key)
+                fragment = raw.fragments.get(selection.name.value)
+            else:
+                fragment = cast(InlineFragmentNode, selection)
+            if fragment is None:
+                continue
+            condition = fragment.type_condition
+            # at the objects' own level a fragment on another type selects nothing
+            if depth < len(path) or condition is None or condition.name.value in applies:
+                walk(fragment.selection_set.selections, depth)
 
     for node in raw.field_nodes:
         if node.selection_set is not None:

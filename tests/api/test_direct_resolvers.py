@@ -9,10 +9,11 @@ import pytest
 import strawberry
 from strawberry.dataloader import DataLoader
 
-from api import direct
+from api import direct, lookahead
 from api.loaders import now_or_later
 from api.lookahead import arguments_of
 from api.schema import schema, schema_for
+from api.types import PREFETCHED
 from domain.models import Role
 from tests.conftest import Api, Database, serve
 from tests.factories import gid, shop
@@ -138,3 +139,51 @@ def test_lookahead_follows_fragments_aliases_and_variables_of_the_objects_type()
     # `... on Other` cannot apply to an Item: not asked for it
     assert SEEN == [[{"country": "DE"}, {"country": "FR"}, {}, {"country": "PL"},
                      {"country": "IT"}, {"country": "ES"}, {"country": "AT"}]]
+
+
+def test_lookahead_walks_each_fragment_once_per_depth(monkeypatch: pytest.MonkeyPatch) -> None:
+    # each fragment spreads the next one twice: walked naively, 2^20 visits of the field
+    # (a 1 KB document that held the event loop for seconds)
+    depth = 20
+    read: list[object] = []
+    original = lookahead.value_from_ast_untyped
+    monkeypatch.setattr(lookahead, "value_from_ast_untyped",
+                        lambda *args: read.append(args) or original(*args))
+    fragments = " ".join(f"fragment F{i} on Item {{ ...F{i + 1} ...F{i + 1} }}"
+                         for i in range(depth))
+    small = strawberry.Schema(query=Query, types=[Item, Other])
+    SEEN.clear()
+    result = small.execute_sync(f"{{ things {{ ...F0 }} }} {fragments} "
+                                f'fragment F{depth} on Item {{ qty(country: "DE") }}')
+    assert result.errors is None
+    assert SEEN == [[{"country": "DE"}]]
+    assert len(read) == 1
+
+
+def test_every_prefetched_field_is_a_field_of_its_type() -> None:
+    # a renamed field would silently turn its prefetching off
+    for kind, fields in PREFETCHED.items():
+        graphql_type = schema._schema.type_map[kind.__strawberry_definition__.name]
+        assert {name for name, _ in fields} <= set(graphql_type.fields), kind
+
+
+def test_arguments_strawberry_converts_keep_its_resolver() -> None:
+    @strawberry.type
+    class Converted:
+        @strawberry.field
+        def maybe(self, x: strawberry.Maybe[str]) -> str:
+            return repr(x)
+
+        @strawberry.field
+        def global_id(self, id: strawberry.relay.GlobalID) -> str:
+            return type(id).__name__
+
+        @strawberry.field
+        def plain(self, x: str | None = None) -> str:
+            return repr(x)
+
+    small = strawberry.Schema(query=Converted)
+    before = small.execute_sync('{ maybe(x: "a") globalId(id: "VXNlcjox") plain(x: "a") }')
+    assert direct.install(small) == 1  # only `plain`
+    after = small.execute_sync('{ maybe(x: "a") globalId(id: "VXNlcjox") plain(x: "a") }')
+    assert after.data == before.data
