@@ -25,7 +25,7 @@ from bench import checks, cpu
 from bench.bulk import Client
 from bench.database import BenchDatabase
 from bench.http_client import RawPoster
-from bench.load import REQUEST_TIMEOUT, classify, order_body, order_pk, variant_gid
+from bench.load import REQUEST_TIMEOUT, classify, order_body, order_pk, run_loop, variant_gid
 from bench.progress import say, settle
 from bench.report import Check
 from bench.stats import Spread
@@ -177,14 +177,7 @@ async def _place_all(host: str, port: int, token: str, wanted: list[tuple[int, .
 def place_orders(host: str, port: int, token: str, wanted: list[tuple[int, ...]]
                  ) -> tuple[list[Order], Counter[str]]:
     """orderCreate of each of `wanted` through the server; (orders, failures by code)."""
-    try:
-        import uvloop
-
-        runner = asyncio.Runner(loop_factory=uvloop.new_event_loop)
-    except ImportError:
-        runner = asyncio.Runner()
-    with runner:
-        return runner.run(_place_all(host, port, token, wanted))
+    return run_loop(_place_all(host, port, token, wanted))
 
 
 # -- the two timed requests ----------------------------------------------------------------

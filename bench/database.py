@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -84,6 +84,23 @@ class BenchDatabase:
             yield conn
         finally:
             conn.close()
+
+    def begin_writes(self, conn: Any) -> None:
+        """Start the set-based writes of a seed step: on SQLite, one transaction holding the
+        write lock from its start (psycopg opens its transaction itself)."""
+        if self.kind == "sqlite":
+            conn.execute("BEGIN IMMEDIATE")
+
+    def commit_and_analyze(self, conn: Any, tables: Sequence[str]) -> None:
+        """Commit a seed step and refresh the planner's statistics: all tables on SQLite,
+        `tables` on PostgreSQL (in autocommit from here on: ANALYZE takes no transaction)."""
+        if self.kind == "sqlite":
+            conn.execute("COMMIT")
+            conn.execute("ANALYZE")
+        else:
+            conn.commit()
+            conn.autocommit = True
+            conn.execute(f"ANALYZE {', '.join(tables)}")
 
     def server_version(self) -> str:
         """The database engine's version string."""

@@ -6,12 +6,16 @@ import asyncio
 import json
 import random
 import time
+from collections.abc import Coroutine
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 from bench.cpu import own_cpu_seconds
 from bench.http_client import HttpxPoster, Poster, RawPoster, httpx_client
 from bench.stats import Tally, WorkloadResult
 from bench.workload import Timing, Workload
+
+R = TypeVar("R")
 
 QUERY = ("mutation BenchOrder($input: OrderCreateInput!) "
          "{ orderCreate(input: $input) { order { id } errors { code } } }")
@@ -146,8 +150,9 @@ async def _cpu_at(moment: float) -> float:
     return own_cpu_seconds()
 
 
-def run_http_workload(target: Target, workload: Workload, timing: Timing) -> WorkloadResult:
-    """Drive `timing.clients` concurrent keep-alive clients against the server."""
+def run_loop(main: Coroutine[Any, Any, R]) -> R:
+    """`main` run to its end on a new event loop: uvloop's when installed (the load
+    generators'), else asyncio's."""
     try:
         import uvloop
 
@@ -155,4 +160,9 @@ def run_http_workload(target: Target, workload: Workload, timing: Timing) -> Wor
     except ImportError:
         runner = asyncio.Runner()
     with runner:
-        return runner.run(_run(target, workload, timing))
+        return runner.run(main)
+
+
+def run_http_workload(target: Target, workload: Workload, timing: Timing) -> WorkloadResult:
+    """Drive `timing.clients` concurrent keep-alive clients against the server."""
+    return run_loop(_run(target, workload, timing))

@@ -24,7 +24,7 @@ from typing import Any
 from bench.books import REFUSED, grow_books, scaled
 from bench.bulk import Client
 from bench.database import VAR, BenchDatabase
-from bench.progress import say
+from bench.progress import run_then_drop, say
 from bench.seed import create_admin_token, migrate, seed
 from bench.server import HOST, Server
 
@@ -398,14 +398,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if db.kind != "postgresql":
         print(f"bench.paging: {REFUSED}", file=sys.stderr)
         return 2
-    try:
-        return run(args, db)
-    except KeyboardInterrupt:
-        say("interrupted")
-        return 130
-    finally:
-        if not args.keep_db:
-            db.drop()
+    return run_then_drop(lambda: run(args, db), db, args.keep_db)
 
 
 if __name__ == "__main__":

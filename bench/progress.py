@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from bench import cpu
+
+if TYPE_CHECKING:
+    from bench.database import BenchDatabase
 
 
 def say(message: str) -> None:
@@ -25,3 +30,16 @@ def settle(*pids: int | None, timeout: float = 10.0) -> None:
         time.sleep(0.5)
         if sum(cpu.tree_cpu_seconds(pid) for pid in alive) - before < 0.025:
             return
+
+
+def run_then_drop(work: Callable[[], int], db: BenchDatabase, keep_db: bool) -> int:
+    """`work()`'s exit status (130 when interrupted); then the bench database is dropped
+    unless `keep_db`."""
+    try:
+        return work()
+    except KeyboardInterrupt:
+        say("interrupted")
+        return 130
+    finally:
+        if not keep_db:
+            db.drop()

@@ -24,7 +24,7 @@ from bench import pgbench
 from bench.cpu import own_cpu_seconds
 from bench.database import BenchDatabase
 from bench.http_client import HttpxPoster, Poster, RawPoster, httpx_client
-from bench.load import REQUEST_TIMEOUT, Target
+from bench.load import REQUEST_TIMEOUT, Target, run_loop
 from bench.raw_sql import window_threads
 from bench.stats import Tally, WorkloadResult
 from bench.workload import Timing
@@ -350,14 +350,7 @@ def run_read_workload(target: Target, name: str, data: ReadData, timing: Timing
     process: `bench.child.run_in_child`). Only answers that pass its check are `ok`."""
     spec = SPECS[name]
     target = dataclasses.replace(target, token=data.tokens[spec.role])
-    try:
-        import uvloop
-
-        runner = asyncio.Runner(loop_factory=uvloop.new_event_loop)
-    except ImportError:
-        runner = asyncio.Runner()
-    with runner:
-        return runner.run(_run(target, spec, data, timing))
+    return run_loop(_run(target, spec, data, timing))
 
 
 SERVES = ("EXISTS (SELECT 1 FROM warehouse_shipping_zone wz JOIN shipping_zone_country c "
@@ -440,19 +433,12 @@ def prepare(db: BenchDatabase, variants: int, admin_token: str, actor: str) -> R
     ledger_variants = movement_variants(variants)
     marks = ", ".join(str(v) for v in ledger_variants)
     with db.connection() as conn:
-        if db.kind == "sqlite":
-            conn.execute("BEGIN IMMEDIATE")
+        db.begin_writes(conn)
         conn.execute(_q(db, THRESHOLDS.format(every=LOW_STOCK_EVERY,
                                               half=LOW_STOCK_EVERY // 2)), (variants,))
         conn.execute(_q(db, MOVEMENTS.format(per_stock=MOVEMENTS_PER_STOCK, variants=marks)),
                      (actor,))
-        if db.kind == "sqlite":
-            conn.execute("COMMIT")
-            conn.execute("ANALYZE")
-        else:
-            conn.commit()
-            conn.autocommit = True
-            conn.execute("ANALYZE stock, stock_movement")
+        db.commit_and_analyze(conn, ("stock", "stock_movement"))
         rows = conn.execute(db.q(EXPECTED_AVAILABLE), (variants,)).fetchall()
         sku_of = {int(pk): str(sku) for pk, sku, _ in rows}
         available = {str(sku): int(total) for _, sku, total in rows}

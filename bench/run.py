@@ -26,7 +26,7 @@ from bench.hooks_report import feeds_hooks_bench
 from bench.load import Target, run_http_workload
 from bench.one_statement import NAME as ONE_SPREAD
 from bench.one_statement import run_one_statement
-from bench.progress import say, settle
+from bench.progress import run_then_drop, say, settle
 from bench.raw_sql import run_sql_workload
 from bench.read_report import add_read_args, check_read_args, reads_bench
 from bench.report import Check, render, write_json
@@ -365,14 +365,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"bench: --books: {REFUSED}", file=sys.stderr)
         return 2
     signal.signal(signal.SIGTERM, _interrupt)
-    try:
-        return bench(args, db)
-    except KeyboardInterrupt:
-        say("interrupted")
-        return 130
-    finally:
-        if not args.keep_db:
-            db.drop()
+    return run_then_drop(lambda: bench(args, db), db, args.keep_db)
 
 
 if __name__ == "__main__":

@@ -79,8 +79,7 @@ def seed(db: BenchDatabase, variants: int, bounded_units: int) -> Seeded:
                                                        strict=True)]
     stock_rows = [(i, *row) for i, row in enumerate(stock_rows, start=1)]
     with db.connection() as conn:
-        if db.kind == "sqlite":
-            conn.execute("BEGIN IMMEDIATE")
+        db.begin_writes(conn)
         _insert(db, conn, "seller", ("id", "name"), [(1, "Bench seller")])
         _insert(db, conn, "shipping_zone", ("id", "name"), [(1, "Germany")])
         _insert(db, conn, "shipping_zone_country", ("zone_id", "country"), [(1, "DE")])
@@ -100,16 +99,10 @@ def seed(db: BenchDatabase, variants: int, bounded_units: int) -> Seeded:
             for table in SEEDED_TABLES:
                 conn.execute(f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), "
                              f"(SELECT max(id) FROM {table}))")
-        if db.kind == "sqlite":
-            conn.execute("COMMIT")
-            conn.execute("ANALYZE")
-        else:
-            conn.commit()
-            conn.autocommit = True
-            # the catalog only: tables analyzed while empty make every connection plan its
-            # foreign-key checks against them as sequential scans, kept until the next
-            # ANALYZE; a real shop's order tables are big and analyzed (README)
-            conn.execute(f"ANALYZE {', '.join(CATALOG_TABLES)}")
+        # on PostgreSQL the catalog only: tables analyzed while empty make every connection
+        # plan its foreign-key checks against them as sequential scans, kept until the next
+        # ANALYZE; a real shop's order tables are big and analyzed (README)
+        db.commit_and_analyze(conn, CATALOG_TABLES)
     return Seeded(tuple(range(1, variants + 1)), hot, bounded, bounded_units,
                   *create_admin_token(db))
 

@@ -17,7 +17,15 @@ import time
 from dataclasses import dataclass, field
 
 from bench.http_client import RawPoster
-from bench.load import REQUEST_TIMEOUT, Target, classify, order_body, order_pk, variant_gid
+from bench.load import (
+    REQUEST_TIMEOUT,
+    Target,
+    classify,
+    order_body,
+    order_pk,
+    run_loop,
+    variant_gid,
+)
 from bench.stats import Tally, WorkloadResult
 from bench.workload import Timing
 
@@ -142,11 +150,4 @@ async def _run(target: Target, plan: SyncPlan) -> SyncLoad:
 
 def run_sync_load(target: Target, plan: SyncPlan) -> SyncLoad:
     """Send the plan's orders; meant for `bench.child.run_in_child`."""
-    try:
-        import uvloop
-
-        runner = asyncio.Runner(loop_factory=uvloop.new_event_loop)
-    except ImportError:
-        runner = asyncio.Runner()
-    with runner:
-        return runner.run(_run(target, plan))
+    return run_loop(_run(target, plan))

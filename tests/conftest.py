@@ -205,11 +205,18 @@ async def serve(db: Database, *, fast_paths: bool = True, limits: Limits = Limit
     nowhere)."""
     events: list[Event] = []
     app = build_app(db.engine, publish or events.append, fast_paths=fast_paths, limits=limits)
-    transport = httpx.ASGITransport(app=app)  # runs no lifespan: the test stops the threads
+    async with asgi_client(app, timeout=120) as client:
+        yield Api(client, db)
+
+
+@contextlib.asynccontextmanager
+async def asgi_client(app: Any, timeout: float = 5.0) -> AsyncIterator[httpx.AsyncClient]:
+    """An httpx client of `app` through ASGI, which runs no lifespan: the app's service
+    threads are stopped here on exit."""
     try:
-        async with httpx.AsyncClient(transport=transport, base_url="http://testserver",
-                                     timeout=120) as client:
-            yield Api(client, db)
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                     base_url="http://testserver", timeout=timeout) as client:
+            yield client
     finally:
         app.state.threads.close()
 

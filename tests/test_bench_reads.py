@@ -36,7 +36,7 @@ from bench.workload import Timing
 from domain.db import make_engine
 from domain.events import Event
 from domain.settings import Settings
-from tests.conftest import postgres_server_url, require_postgres
+from tests.conftest import asgi_client, postgres_server_url, require_postgres
 
 pytestmark = pytest.mark.anyio
 
@@ -81,13 +81,10 @@ async def _app_client(db: BenchDatabase) -> AsyncIterator[httpx.AsyncClient]:
     """The app over the bench database, through ASGI."""
     engine = make_engine(Settings(database_url=db.url))
     events: list[Event] = []
-    app = build_app(engine, events.append)
     try:
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
-                                     base_url="http://testserver") as client:
+        async with asgi_client(build_app(engine, events.append)) as client:
             yield client
     finally:
-        app.state.threads.close()
         engine.dispose()
 
 

@@ -34,6 +34,7 @@ from api.ids import encode
 from api.inputs import ToDomain
 from api.schema import schema
 from domain.errors import InvalidState, NotFound
+from tests.conftest import asgi_client
 
 pytestmark = pytest.mark.anyio
 
@@ -75,12 +76,8 @@ async def client(request: pytest.FixtureRequest,
     """A client of an app whose services are never run; no database is reached."""
     app = build_app(create_engine("sqlite://"), lambda _event: None,
                     fast_paths=request.param)
-    try:
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
-                                     base_url="http://testserver") as client:
-            yield client
-    finally:
-        app.state.threads.close()
+    async with asgi_client(app) as client:
+        yield client
 
 
 @pytest.fixture
