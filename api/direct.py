@@ -75,8 +75,9 @@ def _direct(schema: strawberry.Schema, gql_field: GraphQLField) -> Resolve | Non
         if kind == "list":
             lists.add(graphql_name)
     info_name = resolver.info_parameter.name if resolver.info_parameter else None
-    return _method(func, names, frozenset(lists), info_name,
-                   schema.config.info_class, field, resolver.self_parameter is not None)
+    return _method(func, with_self=resolver.self_parameter is not None, names=names,
+                   lists=frozenset(lists), info_name=info_name,
+                   info_class=schema.config.info_class, field=field)
 
 
 def _leaf_kind(type_: Any) -> str | None:
@@ -109,9 +110,12 @@ def _attribute(name: str) -> Resolve:
     return resolve
 
 
-def _method(func: Callable[..., Any], names: dict[str, str], lists: frozenset[str],
-            info_name: str | None, info_class: type[Any], field: StrawberryField,
-            with_self: bool) -> Resolve:
+def _method(func: Callable[..., Any], *, with_self: bool, names: dict[str, str],
+            lists: frozenset[str], info_name: str | None, info_class: type[Any],
+            field: StrawberryField) -> Resolve:
+    """`func` called as strawberry calls it: arguments under their Python names (`names`:
+    GraphQL to Python), lists copied, an `Info` under `info_name` when it asks for one."""
+
     def resolve(source: Any, info: GraphQLResolveInfo[Any], **args: Any) -> Any:
         kwargs = {names[name]: list(value) if name in lists and value is not None else value
                   for name, value in args.items()} if args else {}

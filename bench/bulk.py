@@ -83,17 +83,29 @@ def bulk_body(variants: tuple[int, ...], quantity: int) -> bytes:
                        "operationName": "BenchBulk"}).encode()
 
 
-def problem(status: int, payload: bytes, rows: int) -> str | None:
-    """None if the request applied all `rows` without errors, else what went wrong."""
+def graphql_answer(status: int, payload: bytes) -> dict[str, Any] | str:
+    """The decoded GraphQL answer, or the failure code of a response that is not one:
+    HTTP_<status>, BAD_JSON (not a JSON object), GRAPHQL_ERROR (top-level errors); the
+    bulk and read workloads count failures by these same codes."""
     if status != 200:
         return f"HTTP_{status}"
     try:
-        data = json.loads(payload)
+        answer = json.loads(payload)
     except ValueError:
         return "BAD_JSON"
-    if data.get("errors"):
+    if not isinstance(answer, dict):
+        return "BAD_JSON"
+    if answer.get("errors"):
         return "GRAPHQL_ERROR"
-    result = (data.get("data") or {}).get("stockBulkUpdate") or {}
+    return answer
+
+
+def problem(status: int, payload: bytes, rows: int) -> str | None:
+    """None if the request applied all `rows` without errors, else what went wrong."""
+    answer = graphql_answer(status, payload)
+    if isinstance(answer, str):
+        return answer
+    result = (answer.get("data") or {}).get("stockBulkUpdate") or {}
     if result.get("errors"):
         return "+".join(sorted({str(e.get("code")) for e in result["errors"]}))
     if result.get("count") != rows:

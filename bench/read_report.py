@@ -34,7 +34,7 @@ from bench.reads import (
     run_raw_availability,
     run_read_workload,
 )
-from bench.report import Check, by_name, failure_checks, render
+from bench.report import Check, by_name, failure_checks, render, table_top
 from bench.seed import Seeded
 from bench.server import HOST, Server
 from bench.stats import Spread, WorkloadResult
@@ -197,9 +197,9 @@ def read_table(results: list[WorkloadResult]) -> list[str]:
     head = (f"{'read workload':<20}{'run':>3} {'via':<8}{'req/s':>9}{'p50 ms':>8}{'p99 ms':>8}"
             f"{'max ms':>8}{'ok':>9}{'x trivial':>10}{'client':>7}{'server':>7}"
             f"{'machine':>8}{'log err':>8}  failed")
-    lines = ["Reads: every answer checked (shape and figures); x trivial: requests/s over "
-             "`trivial`'s in the same round; the server's per-token rate limit raised so that "
-             "it never refuses", head, "-" * len(head)]
+    lines = table_top("Reads: every answer checked (shape and figures); x trivial: requests/s "
+                      "over `trivial`'s in the same round; the server's per-token rate limit "
+                      "raised so that it never refuses", head)
     for r in results:
         base = trivial.get(r.run)
         share = f"{r.orders_per_s / base:.3f}" if base else "-"
@@ -266,9 +266,9 @@ def floor_table(results: list[WorkloadResult], floors: Mapping[str, Floor], work
     head = (f"{'read workload':<20}{'fields':>7}{'floor us':>10}{'us/field':>9}"
             f"{'req/s':>9}{'srv us/req':>11}{'srv/floor':>10}{'ceiling/s':>10}"
             f"{'x ceiling':>10}")
-    lines = ["Floor: bare graphql-core executing the same request over one right answer of "
-             "the server (its SDL, no resolvers of ours, json.dumps included, parse and "
-             "validation not; median of batches)", head, "-" * len(head)]
+    lines = table_top("Floor: bare graphql-core executing the same request over one right "
+                      "answer of the server (its SDL, no resolvers of ours, json.dumps "
+                      "included, parse and validation not; median of batches)", head)
     notes: list[str] = []
     for name, group in by_name(results).items():
         floor = floors.get(name)

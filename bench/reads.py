@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bench import pgbench
+from bench.bulk import graphql_answer
 from bench.cpu import own_cpu_seconds
 from bench.database import BenchDatabase
 from bench.http_client import HttpxPoster, Poster, RawPoster, httpx_client
@@ -277,16 +278,9 @@ def judge(spec: ReadSpec, data: ReadData, status: int, payload: bytes, expect: E
     """None when the answer is right, else a failure code: HTTP_<status>, BAD_JSON,
     GRAPHQL_ERROR (top-level errors), MALFORMED (not the shape asked for), or the check's
     own (WRONG_...)."""
-    if status != 200:
-        return f"HTTP_{status}"
-    try:
-        answer = json.loads(payload)
-    except ValueError:
-        return "BAD_JSON"
-    if not isinstance(answer, dict):
-        return "BAD_JSON"
-    if answer.get("errors"):
-        return "GRAPHQL_ERROR"
+    answer = graphql_answer(status, payload)
+    if isinstance(answer, str):
+        return answer
     got = answer.get("data")
     if not isinstance(got, dict):
         return "MALFORMED"

@@ -35,6 +35,11 @@ def _ms(value: float | None) -> str:
     return "-" if value is None else f"{value:.1f}"
 
 
+def table_top(title: str, head: str) -> list[str]:
+    """A table's title, its column heads and a rule as wide as them."""
+    return [title, head, "-" * len(head)]
+
+
 def by_name(results: list[WorkloadResult]) -> dict[str, list[WorkloadResult]]:
     """Each workload's runs, in order."""
     out: dict[str, list[WorkloadResult]] = {}
@@ -233,7 +238,7 @@ def _spread_text(spread: Spread, digits: int = 1) -> str:
 def _runs_table(results: list[WorkloadResult]) -> list[str]:
     head = (f"{'workload':<15}{'runs':>5}  {'orders/s median [min-max]':<28}"
             f"{'p50 ms median [min-max]':<26}{'p99 ms median [min-max]'}")
-    lines = ["Over the runs (targets use the medians):", head, "-" * len(head)]
+    lines = table_top("Over the runs (targets use the medians):", head)
     runs_of = by_name(results)
     for name, figures in summarize(results).items():
         lines.append(f"{name:<15}{len(runs_of[name]):>5}  "
@@ -246,8 +251,8 @@ def _runs_table(results: list[WorkloadResult]) -> list[str]:
 def _bulk_table(bulk: list[BulkResult]) -> list[str]:
     head = (f"{'bulk rows':<11}{'runs':>5}{'median ms':>11}{'min ms':>9}{'max ms':>9}"
             f"{'rows/s':>9}{'server ms':>11}{'machine':>8}  {'ledger +/run':<14}failed")
-    lines = ["stockBulkUpdate, REJECT_EVERYTHING, one request at a time (round trip "
-             "measured by the client)", head, "-" * len(head)]
+    lines = table_top("stockBulkUpdate, REJECT_EVERYTHING, one request at a time (round "
+                      "trip measured by the client)", head)
     for b in bulk:
         median = b.median_ms
         rate = "-" if not median else f"{b.rows / median * 1000.0:.0f}"
