@@ -7,7 +7,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
-from sqlalchemy import Connection
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.requests import Request
 
@@ -15,7 +14,7 @@ from api.auth import TokenCache
 from api.limits import Gate
 from api.loaders import Loaders
 from api.threads import Threads
-from domain.db import driver_pool
+from domain import rows
 from domain.permissions import Principal
 from domain.uow import Publish, UnitOfWork
 
@@ -43,26 +42,13 @@ class Services:
         with self.reader() as session:
             return fn(session, *args, **kwargs)
 
-    def read_core(self, fn: Callable[Concatenate[Connection, P], R], *args: P.args,
-                  **kwargs: P.kwargs) -> R:
-        """`fn` with a Core connection of the reader's engine (its options: read-only, and
-        autocommit on PostgreSQL), for reads whose plan needs their parameters' values
-        (pages: a LIMIT, a skewed filter)."""
-        with self.reader.kw["bind"].connect() as conn:
-            return fn(conn, *args, **kwargs)
-
-    def read_rows(self, fn: Callable[Concatenate[Connection, P], R], *args: P.args,
-                  **kwargs: P.kwargs) -> R:
-        """`fn` with a Core connection, for reads whose plan needs no parameter's value
-        (rows by id, sums over ids): on PostgreSQL from the driver pool, in autocommit,
-        where a statement is prepared and planned once (`db.driver_pool`); elsewhere the
-        reader's."""
-        engine = self.writer.kw["bind"]
-        if engine.dialect.name == "postgresql":
-            with driver_pool(engine).connect() as conn:
-                return fn(conn, *args, **kwargs)
-        with self.reader() as session:
-            return fn(session.connection(), *args, **kwargs)
+    def read_driver(self, fn: Callable[..., R], *args: Any, planned_once: bool = False) -> R:
+        """`fn` with a DBAPI connection in autocommit (`rows.connect`): for reads of
+        domain/rows.py's compiled statements. `planned_once` for those whose plan needs no
+        parameter's value (rows by id, sums over ids), on PostgreSQL prepared and planned
+        once; otherwise planned for the values (pages: a LIMIT, a skewed filter)."""
+        with rows.connect(self.writer.kw["bind"], planned_once=planned_once) as driver:
+            return fn(driver, *args)
 
 
 @dataclass(slots=True)
@@ -92,14 +78,14 @@ class Context:
         """Run a read function with a read-only session in a worker thread."""
         return await self.services.threads.run(functools.partial(self.services.read, fn, *args))
 
-    async def read_core(self, fn: Callable[..., R], *args: Any) -> R:
-        """Run a read function with a Core connection (`Services.read_core`) in a worker
-        thread."""
-        return await self.services.threads.run(
-            functools.partial(self.services.read_core, fn, *args))
-
     async def read_rows(self, fn: Callable[..., R], *args: Any) -> R:
-        """Run a read function with a Core connection (`Services.read_rows`) in a worker
+        """Run a read of rows by id or sums over ids (`Services.read_driver`, planned once)
+        in a worker thread."""
+        return await self.services.threads.run(
+            functools.partial(self.services.read_driver, fn, *args, planned_once=True))
+
+    async def read_page(self, fn: Callable[..., R], *args: Any) -> R:
+        """Run a page's read (`Services.read_driver`, planned for its values) in a worker
         thread."""
         return await self.services.threads.run(
-            functools.partial(self.services.read_rows, fn, *args))
+            functools.partial(self.services.read_driver, fn, *args))

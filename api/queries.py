@@ -133,7 +133,7 @@ async def _page(
     after: str | None, **filters: Any,
 ) -> Connection[T]:
     query = reads.PageQuery(first=_first(first), before_id=_after(after), **filters)
-    rows = await info.context.read_core(reads.page, model, query)
+    rows = await info.context.read_page(reads.page, model, query)
     edges = [Edge(node=build(r), cursor=_cursor(r.id)) for r in rows[:query.first]]
     await prefetch(info, [e.node for e in edges], ("edges", "node"))
     return Connection(edges=edges,

@@ -219,34 +219,16 @@ def walk(client: Client, case: Case, result: Result, deep: Target, per_page: int
 
 def page_statement(db: BenchDatabase, case: Case, per_page: int, before_id: int | None
                    ) -> tuple[str, dict[str, Any]]:
-    """The SQL `reads.page` sends for the page, with its parameters (caught on its way)."""
-    from sqlalchemy import event
-
+    """The SQL `reads.page` sends for the page, with its parameters."""
     from domain import models
-    from domain.db import make_engine, session_factories
     from domain.services import reads
-    from domain.settings import Settings
 
     model = {"stock_movement": models.StockMovement, "orders": models.Order}[case.table]
     filters = dict(case.filters)
     if "statuses" in filters:
         filters["statuses"] = tuple(models.OrderStatus(s) for s in filters["statuses"])
-    seen: list[tuple[str, Any]] = []
-
-    def grab(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
-        seen.append((statement, parameters))
-
-    engine = make_engine(Settings(database_url=db.url))
-    event.listen(engine, "before_cursor_execute", grab)
-    try:
-        _, reader = session_factories(engine)
-        with reader() as session:
-            query = reads.PageQuery(first=per_page, before_id=before_id, **filters)
-            reads.page(session.connection(), model, query)
-    finally:
-        engine.dispose()
-    statement, parameters = next(s for s in reversed(seen) if "ORDER BY" in s[0])
-    return statement, dict(parameters)
+    query = reads.PageQuery(first=per_page, before_id=before_id, **filters)
+    return reads.page_text(db.kind, model, query)
 
 
 def explain(db: BenchDatabase, statement: str, parameters: dict[str, Any], *,

@@ -10,7 +10,6 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 from sqlalchemy import (
-    Connection,
     Integer,
     Select,
     String,
@@ -43,6 +42,7 @@ from domain.models import (
     Warehouse,
     warehouse_shipping_zone,
 )
+from domain.rows import Compiled, Driver
 from domain.services.orders import AllocationView, FulfillmentView
 
 M = TypeVar("M", bound=Base)
@@ -72,18 +72,17 @@ def by_id(session: Session, model: type[M], keys: Sequence[int]) -> list[M | Non
 
 
 @functools.cache
-def _rows_by_id_statement(model: type[Base], dialect: str) -> Select[Any]:
+def _rows_by_id_statement(model: type[Base], dialect: str) -> Compiled:
     table: Any = model.__table__
-    return select(table).where(in_ids(table.c.id, "ids", dialect))
+    return Compiled(select(table).where(in_ids(table.c.id, "ids", dialect)), dialect)
 
 
-def rows_by_id(conn: Connection, model: type[Base], keys: Sequence[int]) -> list[Any]:
-    """`model`'s rows by primary key, aligned to keys (None: no such row), as Core rows:
-    each has the model's column attributes (the same names), read without the ORM's
-    statement building and object loading, which cost four fifths of a small read."""
-    dialect = conn.dialect.name
-    found = {row.id: row for row in conn.execute(_rows_by_id_statement(model, dialect),
-                                                 {"ids": id_list(keys, dialect)})}
+def rows_by_id(driver: Driver, model: type[Base], keys: Sequence[int]) -> list[Any]:
+    """`model`'s rows by primary key, aligned to keys (None: no such row), as rows with the
+    model's column attributes (the same names), read without the ORM's statement building
+    and object loading (four fifths of a small read) or Core's execution (domain/rows.py)."""
+    found = {row.id: row for row in _rows_by_id_statement(model, driver.dialect).rows(
+        driver, {"ids": id_list(keys, driver.dialect)})}
     return [found.get(k) for k in keys]
 
 
@@ -126,33 +125,33 @@ def stocks_of_variants(session: Session, keys: Sequence[int]) -> list[list[Stock
 
 
 @functools.cache
-def _availability_statement(dialect: str, by_country: bool) -> Any:
-    statement: Any = (select(Stock.variant_id, func.sum(stock_rules.AVAILABLE))
+def _availability_statement(dialect: str, by_country: bool) -> Compiled:
+    statement: Any = (select(Stock.variant_id, func.sum(stock_rules.AVAILABLE).label("total"))
                       .where(in_ids(Stock.variant_id, "ids", dialect))
                       .group_by(Stock.variant_id))
-    if not by_country:
-        return statement
-    return (statement.join(Warehouse, Warehouse.id == Stock.warehouse_id)
-            .join(ProductVariant, ProductVariant.id == Stock.variant_id)
-            .join(Product, Product.id == ProductVariant.product_id)
-            .where(stock_rules.serves(bindparam("country", type_=String))))
+    if by_country:
+        statement = (statement.join(Warehouse, Warehouse.id == Stock.warehouse_id)
+                     .join(ProductVariant, ProductVariant.id == Stock.variant_id)
+                     .join(Product, Product.id == ProductVariant.product_id)
+                     .where(stock_rules.serves(bindparam("country", type_=String))))
+    return Compiled(statement, dialect)
 
 
-def availability(conn: Connection, keys: Sequence[tuple[int, str | None]]) -> list[int]:
+def availability(driver: Driver, keys: Sequence[tuple[int, str | None]]) -> list[int]:
     """Sum of available per (variant, country) over the warehouses that serve the country
     (as an order would allocate); over all warehouses if None. One statement per country
     asked, built once (a storefront's most frequent read)."""
     by_country: dict[str | None, set[int]] = defaultdict(set)
     for variant_id, country in keys:
         by_country[country].add(variant_id)
-    dialect = conn.dialect.name
+    dialect = driver.dialect
     totals: dict[tuple[int, str | None], int] = {}
     for country, variant_ids in by_country.items():
         params = {"ids": id_list(variant_ids, dialect)}
         if country is not None:
             params["country"] = country
         statement = _availability_statement(dialect, country is not None)
-        for variant_id, total in conn.execute(statement, params):
+        for variant_id, total in statement.rows(driver, params):
             totals[(variant_id, country)] = int(total or 0)
     return [totals.get(k, 0) for k in keys]
 
@@ -298,14 +297,26 @@ _FILTERS = tuple(name for name in PageQuery.__slots__ if name != "first")
 _LIKE_ESCAPE = "/"
 
 
-def page(conn: Connection, model: type[M], query: PageQuery) -> list[Any]:
-    """The page's rows, as Core rows with the model's column attributes (no ORM objects),
-    read on a Core connection (no Session to open and close around one statement).
+def page(driver: Driver, model: type[M], query: PageQuery) -> list[Any]:
+    """The page's rows, with the model's column attributes (no ORM objects), read on the
+    DBAPI connection (no Session or Core execution around one statement: domain/rows.py).
 
-    The statement is built once per model and set of filters given (`_page_statement`),
-    the values go as parameters: building it for every request cost more than running it.
+    The statement is built and compiled once per model and set of filters given
+    (`_page_statement`), the values go as parameters: building it for every request cost
+    more than running it.
     """
-    dialect = conn.dialect.name
+    statement, params = _page_call(driver.dialect, model, query)
+    return statement.rows(driver, params)
+
+
+def page_text(dialect: str, model: type[M], query: PageQuery) -> tuple[str, dict[str, Any]]:
+    """What `page` sends the driver: the SQL text and its values (the bench's EXPLAIN)."""
+    statement, params = _page_call(dialect, model, query)
+    return statement.text(params)
+
+
+def _page_call(dialect: str, model: type[M], query: PageQuery
+               ) -> tuple[Compiled, dict[str, Any]]:
     given = tuple(name for name in _FILTERS if getattr(query, name) is not None)
     shape = tuple((name, getattr(query, name) if name in _SHAPED else None) for name in given)
     params: dict[str, Any] = {"limit": query.first + 1}
@@ -315,7 +326,7 @@ def page(conn: Connection, model: type[M], query: PageQuery) -> list[Any]:
             params["sku_prefix"] = _escaped(value) + "%"
         elif name not in _SHAPED:
             params[name] = list(value) if isinstance(value, tuple) else value
-    return list(conn.execute(_page_statement(model, dialect, shape), params))
+    return _page_statement(model, dialect, shape), params
 
 
 def _escaped(prefix: str) -> str:
@@ -326,8 +337,13 @@ def _escaped(prefix: str) -> str:
 
 @functools.lru_cache(maxsize=256)
 def _page_statement(model: type[Base], dialect: str,
-                    shape: tuple[tuple[str, Any], ...]) -> Select[Any]:
+                    shape: tuple[tuple[str, Any], ...]) -> Compiled:
     """Newest first, at most `:limit` rows, with a WHERE clause per filter in `shape`."""
+    return Compiled(_page_select(model, dialect, shape), dialect)
+
+
+def _page_select(model: type[Base], dialect: str,
+                 shape: tuple[tuple[str, Any], ...]) -> Select[Any]:
     pk: Any = model.id  # type: ignore[attr-defined]
     table: Any = model.__table__
     column: Any = model

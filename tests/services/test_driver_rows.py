@@ -1,0 +1,113 @@
+"""domain/rows.py: a statement run on the DBAPI connection gives the rows Core gives, value
+for value and type for type (SQLite's datetimes, enums, booleans, NULLs), on both databases."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from domain import rows
+from domain.models import (
+    Base,
+    MovementType,
+    Order,
+    OrderLine,
+    OrderStatus,
+    OrderType,
+    Product,
+    ProductVariant,
+    PurchaseOrder,
+    Seller,
+    Stock,
+    StockMovement,
+    Warehouse,
+)
+from domain.services import orders, reads
+from tests.conftest import Database
+from tests.factories import ADMIN, shop
+
+
+def _books(db: Database) -> dict[str, Any]:
+    """A shop with two variants, stock set twice, an order and a canceled one."""
+    s = shop(db, stock1=10, stock2=5)
+    other = s.world.variant(s.product, sku="OTHER_%/1", track=False, stocks={s.w1: 3})
+    s.world.set_stock(s.variant, {s.w1: 12, s.w2: 5})
+    kept = orders.create(db.uow(), ADMIN, type=OrderType.REGULAR, shipping_country="DE",
+                         lines=[orders.LineRequest(s.variant, 2)])
+    dropped = orders.create(db.uow(), ADMIN, type=OrderType.DRAFT, shipping_country="DE",
+                            lines=[orders.LineRequest(s.variant, 1)])
+    orders.cancel(db.uow(), ADMIN, dropped.id)
+    return {"variant": s.variant, "other": other, "w1": s.w1, "order": kept.id}
+
+
+def _on_driver(db: Database, read: Any, *args: Any, planned_once: bool = False) -> Any:
+    with rows.connect(db.engine, planned_once=planned_once) as driver:
+        return read(driver, *args)
+
+
+def _same(found: list[Any], expected: list[Any]) -> None:
+    assert [tuple(r) for r in found] == [tuple(r) for r in expected]
+    assert [[type(v) for v in r] for r in found] == [[type(v) for v in r] for r in expected]
+    assert [r._fields for r in found] == [tuple(r._fields) for r in expected]
+
+
+BY_ID: dict[str, type[Base]] = {
+    "seller": Seller, "warehouse": Warehouse, "product": Product, "variant": ProductVariant,
+    "order": Order, "order_line": OrderLine, "movement": StockMovement, "stock": Stock,
+    "purchase_order": PurchaseOrder}
+
+
+@pytest.mark.parametrize("name", sorted(BY_ID))
+def test_rows_by_id_are_cores_rows(db: Database, name: str) -> None:
+    _books(db)
+    table: Any = BY_ID[name].__table__
+    with db.engine.connect() as conn:
+        expected = list(conn.execute(select(table).order_by(table.c.id)))
+    keys = [row.id for row in expected] + [10_000]
+    found = _on_driver(db, reads.rows_by_id, BY_ID[name], keys, planned_once=True)
+
+    assert found[-1] is None
+    _same(found[:-1], expected)
+
+
+@pytest.mark.parametrize(("model", "filters"), [
+    (ProductVariant, {"skus": ("OTHER_%/1", "nope")}),
+    (ProductVariant, {"skus": ()}),
+    (ProductVariant, {"sku_prefix": "OTHER_%"}),
+    (Stock, {"below_threshold": False, "out_of_stock": False}),
+    (StockMovement, {"movement_types": (MovementType.STOCK_UPDATE, MovementType.ALLOCATION)}),
+    (StockMovement, {"since": datetime.now(UTC) - timedelta(hours=1), "before_id": 10_000}),
+    (StockMovement, {"until": datetime.now(UTC) + timedelta(hours=1)}),
+    (Order, {"statuses": (OrderStatus.CANCELED,), "types": (OrderType.DRAFT,)}),
+    (Order, {}),
+])
+def test_pages_are_cores_rows(db: Database, model: type[Base], filters: dict[str, Any]
+                              ) -> None:
+    _books(db)
+    query = reads.PageQuery(first=50, **filters)
+    with db.engine.connect() as conn:
+        given = tuple(n for n in reads._FILTERS if getattr(query, n) is not None)
+        shape = tuple((n, getattr(query, n) if n in reads._SHAPED else None) for n in given)
+        _, params = reads._page_call(db.engine.dialect.name, model, query)
+        expected = list(conn.execute(
+            reads._page_select(model, db.engine.dialect.name, shape), params))
+    found = _on_driver(db, reads.page, model, query)
+
+    _same(found, expected)
+    if filters.get("skus") == ():
+        assert found == []
+    elif model is not Stock:
+        assert found, "the case reads some rows"
+
+
+def test_availability_sums_per_country(db: Database) -> None:
+    books = _books(db)
+    keys = [(books["variant"], "DE"), (books["variant"], None), (books["other"], "DE"),
+            (books["variant"], "US"), (10_000, "DE")]
+
+    found = _on_driver(db, reads.availability, keys, planned_once=True)
+
+    assert found == [15, 15, 3, 0, 0]  # 12 + 5 on hand, 2 allocated (the kept order)
