@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Concatenate, ParamSpec, TypeVar
@@ -12,14 +13,19 @@ from starlette.requests import Request
 
 from api.auth import TokenCache
 from api.limits import Gate
-from api.loaders import Loaders
+from api.loaders import Loaders, read_ahead
 from api.threads import Threads
 from domain import rows
 from domain.permissions import Principal
+from domain.services import reads
 from domain.uow import Publish, UnitOfWork
 
 P = ParamSpec("P")
 R = TypeVar("R")
+N = TypeVar("N")
+KeysOf = Callable[[list[N]], dict[str, list[Any]]]  # nodes -> loader's name -> keys
+
+log = logging.getLogger("stockyard")
 
 
 @dataclass(slots=True)
@@ -49,6 +55,26 @@ class Services:
         once; otherwise planned for the values (pages: a LIMIT, a skewed filter)."""
         with rows.connect(self.writer.kw["bind"], planned_once=planned_once) as driver:
             return fn(driver, *args)
+
+
+    def read_page(self, model: type[Any], query: reads.PageQuery, build: Callable[[Any], N],
+                  keys_of: KeysOf[N]) -> tuple[list[Any], list[N], dict[str, dict[Any, Any]]]:
+        """`Context.read_page`'s work, on a worker thread: the page (`reads.page`), its
+        nodes, then on another connection (planned once) the loaders' reads of the keys
+        `keys_of` names (`loaders.read_ahead`). A failed read ahead leaves the fields to
+        read for themselves (and meet the error)."""
+        rows = self.read_driver(reads.page, model, query)
+        nodes = [build(row) for row in rows[:query.first]]
+        wanted = keys_of(nodes)
+        if not wanted:
+            return rows, nodes, {}
+        try:
+            found = self.read_driver(read_ahead, wanted, planned_once=True)
+        except Exception:
+            log.warning("reading ahead of a page's fields failed; they read for themselves",
+                        exc_info=True)
+            found = {}
+        return rows, nodes, found
 
 
 @dataclass(slots=True)
@@ -84,8 +110,13 @@ class Context:
         return await self.services.threads.run(
             functools.partial(self.services.read_driver, fn, *args, planned_once=True))
 
-    async def read_page(self, fn: Callable[..., R], *args: Any) -> R:
-        """Run a page's read (`Services.read_driver`, planned for its values) in a worker
-        thread."""
-        return await self.services.threads.run(
-            functools.partial(self.services.read_driver, fn, *args))
+    async def read_page(self, model: type[Any], query: reads.PageQuery,
+                        build: Callable[[Any], N], keys_of: KeysOf[N]
+                        ) -> tuple[list[Any], list[N]]:
+        """A page's rows and the nodes `build` makes of the first `query.first`, in one
+        thread hop with what the nodes' fields will load (`keys_of`), which the loaders then
+        hold: the page's fields answer without a hop of their own (`Services.read_page`)."""
+        rows, nodes, found = await self.services.threads.run(
+            functools.partial(self.services.read_page, model, query, build, keys_of))
+        self.loaders.prime(found)
+        return rows, nodes

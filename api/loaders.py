@@ -23,6 +23,7 @@ from domain.models import (
     Warehouse,
     WebhookSubscription,
 )
+from domain.rows import Driver
 from domain.services import batches, channel_reads, feeds, reads, webhooks
 from domain.services.batches import BatchView
 from domain.services.orders import AllocationView, FulfillmentView
@@ -80,12 +81,29 @@ def _by_id(read: Reader, model: type[Any]) -> DataLoader[int, Any]:
     return _Loader(load_fn=load)
 
 
-def _rows_by_id(read_rows: Reader, model: type[Any]) -> DataLoader[int, Any]:
-    """Rows with the model's column attributes, not ORM objects (`reads.rows_by_id`)."""
-    async def load(keys: list[int]) -> Sequence[Any]:
-        return await read_rows(reads.rows_by_id, model, keys)  # type: ignore[no-any-return]
+def _rows_of(model: type[Any]) -> Callable[[Driver, Sequence[int]], list[Any]]:
+    def read(driver: Driver, keys: Sequence[int]) -> list[Any]:
+        return reads.rows_by_id(driver, model, keys)
 
-    return _Loader(load_fn=load)
+    return read
+
+
+# loader's name -> its batch read on a driver connection planned once (Context.read_rows):
+# rows by id, as rows with the model's column attributes, not ORM objects
+# (`reads.rows_by_id`), and sums over ids; the same reads serve reads ahead (`read_ahead`)
+ROW_READS: dict[str, Callable[[Driver, Sequence[Any]], Sequence[Any]]] = {
+    "seller": _rows_of(Seller), "warehouse": _rows_of(Warehouse),
+    "product": _rows_of(Product), "variant": _rows_of(ProductVariant),
+    "order": _rows_of(Order), "order_line": _rows_of(OrderLine),
+    "movement": _rows_of(StockMovement), "stock": _rows_of(Stock),
+    "purchase_order": _rows_of(PurchaseOrder), "availability": reads.availability,
+}
+
+
+def read_ahead(driver: Driver, wanted: dict[str, list[Any]]) -> dict[str, dict[Any, Any]]:
+    """Loader's name -> {key: value} for the keys `wanted` of each (ROW_READS' loaders)."""
+    return {name: dict(zip(keys, ROW_READS[name](driver, keys), strict=True))
+            for name, keys in wanted.items()}
 
 
 class Loaders:
@@ -99,41 +117,46 @@ class Loaders:
         self._read = read
         self._read_rows = read_rows
 
+    def prime(self, found: dict[str, dict[Any, Any]]) -> None:
+        """Hold values read ahead (`read_ahead`): their fields answer at once."""
+        for name, values in found.items():
+            getattr(self, name).prime_many(values)
+
     @functools.cached_property
     def seller(self) -> DataLoader[int, Any]:
-        return _rows_by_id(self._read_rows, Seller)
+        return _loader(self._read_rows, ROW_READS["seller"])
 
     @functools.cached_property
     def warehouse(self) -> DataLoader[int, Any]:
-        return _rows_by_id(self._read_rows, Warehouse)
+        return _loader(self._read_rows, ROW_READS["warehouse"])
 
     @functools.cached_property
     def product(self) -> DataLoader[int, Any]:
-        return _rows_by_id(self._read_rows, Product)
+        return _loader(self._read_rows, ROW_READS["product"])
 
     @functools.cached_property
     def variant(self) -> DataLoader[int, Any]:
-        return _rows_by_id(self._read_rows, ProductVariant)
+        return _loader(self._read_rows, ROW_READS["variant"])
 
     @functools.cached_property
     def order(self) -> DataLoader[int, Any]:
-        return _rows_by_id(self._read_rows, Order)
+        return _loader(self._read_rows, ROW_READS["order"])
 
     @functools.cached_property
     def order_line(self) -> DataLoader[int, Any]:
-        return _rows_by_id(self._read_rows, OrderLine)
+        return _loader(self._read_rows, ROW_READS["order_line"])
 
     @functools.cached_property
     def movement(self) -> DataLoader[int, Any]:
-        return _rows_by_id(self._read_rows, StockMovement)
+        return _loader(self._read_rows, ROW_READS["movement"])
 
     @functools.cached_property
     def stock(self) -> DataLoader[int, Any]:
-        return _rows_by_id(self._read_rows, Stock)
+        return _loader(self._read_rows, ROW_READS["stock"])
 
     @functools.cached_property
     def purchase_order(self) -> DataLoader[int, Any]:
-        return _rows_by_id(self._read_rows, PurchaseOrder)
+        return _loader(self._read_rows, ROW_READS["purchase_order"])
 
     @functools.cached_property
     def purchase_order_lines(self) -> DataLoader[Any, list[PurchaseOrderLine]]:
@@ -169,7 +192,7 @@ class Loaders:
 
     @functools.cached_property
     def availability(self) -> DataLoader[Any, int]:
-        return _loader(self._read_rows, reads.availability)
+        return _loader(self._read_rows, ROW_READS["availability"])
 
     @functools.cached_property
     def lines_of_order(self) -> DataLoader[Any, list[OrderLine]]:

@@ -28,6 +28,7 @@ from api.types import (
     Stock,
     StockMovement,
     Warehouse,
+    ahead,
     denied,
     prefetch,
     resolve_node,
@@ -129,13 +130,17 @@ def _filter_id(value: strawberry.ID | None, type_name: str, arg: str) -> int | N
 
 
 async def _page(
-    info: Info, model: type[Any], build: Callable[[Any], T], first: int | None,
-    after: str | None, **filters: Any,
+    info: Info, model: type[Any], kind: type[T], first: int | None, after: str | None,
+    **filters: Any,
 ) -> Connection[T]:
+    """A page of `model`'s rows as `kind` nodes (its `from_model`), newest first, with what
+    the nodes' fields will load read ahead in the same thread hop (types.ahead)."""
     query = reads.PageQuery(first=_first(first), before_id=_after(after), **filters)
-    rows = await info.context.read_page(reads.page, model, query)
-    edges = [Edge(node=build(r), cursor=_cursor(r.id)) for r in rows[:query.first]]
-    await prefetch(info, [e.node for e in edges], ("edges", "node"))
+    rows, nodes = await info.context.read_page(
+        model, query, kind.from_model,  # type: ignore[attr-defined]
+        ahead(info, kind, ("edges", "node")).keys)
+    edges = [Edge(node=node, cursor=_cursor(row.id))
+             for node, row in zip(nodes, rows[:query.first], strict=True)]
     return Connection(edges=edges,
                       page_info=PageInfo.of(edges, after, has_next_page=len(rows) > query.first))
 
@@ -204,12 +209,12 @@ class Query:
     async def tokens(self, info: Info, first: int | None = None,
                      after: str | None = None) -> Connection[ApiToken]:
         _allowed(permissions.require_token_admin, info.context.principal)
-        return await _page(info, models.ApiToken, ApiToken.from_model, first, after)
+        return await _page(info, models.ApiToken, ApiToken, first, after)
 
     @strawberry.field
     async def sellers(self, info: Info, first: int | None = None,
                       after: str | None = None) -> Connection[Seller]:
-        return await _page(info, models.Seller, Seller.from_model, first, after,
+        return await _page(info, models.Seller, Seller, first, after,
                            only_id=permissions.seller_scope(_reader(info)))
 
     @strawberry.field
@@ -217,7 +222,7 @@ class Query:
                          first: int | None = None,
                          after: str | None = None) -> Connection[Warehouse]:
         _reader(info)
-        return await _page(info, models.Warehouse, Warehouse.from_model, first, after,
+        return await _page(info, models.Warehouse, Warehouse, first, after,
                            seller_id=_seller_filter(info, seller_id))
 
     @strawberry.field
@@ -225,7 +230,7 @@ class Query:
                        first: int | None = None,
                        after: str | None = None) -> Connection[Product]:
         _reader(info)
-        return await _page(info, models.Product, Product.from_model, first, after,
+        return await _page(info, models.Product, Product, first, after,
                            seller_id=_seller_filter(info, seller_id))
 
     @strawberry.field
@@ -237,7 +242,7 @@ class Query:
         _reader(info)
         _check_texts(skus or [], "skus")
         _check_texts([sku_prefix] if sku_prefix is not None else [], "skuPrefix")
-        return await _page(info, models.ProductVariant, ProductVariant.from_model, first,
+        return await _page(info, models.ProductVariant, ProductVariant, first,
                            after, skus=tuple(skus) if skus is not None else None,
                            sku_prefix=sku_prefix,
                            variant_seller_id=_seller_filter(info, seller_id))
@@ -255,7 +260,7 @@ class Query:
         _allowed(permissions.require_stock_reader, info.context.principal, "stock levels")
         _check_texts([sku_prefix] if sku_prefix is not None else [], "skuPrefix")
         return await _page(
-            info, models.Stock, Stock.from_model, first, after,
+            info, models.Stock, Stock, first, after,
             warehouse_id=_filter_id(warehouse_id, "Warehouse", "warehouseId"),
             stock_seller_id=_seller_filter(info, seller_id), sku_prefix=sku_prefix,
             out_of_stock=out_of_stock, below_threshold=below_threshold)
@@ -273,7 +278,7 @@ class Query:
         principal = _allowed(permissions.require_stock_reader, info.context.principal,
                              "the stock ledger")
         return await _page(
-            info, models.StockMovement, StockMovement.from_model, first, after,
+            info, models.StockMovement, StockMovement, first, after,
             variant_id=_filter_id(variant_id, "ProductVariant", "variantId"),
             warehouse_id=_filter_id(warehouse_id, "Warehouse", "warehouseId"),
             warehouse_seller_id=permissions.seller_scope(principal),
@@ -291,7 +296,7 @@ class Query:
     ) -> Connection[Order]:
         scope = _allowed(permissions.order_scope, info.context.principal)
         return await _page(
-            info, models.Order, Order.from_model, first, after,
+            info, models.Order, Order, first, after,
             order_token_id=None if scope.everything else scope.token_id,
             order_seller_id=scope.seller_id,
             statuses=tuple(models.OrderStatus(s) for s in statuses) if statuses else None,

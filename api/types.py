@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar, cast
 
@@ -14,7 +15,7 @@ from strawberry.dataloader import DataLoader
 from api import ids
 from api.context import Context
 from api.errors import INT_MAX
-from api.loaders import Loaders, now_or_later
+from api.loaders import now_or_later
 from api.lookahead import arguments_of
 from domain import models, permissions, stock_rules
 from domain.countries import normalize_country
@@ -582,26 +583,23 @@ async def can_read_order(info: Info, order: models.Order) -> bool:
     return permissions.can_read_order(principal, order.created_by_token_id, sellers)
 
 
-def _availability_key(loaders: Loaders, variant: ProductVariant, args: dict[str, Any]
-                      ) -> tuple[DataLoader[Any, Any], Any] | None:
+def _availability_key(variant: ProductVariant, args: dict[str, Any]) -> tuple[str, Any] | None:
     country = args.get("country")
     code = normalize_country(country) if isinstance(country, str) else None
     if country is not None and code is None:
         return None  # the field answers its error itself
-    return loaders.availability, (variant.pk, code)
+    return "availability", (variant.pk, code)
 
 
-def _variant_key(loaders: Loaders, node: Any, args: dict[str, Any]
-                 ) -> tuple[DataLoader[Any, Any], Any]:
-    return loaders.variant, node.variant_pk
+def _variant_key(node: Any, args: dict[str, Any]) -> tuple[str, Any]:
+    return "variant", node.variant_pk
 
 
-def _warehouse_key(loaders: Loaders, node: Any, args: dict[str, Any]
-                   ) -> tuple[DataLoader[Any, Any], Any]:
-    return loaders.warehouse, node.warehouse_pk
+def _warehouse_key(node: Any, args: dict[str, Any]) -> tuple[str, Any]:
+    return "warehouse", node.warehouse_pk
 
 
-KeyOf = Callable[[Loaders, Any, dict[str, Any]], tuple[DataLoader[Any, Any], Any] | None]
+KeyOf = Callable[[Any, dict[str, Any]], tuple[str, Any] | None]  # -> (loader's name, key)
 
 # per type, its fields that answer at once when their loader holds the key (now_or_later)
 PREFETCHED: dict[type, tuple[tuple[str, KeyOf], ...]] = {
@@ -611,21 +609,46 @@ PREFETCHED: dict[type, tuple[tuple[str, KeyOf], ...]] = {
 }
 
 
+@dataclass(frozen=True, slots=True)
+class Ahead:
+    """What the fields of a list's items of one type will ask their loaders for: each
+    PREFETCHED field the document selects, once per set of arguments (api/lookahead.py)."""
+
+    wanted: tuple[tuple[KeyOf, dict[str, Any]], ...]
+
+    def keys(self, nodes: Sequence[Any]) -> dict[str, list[Any]]:
+        """Loader's name -> the distinct keys `nodes`' fields will load, in order."""
+        found: dict[str, dict[Any, None]] = {}
+        for key_of, args in self.wanted:
+            for node in nodes:
+                if (pair := key_of(node, args)) is not None:
+                    found.setdefault(pair[0], {})[pair[1]] = None
+        return {name: list(keys) for name, keys in found.items()}
+
+
+def ahead(info: Info, kind: type, path: Sequence[str]) -> Ahead:
+    """What the fields at `path` below the current field will ask of items of `kind`."""
+    name = kind.__strawberry_definition__.name  # type: ignore[attr-defined]
+    return Ahead(tuple((key_of, args) for field, key_of in PREFETCHED.get(kind, ())
+                       for args in arguments_of(info, path, field, name)))
+
+
 async def prefetch(info: Info, nodes: Sequence[Any], path: Sequence[str]) -> None:
     """Load, one batch per loader, what the fields at `path` below the current field will
-    ask of each of `nodes` (api/lookahead.py), so that they answer at once. Only ever
-    ahead of time: a failed load is met again, and answered, by the fields themselves."""
+    ask of each of `nodes` (`ahead`), so that they answer at once. Only ever ahead of time:
+    a failed load is met again, and answered, by the fields themselves. (A page reads
+    ahead in its own thread hop instead: `Context.read_page`.)"""
     pending: set[asyncio.Future[Any]] = set()
     loaders = info.context.loaders
     for kind in {type(n) for n in nodes}:
-        for name, key_of in PREFETCHED.get(kind, ()):
-            for args in arguments_of(info, path, name, kind.__strawberry_definition__.name):
-                for node in nodes:
-                    if type(node) is kind and (found := key_of(loaders, node, args)):
-                        # the loader's own future, not the shielded one each field awaits
-                        future = cast("asyncio.Future[Any]", DataLoader.load(*found))
-                        if not future.done():
-                            pending.add(future)
+        wanted = ahead(info, kind, path).keys([n for n in nodes if type(n) is kind])
+        for name, keys in wanted.items():
+            loader = getattr(loaders, name)
+            for key in keys:
+                # the loader's own future, not the shielded one each field awaits
+                future = cast("asyncio.Future[Any]", DataLoader.load(loader, key))
+                if not future.done():
+                    pending.add(future)
     if pending:
         # not cancelled with this field, never raising here (the fields meet the errors)
         await asyncio.wait(pending)

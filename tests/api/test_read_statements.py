@@ -13,7 +13,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+from sqlalchemy.exc import OperationalError
 
+from api.loaders import ROW_READS
+from api.threads import Threads
 from bench.reads import (
     AVAILABILITY,
     COUNTRY,
@@ -239,3 +242,62 @@ async def test_node_reads_its_object_and_at_most_its_owner(api: Api, type_name: 
 
     assert (data["node"]["__typename"], data["node"]["id"]) == (type_name, gid(type_name, pk))
     assert seen.count == STATEMENTS[f"node {type_name}"], seen.sql
+
+
+def _hops(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """Every call the app hands its service threads from now on."""
+    calls: list[Any] = []
+    run = Threads.run
+
+    async def counted(self: Threads, fn: Any) -> Any:
+        calls.append(fn)
+        return await run(self, fn)
+
+    monkeypatch.setattr(Threads, "run", counted)
+    return calls
+
+
+async def test_a_page_and_what_its_fields_load_take_one_thread_hop(
+        api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The page of 5 variants and their availability, read ahead in the page's own hop:
+    the fields answer at once, without a hop (and a loop turn) of their own."""
+    market = _market(api)
+    picked = [variants[v] for variants in market.products.values() for v in (1, 4)][:5]
+    token = api.token(Role.STOREFRONT)
+    await api.gql("{ __typename }", token=token)
+    hops = _hops(monkeypatch)
+
+    data = await api.gql(AVAILABILITY, {"skus": [market.sku[v] for v in picked]}, token=token)
+
+    assert {e["node"]["sku"]: e["node"]["quantityAvailable"]
+            for e in data["productVariants"]["edges"]} == {
+        market.sku[v]: market.available[v] for v in picked}
+    assert len(hops) == 1
+
+
+async def test_a_failed_read_ahead_leaves_the_fields_to_read_for_themselves(
+        api: Api, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    market = _market(api)
+    picked = [variants[0] for variants in market.products.values()]
+    sums = ROW_READS["availability"]
+    failures: list[int] = []
+
+    def fails_once(driver: Any, keys: Any) -> Any:
+        if not failures:
+            failures.append(len(keys))
+            raise OperationalError("SELECT", {}, RuntimeError("connection lost"))
+        return sums(driver, keys)
+
+    monkeypatch.setitem(ROW_READS, "availability", fails_once)
+    token = api.token(Role.STOREFRONT)
+    await api.gql("{ __typename }", token=token)
+    hops = _hops(monkeypatch)
+
+    data = await api.gql(AVAILABILITY, {"skus": [market.sku[v] for v in picked]}, token=token)
+
+    assert {e["node"]["sku"]: e["node"]["quantityAvailable"]
+            for e in data["productVariants"]["edges"]} == {
+        market.sku[v]: market.available[v] for v in picked}
+    assert failures == [len(picked)]
+    assert len(hops) == 2  # the page (its read ahead failed), then the fields' own read
+    assert "reading ahead of a page's fields failed" in caplog.text

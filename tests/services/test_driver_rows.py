@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
+from api.loaders import ROW_READS
 from domain import rows
 from domain.models import (
     Base,
@@ -60,6 +61,10 @@ BY_ID: dict[str, type[Base]] = {
     "purchase_order": PurchaseOrder}
 
 
+def test_every_read_by_id_is_checked() -> None:
+    assert set(BY_ID) == set(ROW_READS) - {"availability"}
+
+
 @pytest.mark.parametrize("name", sorted(BY_ID))
 def test_rows_by_id_are_cores_rows(db: Database, name: str) -> None:
     _books(db)
@@ -67,7 +72,7 @@ def test_rows_by_id_are_cores_rows(db: Database, name: str) -> None:
     with db.engine.connect() as conn:
         expected = list(conn.execute(select(table).order_by(table.c.id)))
     keys = [row.id for row in expected] + [10_000]
-    found = _on_driver(db, reads.rows_by_id, BY_ID[name], keys, planned_once=True)
+    found = _on_driver(db, ROW_READS[name], keys, planned_once=True)
 
     assert found[-1] is None
     _same(found[:-1], expected)
