@@ -13,7 +13,7 @@ from starlette.requests import Request
 
 from api.auth import TokenCache
 from api.limits import Gate
-from api.loaders import Loaders, read_ahead
+from api.loaders import Loaders, carried, read_ahead
 from api.threads import Threads
 from domain import rows
 from domain.permissions import Principal
@@ -60,20 +60,22 @@ class Services:
     def read_page(self, model: type[Any], query: reads.PageQuery, build: Callable[[Any], N],
                   keys_of: KeysOf[N]) -> tuple[list[Any], list[N], dict[str, dict[Any, Any]]]:
         """`Context.read_page`'s work, on a worker thread: the page (`reads.page`), its
-        nodes, then on another connection (planned once) the loaders' reads of the keys
-        `keys_of` names (`loaders.read_ahead`). A failed read ahead leaves the fields to
-        read for themselves (and meet the error)."""
+        nodes and the loader values its rows carry (`loaders.carried`), then on another
+        connection (planned once) the loaders' reads of the other keys `keys_of` names
+        (`loaders.read_ahead`). A failed read ahead leaves the fields to read for
+        themselves (and meet the error)."""
         rows = self.read_driver(reads.page, model, query)
         nodes = [build(row) for row in rows[:query.first]]
-        wanted = keys_of(nodes)
+        found = carried(query, rows[:query.first])
+        wanted = {name: missing for name, keys in keys_of(nodes).items()
+                  if (missing := [k for k in keys if k not in found.get(name, {})])}
         if not wanted:
-            return rows, nodes, {}
+            return rows, nodes, found
         try:
-            found = self.read_driver(read_ahead, wanted, planned_once=True)
+            found |= self.read_driver(read_ahead, wanted, planned_once=True)
         except Exception:
             log.warning("reading ahead of a page's fields failed; they read for themselves",
                         exc_info=True)
-            found = {}
         return rows, nodes, found
 
 

@@ -100,6 +100,15 @@ ROW_READS: dict[str, Callable[[Driver, Sequence[Any]], Sequence[Any]]] = {
 }
 
 
+def carried(query: reads.PageQuery, rows: Sequence[Any]) -> dict[str, dict[Any, Any]]:
+    """Loader's name -> {key: value} that a page's rows carry: each variant's availability
+    in `query.available_in` (`reads.page`'s `available` column)."""
+    if query.available_in is None:
+        return {}
+    return {"availability": {(row.id, query.available_in): int(row.available)
+                             for row in rows}}
+
+
 def read_ahead(driver: Driver, wanted: dict[str, list[Any]]) -> dict[str, dict[Any, Any]]:
     """Loader's name -> {key: value} for the keys `wanted` of each (ROW_READS' loaders)."""
     return {name: dict(zip(keys, ROW_READS[name](driver, keys), strict=True))

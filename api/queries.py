@@ -29,6 +29,7 @@ from api.types import (
     StockMovement,
     Warehouse,
     ahead,
+    country_of_availability,
     denied,
     prefetch,
     resolve_node,
@@ -245,7 +246,8 @@ class Query:
         return await _page(info, models.ProductVariant, ProductVariant, first,
                            after, skus=tuple(skus) if skus is not None else None,
                            sku_prefix=sku_prefix,
-                           variant_seller_id=_seller_filter(info, seller_id))
+                           variant_seller_id=_seller_filter(info, seller_id),
+                           available_in=country_of_availability(info, ("edges", "node")))
 
     @strawberry.field(description="Stock levels by warehouse for seller dashboards (admin, "
                                   "or a seller token for its own), newest first. outOfStock: "

@@ -599,6 +599,14 @@ def _warehouse_key(node: Any, args: dict[str, Any]) -> tuple[str, Any]:
     return "warehouse", node.warehouse_pk
 
 
+def country_of_availability(info: Info, path: Sequence[str]) -> str | None:
+    """The country every variant's `quantityAvailable` at `path` asks for, when they ask
+    for one and the same (a page then reads it with its rows: `PageQuery.available_in`)."""
+    asked = arguments_of(info, path, "quantityAvailable", "ProductVariant")
+    country = asked[0].get("country") if len(asked) == 1 else None
+    return normalize_country(country) if isinstance(country, str) else None
+
+
 KeyOf = Callable[[Any, dict[str, Any]], tuple[str, Any] | None]  # -> (loader's name, key)
 
 # per type, its fields that answer at once when their loader holds the key (now_or_later)

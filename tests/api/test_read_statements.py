@@ -41,7 +41,7 @@ pytestmark = pytest.mark.anyio
 # Statements per request (SQLite and PostgreSQL alike).
 STATEMENTS = {
     TRIVIAL: 0,  # none: the token's lookup is cached
-    "availability": 2,  # the page of variants by SKU; one sum of availability over the 5
+    "availability": 1,  # the page of variants by SKU, each with its availability in COUNTRY
     "product-page": 3,  # the product; its variants; one sum of availability over them
     "dashboard-stocks": 2,  # the page of flagged stocks; their variants (for `sku`)
     "dashboard-movements": 2,  # the page of movements; their warehouses (for `name`)
@@ -123,9 +123,9 @@ async def test_the_trivial_query_runs_no_statement(api: Api) -> None:
     assert seen.count == STATEMENTS[TRIVIAL], seen.sql
 
 
-async def test_availability_of_5_skus_sums_them_in_one_statement(api: Api) -> None:
+async def test_availability_of_5_skus_reads_them_in_one_statement(api: Api) -> None:
     """5 variants by SKU, each with its availability over the 3 warehouses serving
-    COUNTRY: the page, then one sum for all 5 (not one per variant)."""
+    COUNTRY: the page carries the sums (`PageQuery.available_in`)."""
     market = _market(api)
     picked = [variants[v] for variants in market.products.values() for v in (2, 7)][:5]
     skus = [market.sku[v] for v in picked]
@@ -259,45 +259,56 @@ def _hops(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
 
 async def test_a_page_and_what_its_fields_load_take_one_thread_hop(
         api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The page of 5 variants and their availability, read ahead in the page's own hop:
-    the fields answer at once, without a hop (and a loop turn) of their own."""
+    """The seller's low-stock page and its stocks' variants (for `sku`), read ahead in the
+    page's own hop: the fields answer at once, without a hop (and a loop turn) of their
+    own. The storefront's availability page carries its figures: one hop as well."""
     market = _market(api)
+    newest = market.flag(5)
+    token = api.token(Role.SELLER, market.seller)
+    storefront = api.token(Role.STOREFRONT)
+    for caller in (token, storefront):
+        await api.gql("{ __typename }", token=caller)
     picked = [variants[v] for variants in market.products.values() for v in (1, 4)][:5]
-    token = api.token(Role.STOREFRONT)
-    await api.gql("{ __typename }", token=token)
     hops = _hops(monkeypatch)
 
-    data = await api.gql(AVAILABILITY, {"skus": [market.sku[v] for v in picked]}, token=token)
-
-    assert {e["node"]["sku"]: e["node"]["quantityAvailable"]
-            for e in data["productVariants"]["edges"]} == {
-        market.sku[v]: market.available[v] for v in picked}
+    stocks = await api.gql(DASHBOARD_STOCKS, token=token)
     assert len(hops) == 1
+    figures = await api.gql(AVAILABILITY, {"skus": [market.sku[v] for v in picked]},
+                            token=storefront)
+    assert len(hops) == 2
+
+    assert [e["node"]["id"] for e in stocks["stocks"]["edges"]] == [
+        gid("Stock", s) for s in newest]
+    assert all(e["node"]["variant"]["sku"] for e in stocks["stocks"]["edges"])
+    assert {e["node"]["sku"]: e["node"]["quantityAvailable"]
+            for e in figures["productVariants"]["edges"]} == {
+        market.sku[v]: market.available[v] for v in picked}
 
 
 async def test_a_failed_read_ahead_leaves_the_fields_to_read_for_themselves(
         api: Api, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
     market = _market(api)
-    picked = [variants[0] for variants in market.products.values()]
-    sums = ROW_READS["availability"]
+    newest = market.flag(3)
+    sku_of = {int(s): market.sku[int(v)] for s, v in
+              api.db.rows("SELECT id, variant_id FROM stock")}
+    variants = ROW_READS["variant"]
     failures: list[int] = []
 
     def fails_once(driver: Any, keys: Any) -> Any:
         if not failures:
             failures.append(len(keys))
             raise OperationalError("SELECT", {}, RuntimeError("connection lost"))
-        return sums(driver, keys)
+        return variants(driver, keys)
 
-    monkeypatch.setitem(ROW_READS, "availability", fails_once)
-    token = api.token(Role.STOREFRONT)
+    monkeypatch.setitem(ROW_READS, "variant", fails_once)
+    token = api.token(Role.SELLER, market.seller)
     await api.gql("{ __typename }", token=token)
     hops = _hops(monkeypatch)
 
-    data = await api.gql(AVAILABILITY, {"skus": [market.sku[v] for v in picked]}, token=token)
+    data = await api.gql(DASHBOARD_STOCKS, token=token)
 
-    assert {e["node"]["sku"]: e["node"]["quantityAvailable"]
-            for e in data["productVariants"]["edges"]} == {
-        market.sku[v]: market.available[v] for v in picked}
-    assert failures == [len(picked)]
+    assert [(e["node"]["id"], e["node"]["variant"]["sku"]) for e in data["stocks"]["edges"]
+            ] == [(gid("Stock", s), sku_of[s]) for s in newest]
+    assert failures == [1]  # the 3 newest flagged stocks are one variant's
     assert len(hops) == 2  # the page (its read ahead failed), then the fields' own read
     assert "reading ahead of a page's fields failed" in caplog.text

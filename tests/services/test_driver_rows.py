@@ -82,6 +82,8 @@ def test_rows_by_id_are_cores_rows(db: Database, name: str) -> None:
     (ProductVariant, {"skus": ("OTHER_%/1", "nope")}),
     (ProductVariant, {"skus": ()}),
     (ProductVariant, {"sku_prefix": "OTHER_%"}),
+    (ProductVariant, {"skus": ("OTHER_%/1", "nope"), "available_in": "DE"}),
+    (ProductVariant, {"available_in": "US"}),
     (Stock, {"below_threshold": False, "out_of_stock": False}),
     (StockMovement, {"movement_types": (MovementType.STOCK_UPDATE, MovementType.ALLOCATION)}),
     (StockMovement, {"since": datetime.now(UTC) - timedelta(hours=1), "before_id": 10_000}),
