@@ -72,7 +72,8 @@ class Services:
         if not wanted:
             return rows, nodes, found
         try:
-            found |= self.read_driver(read_ahead, wanted, planned_once=True)
+            for name, values in self.read_driver(read_ahead, wanted, planned_once=True).items():
+                found.setdefault(name, {}).update(values)
         except Exception:
             log.warning("reading ahead of a page's fields failed; they read for themselves",
                         exc_info=True)

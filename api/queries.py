@@ -247,7 +247,9 @@ class Query:
                            after, skus=tuple(skus) if skus is not None else None,
                            sku_prefix=sku_prefix,
                            variant_seller_id=_seller_filter(info, seller_id),
-                           available_in=country_of_availability(info, ("edges", "node")))
+                           # by SKUs only: a bounded list, whatever plan sorts the page
+                           available_in=country_of_availability(info, ("edges", "node"))
+                           if skus is not None else None)
 
     @strawberry.field(description="Stock levels by warehouse for seller dashboards (admin, "
                                   "or a seller token for its own), newest first. outOfStock: "

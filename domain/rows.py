@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import collections
 import contextlib
-from collections.abc import Callable, Iterator, Mapping, Sequence
+import re
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +24,10 @@ from domain.db import DRIVER_DIALECTS, driver_errors, driver_pool
 
 Process = Callable[[Any], Any]
 _EXPANDED_KEPT = 256  # texts kept per statement, one per combination of list lengths
+
+
+class Unsupported(ValueError):
+    """A statement `Compiled` cannot run as Core would."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +80,12 @@ class Compiled:
 
     A parameter the statement binds with `expanding=True` takes a list: its placeholders are
     rendered per list length, once. An empty list matches nothing, as in SQLAlchemy.
+
+    What it cannot run as Core would, it refuses when built (`Unsupported`), so a new
+    statement fails in its first test rather than answering differently: columns without a
+    distinct identifier for a name, a result processor that needs the driver's type code
+    (psycopg's Float and Numeric), a list's item names taken by another parameter, a
+    post-compile marker that is not a list's.
     """
 
     def __init__(self, statement: Select[Any], dialect: str) -> None:
@@ -93,12 +104,31 @@ class Compiled:
             process = bind.type.dialect_impl(driver_dialect).bind_processor(driver_dialect)
             if process is not None:
                 self._binds[name] = process
+        self._check_lists(compiled.bind_names.values())
         columns = list(statement.selected_columns)
-        self._row: Any = collections.namedtuple("Row", [c.key for c in columns])  # type: ignore[misc]
-        processors = [c.type.dialect_impl(driver_dialect).result_processor(driver_dialect, None)
-                      for c in columns]
+        keys = [c.key for c in columns]
+        if not all(isinstance(k, str) and k.isidentifier() for k in keys) \
+                or len(set(keys)) != len(keys):
+            raise Unsupported(f"columns need distinct identifiers for names, got {keys}")
+        self._row: Any = collections.namedtuple(  # type: ignore[misc]
+            "Row", [str(k) for k in keys])
+        try:
+            processors = [c.type.dialect_impl(driver_dialect)
+                          .result_processor(driver_dialect, None) for c in columns]
+        except TypeError as exc:  # it wanted the driver's type code
+            raise Unsupported(f"a column's result processor needs a type code: {exc}") from exc
         self._processors = processors if any(processors) else None
         self._expanded: dict[tuple[int, ...], str] = {}  # list lengths -> text
+
+    def _check_lists(self, names: Iterable[str]) -> None:
+        taken = set(names) - set(self._expanding)
+        for name in self._expanding:
+            if any(other.startswith(f"{name}_") for other in taken):
+                raise Unsupported(f"the list {name!r}'s item names collide with {taken}")
+        markers = set(re.findall(r"__\[POSTCOMPILE_(\w+)\]", self._sql))
+        if markers != set(self._expanding):
+            raise Unsupported(f"post-compile markers {markers} are not the lists "
+                              f"{self._expanding}")
 
     def rows(self, driver: Driver, params: Mapping[str, Any]) -> list[Any]:
         """The statement's rows for `params` (each bind's name -> its Python value)."""

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import bindparam, func, select
 
 from api.loaders import ROW_READS
 from domain import rows
@@ -21,6 +21,7 @@ from domain.models import (
     Product,
     ProductVariant,
     PurchaseOrder,
+    SalesChannel,
     Seller,
     Stock,
     StockMovement,
@@ -118,3 +119,20 @@ def test_availability_sums_per_country(db: Database) -> None:
     found = _on_driver(db, reads.availability, keys, planned_once=True)
 
     assert found == [15, 15, 3, 0, 0]  # 12 + 5 on hand, 2 allocated (the kept order)
+
+
+@pytest.mark.parametrize("dialect", ["postgresql", "sqlite"])
+def test_what_it_cannot_run_as_core_would_is_refused_when_built(dialect: str) -> None:
+    items = bindparam("sku", expanding=True)
+    clashing = select(ProductVariant.id).where(ProductVariant.sku.in_(items),
+                                               ProductVariant.id == bindparam("sku_1"))
+    unnamed = select(ProductVariant.id, func.count())
+    twice = select(Stock.id, Warehouse.id).join(Warehouse, Warehouse.id == Stock.warehouse_id)
+
+    for statement in (clashing, unnamed, twice):
+        with pytest.raises(rows.Unsupported):
+            rows.Compiled(statement.group_by(ProductVariant.id)
+                          if statement is unnamed else statement, dialect)
+    if dialect == "postgresql":  # psycopg's Float processor wants the driver's type code
+        with pytest.raises(rows.Unsupported, match="type code"):
+            rows.Compiled(select(SalesChannel.__table__), dialect)
