@@ -56,7 +56,6 @@ class Services:
         with rows.connect(self.writer.kw["bind"], planned_once=planned_once) as driver:
             return fn(driver, *args)
 
-
     def read_page(self, model: type[Any], query: reads.PageQuery, build: Callable[[Any], N],
                   keys_of: KeysOf[N]) -> tuple[list[Any], list[N], dict[str, dict[Any, Any]]]:
         """`Context.read_page`'s work, on a worker thread: the page (`reads.page`), its

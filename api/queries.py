@@ -15,6 +15,7 @@ from graphql import GraphQLError
 from api import ids
 from api.token_types import ApiToken
 from api.types import (
+    Ahead,
     Info,
     MarketplaceConfiguration,
     MovementTypeEnum,
@@ -29,7 +30,6 @@ from api.types import (
     StockMovement,
     Warehouse,
     ahead,
-    country_of_availability,
     denied,
     prefetch,
     resolve_node,
@@ -130,16 +130,20 @@ def _filter_id(value: strawberry.ID | None, type_name: str, arg: str) -> int | N
     return pk if found == type_name else -1  # another type's ID matches nothing
 
 
+_NODES = ("edges", "node")  # where a page's nodes are, below its field
+
+
 async def _page(
     info: Info, model: type[Any], kind: type[T], first: int | None, after: str | None,
-    **filters: Any,
+    plan: Ahead | None = None, **filters: Any,
 ) -> Connection[T]:
     """A page of `model`'s rows as `kind` nodes (its `from_model`), newest first, with what
-    the nodes' fields will load read ahead in the same thread hop (types.ahead)."""
+    the nodes' fields will load (`plan`, else looked up here) read ahead in the same thread
+    hop (types.ahead)."""
     query = reads.PageQuery(first=_first(first), before_id=_after(after), **filters)
     rows, nodes = await info.context.read_page(
         model, query, kind.from_model,  # type: ignore[attr-defined]
-        ahead(info, kind, ("edges", "node")).keys)
+        (plan or ahead(info, kind, _NODES)).keys)
     edges = [Edge(node=node, cursor=_cursor(row.id))
              for node, row in zip(nodes, rows[:query.first], strict=True)]
     return Connection(edges=edges,
@@ -243,13 +247,13 @@ class Query:
         _reader(info)
         _check_texts(skus or [], "skus")
         _check_texts([sku_prefix] if sku_prefix is not None else [], "skuPrefix")
+        plan = ahead(info, ProductVariant, _NODES)
         return await _page(info, models.ProductVariant, ProductVariant, first,
-                           after, skus=tuple(skus) if skus is not None else None,
+                           after, plan, skus=tuple(skus) if skus is not None else None,
                            sku_prefix=sku_prefix,
                            variant_seller_id=_seller_filter(info, seller_id),
                            # by SKUs only: a bounded list, whatever plan sorts the page
-                           available_in=country_of_availability(info, ("edges", "node"))
-                           if skus is not None else None)
+                           available_in=plan.one_country() if skus is not None else None)
 
     @strawberry.field(description="Stock levels by warehouse for seller dashboards (admin, "
                                   "or a seller token for its own), newest first. outOfStock: "

@@ -599,14 +599,6 @@ def _warehouse_key(node: Any, args: dict[str, Any]) -> tuple[str, Any]:
     return "warehouse", node.warehouse_pk
 
 
-def country_of_availability(info: Info, path: Sequence[str]) -> str | None:
-    """The country every variant's `quantityAvailable` at `path` asks for, when they ask
-    for one and the same (a page then reads it with its rows: `PageQuery.available_in`)."""
-    asked = arguments_of(info, path, "quantityAvailable", "ProductVariant")
-    country = asked[0].get("country") if len(asked) == 1 else None
-    return normalize_country(country) if isinstance(country, str) else None
-
-
 KeyOf = Callable[[Any, dict[str, Any]], tuple[str, Any] | None]  # -> (loader's name, key)
 
 # per type, its fields that answer at once when their loader holds the key (now_or_later)
@@ -632,6 +624,13 @@ class Ahead:
                 if (pair := key_of(node, args)) is not None:
                     found.setdefault(pair[0], {})[pair[1]] = None
         return {name: list(keys) for name, keys in found.items()}
+
+    def one_country(self) -> str | None:
+        """The country every variant's `quantityAvailable` asks for, when they ask for one
+        and the same (a page then reads it with its rows: `PageQuery.available_in`)."""
+        asked = [args for key_of, args in self.wanted if key_of is _availability_key]
+        country = asked[0].get("country") if len(asked) == 1 else None
+        return normalize_country(country) if isinstance(country, str) else None
 
 
 def ahead(info: Info, kind: type, path: Sequence[str]) -> Ahead:

@@ -130,11 +130,17 @@ def _availability_statement(dialect: str, by_country: bool) -> Compiled:
                       .where(in_ids(Stock.variant_id, "ids", dialect))
                       .group_by(Stock.variant_id))
     if by_country:
-        statement = (statement.join(Warehouse, Warehouse.id == Stock.warehouse_id)
-                     .join(ProductVariant, ProductVariant.id == Stock.variant_id)
-                     .join(Product, Product.id == ProductVariant.product_id)
-                     .where(stock_rules.serves(bindparam("country", type_=String))))
+        statement = _serving(statement.join(ProductVariant, ProductVariant.id == Stock.variant_id),
+                             bindparam("country", type_=String))
     return Compiled(statement, dialect)
+
+
+def _serving(statement: Select[Any], country: Any) -> Select[Any]:
+    """`statement` over stocks (and their variants) kept to the warehouses that serve
+    `country` (`stock_rules.serves`, which reads the warehouse and the variant's product)."""
+    return (statement.join(Warehouse, Warehouse.id == Stock.warehouse_id)
+            .join(Product, Product.id == ProductVariant.product_id)
+            .where(stock_rules.serves(country)))
 
 
 def availability(driver: Driver, keys: Sequence[tuple[int, str | None]]) -> list[int]:
@@ -334,12 +340,9 @@ def _page_call(dialect: str, model: type[M], query: PageQuery
 def _available_in(country: Any) -> Any:
     """A variant's `availability` in `country`, as a column of a statement over variants:
     the page and its figures in one statement (the storefront's most frequent read)."""
-    return (select(func.coalesce(func.sum(stock_rules.AVAILABLE), 0))
-            .select_from(Stock)
-            .join(Warehouse, Warehouse.id == Stock.warehouse_id)
-            .join(Product, Product.id == ProductVariant.product_id)
-            .where(Stock.variant_id == ProductVariant.id, stock_rules.serves(country))
-            .correlate(ProductVariant)
+    over_stocks = (select(func.coalesce(func.sum(stock_rules.AVAILABLE), 0)).select_from(Stock)
+                   .where(Stock.variant_id == ProductVariant.id))
+    return (_serving(over_stocks, country).correlate(ProductVariant)
             .scalar_subquery().label("available"))
 
 
