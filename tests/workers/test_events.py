@@ -4,8 +4,11 @@
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import os
+import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 
 import dramatiq
 import httpx
@@ -89,8 +92,18 @@ def test_embedded_broker_runs_the_actor_in_process_for_an_order(db: Database) ->
                         ("STOCKYARD_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")],
                 ids=["redis", "rabbitmq"])
 def broker_url(request: pytest.FixtureRequest) -> Iterator[str]:
+    """A real broker's URL, held by this test alone. The queues are the server's own, so
+    another run of this test (an xdist worker's, another suite's on the machine) would
+    purge this one's messages (flush_all below) or consume them with its own worker: a
+    lock file in the system's temp dir makes the runs take turns."""
     env_var, default = request.param
     url = os.environ.get(env_var) or default
+    with open(Path(tempfile.gettempdir()) / "stockyard-real-broker.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        yield from _flushed(url)
+
+
+def _flushed(url: str) -> Iterator[str]:
     try:
         broker = make_broker(Settings(broker_url=url))
         actors.bind(broker)
