@@ -35,6 +35,15 @@ def stockyard_command() -> list[str]:
     return [sys.executable, "-c", "import sys, cli; sys.exit(cli.main())"]
 
 
+def checkout_env(settings: Mapping[str, str]) -> dict[str, str]:
+    """This environment with `settings`, and this checkout first on PYTHONPATH: the
+    console script's imports otherwise go to wherever the venv's editable install points,
+    so a bench run from a second worktree (an A/B) would serve the other checkout's code."""
+    path = os.environ.get("PYTHONPATH")
+    return {**os.environ, **settings,
+            "PYTHONPATH": str(ROOT) + (os.pathsep + path if path else "")}
+
+
 class Server:
     """A `stockyard serve --workers N` process with its stderr captured to `log_path`
     (`env`: more STOCKYARD_* settings, e.g. the broker)."""
@@ -44,7 +53,7 @@ class Server:
         self.port = free_port()
         self.workers = workers
         self.log_path = log_path
-        self._env = {**os.environ, "STOCKYARD_DATABASE_URL": database_url, **(env or {})}
+        self._env = checkout_env({"STOCKYARD_DATABASE_URL": database_url, **(env or {})})
         self._proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -126,7 +135,7 @@ class Worker:
 
     def __init__(self, database_url: str, log_path: Path, env: Mapping[str, str]) -> None:
         self.log_path = log_path
-        self._env = {**os.environ, "STOCKYARD_DATABASE_URL": database_url, **env}
+        self._env = checkout_env({"STOCKYARD_DATABASE_URL": database_url, **env})
         self._proc: subprocess.Popen[bytes] | None = None
 
     @property

@@ -192,7 +192,8 @@ def _sqlite_optimistic(uow: UnitOfWork, request: OrderRequest, decide: Decide
         if hasattr(conn, "begin_immediate"):
             plan = _read_on_driver(conn, "sqlite", request)
             if plan is not None:
-                placed = _write_sqlite_on_driver(conn, request, decide(plan))
+                placed: Placed = conn.together(functools.partial(
+                    _write_sqlite_on_driver, request=request, decision=decide(plan)))
                 uow.committed_on_driver()
                 return placed
     return _in_session(uow, request, decide, locking=False, write=_write_sqlite)
@@ -274,10 +275,11 @@ def _write_sqlite(uow: UnitOfWork, request: OrderRequest, decision: Decision,
     return Placed(order_id, line_ids, decision)
 
 
-def _write_sqlite_on_driver(conn: Any, request: OrderRequest, decision: Decision) -> Placed:
-    """`_write_sqlite` on a gated pysqlite connection, in a writer turn of its own."""
-    with driver_errors("BEGIN IMMEDIATE"):
-        conn.begin_immediate()
+def _write_sqlite_on_driver(conn: Any, *, request: OrderRequest, decision: Decision
+                            ) -> Placed:
+    """`_write_sqlite` on a gated pysqlite connection, in a writer turn it may share with
+    other orders of this process (`together`: it begins and commits, or rolls back when
+    this raises)."""
     with driver_errors("the order's inserts and allocation"):
         order_id = conn.execute(_INSERT_ORDER_SQLITE, decision.row.params()).fetchone()[0]
         statement, params = _insert_lines_sql(order_id, request.lines)
@@ -287,9 +289,7 @@ def _write_sqlite_on_driver(conn: Any, request: OrderRequest, decision: Decision
             conn.execute(inserts[0].text, inserts[1])
         if not ledger.allocate_on_sqlite(conn, decision.counters, actor=request.actor,
                                          reason=ORDER_CREATED, order_id=order_id):
-            conn.rollback()
             raise Contended()
-        conn.commit()
     return Placed(order_id, line_ids, decision)
 
 

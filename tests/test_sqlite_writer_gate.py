@@ -5,8 +5,10 @@ from __future__ import annotations
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import Engine, text
@@ -109,3 +111,103 @@ def test_a_turn_never_given_back_fails_after_the_timeout(
     _insert(engine, 2)  # the turn comes back with the process gone
     with engine.connect() as conn:
         assert conn.execute(text("SELECT n FROM t")).scalars().all() == [2]
+
+
+def test_a_turn_a_writer_of_this_process_waited_for_and_gave_up_goes_back(
+    engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The gate's waiter thread takes the file lock once the other process lets go, for a
+    thread that gave up meanwhile: it must give it straight back, or every other process
+    would wait for this one forever."""
+    monkeypatch.setattr(db_module, "GATE_TIMEOUT", 0.5)
+    lock = tmp_path / "gate.db-writer.lock"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import fcntl, os, sys, time; "
+         f"fd = os.open({str(lock)!r}, os.O_RDWR | os.O_CREAT); "
+         "fcntl.flock(fd, fcntl.LOCK_EX); print('held', flush=True); sys.stdin.read()"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        with pytest.raises(OperationalError, match="database is locked"):
+            _insert(engine, 1)
+    finally:
+        holder.communicate("", timeout=10)  # lets go: this process's waiter takes it
+    other = subprocess.run(
+        [sys.executable, "-c", "import fcntl, os, time; "
+         f"fd = os.open({str(lock)!r}, os.O_RDWR); deadline = time.monotonic() + 10\n"
+         "while True:\n"
+         "    try:\n"
+         "        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB); print('got'); break\n"
+         "    except BlockingIOError:\n"
+         "        assert time.monotonic() < deadline, 'the lock was never given back'\n"
+         "        time.sleep(0.01)"], capture_output=True, text=True, timeout=30)
+    assert other.stdout.strip() == "got", other.stderr
+    _insert(engine, 2)
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT n FROM t")).scalars().all() == [2]
+
+
+def _queue_behind(gate: Any, work: Callable[[Any], Any], engine: Engine,
+                  outcomes: dict[int, Any], key: int) -> threading.Thread:
+    """A thread that hands `work` to `together` on a gated connection of its own; returns
+    once the piece is queued (or is the one about to run)."""
+    queued = len(gate._waiting)
+
+    def run() -> None:
+        pooled = engine.raw_connection()
+        try:
+            outcomes[key] = pooled.driver_connection.together(work)  # type: ignore[union-attr]
+        except Exception as exc:
+            outcomes[key] = exc
+        finally:
+            pooled.close()
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while len(gate._waiting) == queued and not (gate._combining and key == 0):
+        assert time.monotonic() < deadline, "the piece was never queued"
+        time.sleep(0.005)
+    return thread
+
+
+def _inserting(n: int, fail: bool = False) -> Callable[[Any], int]:
+    def work(conn: Any) -> int:
+        conn.execute("INSERT INTO t VALUES (?)", (n,))
+        if fail:
+            raise ValueError(f"piece {n} refused")
+        return int(conn.execute("SELECT COUNT(*) FROM t").fetchone()[0])
+    return work
+
+
+def test_pieces_queued_during_a_turn_share_the_next_and_one_that_raises_leaves_no_trace(
+    engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Group commit (`_WriterGate.together`): the pieces that queued while the turn was
+    taken run in one transaction, each caller gets its own result, and a piece that raises
+    gets its error while the others commit without its writes."""
+    runs: list[int] = []
+    run_together = db_module._run_together
+
+    def counted(conn: Any, jobs: list[Any]) -> None:
+        runs.append(len(jobs))
+        run_together(conn, jobs)
+
+    monkeypatch.setattr(db_module, "_run_together", counted)
+    gate = db_module._WriterGate.of(tmp_path / "gate.db")
+    outcomes: dict[int, Any] = {}
+    with engine.begin() as held:  # another writer's turn, under way
+        held.execute(text("INSERT INTO t VALUES (0)"))
+        first = _queue_behind(gate, _inserting(1), engine, outcomes, 0)  # waits for the turn
+        rest = [_queue_behind(gate, _inserting(n, fail=n == 3), engine, outcomes, n)
+                for n in (2, 3, 4)]
+    for thread in [first, *rest]:
+        thread.join(30)
+        assert not thread.is_alive()
+
+    assert runs == [1, 3]  # the first alone (it took the queue), then the three together
+    assert outcomes[0] == 2  # rows it saw: the held turn's and its own
+    assert outcomes[2] == 3 and outcomes[4] == 4  # piece 3's row was never committed
+    assert isinstance(outcomes[3], ValueError)
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT n FROM t ORDER BY n")).scalars().all() == [0, 1, 2, 4]
