@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -211,3 +212,37 @@ def test_pieces_queued_during_a_turn_share_the_next_and_one_that_raises_leaves_n
     assert isinstance(outcomes[3], ValueError)
     with engine.connect() as conn:
         assert conn.execute(text("SELECT n FROM t ORDER BY n")).scalars().all() == [0, 1, 2, 4]
+
+
+def _checkpointed(path: Path) -> list[int]:
+    """The rows the database file itself holds, WAL left out (immutable: no WAL read)."""
+    conn = sqlite3.connect(f"file:{path}?immutable=1", uri=True)
+    try:
+        return [n for (n,) in conn.execute("SELECT n FROM t ORDER BY n")]
+    except sqlite3.OperationalError:  # not even the table yet
+        return []
+    finally:
+        conn.close()
+
+
+def test_commits_are_checkpointed_by_a_thread_of_the_gate_not_in_the_turn(
+    engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The gate's connections never checkpoint in a COMMIT; its _Checkpointer thread
+    copies the committed pages into the file soon after, then ends once idle."""
+    monkeypatch.setattr(db_module._Checkpointer, "IDLE", 0.2)
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar() == 0
+    _insert(engine, 1)
+    _insert(engine, 2)
+    deadline = time.monotonic() + 10
+    while _checkpointed(tmp_path / "gate.db") != [1, 2]:
+        assert time.monotonic() < deadline, "never checkpointed"
+        time.sleep(0.02)
+    while any(t.name == "sqlite-checkpoint" for t in threading.enumerate()):
+        assert time.monotonic() < deadline, "the checkpoint thread did not end when idle"
+        time.sleep(0.02)
+    _insert(engine, 3)  # starts it again
+    while _checkpointed(tmp_path / "gate.db") != [1, 2, 3]:
+        assert time.monotonic() < deadline, "not checkpointed after a restart"
+        time.sleep(0.02)
