@@ -20,6 +20,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     func,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -172,6 +173,11 @@ class Stock(Base):
         CheckConstraint("quantity_reserved_for_batches >= 0 AND "
                         "quantity_reserved_for_batches <= quantity_allocated",
                         name="ck_stock_batch_reserve_range"),
+        # `stocks(belowThreshold: true)` walks the stocks that have a threshold, newest
+        # first, instead of every stock: an order's update of the counters leaves it be
+        Index("ix_stock_with_threshold", "id",
+              postgresql_where=text("low_stock_threshold IS NOT NULL"),
+              sqlite_where=text("low_stock_threshold IS NOT NULL")),
     )
 
 
