@@ -279,6 +279,8 @@ class _WriterGate:
             jobs, self._waiting = self._waiting, []
         try:
             _run_together(conn, jobs)
+        except BaseException as exc:  # e.g. a ROLLBACK that failed: no piece waits forever
+            _finish([other for other in jobs if not other.done], error=exc)
         finally:
             with self._queued:
                 self._combining = False

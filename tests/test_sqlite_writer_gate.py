@@ -246,3 +246,59 @@ def test_commits_are_checkpointed_by_a_thread_of_the_gate_not_in_the_turn(
     while _checkpointed(tmp_path / "gate.db") != [1, 2, 3]:
         assert time.monotonic() < deadline, "not checkpointed after a restart"
         time.sleep(0.02)
+
+
+class _FakeTurn:
+    """The part of a gated connection `together` uses: BEGIN waits for `go` (so pieces
+    queue meanwhile), and ROLLBACK fails."""
+
+    def __init__(self, go: threading.Event) -> None:
+        self.go = go
+
+    def begin_immediate(self) -> None:
+        assert self.go.wait(10)
+
+    def commit(self) -> None:
+        pass
+
+    def rollback(self) -> None:
+        raise OSError("disk gone")
+
+
+def test_every_piece_of_a_turn_that_broke_gets_its_error(tmp_path: Path) -> None:
+    """A turn that fails past its pieces (here a ROLLBACK after a refusal) hands each of
+    its pieces the error: none is left undone, for its thread to find no value."""
+    gate = db_module._WriterGate.of(tmp_path / "broken.db")
+    go = threading.Event()
+    outcomes: dict[str, Any] = {}
+
+    def refused(_conn: Any) -> int:
+        raise ValueError("refused")
+
+    def run(name: str, work: Callable[[Any], Any]) -> None:
+        try:
+            outcomes[name] = gate.together(_FakeTurn(go), work)
+        except BaseException as exc:
+            outcomes[name] = exc
+
+    first = threading.Thread(target=run, args=("first", lambda _conn: 1))
+    first.start()  # takes the turn, waits in BEGIN
+    deadline = time.monotonic() + 10
+    while not gate._combining:
+        assert time.monotonic() < deadline
+        time.sleep(0.005)
+    rest = [threading.Thread(target=run, args=(name, work))
+            for name, work in (("refused", refused), ("after", lambda _conn: 3))]
+    for thread in rest:
+        thread.start()
+        while len(gate._waiting) < rest.index(thread) + 1:
+            assert time.monotonic() < deadline
+            time.sleep(0.005)
+    go.set()
+    for thread in [first, *rest]:
+        thread.join(10)
+        assert not thread.is_alive()
+
+    assert outcomes["first"] == 1
+    assert isinstance(outcomes["refused"], OSError)  # the rollback's error ended the turn
+    assert isinstance(outcomes["after"], OSError), outcomes["after"]
