@@ -35,6 +35,16 @@ def _insert(engine: Engine, n: int) -> None:
         conn.execute(text("INSERT INTO t VALUES (:n)"), {"n": n})
 
 
+def _until(holds: Callable[[], bool], what: str, deadline: float | None = None) -> None:
+    """Wait for another thread's step; fail with `what` at `deadline` (monotonic; a test
+    with several waits passes one for all), by default 10 s from now."""
+    if deadline is None:
+        deadline = time.monotonic() + 10
+    while not holds():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.005)
+
+
 def test_the_turn_comes_back_after_commit_rollback_and_error(engine: Engine) -> None:
     _insert(engine, 1)
     with engine.connect() as conn:  # rolled back on close
@@ -165,10 +175,8 @@ def _queue_behind(gate: Any, work: Callable[[Any], Any], engine: Engine,
 
     thread = threading.Thread(target=run)
     thread.start()
-    deadline = time.monotonic() + 10
-    while len(gate._waiting) == queued and not (gate._combining and key == 0):
-        assert time.monotonic() < deadline, "the piece was never queued"
-        time.sleep(0.005)
+    _until(lambda: len(gate._waiting) != queued or (gate._combining and key == 0),
+           "the piece was never queued")
     return thread
 
 
@@ -236,16 +244,13 @@ def test_commits_are_checkpointed_by_a_thread_of_the_gate_not_in_the_turn(
     _insert(engine, 1)
     _insert(engine, 2)
     deadline = time.monotonic() + 10
-    while _checkpointed(tmp_path / "gate.db") != [1, 2]:
-        assert time.monotonic() < deadline, "never checkpointed"
-        time.sleep(0.02)
-    while any(t.name == "sqlite-checkpoint" for t in threading.enumerate()):
-        assert time.monotonic() < deadline, "the checkpoint thread did not end when idle"
-        time.sleep(0.02)
+    _until(lambda: _checkpointed(tmp_path / "gate.db") == [1, 2], "never checkpointed",
+           deadline)
+    _until(lambda: all(t.name != "sqlite-checkpoint" for t in threading.enumerate()),
+           "the checkpoint thread did not end when idle", deadline)
     _insert(engine, 3)  # starts it again
-    while _checkpointed(tmp_path / "gate.db") != [1, 2, 3]:
-        assert time.monotonic() < deadline, "not checkpointed after a restart"
-        time.sleep(0.02)
+    _until(lambda: _checkpointed(tmp_path / "gate.db") == [1, 2, 3],
+           "not checkpointed after a restart", deadline)
 
 
 class _FakeTurn:
@@ -284,16 +289,13 @@ def test_every_piece_of_a_turn_that_broke_gets_its_error(tmp_path: Path) -> None
     first = threading.Thread(target=run, args=("first", lambda _conn: 1))
     first.start()  # takes the turn, waits in BEGIN
     deadline = time.monotonic() + 10
-    while not gate._combining:
-        assert time.monotonic() < deadline
-        time.sleep(0.005)
+    _until(lambda: gate._combining, "the first piece never took the turn", deadline)
     rest = [threading.Thread(target=run, args=(name, work))
             for name, work in (("refused", refused), ("after", lambda _conn: 3))]
-    for thread in rest:
+    for queued, thread in enumerate(rest, start=1):
         thread.start()
-        while len(gate._waiting) < rest.index(thread) + 1:
-            assert time.monotonic() < deadline
-            time.sleep(0.005)
+        _until(lambda: len(gate._waiting) == queued, "never queued",  # noqa: B023 (waited here)
+               deadline)
     go.set()
     for thread in [first, *rest]:
         thread.join(10)
@@ -302,3 +304,4 @@ def test_every_piece_of_a_turn_that_broke_gets_its_error(tmp_path: Path) -> None
     assert outcomes["first"] == 1
     assert isinstance(outcomes["refused"], OSError)  # the rollback's error ended the turn
     assert isinstance(outcomes["after"], OSError), outcomes["after"]
+
