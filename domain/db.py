@@ -433,8 +433,10 @@ class _Checkpointer:
         threading.Thread(target=self._run, name="sqlite-checkpoint", daemon=True).start()
 
     def _run(self) -> None:
-        conn = sqlite3.connect(self._database, isolation_level=None, check_same_thread=False)
-        try:
+        conn = None
+        try:  # a connect that fails too must leave the next commit to start a thread
+            conn = sqlite3.connect(self._database, isolation_level=None,
+                                   check_same_thread=False)
             while True:
                 if not self._due.wait(self.IDLE):
                     with self._lock:
@@ -451,7 +453,8 @@ class _Checkpointer:
                 self._running = False
             raise
         finally:
-            conn.close()
+            if conn is not None:
+                conn.close()
 
 
 class _Job(Generic[T]):

@@ -305,3 +305,30 @@ def test_every_piece_of_a_turn_that_broke_gets_its_error(tmp_path: Path) -> None
     assert isinstance(outcomes["refused"], OSError)  # the rollback's error ended the turn
     assert isinstance(outcomes["after"], OSError), outcomes["after"]
 
+
+def test_a_checkpoint_thread_that_could_not_connect_is_started_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With SQLite's own checkpoint off, a checkpointer that stayed "running" after its
+    thread died would let the WAL grow for good."""
+    monkeypatch.setattr(db_module._Checkpointer, "IDLE", 0.2)
+    connect = sqlite3.connect
+    calls: list[str] = []
+
+    def fails_once(*args: Any, **kwargs: Any) -> Any:
+        calls.append("connect")
+        if len(calls) == 1:
+            raise sqlite3.OperationalError("unable to open database file")
+        return connect(*args, **kwargs)
+
+    checkpoints = db_module._Checkpointer(tmp_path / "gate.db")
+    monkeypatch.setattr(sqlite3, "connect", fails_once)
+    monkeypatch.setattr(threading, "excepthook", lambda _args: None)  # the failed thread
+    checkpoints.due()
+    deadline = time.monotonic() + 10
+    _until(lambda: not checkpoints._running, "the dead thread left it running", deadline)
+    checkpoints.due()  # the next commit's
+    assert checkpoints._running
+    _until(lambda: not checkpoints._running, "the new thread never ended when idle",
+           deadline)
+    assert calls == ["connect", "connect"]
