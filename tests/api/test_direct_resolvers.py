@@ -3,16 +3,19 @@
 
 from __future__ import annotations
 
+import enum
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 import strawberry
 from strawberry.dataloader import DataLoader
+from strawberry.extensions import SchemaExtension
 
 from api import direct, lookahead
 from api.loaders import now_or_later
 from api.lookahead import arguments_of
-from api.schema import schema, schema_for
+from api.schema import FastExecutor, schema, schema_for
 from api.types import PREFETCHED
 from domain.models import Role
 from tests.conftest import Api, Database, serve
@@ -187,3 +190,114 @@ def test_arguments_strawberry_converts_keep_its_resolver() -> None:
     assert direct.install(small) == 1  # only `plain`
     after = small.execute_sync('{ maybe(x: "a") globalId(id: "VXNlcjox") plain(x: "a") }')
     assert after.data == before.data
+
+
+class Mood(enum.Enum):
+    GLAD = "glad"
+
+
+@strawberry.type
+class Leafy:
+    name: str
+    count: int
+    ratio: float
+    on: bool
+    maybe: str | None
+    mood: Mood
+    when: datetime
+    big: int  # past Int's 32 bits: graphql-core's error
+    missing: str  # holds None: graphql-core's non-null error, the parent nulled
+    raw: strawberry.Private[Any] = None
+
+    @strawberry.field
+    def broken(self) -> str:
+        raise ValueError("no")
+
+    @strawberry.field
+    def child(self) -> Leafy | None:
+        return self.raw
+
+
+@strawberry.type
+class LeafQuery:
+    @strawberry.field
+    def leaves(self) -> list[Leafy | None]:
+        return [_leafy(), None, _leafy(name="b", big=2**40), _leafy(missing=None)]
+
+    @strawberry.field
+    def one(self) -> Leafy:
+        return _leafy(child=_leafy(name="inner"))
+
+
+def _leafy(*, name: str = "a", big: int = 7, missing: str | None = "m",
+           child: Leafy | None = None) -> Leafy:
+    return Leafy(name=name, count=3, ratio=0.5, on=True, maybe=None, mood=Mood.GLAD,
+                 when=datetime(2026, 12, 7, tzinfo=UTC), big=big,
+                 missing=missing, raw=child)  # type: ignore[arg-type]
+
+
+LEAF_QUERIES = [
+    "{ leaves { name count ratio on maybe mood when big __typename } }",
+    "{ leaves { name missing } }",
+    "{ leaves { name broken } one { name } }",
+    "{ one { a: name b: name name ... on Leafy { name count } child { name mood } } }",
+    "query($yes: Boolean!) { one { name @include(if: $yes) count @skip(if: $yes) "
+    "child { name } } }",
+    "{ one { child { missing name } } }",
+]
+
+
+@pytest.mark.parametrize("query", LEAF_QUERIES)
+def test_leaves_completed_directly_answer_as_graphql_core(query: str) -> None:
+    def made(executor: type[Any] | None) -> strawberry.Schema:
+        return strawberry.Schema(query=LeafQuery, execution_context_class=executor)
+
+    plain, fast = made(None), made(FastExecutor)
+    assert direct.install(fast) > 0
+    assert getattr(fast._schema.type_map["Leafy"], direct.LEAVES).keys() == {
+        "name", "count", "ratio", "on", "maybe", "mood", "when", "big", "missing"}
+    for variables in ({"yes": True}, {"yes": False}):
+        want, got = (s.execute_sync(query, variable_values=variables) for s in (plain, fast))
+        assert got.data == want.data, query
+        assert [(e.message, e.path) for e in got.errors or ()] == \
+            [(e.message, e.path) for e in want.errors or ()], query
+        if "broken" not in query and "missing" not in query and "big" not in query:
+            assert got.errors is None
+
+
+def test_the_served_schema_completes_plain_leaves_directly() -> None:
+    assert schema.execution_context_class is FastExecutor
+    stock = getattr(schema._schema.type_map["Stock"], direct.LEAVES)
+    assert {"id", "quantity", "quantityAllocated", "lowStockThreshold"} <= stock.keys()
+    assert "variant" not in stock  # an object, through its resolver
+    assert not hasattr(schema_for(fast_paths=False)._schema.type_map["Stock"], direct.LEAVES)
+
+
+def test_a_list_completes_its_items_leaves_directly(monkeypatch: pytest.MonkeyPatch) -> None:
+    completed: list[str] = []
+    original = direct._complete_leaf
+
+    def spy(source: Any, leaf: Any) -> Any:
+        completed.append(leaf.attribute)
+        return original(source, leaf)
+
+    monkeypatch.setattr(direct, "_complete_leaf", spy)
+    fast = strawberry.Schema(query=LeafQuery, execution_context_class=FastExecutor)
+    direct.install(fast)
+    assert fast.execute_sync("{ leaves { name count } }").errors is None
+    assert completed == ["name", "count"] * 3  # the None item has no fields
+
+
+def test_an_extension_that_resolves_sees_every_leaf() -> None:
+    seen: list[str] = []
+
+    class Watch(SchemaExtension):
+        def resolve(self, _next: Any, root: Any, info: Any, *args: Any, **kwargs: Any) -> Any:
+            seen.append(info.field_name)
+            return _next(root, info, *args, **kwargs)
+
+    fast = strawberry.Schema(query=LeafQuery, execution_context_class=FastExecutor,
+                             extensions=[Watch])
+    direct.install(fast)
+    assert fast.execute_sync("{ one { name count } }").errors is None
+    assert seen == ["one", "name", "count"]
