@@ -156,7 +156,7 @@ class Stock(Base):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     variant_id: Mapped[int] = mapped_column(ForeignKey("product_variant.id"))
-    warehouse_id: Mapped[int] = mapped_column(ForeignKey("warehouse.id"), index=True)
+    warehouse_id: Mapped[int] = mapped_column(ForeignKey("warehouse.id"))
     quantity: Mapped[int] = mapped_column(Integer, default=0)
     quantity_allocated: Mapped[int] = mapped_column(Integer, default=0)
     # seller dashboards flag the stock when available falls below this
@@ -176,6 +176,11 @@ class Stock(Base):
         # `stocks(belowThreshold: true)` walks the stocks that have a threshold, newest
         # first, instead of every stock: an order's update of the counters leaves it be
         Index("ix_stock_with_threshold", "id",
+              postgresql_where=text("low_stock_threshold IS NOT NULL"),
+              sqlite_where=text("low_stock_threshold IS NOT NULL")),
+        # a seller's stocks, newest first, warehouse by warehouse (reads._per_warehouse)
+        Index("ix_stock_warehouse", "warehouse_id", "id"),
+        Index("ix_stock_warehouse_with_threshold", "warehouse_id", "id",
               postgresql_where=text("low_stock_threshold IS NOT NULL"),
               sqlite_where=text("low_stock_threshold IS NOT NULL")),
     )

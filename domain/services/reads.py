@@ -16,6 +16,7 @@ from sqlalchemy import (
     bindparam,
     func,
     select,
+    true,
 )
 from sqlalchemy.orm import Session
 
@@ -359,8 +360,18 @@ def _page_statement(model: type[Base], dialect: str,
     return Compiled(_page_select(model, dialect, shape), dialect)
 
 
+# the filter that confines a page to one seller's warehouses, for the models that have one
+_SELLER_OF_WAREHOUSE = {Stock: "stock_seller_id", StockMovement: "warehouse_seller_id"}
+# filters that pick their rows by an index of their own: with one, the page stays one walk
+_OWN_INDEX = frozenset({"warehouse_id", "variant_id", "only_id"})
+
+
 def _page_select(model: type[Base], dialect: str,
                  shape: tuple[tuple[str, Any], ...]) -> Select[Any]:
+    seller = _SELLER_OF_WAREHOUSE.get(model)
+    given = {name for name, _ in shape}
+    if dialect == "postgresql" and seller in given and not given & _OWN_INDEX:
+        return _per_warehouse(model, dialect, shape, seller)
     pk: Any = model.id  # type: ignore[attr-defined]
     table: Any = model.__table__
     column: Any = model
@@ -426,4 +437,25 @@ def _page_select(model: type[Base], dialect: str,
         elif name != "order_seller_id":  # (only with order_token_id, above)
             raise AssertionError(f"no filter {name}")
     return stmt
+
+
+def _per_warehouse(model: type[Base], dialect: str, shape: tuple[tuple[str, Any], ...],
+                   seller: str) -> Select[Any]:
+    """One seller's page (PostgreSQL): each of its warehouses' newest rows (by the index
+    on (warehouse_id, id), the other filters applied there), then the newest of those.
+
+    Walking the table by id and keeping the seller's rows read the other sellers' rows as
+    well: ~50 per row kept with 1,000 sellers, the whole table for a seller with few. And
+    PostgreSQL switches a prepared statement to its generic plan after five runs, which
+    for `warehouse_id IN (the seller's warehouses)` is that walk: a seller's page among
+    1,000 sellers' 600,000 stocks went from 0.2 ms to 30 ms on its sixth run, its ledger
+    page took 40 ms from the first. Per warehouse, a page reads at most `limit` rows of
+    each of the seller's warehouses, whatever the plan and the others' books.
+    """
+    newest = (_page_select(model, dialect, tuple(item for item in shape if item[0] != seller))
+              .where(model.warehouse_id == Warehouse.id)  # type: ignore[attr-defined]
+              .lateral("newest"))
+    return (select(*newest.c).select_from(Warehouse).join(newest, true())
+            .where(Warehouse.seller_id == bindparam(seller))
+            .order_by(newest.c.id.desc()).limit(bindparam("limit", type_=Integer)))
 

@@ -1,0 +1,171 @@
+"""One seller's stock and ledger pages among another seller's rows: the seller's rows, newest
+first, page after page, as the filters say. On PostgreSQL they are read warehouse by
+warehouse (domain/services/reads._per_warehouse), and a page reads at most a page of each of
+the seller's warehouses, whatever plan PostgreSQL settles on for the prepared statement."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any
+
+import pytest
+from sqlalchemy import text
+
+from api import ids
+from domain.models import MovementType, OrderType, Role, Stock, StockMovement
+from domain.services import orders, stock
+from domain.services.reads import PageQuery, page_text
+from tests.conftest import Api, Database
+from tests.factories import ADMIN, World
+
+pytestmark = pytest.mark.anyio
+
+STOCKS = """query($low: Boolean, $out: Boolean, $prefix: String, $first: Int, $after: String) {
+  stocks(belowThreshold: $low, outOfStock: $out, skuPrefix: $prefix, first: $first,
+         after: $after) { edges { node { id } } pageInfo { hasNextPage endCursor } } }"""
+MOVEMENTS = """query($types: [StockMovementType!], $first: Int, $after: String) {
+  stockMovements(types: $types, first: $first, after: $after) {
+    edges { node { id } } pageInfo { hasNextPage endCursor } } }"""
+OF_SELLER = """FROM {table} t JOIN warehouse w ON w.id = t.warehouse_id
+               WHERE w.seller_id = :seller {where} ORDER BY t.id DESC"""
+
+
+def _market(db: Database) -> tuple[int, int]:
+    """Sellers A (3 warehouses) and B (2), their variants made in turns, so that their
+    stocks' and movements' ids interleave; thresholds, an empty stock and an order on A's."""
+    world = World(db)
+    zone = world.zone(["DE"])
+    sellers = [world.seller(), world.seller()]
+    warehouses = {sellers[0]: [world.warehouse(sellers[0], [zone]) for _ in range(3)],
+                  sellers[1]: [world.warehouse(sellers[1], [zone]) for _ in range(2)]}
+    products = {s: world.product(s) for s in sellers}
+    for i in range(7):
+        for seller in sellers:
+            kind = "TENT" if i % 2 else "TARP"
+            variant = world.variant(products[seller], sku=f"{kind}-{seller}-{i}", stocks={
+                w: (i + n) % 4 * 3 for n, w in enumerate(warehouses[seller])})
+            for n, warehouse in enumerate(warehouses[seller]):
+                if (i + n) % 3 == 0:
+                    stock.set_low_stock_threshold(db.uow(), ADMIN, variant_id=variant,
+                                                  warehouse_id=warehouse, threshold=5)
+            if i % 3 == 1:
+                orders.create(db.uow(), ADMIN, type=OrderType.REGULAR,
+                              shipping_country="DE", lines=[orders.LineRequest(variant, 2)])
+    return sellers[0], sellers[1]
+
+
+async def _walk(api: Api, query: str, field: str, variables: dict[str, Any], token: str,
+                first: int) -> list[int]:
+    """Every id of every page, following the cursors."""
+    found: list[int] = []
+    after = None
+    while True:
+        page = (await api.gql(query, {**variables, "first": first, "after": after},
+                              token))[field]
+        found += [ids.parse(e["node"]["id"])[1] for e in page["edges"]]
+        if not page["pageInfo"]["hasNextPage"]:
+            return found
+        after = page["pageInfo"]["endCursor"]
+
+
+async def test_a_sellers_stock_pages_hold_its_stocks_newest_first_with_each_filter(
+        api: Api) -> None:
+    seller, other = _market(api.db)
+    token = api.token(Role.SELLER, seller)
+    free = "t.quantity - t.quantity_allocated"
+    cases = [({}, ""),
+             ({"low": True}, f"AND t.low_stock_threshold IS NOT NULL "
+                             f"AND {free} < t.low_stock_threshold"),
+             ({"low": False}, f"AND NOT (t.low_stock_threshold IS NOT NULL "
+                              f"AND {free} < t.low_stock_threshold)"),
+             ({"out": True}, f"AND {free} <= 0"),
+             ({"out": False, "prefix": "TENT"},
+              f"AND {free} > 0 AND t.variant_id IN "
+              f"(SELECT id FROM product_variant WHERE sku LIKE 'TENT%')")]
+    for variables, where in cases:
+        want = [r[0] for r in api.db.rows(
+            "SELECT t.id " + OF_SELLER.format(table="stock", where=where), seller=seller)]
+        assert want, variables  # every case finds some
+        for first in (1, 2, 5, 50):
+            assert await _walk(api, STOCKS, "stocks", variables, token, first) == want, \
+                (variables, first)
+    assert await _walk(api, STOCKS, "stocks", {}, api.token(Role.SELLER, other), 4) == [
+        r[0] for r in api.db.rows("SELECT t.id " + OF_SELLER.format(table="stock", where=""),
+                                  seller=other)]
+
+
+async def test_a_sellers_ledger_pages_hold_its_movements_newest_first(api: Api) -> None:
+    seller, _ = _market(api.db)
+    token = api.token(Role.SELLER, seller)
+    for variables, where in (({}, ""), ({"types": ["ALLOCATION"]}, "AND t.type = 'ALLOCATION'")):
+        want = [r[0] for r in api.db.rows(
+            "SELECT t.id " + OF_SELLER.format(table="stock_movement", where=where),
+            seller=seller)]
+        assert want, variables
+        for first in (1, 3, 50):
+            assert await _walk(api, MOVEMENTS, "stockMovements", variables, token,
+                               first) == want, (variables, first)
+
+
+@pytest.mark.parametrize(("model", "query"), [
+    (Stock, PageQuery(first=5, stock_seller_id=0)),
+    (Stock, PageQuery(first=5, stock_seller_id=0, below_threshold=True)),
+    (StockMovement, PageQuery(first=5, warehouse_seller_id=0)),
+    (StockMovement, PageQuery(first=5, warehouse_seller_id=0,
+                              movement_types=(MovementType.STOCK_UPDATE,))),
+])
+def test_a_sellers_page_reads_a_page_per_warehouse_whatever_the_plan(
+        pg_db: Database, model: type[Any], query: PageQuery) -> None:
+    # seller A's 2 warehouses hold the oldest rows, B's one all 400 newer ones: walked by
+    # id, A's first page would read B's rows first (the generic plan of `warehouse_id IN
+    # (A's warehouses)` did, from the sixth run of the prepared statement)
+    world = World(pg_db)
+    zone = world.zone(["DE"])
+    a, b = world.seller(), world.seller()
+    mine = [world.warehouse(a, [zone]), world.warehouse(a, [zone])]
+    product = world.product(a)
+    for _ in range(10):
+        variant = world.variant(product, stocks=dict.fromkeys(mine, 1))
+        for warehouse in mine:
+            stock.set_low_stock_threshold(pg_db.uow(), ADMIN, variant_id=variant,
+                                          warehouse_id=warehouse, threshold=5)
+    theirs, their_product = world.warehouse(b, [zone]), world.product(b)
+    with pg_db.engine.begin() as conn:  # B's 400 stocks with thresholds, and a movement each
+        for sql in ("""INSERT INTO product_variant (product_id, seller_id, sku, track_inventory)
+                       SELECT :product, :seller, 'B-' || g, true FROM generate_series(1, 400) g""",
+                    """INSERT INTO stock (variant_id, warehouse_id, quantity, quantity_allocated,
+                                          low_stock_threshold)
+                       SELECT id, :warehouse, 1, 0, 5 FROM product_variant
+                       WHERE seller_id = :seller ORDER BY id""",
+                    """INSERT INTO stock_movement (stock_id, variant_id, warehouse_id, type,
+                           quantity_change, allocated_change, quantity_after, allocated_after,
+                           actor)
+                       SELECT id, variant_id, warehouse_id, 'STOCK_UPDATE', 1, 0, 1, 0, 'test'
+                       FROM stock WHERE warehouse_id = :warehouse ORDER BY id"""):
+            conn.execute(text(sql), {"product": their_product, "seller": b,
+                                     "warehouse": theirs})
+        conn.execute(text("ANALYZE"))
+    sql, params = page_text("postgresql", model, dataclasses.replace(query, **{
+        f: a for f in ("stock_seller_id", "warehouse_seller_id")
+        if getattr(query, f) is not None}))
+    with pg_db.engine.connect() as conn:
+        cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        cursor.execute("SET plan_cache_mode = force_generic_plan")
+        for _ in range(2):  # the first run prepares, the second uses the generic plan
+            cursor.execute(f"EXPLAIN (ANALYZE, FORMAT JSON) {sql}", params, prepare=True)
+            plan = cursor.fetchone()[0]
+        conn.rollback()
+    table = model.__tablename__
+    read = _rows_read(plan if isinstance(plan, list) else json.loads(plan), table)
+    assert 0 < read <= len(mine) * (query.first + 1), (read, plan)
+
+
+def _rows_read(plan: Any, table: str) -> int:
+    """The rows the plan's scans of `table` returned, over all their loops."""
+    if isinstance(plan, list):
+        return sum(_rows_read(p, table) for p in plan)
+    node = plan.get("Plan", plan)
+    own = node["Actual Rows"] * node["Actual Loops"] if node.get("Relation Name") == table \
+        else 0
+    return own + sum(_rows_read(child, table) for child in node.get("Plans", ()))
