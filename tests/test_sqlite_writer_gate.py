@@ -227,8 +227,8 @@ def _checkpointed(path: Path) -> list[int]:
     conn = sqlite3.connect(f"file:{path}?immutable=1", uri=True)
     try:
         return [n for (n,) in conn.execute("SELECT n FROM t ORDER BY n")]
-    except sqlite3.OperationalError:  # not even the table yet
-        return []
+    except sqlite3.DatabaseError:  # not even the table yet, or read mid-checkpoint: the
+        return []  # file is read as if immutable while the checkpoint writes its pages
     finally:
         conn.close()
 
