@@ -195,8 +195,9 @@ FROM bo, generate_series(0, bo.nlines - 1) k,
 """
 
 _LINE_TABLES = (
-    """INSERT INTO order_line (id, order_id, variant_id, quantity, quantity_fulfilled)
-       SELECT id, order_id, %(v0)s + 1 + kv, q,
+    """INSERT INTO order_line (id, order_id, variant_id, seller_id, quantity,
+                               quantity_fulfilled)
+       SELECT id, order_id, %(v0)s + 1 + kv, %(seller)s, q,
               CASE WHEN status = 'FULFILLED' THEN q ELSE 0 END
        FROM bl ORDER BY id""",
     """INSERT INTO allocation (id, order_line_id, stock_id, quantity)

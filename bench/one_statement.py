@@ -38,8 +38,9 @@ WITH locked AS MATERIALIZED (
     SELECT 'REGULAR', 'UNFULFILLED', 'DE', true WHERE (SELECT count(*) FROM picked) = {lines}
     RETURNING id
 ), l AS (
-    INSERT INTO order_line (order_id, variant_id, quantity, quantity_fulfilled)
-    SELECT o.id, p.variant_id, 1, 0 FROM o CROSS JOIN picked p
+    INSERT INTO order_line (order_id, variant_id, seller_id, quantity, quantity_fulfilled)
+    SELECT o.id, p.variant_id, (SELECT seller_id FROM product_variant
+                                WHERE id = p.variant_id), 1, 0 FROM o CROSS JOIN picked p
     RETURNING id, variant_id
 ), a AS (
     INSERT INTO allocation (order_line_id, stock_id, quantity)

@@ -57,11 +57,12 @@ def place_order(db: BenchDatabase, conn: Any, variant_ids: list[int], actor: str
         order_id = conn.execute(db.q(
             "INSERT INTO orders (type, status, shipping_country, allocated) "
             "VALUES ('REGULAR', 'UNFULFILLED', 'DE', ?) RETURNING id"), (True,)).fetchone()[0]
-        values = ", ".join("(?, ?, 1, 0)" for _ in picked)
+        values = ", ".join("(?, ?, (SELECT seller_id FROM product_variant WHERE id = ?), "
+                           "1, 0)" for _ in picked)
         line_rows = conn.execute(db.q(
-            "INSERT INTO order_line (order_id, variant_id, quantity, quantity_fulfilled) "
-            f"VALUES {values} RETURNING id, variant_id"),
-            [x for vid, _ in picked for x in (order_id, vid)]).fetchall()
+            "INSERT INTO order_line (order_id, variant_id, seller_id, quantity, "
+            f"quantity_fulfilled) VALUES {values} RETURNING id, variant_id"),
+            [x for vid, _ in picked for x in (order_id, vid, vid)]).fetchall()
         line_of = {vid: lid for lid, vid in line_rows}
         values = ", ".join("(?, ?, 1)" for _ in picked)
         conn.execute(db.q(f"INSERT INTO allocation (order_line_id, stock_id, quantity) "

@@ -215,6 +215,8 @@ class Order(Base):
         # a status's orders newest first (`orders(statuses: [X])` pages) from the index
         # alone; it serves lookups by status too (migration 0018)
         Index("ix_orders_status_id", "status", "id"),
+        # a token's orders newest first (a storefront's `orders`, a seller's own)
+        Index("ix_orders_token_id", "created_by_token_id", "id"),
     )
 
 
@@ -224,10 +226,14 @@ class OrderLine(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     order_id: Mapped[int] = mapped_column(ForeignKey("orders.id"), index=True)
     variant_id: Mapped[int] = mapped_column(ForeignKey("product_variant.id"), index=True)
+    # the variant's seller, written with the line from product_variant (no foreign key:
+    # the variant's own is the check): a seller's orders, newest first, from an index
+    seller_id: Mapped[int] = mapped_column(Integer)
     quantity: Mapped[int] = mapped_column(Integer)
     quantity_fulfilled: Mapped[int] = mapped_column(Integer, default=0)
 
     __table_args__ = (
+        Index("ix_order_line_seller_order", "seller_id", "order_id"),
         CheckConstraint("quantity > 0", name="ck_order_line_quantity_positive"),
         CheckConstraint(
             "quantity_fulfilled >= 0 AND quantity_fulfilled <= quantity",

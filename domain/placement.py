@@ -342,8 +342,9 @@ def _place_sql(allocating: bool, lock_first: bool) -> str:
         "idempotency_key, created_by_token_id) VALUES (%(type)s, %(status)s, "
         "%(shipping_country)s, %(allocated)s, %(idempotency_key)s, "
         "%(created_by_token_id)s) RETURNING id), "
-        "l AS (INSERT INTO order_line (order_id, variant_id, quantity, quantity_fulfilled) "
-        "SELECT o.id, t.v, t.q, 0 FROM o, unnest(%(line_variant_ids)s::integer[], "
+        "l AS (INSERT INTO order_line (order_id, variant_id, seller_id, quantity, "
+        "quantity_fulfilled) SELECT o.id, t.v, (SELECT seller_id FROM product_variant "
+        "WHERE id = t.v), t.q, 0 FROM o, unnest(%(line_variant_ids)s::integer[], "
         "%(line_quantities)s::integer[]) WITH ORDINALITY AS t(v, q, n) ORDER BY t.n "
         "RETURNING id)"
     )
@@ -505,9 +506,10 @@ def require_variants(
 @functools.cache
 def _insert_lines_statement(count: int) -> TextClause:
     # text, not insert().values([...]): SQLAlchemy does not cache multi-row VALUES inserts
-    rows = ", ".join(f"(:order_id, :v{i}, :q{i}, 0)" for i in range(count))
-    return text("INSERT INTO order_line (order_id, variant_id, quantity, quantity_fulfilled) "
-                f"VALUES {rows} RETURNING id, variant_id, quantity")
+    rows = ", ".join(f"(:order_id, :v{i}, (SELECT seller_id FROM product_variant "
+                     f"WHERE id = :v{i}), :q{i}, 0)" for i in range(count))
+    return text("INSERT INTO order_line (order_id, variant_id, seller_id, quantity, "
+                f"quantity_fulfilled) VALUES {rows} RETURNING id, variant_id, quantity")
 
 
 def insert_lines(s: Session, order_id: int, lines: Sequence[Line]) -> list[int]:

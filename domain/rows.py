@@ -99,7 +99,7 @@ class Compiled:
         for bind, name in compiled.bind_names.items():
             if not bind.required:
                 self._defaults[name] = bind.effective_value
-            if bind.expanding:
+            if bind.expanding and name not in self._expanding:  # a list used twice: once
                 self._expanding.append(name)
             process = bind.type.dialect_impl(driver_dialect).bind_processor(driver_dialect)
             if process is not None:

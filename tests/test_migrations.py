@@ -78,3 +78,41 @@ def test_skus_become_unique_per_seller_on_a_database_with_data(empty_url: str) -
         conn.execute(text("INSERT INTO product_variant (id, product_id, seller_id, sku, "
                           "track_inventory) VALUES (4, 1, 1, 'TEE-M', true)"))
     engine.dispose()
+
+
+def test_order_lines_get_their_variants_seller_on_a_database_with_data(empty_url: str) -> None:
+    """0021 copies each line's seller from its variant and keeps every line, and every
+    allocation pointing at one, as it was."""
+    command.upgrade(_alembic(empty_url), "0020")
+    engine = make_engine(Settings(database_url=empty_url))
+    with engine.begin() as conn:
+        for sql in (
+                "INSERT INTO seller (id, name) VALUES (1, 'A'), (2, 'B')",
+                "INSERT INTO warehouse (id, seller_id, name, priority) VALUES (1, 2, 'B', 0)",
+                "INSERT INTO product (id, seller_id, name) VALUES (1, 1, 'tee'), (2, 2, 'mug')",
+                "INSERT INTO product_variant (id, product_id, seller_id, sku, track_inventory) "
+                "VALUES (1, 1, 1, 'TEE', true), (2, 2, 2, 'MUG', true)",
+                "INSERT INTO stock (id, variant_id, warehouse_id, quantity, quantity_allocated) "
+                "VALUES (1, 2, 1, 5, 1)",
+                "INSERT INTO orders (id, type, status, shipping_country, allocated) "
+                "VALUES (1, 'REGULAR', 'UNFULFILLED', 'DE', true)",
+                "INSERT INTO order_line (id, order_id, variant_id, quantity, quantity_fulfilled) "
+                "VALUES (1, 1, 1, 2, 0), (2, 1, 2, 1, 0)",
+                "INSERT INTO allocation (id, order_line_id, stock_id, quantity) "
+                "VALUES (1, 2, 1, 1)"):
+            conn.execute(text(sql))
+    engine.dispose()  # SQLite's rebuild must not wait for this engine's connections
+
+    command.upgrade(_alembic(empty_url), "head")
+
+    engine = make_engine(Settings(database_url=empty_url))
+    with engine.begin() as conn:
+        assert conn.execute(text("SELECT id, order_id, variant_id, seller_id, quantity "
+                                 "FROM order_line ORDER BY id")).all() == [
+            (1, 1, 1, 1, 2), (2, 1, 2, 2, 1)]
+        assert conn.execute(text("SELECT order_line_id, stock_id FROM allocation")).all() == [
+            (2, 1)]
+    with pytest.raises(IntegrityError), engine.begin() as conn:  # every line has its seller
+        conn.execute(text("INSERT INTO order_line (order_id, variant_id, quantity, "
+                          "quantity_fulfilled) VALUES (1, 1, 1, 0)"))
+    engine.dispose()

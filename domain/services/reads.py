@@ -17,6 +17,7 @@ from sqlalchemy import (
     func,
     select,
     true,
+    union_all,
 )
 from sqlalchemy.orm import Session
 
@@ -370,6 +371,8 @@ def _page_select(model: type[Base], dialect: str,
                  shape: tuple[tuple[str, Any], ...]) -> Select[Any]:
     seller = _SELLER_OF_WAREHOUSE.get(model)
     given = {name for name, _ in shape}
+    if model is Order and "order_seller_id" in given:
+        return _orders_of_seller(dialect, shape)
     if dialect == "postgresql" and seller in given and not given & _OWN_INDEX:
         return _per_warehouse(model, dialect, shape, seller)
     pk: Any = model.id  # type: ignore[attr-defined]
@@ -423,20 +426,47 @@ def _page_select(model: type[Base], dialect: str,
             stmt = stmt.where(Order.status.in_(bindparam(name, expanding=True)))
         elif name == "types":
             stmt = stmt.where(Order.type.in_(bindparam(name, expanding=True)))
-        elif name == "order_token_id":
-            mine = Order.created_by_token_id == param
-            if any(n == "order_seller_id" for n, _ in shape):
-                mine = mine | Order.id.in_(
-                    select(OrderLine.order_id)
-                    .join(ProductVariant, ProductVariant.id == OrderLine.variant_id)
-                    .join(Product, Product.id == ProductVariant.product_id)
-                    .where(Product.seller_id == bindparam("order_seller_id")))
-            stmt = stmt.where(mine)
+        elif name == "order_token_id":  # (with order_seller_id: _orders_of_seller)
+            stmt = stmt.where(Order.created_by_token_id == param)
         elif name == "available_in":
             stmt = stmt.add_columns(_available_in(param))
-        elif name != "order_seller_id":  # (only with order_token_id, above)
+        else:
             raise AssertionError(f"no filter {name}")
     return stmt
+
+
+def _orders_of_seller(dialect: str, shape: tuple[tuple[str, Any], ...]) -> Select[Any]:
+    """A seller token's orders: those it created and those holding the seller's variants,
+    newest first. Each of the two is read newest first for at most a page, from its own
+    index (orders (created_by_token_id, id); order_line (seller_id, order_id)), the other
+    filters applied in both; the page is the newest of their union.
+
+    Before, the seller's lines were found through variants and products, every order id
+    of the seller's gathered for each page: 180-240 ms for a seller with 250,000 of 500,000
+    orders, and a walk of the orders by id for a small one (7-17 ms).
+    """
+    rest = tuple((name, value) for name, value in shape
+                 if name not in ("order_token_id", "order_seller_id"))
+    created = _page_select(Order, dialect, (*rest, ("order_token_id", None))) \
+        .with_only_columns(Order.id)
+    holding = select(OrderLine.order_id.label("id")) \
+        .where(OrderLine.seller_id == bindparam("order_seller_id"))
+    if any(name in ("statuses", "types") for name, _ in rest):
+        holding = holding.join(Order, Order.id == OrderLine.order_id)
+    for name, _ in rest:
+        if name == "before_id":
+            holding = holding.where(OrderLine.order_id < bindparam(name))
+        elif name == "statuses":
+            holding = holding.where(Order.status.in_(bindparam(name, expanding=True)))
+        elif name == "types":
+            holding = holding.where(Order.type.in_(bindparam(name, expanding=True)))
+        else:
+            raise AssertionError(f"no filter {name} for a seller's orders")
+    holding = holding.distinct().order_by(OrderLine.order_id.desc()) \
+        .limit(bindparam("limit", type_=Integer))
+    newest = union_all(select(created.subquery().c.id), select(holding.subquery().c.id))
+    return (select(Order.__table__).where(Order.id.in_(newest)).order_by(Order.id.desc())
+            .limit(bindparam("limit", type_=Integer)))
 
 
 def _per_warehouse(model: type[Base], dialect: str, shape: tuple[tuple[str, Any], ...],

@@ -1,7 +1,8 @@
-"""One seller's stock and ledger pages among another seller's rows: the seller's rows, newest
-first, page after page, as the filters say. On PostgreSQL they are read warehouse by
-warehouse (domain/services/reads._per_warehouse), and a page reads at most a page of each of
-the seller's warehouses, whatever plan PostgreSQL settles on for the prepared statement."""
+"""One seller's (or storefront's) pages among others' rows: its stocks, ledger and orders,
+newest first, page after page, as the filters say. On PostgreSQL stocks and movements are
+read warehouse by warehouse (domain/services/reads._per_warehouse), a seller's orders from
+its lines' index (reads._orders_of_seller), and a page reads at most about a page of rows,
+whatever plan PostgreSQL settles on for the prepared statement."""
 
 from __future__ import annotations
 
@@ -13,9 +14,18 @@ import pytest
 from sqlalchemy import text
 
 from api import ids
-from domain.models import MovementType, OrderType, Role, Stock, StockMovement
+from domain.models import (
+    MovementType,
+    Order,
+    OrderStatus,
+    OrderType,
+    Role,
+    Stock,
+    StockMovement,
+)
 from domain.services import orders, stock
 from domain.services.reads import PageQuery, page_text
+from tests.api.order_calls import ORDER_CANCEL, create_order
 from tests.conftest import Api, Database
 from tests.factories import ADMIN, World
 
@@ -26,6 +36,10 @@ STOCKS = """query($low: Boolean, $out: Boolean, $prefix: String, $first: Int, $a
          after: $after) { edges { node { id } } pageInfo { hasNextPage endCursor } } }"""
 MOVEMENTS = """query($types: [StockMovementType!], $first: Int, $after: String) {
   stockMovements(types: $types, first: $first, after: $after) {
+    edges { node { id } } pageInfo { hasNextPage endCursor } } }"""
+ORDERS = """query($statuses: [OrderStatus!], $types: [OrderType!], $first: Int,
+                  $after: String) {
+  orders(statuses: $statuses, types: $types, first: $first, after: $after) {
     edges { node { id } } pageInfo { hasNextPage endCursor } } }"""
 OF_SELLER = """FROM {table} t JOIN warehouse w ON w.id = t.warehouse_id
                WHERE w.seller_id = :seller {where} ORDER BY t.id DESC"""
@@ -149,16 +163,22 @@ def test_a_sellers_page_reads_a_page_per_warehouse_whatever_the_plan(
     sql, params = page_text("postgresql", model, dataclasses.replace(query, **{
         f: a for f in ("stock_seller_id", "warehouse_seller_id")
         if getattr(query, f) is not None}))
-    with pg_db.engine.connect() as conn:
+    plan = _generic_plan(pg_db, sql, params)
+    read = _rows_read(plan, model.__tablename__)
+    assert 0 < read <= len(mine) * (query.first + 1), (read, plan)
+
+
+def _generic_plan(db: Database, sql: str, params: dict[str, Any]) -> Any:
+    """EXPLAIN ANALYZE of the statement run as PostgreSQL runs a prepared statement from
+    its sixth run on, when it settles on the generic plan."""
+    with db.engine.connect() as conn:
         cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
         cursor.execute("SET plan_cache_mode = force_generic_plan")
         for _ in range(2):  # the first run prepares, the second uses the generic plan
             cursor.execute(f"EXPLAIN (ANALYZE, FORMAT JSON) {sql}", params, prepare=True)
-            plan = cursor.fetchone()[0]
+            plan = cursor.fetchone()[0]  # type: ignore[index]
         conn.rollback()
-    table = model.__tablename__
-    read = _rows_read(plan if isinstance(plan, list) else json.loads(plan), table)
-    assert 0 < read <= len(mine) * (query.first + 1), (read, plan)
+    return plan if isinstance(plan, list) else json.loads(plan)
 
 
 def _rows_read(plan: Any, table: str) -> int:
@@ -169,3 +189,80 @@ def _rows_read(plan: Any, table: str) -> int:
     own = node["Actual Rows"] * node["Actual Loops"] if node.get("Relation Name") == table \
         else 0
     return own + sum(_rows_read(child, table) for child in node.get("Plans", ()))
+
+
+async def test_a_sellers_and_a_storefronts_order_pages_hold_their_orders_newest_first(
+        api: Api) -> None:
+    world = World(api.db)
+    zone = world.zone(["DE"])
+    sellers = [world.seller(), world.seller()]
+    variants = {}
+    for seller in sellers:
+        warehouse, product = world.warehouse(seller, [zone]), world.product(seller)
+        variants[seller] = [world.variant(product, stocks={warehouse: 100}) for _ in range(2)]
+    a, b = sellers
+    tokens = {"a": api.token(Role.SELLER, a), "b": api.token(Role.SELLER, b),
+              "s1": api.token(Role.STOREFRONT), "s2": api.token(Role.STOREFRONT)}
+    token_ids = {name: i for i, name in enumerate(tokens, start=int(api.db.scalar(
+        "SELECT max(id) FROM api_token")) - len(tokens) + 1)}
+    mixes = [[(variants[a][0], 1)], [(variants[b][0], 1)],
+             [(variants[b][1], 2), (variants[a][1], 1), (variants[a][0], 1)]]
+    for n in range(5):  # interleaved: every caller's orders spread over the ids
+        for name in ("s1", "s2", "a", "b", "admin"):
+            lines = mixes[n % 3] if name in ("s1", "s2", "admin") \
+                else [(variants[a if name == "a" else b][n % 2], 1)]
+            order_type = "REGULAR" if name.startswith("s") or n % 2 else "DRAFT"
+            made = await create_order(api, order_type, lines,
+                                      token=tokens.get(name, "admin"))
+            assert made["errors"] == [], made
+            if n % 4 == 1:
+                await api.gql(ORDER_CANCEL, {"id": made["order"]["id"]},
+                              token=tokens.get(name, "admin"))
+
+    def expected(who: str, where: str) -> list[int]:
+        mine = "o.created_by_token_id = :token"
+        if who in ("a", "b"):
+            mine += (" OR EXISTS (SELECT 1 FROM order_line l JOIN product_variant v ON "
+                     "v.id = l.variant_id WHERE l.order_id = o.id AND v.seller_id = :seller)")
+        return [r[0] for r in api.db.rows(
+            f"SELECT o.id FROM orders o WHERE ({mine}) {where} ORDER BY o.id DESC",
+            token=token_ids[who], seller=a if who == "a" else b)]
+
+    cases = [({}, ""), ({"statuses": ["CANCELED"]}, "AND o.status = 'CANCELED'"),
+             ({"types": ["DRAFT"], "statuses": ["UNFULFILLED", "DRAFT"]},
+              "AND o.type = 'DRAFT' AND o.status IN ('UNFULFILLED', 'DRAFT')")]
+    for who in ("a", "b", "s1"):
+        for variables, where in cases:
+            want = expected(who, where)
+            if not where:
+                assert len(want) >= 5, who
+            for first in (1, 2, 7):
+                assert await _walk(api, ORDERS, "orders", variables, tokens[who],
+                                   first) == want, (who, variables, first)
+
+
+
+@pytest.mark.parametrize("statuses", [None, (OrderStatus.UNFULFILLED,)])
+def test_a_sellers_order_page_reads_about_a_page_whatever_the_plan(
+        pg_db: Database, statuses: tuple[OrderStatus, ...] | None) -> None:
+    # seller A's 10 orders are the oldest, B's 20,000 the newest: A's first page used to gather
+    # every order id of A's lines, or walk the orders by id past B's
+    world = World(pg_db)
+    a, b = world.seller(), world.seller()
+    mine, theirs = (world.variant(world.product(s)) for s in (a, b))
+    with pg_db.engine.begin() as conn:
+        for variant, seller, count in ((mine, a, 10), (theirs, b, 20_000)):
+            conn.execute(text("""
+                WITH o AS (INSERT INTO orders (type, status, shipping_country, allocated,
+                                               created_by_token_id)
+                           SELECT 'REGULAR', 'UNFULFILLED', 'DE', false, 7
+                           FROM generate_series(1, :count) RETURNING id)
+                INSERT INTO order_line (order_id, variant_id, seller_id, quantity,
+                                        quantity_fulfilled)
+                SELECT id, :variant, :seller, 1, 0 FROM o"""),
+                {"count": count, "variant": variant, "seller": seller})
+        conn.execute(text("ANALYZE"))
+    query = PageQuery(first=5, order_token_id=8, order_seller_id=a, statuses=statuses)
+    plan = _generic_plan(pg_db, *page_text("postgresql", Order, query))
+    assert 0 < _rows_read(plan, "order_line") <= query.first + 1, plan
+    assert _rows_read(plan, "orders") <= 3 * (query.first + 1), plan
