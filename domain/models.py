@@ -225,7 +225,8 @@ class OrderLine(Base):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     order_id: Mapped[int] = mapped_column(ForeignKey("orders.id"), index=True)
-    variant_id: Mapped[int] = mapped_column(ForeignKey("product_variant.id"), index=True)
+    # (no index of its own: no read goes from a variant to its lines, 0021)
+    variant_id: Mapped[int] = mapped_column(ForeignKey("product_variant.id"))
     # the variant's seller, written with the line from product_variant (no foreign key:
     # the variant's own is the check): a seller's orders, newest first, from an index
     seller_id: Mapped[int] = mapped_column(Integer)
