@@ -128,10 +128,13 @@ class Product(Base):
     __tablename__ = "product"
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    seller_id: Mapped[int] = mapped_column(ForeignKey("seller.id"), index=True)
+    seller_id: Mapped[int] = mapped_column(ForeignKey("seller.id"))
     name: Mapped[str] = mapped_column(String(255))
     # False: no sales channel is told this product's figures (its listings are left alone)
     inventory_sync: Mapped[bool] = mapped_column(Boolean, default=True, server_default="1")
+
+    # a seller's products newest first, a page at a time (migration 0022)
+    __table_args__ = (Index("ix_product_seller", "seller_id", "id"),)
 
 
 class ProductVariant(Base):
@@ -148,6 +151,8 @@ class ProductVariant(Base):
     __table_args__ = (
         # SKU first: it also serves lookups by SKU alone (`productVariants(skus:)`)
         UniqueConstraint("sku", "seller_id", name="uq_product_variant_sku_seller"),
+        # a seller's variants newest first, a page at a time (migration 0022)
+        Index("ix_product_variant_seller", "seller_id", "id"),
     )
 
 

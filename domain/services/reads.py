@@ -388,9 +388,8 @@ def _page_select(model: type[Base], dialect: str,
             stmt = stmt.where(column.seller_id == param)
         elif name == "only_id":
             stmt = stmt.where(pk == param)
-        elif name == "variant_seller_id":
-            stmt = stmt.where(ProductVariant.product_id.in_(
-                select(Product.id).where(Product.seller_id == param)))
+        elif name == "variant_seller_id":  # (a variant carries its product's seller)
+            stmt = stmt.where(ProductVariant.seller_id == param)
         elif name == "variant_id":
             stmt = stmt.where(column.variant_id == param)
         elif name == "warehouse_id":

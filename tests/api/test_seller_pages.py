@@ -19,6 +19,8 @@ from domain.models import (
     Order,
     OrderStatus,
     OrderType,
+    Product,
+    ProductVariant,
     Role,
     Stock,
     StockMovement,
@@ -266,3 +268,30 @@ def test_a_sellers_order_page_reads_about_a_page_whatever_the_plan(
     plan = _generic_plan(pg_db, *page_text("postgresql", Order, query))
     assert 0 < _rows_read(plan, "order_line") <= query.first + 1, plan
     assert _rows_read(plan, "orders") <= 3 * (query.first + 1), plan
+
+
+@pytest.mark.parametrize(("model", "query"), [
+    (Product, PageQuery(first=5, seller_id=0)),
+    (ProductVariant, PageQuery(first=5, variant_seller_id=0)),
+])
+def test_a_sellers_catalog_page_reads_a_page_whatever_the_plan(
+        pg_db: Database, model: type[Any], query: PageQuery) -> None:
+    # seller A's 300 variants (30 products) are the oldest, B's 300 the newest: a page of
+    # A's read all of A's rows and sorted them, or walked past B's
+    world = World(pg_db)
+    sellers = (world.seller(), world.seller())
+    with pg_db.engine.begin() as conn:
+        for seller in sellers:
+            conn.execute(text("""
+                WITH p AS (INSERT INTO product (seller_id, name)
+                           SELECT :seller, 'p' || g FROM generate_series(1, 30) g
+                           RETURNING id)
+                INSERT INTO product_variant (product_id, seller_id, sku, track_inventory)
+                SELECT p.id, :seller, 'S' || :seller || '-' || p.id || '-' || k, true
+                FROM p, generate_series(1, 10) k"""), {"seller": seller})
+        conn.execute(text("ANALYZE"))
+    given = {f: sellers[0] for f in ("seller_id", "variant_seller_id")
+             if getattr(query, f) is not None}
+    plan = _generic_plan(pg_db, *page_text("postgresql", model,
+                                           dataclasses.replace(query, **given)))
+    assert 0 < _rows_read(plan, model.__tablename__) <= query.first + 1, plan
