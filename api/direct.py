@@ -187,7 +187,10 @@ class DirectLeaves(Executor[Any]):
     `execute_field` as before, which reads the attribute again: the same value.
     """
 
-    _steps: dict[int, tuple[GroupedFieldSet, _Steps | None]]
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # each selection's steps by its id, kept with the selection so the id stays its own
+        self._steps: dict[int, tuple[GroupedFieldSet, _Steps | None]] = {}
 
     def execute_fields(
         self,
@@ -197,11 +200,8 @@ class DirectLeaves(Executor[Any]):
         grouped_field_set: GroupedFieldSet,
         position_context: Any,
     ) -> AwaitableOrValue[dict[str, Any]]:
-        try:
-            kept = self._steps[id(grouped_field_set)]
-        except (AttributeError, KeyError):
-            kept = self._sort_out(parent_type, grouped_field_set)
-        steps = kept[1]
+        kept = self._steps.get(id(grouped_field_set))
+        steps = (kept if kept is not None else self._sort_out(parent_type, grouped_field_set))[1]
         if steps is None:
             return super().execute_fields(parent_type, source_value, path,
                                           grouped_field_set, position_context)
@@ -246,10 +246,7 @@ class DirectLeaves(Executor[Any]):
     def _sort_out(self, parent_type: GraphQLObjectType, grouped_field_set: GroupedFieldSet
                   ) -> tuple[GroupedFieldSet, _Steps | None]:
         """The selection's steps (None when none of its fields is a leaf to complete
-        directly), kept for the rest of the execution with the selection itself, so that
-        its id stays its own."""
-        if not hasattr(self, "_steps"):
-            self._steps = {}
+        directly), kept for the rest of the execution."""
         leaves = getattr(parent_type, LEAVES, None)
         steps: _Steps | None = None
         # a middleware wraps every resolver: then graphql-core's path for all (strawberry
