@@ -3,6 +3,7 @@ the app's own sync pushing to a real receiver on loopback."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -61,6 +62,17 @@ class Live:
     async def listings(self, channel: str, **filters: Any) -> list[dict[str, Any]]:
         data = await self.api.gql(LISTINGS, {"id": channel, **filters})
         return [e["node"] for e in data["node"]["listings"]["edges"]]
+
+    async def settled(self, channel: str) -> list[dict[str, Any]]:
+        """The listings once no matched one is pending: the receiver sees a push before
+        the pusher has recorded the channel's answer."""
+        deadline = time.monotonic() + 10
+        while True:
+            listings = await self.listings(channel)
+            if time.monotonic() > deadline or not any(
+                    n["pending"] for n in listings if n["variant"] is not None):
+                return listings
+            await asyncio.sleep(0.02)
 
 
 @pytest.fixture
@@ -153,7 +165,7 @@ async def test_listings_match_by_sku_and_are_pushed_signed(live: Live) -> None:
     assert payload["errors"] == []
     live.receiver.wait_for({"A": 15, "B": 15})
 
-    listings = {n["externalId"]: n for n in await live.listings(channel)}
+    listings = {n["externalId"]: n for n in await live.settled(channel)}
     assert listings["U"]["variant"] is None and listings["U"]["available"] is None
     assert listings["A"]["variant"] == {"id": gid("ProductVariant", live.shop.variant)}
     assert listings["A"]["lastPushedQuantity"] == 15 and listings["A"]["pending"] is False
