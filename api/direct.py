@@ -10,13 +10,15 @@ once: an attribute is read with `getattr` (strawberry's default resolver), a met
 called with its arguments renamed to their Python names and, if it asks, an `Info`.
 Other fields (input objects, extensions, permission classes) keep strawberry's.
 
-`DirectLeaves` goes one step further for the commonest field of all, an attribute that
-holds a plain string, number or boolean (`sku`, `quantity`, `name`): graphql-core's
-executor spends ~15 calls on each (a path, a resolve info, the resolver, the non-null and
-leaf checks, the output coercion), `DirectLeaves.execute_fields` reads the attribute and
-coerces it in place. Anything else, or a value that would not coerce cleanly (null in a
-non-null field, an error), takes graphql-core's own path, so answers and errors are
-graphql-core's.
+`DirectLeaves` goes one step further for the commonest fields of all, attributes without
+arguments: graphql-core's executor spends ~15 calls on each (a path, a resolve info, the
+resolver, the non-null, list, leaf or object checks, the output coercion). An attribute
+that holds a plain string, number or boolean (`sku`, `quantity`, `name`) is read and
+coerced in place; one that holds an object or a list of objects of an object type (a
+page's `edges`, an edge's `node`, `pageInfo`) has its selection executed on it at once.
+Anything else, or a value that would not complete cleanly (null in a non-null field, an
+object its type does not claim, an error), takes graphql-core's own path, so answers and
+errors are graphql-core's.
 
 Relies on strawberry's private back-reference from a graphql-core field to its
 definition (as `api.coercion` does); without the fast paths none of this is installed.
@@ -25,6 +27,7 @@ definition (as `api.coercion` does); without the fast paths none of this is inst
 from __future__ import annotations
 
 from collections.abc import Callable
+from inspect import isawaitable
 from typing import Any, NamedTuple
 
 import strawberry
@@ -34,12 +37,14 @@ from graphql import (
     GraphQLList,
     GraphQLNonNull,
     GraphQLObjectType,
+    GraphQLOutputType,
     GraphQLResolveInfo,
     GraphQLScalarType,
     is_leaf_type,
 )
 from graphql.execution import Executor
 from graphql.execution.collect_fields import FieldDetailsList, GroupedFieldSet
+from graphql.execution.executor import to_nodes
 from graphql.pyutils import AwaitableOrValue, Path, Undefined, gather_with_cancel
 from strawberry.relay.types import GlobalID
 from strawberry.schema.schema_converter import GraphQLCoreConverter
@@ -47,7 +52,7 @@ from strawberry.types.base import StrawberryContainer, StrawberryMaybe
 from strawberry.types.field import StrawberryField
 
 Resolve = Callable[..., Any]
-LEAVES = "_direct_leaves"  # an object type's attribute: its `_Leaf`s by field name
+LEAVES = "_direct_leaves"  # an object type's attribute: its `_Step`s by field name
 
 
 def install(schema: strawberry.Schema) -> int:
@@ -64,9 +69,9 @@ def install(schema: strawberry.Schema) -> int:
             if resolve is not None:
                 gql_field.resolve = resolve
                 installed += 1
-                leaf = _leaf(gql_field)
-                if leaf is not None:
-                    leaves[name] = leaf
+                step = _step(gql_field)
+                if step is not None:
+                    leaves[name] = step
         setattr(type_, LEAVES, leaves)
     return installed
 
@@ -143,48 +148,92 @@ def _method(func: Callable[..., Any], *, with_self: bool, names: dict[str, str],
             kwargs[info_name] = info_class(_raw_info=info, _field=field)
         return func(source, **kwargs) if with_self else func(**kwargs)
 
+    resolve.info_free = not names and info_name is None  # type: ignore[attr-defined]
     return resolve
 
 
-class _Leaf(NamedTuple):
-    """A field `DirectLeaves` completes itself: where its value is, how it is coerced."""
+class _Step(NamedTuple):
+    """A field `DirectLeaves` completes itself (no arguments, one of the resolvers made
+    here): how its value is had, and what it completes to."""
 
-    attribute: str
-    coerce: Callable[[Any], Any]  # the leaf type's coerce_output_value
+    field: GraphQLField
+    attribute: str | None  # read with getattr; None: the field's resolver is called
+    info: bool  # the resolver reads its info: one is built before the call
+    coerce: Callable[[Any], Any] | None  # a leaf's coerce_output_value; None: an object
+    object_type: GraphQLObjectType | None  # an object's type (or a list's items')
     non_null: bool
+    item_type: GraphQLOutputType | None  # a list's item type; None: not a list
+    item_non_null: bool
 
 
-# what an attribute may hold for the short way: no awaitable, no exception, nothing a
-# custom scalar would read differently from graphql-core (bool before int: it is one)
+def _step(field: GraphQLField) -> _Step | None:
+    """The field as a `_Step`: no arguments, resolved by `_attribute` or `_method`, its type
+    a scalar, an enum, an object type or a list of one (whose `is_type_of` is strawberry's
+    own or none)."""
+    resolve = field.resolve
+    attribute = getattr(resolve, "attribute", None)
+    info_free = getattr(resolve, "info_free", None)
+    if field.args or (attribute is None and info_free is None):
+        return None
+    non_null = isinstance(field.type, GraphQLNonNull)
+    type_: Any = field.type.of_type if isinstance(field.type, GraphQLNonNull) else field.type
+    if isinstance(type_, GraphQLScalarType | GraphQLEnumType):
+        return _Step(field, attribute, info_free is False, type_.coerce_output_value, None,
+                     non_null, None, False)
+    item_type = None
+    item_non_null = False
+    if isinstance(type_, GraphQLList):
+        item_type = type_ = type_.of_type
+        item_non_null = isinstance(type_, GraphQLNonNull)
+        if isinstance(type_, GraphQLNonNull):
+            type_ = type_.of_type
+    if not isinstance(type_, GraphQLObjectType) or not _checked_alike(type_):
+        return None
+    return _Step(field, attribute, info_free is False, None, type_, non_null, item_type,
+                 item_non_null)
+
+
+def _checked_alike(type_: GraphQLObjectType) -> bool:
+    """Whether `is_type_of(value, None)` answers as graphql-core's call with a resolve
+    info: no check at all, or strawberry's, which reads only the value."""
+    check = type_.is_type_of
+    return check is None or check.__qualname__.endswith("_get_is_type_of.<locals>.is_type_of")
+
+
+def _is(type_: GraphQLObjectType, value: Any) -> bool:
+    """Whether `value` completes as an object of `type_` at once: not an exception or an
+    awaitable (graphql-core raises or awaits those), and claimed by `is_type_of` if any."""
+    if type_.is_type_of is None:
+        return not isinstance(value, Exception) and not isawaitable(value)
+    return type_.is_type_of(value, None) is True  # type: ignore[arg-type]  # unread
+
+
+# values coerced without a second look (bool before int: it is one); any other is first
+# checked to be neither an exception nor an awaitable, which graphql-core treats apart
 _PLAIN = frozenset({str, int, float, bool})
 _SLOW = object()
 
 
-def _leaf(field: GraphQLField) -> _Leaf | None:
-    """The field as a `_Leaf`: resolved by `_attribute`, no arguments, a scalar or enum."""
-    if field.args:
-        return None
-    attribute = getattr(field.resolve, "attribute", None)
-    non_null = isinstance(field.type, GraphQLNonNull)
-    type_ = field.type.of_type if isinstance(field.type, GraphQLNonNull) else field.type
-    if attribute is None or not isinstance(type_, GraphQLScalarType | GraphQLEnumType):
-        return None
-    return _Leaf(attribute, type_.coerce_output_value, non_null)
-
-
-# one selection's fields in order: its response name, its field details, and the `_Leaf`
-# when it is one (and asked for without arguments)
-_Steps = tuple[tuple[str, FieldDetailsList, _Leaf | None], ...]
+# one selection's fields in order: its response name, its field details, and the `_Step`
+# when it is one (and asked for without arguments or directives)
+_Steps = tuple[tuple[str, FieldDetailsList, _Step | None], ...]
 
 
 class DirectLeaves(Executor[Any]):
-    """graphql-core's executor, completing plain attribute leaves without its field machinery.
+    """graphql-core's executor, completing the fields it can without its field machinery.
 
     A selection's fields are sorted out once per execution (the items of a list share
-    their selection's `GroupedFieldSet`, so a page of 50 stocks does it once); then each
-    leaf is `coerce(getattr(source, attribute))` when the value's type is one of `_PLAIN`
-    and coerces to a value. Every other case (null, an error, another type) goes through
-    `execute_field` as before, which reads the attribute again: the same value.
+    their selection's `GroupedFieldSet`, so a page of 50 stocks does it once). Then each
+    `_Step`'s value is read (or its resolver called, with a resolve info only when it asks
+    for one) and completed in place: a leaf coerced, an object (or each object of a list)
+    has its sub-selection executed on it as graphql-core's `complete_object_value` would,
+    errors handled as its `execute_field` and `complete_list_item_value` do.
+
+    Whatever is not clean (null where it may not be, an exception, an awaitable, an object
+    its type does not claim, a value the leaf will not coerce, a deferred fragment) goes
+    graphql-core's way: an attribute through `execute_field`, which reads it again (the
+    same value); a resolver's value, had once, through `complete_value` with the resolve
+    info `execute_field` would have built.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -210,15 +259,22 @@ class DirectLeaves(Executor[Any]):
         is_awaitable = self.is_awaitable
         name = parent_type.name
         try:
-            for response_name, field_details_list, leaf in steps:
-                if leaf is not None:
-                    value = _complete_leaf(source_value, leaf)
-                    if value is not _SLOW:
-                        results[response_name] = value
-                        continue
-                result = self.execute_field(parent_type, source_value, field_details_list,
-                                            Path(path, response_name, name),
-                                            position_context)
+            for response_name, field_details_list, step in steps:
+                result = _SLOW
+                if step is not None:
+                    if step.coerce is not None and step.attribute is not None:
+                        value = _complete_leaf(source_value, step)  # the commonest, inline
+                        if value is not _SLOW:
+                            results[response_name] = value
+                            continue
+                    elif position_context is None:
+                        result = self._direct(parent_type, source_value, step,
+                                              field_details_list,
+                                              Path(path, response_name, name))
+                if result is _SLOW:
+                    result = self.execute_field(parent_type, source_value, field_details_list,
+                                                Path(path, response_name, name),
+                                                position_context)
                 if result is not Undefined:
                     results[response_name] = result
                     if is_awaitable(result):
@@ -230,6 +286,131 @@ class DirectLeaves(Executor[Any]):
         if not awaitable_fields:
             return results
         return self._gathered(results, awaitable_fields)
+
+    def _direct(self, parent_type: GraphQLObjectType, source: Any, step: _Step,
+                details: FieldDetailsList, path: Path) -> Any:
+        """The field completed, or `_SLOW` (only before a resolver has been called)."""
+        info = None
+        if step.attribute is not None:
+            try:
+                value = getattr(source, step.attribute)
+            except Exception:
+                return _SLOW
+        else:
+            if step.info:
+                info = self.build_resolve_info(step.field, to_nodes(details), parent_type,
+                                               path)
+            try:
+                value = step.field.resolve(source, info)  # type: ignore[misc]
+            except Exception as raw_error:
+                self.handle_field_error(raw_error, step.field.type, details, path)
+                return None
+        if step.coerce is not None:
+            completed = _coerced(value, step)
+        else:
+            completed = self._complete_object(value, step, details, path)
+        if completed is not _SLOW or step.attribute is not None:
+            return completed
+        if info is None:
+            info = self.build_resolve_info(step.field, to_nodes(details), parent_type, path)
+        return self._complete_resolved(value, step.field.type, details, info, path)
+
+    def _complete_resolved(self, value: Any, type_: GraphQLOutputType,
+                           details: FieldDetailsList, info: GraphQLResolveInfo[Any], path: Path
+                           ) -> Any:
+        """What `execute_field` does with a resolver's value (no deferral in play)."""
+        try:
+            if self.is_awaitable(value):
+                return self.complete_awaitable_value(type_, details, info, path, value, None)
+            return self._guarded(self.complete_value(type_, details, info, path, value, None),
+                                 type_, details, path)
+        except Exception as raw_error:
+            self.handle_field_error(raw_error, type_, details, path)
+            return None
+
+    def _complete_object(self, value: Any, step: _Step, details: FieldDetailsList,
+                         path: Path) -> Any:
+        """The object or list completed, or `_SLOW` (decided before any of it runs)."""
+        if value is None:
+            return _SLOW if step.non_null else None
+        type_ = step.object_type
+        assert type_ is not None
+        if step.item_type is None:
+            if not _is(type_, value):
+                return _SLOW
+        elif type(value) is not list or not all(
+                _is(type_, item) if item is not None else not step.item_non_null
+                for item in value):
+            return _SLOW
+        selection, deferred, _ = self.collect_subfields(type_, details)
+        if deferred:
+            return _SLOW
+        try:
+            if step.item_type is None:
+                return self._guarded(self.execute_fields(type_, value, path, selection, None),
+                                     step.field.type, details, path)
+            return self._items(value, type_, step.item_type, details, path, selection)
+        except Exception as raw_error:  # as `execute_field`: null the field, or raise on
+            self.handle_field_error(raw_error, step.field.type, details, path)
+            return None
+
+    def _items(self, items: list[Any], type_: GraphQLObjectType, item_type: GraphQLOutputType,
+               details: FieldDetailsList, path: Path, selection: GroupedFieldSet) -> Any:
+        """The list's items completed, each error handled as `complete_list_item_value`."""
+        completed: list[Any] = []
+        awaitable_indices: list[int] = []
+        is_awaitable = self.is_awaitable
+        try:
+            for index, item in enumerate(items):
+                if item is None:
+                    completed.append(None)
+                    continue
+                item_path = Path(path, index, None)
+                try:
+                    done = self._guarded(self.execute_fields(type_, item, item_path,
+                                                             selection, None),
+                                         item_type, details, item_path)
+                except Exception as raw_error:
+                    self.handle_field_error(raw_error, item_type, details, item_path)
+                    done = None
+                if is_awaitable(done):
+                    awaitable_indices.append(index)
+                completed.append(done)
+        except Exception:
+            if awaitable_indices:
+                self.settle_in_background([completed[i] for i in awaitable_indices])
+            raise
+        if not awaitable_indices:
+            return completed
+        return self._gathered_items(completed, awaitable_indices)
+
+    def _guarded(self, completed: Any, type_: GraphQLOutputType, details: FieldDetailsList,
+                 path: Path) -> Any:
+        """`completed`; when awaitable, one whose error is handled at `path` as `type_`'s."""
+        if not self.is_awaitable(completed):
+            return completed
+
+        async def guarded() -> Any:
+            try:
+                return await completed
+            except Exception as raw_error:
+                self.handle_field_error(raw_error, type_, details, path)
+                return None
+
+        return guarded()
+
+    @staticmethod
+    async def _gathered_items(completed: list[Any], awaitable_indices: list[int]
+                              ) -> list[Any]:
+        """`completed` with its awaitables awaited, as graphql-core's list completion."""
+        if len(awaitable_indices) == 1:
+            index = awaitable_indices[0]
+            completed[index] = await completed[index]
+            return completed
+        awaited = await gather_with_cancel(*(completed[i] for i in awaitable_indices))
+        for index, value in zip(awaitable_indices, awaited, strict=True):
+            completed[index] = value
+        return completed
 
     @staticmethod
     async def _gathered(results: dict[str, Any], awaitable_fields: list[str]
@@ -245,36 +426,43 @@ class DirectLeaves(Executor[Any]):
 
     def _sort_out(self, parent_type: GraphQLObjectType, grouped_field_set: GroupedFieldSet
                   ) -> tuple[GroupedFieldSet, _Steps | None]:
-        """The selection's steps (None when none of its fields is a leaf to complete
+        """The selection's steps (None when none of its fields is one to complete
         directly), kept for the rest of the execution."""
-        leaves = getattr(parent_type, LEAVES, None)
+        direct = getattr(parent_type, LEAVES, None)
         steps: _Steps | None = None
         # a middleware wraps every resolver: then graphql-core's path for all (strawberry
         # passes a manager per request, empty unless an extension resolves)
         wrapped = self.middleware_manager is not None and self.middleware_manager.middlewares
-        if leaves and not wrapped:
+        if direct and not wrapped:
             found = tuple(
                 (response_name, details,
-                 None if details[0].node.arguments else leaves.get(details[0].node.name.value))
+                 None if any(d.node.arguments or d.node.directives for d in details)
+                 else direct.get(details[0].node.name.value))
                 for response_name, details in grouped_field_set.items())
-            if any(leaf is not None for _, _, leaf in found):
+            if any(step is not None for _, _, step in found):
                 steps = found
         kept = self._steps[id(grouped_field_set)] = (grouped_field_set, steps)
         return kept
 
 
-def _complete_leaf(source: Any, leaf: _Leaf) -> Any:
-    """The leaf's completed value, or `_SLOW` for graphql-core's path."""
+def _complete_leaf(source: Any, step: _Step) -> Any:
+    """An attribute leaf's completed value, or `_SLOW` for graphql-core's path."""
     try:
-        value = getattr(source, leaf.attribute)
+        value = getattr(source, step.attribute)  # type: ignore[arg-type]
     except Exception:
         return _SLOW
+    return _coerced(value, step)
+
+
+def _coerced(value: Any, step: _Step) -> Any:
+    """The leaf value coerced as `complete_leaf_value` would, or `_SLOW` where graphql-core
+    does something else (null in a non-null field, an exception, an awaitable) or raises."""
     if value is None:
-        return _SLOW if leaf.non_null else None
-    if type(value) not in _PLAIN:
+        return _SLOW if step.non_null else None
+    if type(value) not in _PLAIN and (isinstance(value, Exception) or isawaitable(value)):
         return _SLOW
     try:
-        coerced = leaf.coerce(value)
+        coerced = step.coerce(value)  # type: ignore[misc]
     except Exception:
         return _SLOW
     return _SLOW if coerced is None or coerced is Undefined else coerced

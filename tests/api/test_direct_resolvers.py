@@ -196,9 +196,37 @@ class Mood(enum.Enum):
     GLAD = "glad"
 
 
-@strawberry.type
-class Leafy:
+CALLS: list[str] = []  # the resolvers `Leafy`'s methods ran, in order
+
+
+@strawberry.interface
+class Named:
     name: str
+
+
+@strawberry.type
+class Stranger:
+    name: str
+
+
+@strawberry.type
+class Plain:  # no interface: no is_type_of, graphql-core completes whatever it holds
+    name: str
+
+
+class _Later:
+    """An awaitable that makes its coroutine only when awaited (no warning when unread)."""
+
+    def __await__(self) -> Any:
+        return self._plain().__await__()
+
+    @staticmethod
+    async def _plain() -> Plain:
+        return Plain(name="awaited")
+
+
+@strawberry.type
+class Leafy(Named):
     count: int
     ratio: float
     on: bool
@@ -207,15 +235,57 @@ class Leafy:
     when: datetime
     big: int  # past Int's 32 bits: graphql-core's error
     missing: str  # holds None: graphql-core's non-null error, the parent nulled
+    kids: list[Leafy]  # objects in a list of non-null items
+    holes: list[Leafy | None] | None  # objects and nulls
+    stranger: Leafy  # holds an object of another type: is_type_of refuses it
+    plainly: Plain  # an object type without is_type_of
+    plains: list[Plain]
     raw: strawberry.Private[Any] = None
 
     @strawberry.field
     def broken(self) -> str:
+        CALLS.append("broken")
         raise ValueError("no")
 
     @strawberry.field
+    def doubled(self) -> int:
+        CALLS.append("doubled")
+        return self.count * 2
+
+    @strawberry.field
     def child(self) -> Leafy | None:
+        CALLS.append("child")
         return self.raw
+
+    @strawberry.field
+    def sure(self, info: strawberry.Info) -> Leafy:
+        CALLS.append("sure")
+        assert info.field_name == "sure" and info.context == {"k": 1}
+        return self.raw if self.raw is not None else _leafy(name="made")
+
+    @strawberry.field
+    async def later(self, info: strawberry.Info) -> Leafy:
+        CALLS.append("later")
+        assert info.path.key == "later"
+        return _leafy(name="later")
+
+    @strawberry.field
+    def stale(self) -> Leafy:  # a resolver's value that is not clean: an awaitable
+        CALLS.append("stale")
+        return self._stale()  # type: ignore[return-value]
+
+    async def _stale(self) -> Leafy:
+        return _leafy(name="stale")
+
+    @strawberry.field
+    def pending(self) -> Leafy:  # an awaitable from a resolver of an object type
+        CALLS.append("pending")
+        return self._stale()  # type: ignore[return-value]
+
+    @strawberry.field
+    def lost(self) -> Leafy:  # null from a resolver in a non-null field
+        CALLS.append("lost")
+        return None  # type: ignore[return-value]
 
 
 @strawberry.type
@@ -231,9 +301,12 @@ class LeafQuery:
 
 def _leafy(*, name: str = "a", big: int = 7, missing: str | None = "m",
            child: Leafy | None = None) -> Leafy:
+    kids = [] if child is None else [child, _leafy(name="k2", missing=None)]
     return Leafy(name=name, count=3, ratio=0.5, on=True, maybe=None, mood=Mood.GLAD,
-                 when=datetime(2026, 12, 7, tzinfo=UTC), big=big,
-                 missing=missing, raw=child)  # type: ignore[arg-type]
+                 when=datetime(2026, 12, 7, tzinfo=UTC), big=big, missing=missing,
+                 kids=kids, holes=[child, None] if child is not None else None,
+                 stranger=Stranger(name="o"), plainly=_Later(),  # type: ignore[arg-type]
+                 plains=[Plain(name="p"), ValueError("held")], raw=child)  # type: ignore[arg-type]
 
 
 LEAF_QUERIES = [
@@ -244,32 +317,78 @@ LEAF_QUERIES = [
     "query($yes: Boolean!) { one { name @include(if: $yes) count @skip(if: $yes) "
     "child { name } } }",
     "{ one { child { missing name } } }",
+    "{ one { doubled kids { name doubled } holes { name } } }",
+    "{ one { kids { name missing } } }",  # a non-null item's error nulls the list's parent
+    "{ one { holes { name missing } } }",
+    "{ one { name stranger { name } } }",
+    "{ leaves { stranger { name } } }",
+    "{ one { sure { name sure { name } } later { name count } } }",
+    "{ one { stale { name } lost { name } } }",
+    "{ one { pending { name } plainly { name } } }",
+    "{ one { plains { name } } }",
+    "{ leaves { lost { name } } }",
+    "{ one { kids { sure { name } later { name } } } }",
+    "{ one { child { kids { child { name } } } } }",
 ]
 
 
 @pytest.mark.parametrize("query", LEAF_QUERIES)
-def test_leaves_completed_directly_answer_as_graphql_core(query: str) -> None:
+async def test_fields_completed_directly_answer_as_graphql_core(query: str) -> None:
     def made(executor: type[Any] | None) -> strawberry.Schema:
-        return strawberry.Schema(query=LeafQuery, execution_context_class=executor)
+        return strawberry.Schema(query=LeafQuery, types=[Stranger],
+                                 execution_context_class=executor)
 
     plain, fast = made(None), made(FastExecutor)
     assert direct.install(fast) > 0
     assert getattr(fast._schema.type_map["Leafy"], direct.LEAVES).keys() == {
-        "name", "count", "ratio", "on", "maybe", "mood", "when", "big", "missing"}
+        "name", "count", "ratio", "on", "maybe", "mood", "when", "big", "missing", "kids",
+        "holes", "stranger", "plainly", "plains", "broken", "doubled", "child", "sure", "later", "stale", "pending", "lost"}
     for variables in ({"yes": True}, {"yes": False}):
-        want, got = (s.execute_sync(query, variable_values=variables) for s in (plain, fast))
+        answers = []
+        for each in (plain, fast):
+            CALLS.clear()
+            answers.append((await each.execute(query, variable_values=variables,
+                                               context_value={"k": 1}), list(CALLS)))
+        (want, want_calls), (got, got_calls) = answers
         assert got.data == want.data, query
         assert [(e.message, e.path) for e in got.errors or ()] == \
             [(e.message, e.path) for e in want.errors or ()], query
-        if "broken" not in query and "missing" not in query and "big" not in query:
-            assert got.errors is None
+        assert got_calls == want_calls, query  # each resolver called once, in order
+        if not any(bad in query for bad in ("broken", "missing", "big", "stranger", "lost",
+                                            "stale", "plains")):
+            assert got.errors is None, got.errors
+
+
+async def test_clean_fields_skip_graphql_cores_field_execution(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    executed: list[str] = []
+    original = FastExecutor.execute_field
+
+    def spy(self: Any, parent_type: Any, source: Any, details: Any, *args: Any) -> Any:
+        executed.append(details[0].node.name.value)
+        return original(self, parent_type, source, details, *args)
+
+    monkeypatch.setattr(FastExecutor, "execute_field", spy)
+    fast = strawberry.Schema(query=LeafQuery, execution_context_class=FastExecutor)
+    direct.install(fast)
+    clean = await fast.execute("{ one { name when mood doubled kids { name } holes { name } "
+                               "child { name } sure { name } later { name } } }",
+                               context_value={"k": 1})
+    assert clean.errors is None and executed == []
+    await fast.execute("{ leaves { missing } one { stranger { name } } }")
+    assert executed == ["missing", "stranger"]  # graphql-core's way, for its errors
 
 
 def test_the_served_schema_completes_plain_leaves_directly() -> None:
     assert schema.execution_context_class is FastExecutor
     stock = getattr(schema._schema.type_map["Stock"], direct.LEAVES)
-    assert {"id", "quantity", "quantityAllocated", "lowStockThreshold"} <= stock.keys()
-    assert "variant" not in stock  # an object, through its resolver
+    assert {"id", "quantity", "quantityAllocated", "lowStockThreshold",
+            "quantityAvailable"} <= stock.keys()
+    variant = stock["variant"]  # an object, through its resolver, which reads its info
+    assert variant.attribute is None and variant.info and variant.coerce is None
+    assert "quantityIncoming" in stock and stock["quantityIncoming"].info  # async
+    edges = getattr(schema._schema.type_map["StockConnection"], direct.LEAVES)["edges"]
+    assert edges.attribute == "edges" and edges.item_type is not None
     assert not hasattr(schema_for(fast_paths=False)._schema.type_map["Stock"], direct.LEAVES)
 
 
