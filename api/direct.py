@@ -45,6 +45,7 @@ from graphql import (
 from graphql.execution import Executor
 from graphql.execution.collect_fields import FieldDetailsList, GroupedFieldSet
 from graphql.execution.executor import to_nodes
+from graphql.execution.values import get_argument_values
 from graphql.pyutils import AwaitableOrValue, Path, Undefined, gather_with_cancel
 from strawberry.relay.types import GlobalID
 from strawberry.schema.schema_converter import GraphQLCoreConverter
@@ -148,7 +149,7 @@ def _method(func: Callable[..., Any], *, with_self: bool, names: dict[str, str],
             kwargs[info_name] = info_class(_raw_info=info, _field=field)
         return func(source, **kwargs) if with_self else func(**kwargs)
 
-    resolve.info_free = not names and info_name is None  # type: ignore[attr-defined]
+    resolve.reads_info = info_name is not None  # type: ignore[attr-defined]
     return resolve
 
 
@@ -167,18 +168,18 @@ class _Step(NamedTuple):
 
 
 def _step(field: GraphQLField) -> _Step | None:
-    """The field as a `_Step`: no arguments, resolved by `_attribute` or `_method`, its type
-    a scalar, an enum, an object type or a list of one (whose `is_type_of` is strawberry's
-    own or none)."""
+    """The field as a `_Step`: resolved by `_attribute` (without arguments) or `_method`,
+    its type a scalar, an enum, an object type or a list of one (whose `is_type_of` is
+    strawberry's own or none)."""
     resolve = field.resolve
-    attribute = getattr(resolve, "attribute", None)
-    info_free = getattr(resolve, "info_free", None)
-    if field.args or (attribute is None and info_free is None):
+    attribute = None if field.args else getattr(resolve, "attribute", None)
+    reads_info = getattr(resolve, "reads_info", None)
+    if attribute is None and reads_info is None:
         return None
     non_null = isinstance(field.type, GraphQLNonNull)
     type_: Any = field.type.of_type if isinstance(field.type, GraphQLNonNull) else field.type
     if isinstance(type_, GraphQLScalarType | GraphQLEnumType):
-        return _Step(field, attribute, info_free is False, type_.coerce_output_value, None,
+        return _Step(field, attribute, reads_info is True, type_.coerce_output_value, None,
                      non_null, None, False)
     item_type = None
     item_non_null = False
@@ -189,7 +190,7 @@ def _step(field: GraphQLField) -> _Step | None:
             type_ = type_.of_type
     if not isinstance(type_, GraphQLObjectType) or not _checked_alike(type_):
         return None
-    return _Step(field, attribute, info_free is False, None, type_, non_null, item_type,
+    return _Step(field, attribute, reads_info is True, None, type_, non_null, item_type,
                  item_non_null)
 
 
@@ -215,8 +216,9 @@ _SLOW = object()
 
 
 # one selection's fields in order: its response name, its field details, and the `_Step`
-# when it is one (and asked for without arguments or directives)
-_Steps = tuple[tuple[str, FieldDetailsList, _Step | None], ...]
+# when it is one (and asked for without directives) with its arguments' values
+_Steps = tuple[tuple[str, FieldDetailsList, _Step | None, dict[str, Any]], ...]
+_NO_ARGUMENTS: dict[str, Any] = {}
 
 
 class DirectLeaves(Executor[Any]):
@@ -259,7 +261,7 @@ class DirectLeaves(Executor[Any]):
         is_awaitable = self.is_awaitable
         name = parent_type.name
         try:
-            for response_name, field_details_list, step in steps:
+            for response_name, field_details_list, step, arguments in steps:
                 result = _SLOW
                 if step is not None:
                     if step.coerce is not None and step.attribute is not None:
@@ -270,7 +272,7 @@ class DirectLeaves(Executor[Any]):
                     elif position_context is None:
                         result = self._direct(parent_type, source_value, step,
                                               field_details_list,
-                                              Path(path, response_name, name))
+                                              Path(path, response_name, name), arguments)
                 if result is _SLOW:
                     result = self.execute_field(parent_type, source_value, field_details_list,
                                                 Path(path, response_name, name),
@@ -288,7 +290,7 @@ class DirectLeaves(Executor[Any]):
         return self._gathered(results, awaitable_fields)
 
     def _direct(self, parent_type: GraphQLObjectType, source: Any, step: _Step,
-                details: FieldDetailsList, path: Path) -> Any:
+                details: FieldDetailsList, path: Path, arguments: dict[str, Any]) -> Any:
         """The field completed, or `_SLOW` (only before a resolver has been called)."""
         info = None
         if step.attribute is not None:
@@ -301,7 +303,7 @@ class DirectLeaves(Executor[Any]):
                 info = self.build_resolve_info(step.field, to_nodes(details), parent_type,
                                                path)
             try:
-                value = step.field.resolve(source, info)  # type: ignore[misc]
+                value = step.field.resolve(source, info, **arguments)  # type: ignore[misc]
             except Exception as raw_error:
                 self.handle_field_error(raw_error, step.field.type, details, path)
                 return None
@@ -434,15 +436,30 @@ class DirectLeaves(Executor[Any]):
         # passes a manager per request, empty unless an extension resolves)
         wrapped = self.middleware_manager is not None and self.middleware_manager.middlewares
         if direct and not wrapped:
-            found = tuple(
-                (response_name, details,
-                 None if any(d.node.arguments or d.node.directives for d in details)
-                 else direct.get(details[0].node.name.value))
-                for response_name, details in grouped_field_set.items())
-            if any(step is not None for _, _, step in found):
+            found = tuple((response_name, details, *self._step_of(direct, details))
+                          for response_name, details in grouped_field_set.items())
+            if any(step is not None for _, _, step, _ in found):
                 steps = found
         kept = self._steps[id(grouped_field_set)] = (grouped_field_set, steps)
         return kept
+
+    def _step_of(self, direct: dict[str, _Step], details: FieldDetailsList
+                 ) -> tuple[_Step | None, dict[str, Any]]:
+        """The field's step and its arguments' values: the same for the whole execution
+        (they come from the document and its variables), so coerced once here. A field
+        with directives, or arguments that do not coerce, is left to `execute_field`."""
+        step = direct.get(details[0].node.name.value)
+        if step is None or any(d.node.directives for d in details):
+            return None, _NO_ARGUMENTS
+        if not step.field.args:
+            return step, _NO_ARGUMENTS
+        first = details[0]
+        try:
+            return step, get_argument_values(step.field, first.node, self.variable_values,
+                                             first.fragment_variable_values,
+                                             self.hide_suggestions)
+        except Exception:
+            return None, _NO_ARGUMENTS  # graphql-core raises it again, in its place
 
 
 def _complete_leaf(source: Any, step: _Step) -> Any:

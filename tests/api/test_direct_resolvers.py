@@ -283,6 +283,17 @@ class Leafy(Named):
         return self._stale()  # type: ignore[return-value]
 
     @strawberry.field
+    def scaled(self, by: int = 2, tags: list[str] | None = None) -> int:
+        CALLS.append(f"scaled {by} {tags}")
+        return self.count * by
+
+    @strawberry.field
+    def named(self, info: strawberry.Info, name: str, mood: Mood | None = None) -> Leafy:
+        CALLS.append(f"named {name} {mood}")
+        assert info.field_name == "named"
+        return _leafy(name=name)
+
+    @strawberry.field
     def lost(self) -> Leafy:  # null from a resolver in a non-null field
         CALLS.append("lost")
         return None  # type: ignore[return-value]
@@ -326,6 +337,10 @@ LEAF_QUERIES = [
     "{ one { stale { name } lost { name } } }",
     "{ one { pending { name } plainly { name } } }",
     "{ one { plains { name } } }",
+    "query($by: Int!, $t: [String!]) { one { scaled a: scaled(by: 3) b: scaled(by: $by) "
+    "c: scaled(tags: $t) d: scaled(tags: [\"x\"]) kids { scaled(by: $by) } } }",
+    "query($n: String!) { leaves { named(name: $n) { name named(name: \"z\", mood: GLAD) "
+    "{ name count } } } }",
     "{ leaves { lost { name } } }",
     "{ one { kids { sure { name } later { name } } } }",
     "{ one { child { kids { child { name } } } } }",
@@ -342,8 +357,10 @@ async def test_fields_completed_directly_answer_as_graphql_core(query: str) -> N
     assert direct.install(fast) > 0
     assert getattr(fast._schema.type_map["Leafy"], direct.LEAVES).keys() == {
         "name", "count", "ratio", "on", "maybe", "mood", "when", "big", "missing", "kids",
-        "holes", "stranger", "plainly", "plains", "broken", "doubled", "child", "sure", "later", "stale", "pending", "lost"}
-    for variables in ({"yes": True}, {"yes": False}):
+        "holes", "stranger", "plainly", "plains", "broken", "doubled", "child", "sure",
+        "later", "stale", "pending", "scaled", "named", "lost"}
+    for variables in ({"yes": True, "by": 5, "t": ["p", "q"], "n": "v"},
+                      {"yes": False, "by": -1, "t": None, "n": ""}):
         answers = []
         for each in (plain, fast):
             CALLS.clear()
