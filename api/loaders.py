@@ -89,14 +89,17 @@ def _rows_of(model: type[Any]) -> Callable[[Driver, Sequence[int]], list[Any]]:
 
 
 # loader's name -> its batch read on a driver connection planned once (Context.read_rows):
-# rows by id, as rows with the model's column attributes, not ORM objects
-# (`reads.rows_by_id`), and sums over ids; the same reads serve reads ahead (`read_ahead`)
+# rows by id and a parent's children (a product's variants, a variant's stocks), as rows with
+# the model's column attributes, not ORM objects (`reads.rows_by_id`), and sums over ids;
+# the same reads serve reads ahead (`read_ahead`)
 ROW_READS: dict[str, Callable[[Driver, Sequence[Any]], Sequence[Any]]] = {
     "seller": _rows_of(Seller), "warehouse": _rows_of(Warehouse),
     "product": _rows_of(Product), "variant": _rows_of(ProductVariant),
     "order": _rows_of(Order), "order_line": _rows_of(OrderLine),
     "movement": _rows_of(StockMovement), "stock": _rows_of(Stock),
     "purchase_order": _rows_of(PurchaseOrder), "availability": reads.availability,
+    "variants_of_product": reads.variants_of_products,
+    "stocks_of_variant": reads.stocks_of_variants,
 }
 
 
@@ -192,12 +195,12 @@ class Loaders:
         return _loader(self._read, reads.zone_ids_of_warehouses)
 
     @functools.cached_property
-    def variants_of_product(self) -> DataLoader[Any, list[ProductVariant]]:
-        return _loader(self._read, reads.variants_of_products)
+    def variants_of_product(self) -> DataLoader[Any, list[Any]]:
+        return _loader(self._read_rows, ROW_READS["variants_of_product"])
 
     @functools.cached_property
-    def stocks_of_variant(self) -> DataLoader[Any, list[Stock]]:
-        return _loader(self._read, reads.stocks_of_variants)
+    def stocks_of_variant(self) -> DataLoader[Any, list[Any]]:
+        return _loader(self._read_rows, ROW_READS["stocks_of_variant"])
 
     @functools.cached_property
     def availability(self) -> DataLoader[Any, int]:

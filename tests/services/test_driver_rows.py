@@ -62,8 +62,40 @@ BY_ID: dict[str, type[Base]] = {
     "purchase_order": PurchaseOrder}
 
 
+CHILDREN: dict[str, tuple[type[Base], str]] = {
+    "variants_of_product": (ProductVariant, "product_id"),
+    "stocks_of_variant": (Stock, "variant_id")}
+
+
 def test_every_read_by_id_is_checked() -> None:
-    assert set(BY_ID) == set(ROW_READS) - {"availability"}
+    assert set(BY_ID) | set(CHILDREN) == set(ROW_READS) - {"availability"}
+
+
+@pytest.mark.parametrize("name", sorted(CHILDREN))
+def test_children_are_cores_rows_in_order(db: Database, name: str) -> None:
+    s = shop(db, stock1=10, stock2=5)
+    s.world.variant(s.product, stocks={s.w2: 3})
+    newest = s.world.warehouse(s.seller, [s.zone], priority=0)  # before w2, after w1
+    s.world.set_stock(s.variant, {newest: 1})
+    shop(db, stock1=4)  # another seller's product and variant
+    model, parent = CHILDREN[name]
+    table: Any = model.__table__
+    ordered = select(table).order_by(table.c.id)
+    if model is Stock:  # the order allocation takes warehouses in: priority, then id
+        ordered = (select(table).join(Warehouse, Warehouse.id == table.c.warehouse_id)
+                   .order_by(Warehouse.priority, Warehouse.id))
+    with db.engine.connect() as conn:
+        every = list(conn.execute(ordered))
+    keys = sorted({getattr(row, parent) for row in every}, reverse=True) + [10_000]
+    found = _on_driver(db, ROW_READS[name], keys, planned_once=True)
+
+    assert found[-1] == []
+    for key, children in zip(keys, found, strict=True):
+        _same(children, [row for row in every if getattr(row, parent) == key])
+    assert max(map(len, found)) > 1
+    if model is Stock:
+        assert [row.warehouse_id for row in found[keys.index(s.variant)]] == [
+            s.w1, newest, s.w2]
 
 
 @pytest.mark.parametrize("name", sorted(BY_ID))
