@@ -91,6 +91,7 @@ LIST_SIZES: Mapping[str, int] = {
 DEFAULT_LIST = 100
 ERRORS_PER_ROW = 5  # a bulk row fails at most this many ways
 SIZE_ARGUMENTS = frozenset({"first", "ids", "stocks"})  # the arguments `_size` reads
+SIZES_KEPT = 64  # an operation's costs kept, one per set of sizes its variables give
 
 
 class Checked(NamedTuple):
@@ -454,17 +455,27 @@ class Cost:
         self.operation = operation
         root = schema.get_root_type(operation.operation)
         self.root = root
-        # the count is the same for every request unless a size is a variable
-        sized_by_variables = any(
-            argument.name.value in SIZE_ARGUMENTS and isinstance(argument.value, VariableNode)
+        # the count is the same for every request unless a size is a variable; then the
+        # same for every request whose sizes are alike (`_sizes`): kept per sizes
+        self.size_variables = tuple(sorted({
+            argument.value.name.value
             for definition in (operation, *self.fragments.values())
-            for _, argument in _arguments_in(definition.selection_set))
-        self.fixed = None if sized_by_variables else self._total({})
+            for _, argument in _arguments_in(definition.selection_set)
+            if argument.name.value in SIZE_ARGUMENTS
+            and isinstance(argument.value, VariableNode)}))
+        self.fixed = None if self.size_variables else self._total({})
+        self._by_sizes: dict[tuple[Any, ...], int] = {}
 
     def total(self, variables: Mapping[str, Any]) -> int:
         if self.fixed is not None:
             return self.fixed
-        return self._total(variables)
+        key = tuple(_sizes(variables.get(name)) for name in self.size_variables)
+        total = self._by_sizes.get(key)
+        if total is None:
+            total = self._total(variables)
+            if len(self._by_sizes) < SIZES_KEPT:
+                self._by_sizes[key] = total
+        return total
 
     def _total(self, variables: Mapping[str, Any]) -> int:
         if self.root is None:
@@ -500,6 +511,16 @@ class Cost:
             if children:
                 total += self._set(walk, children, named, count, variables, args)
         return total
+
+
+def _sizes(value: Any) -> Any:
+    """What `_size` reads of a size variable's value: an int itself, a list its length;
+    any other value counts as none was given."""
+    if isinstance(value, int):
+        return value
+    if isinstance(value, list | tuple):
+        return (len(value),)
+    return None
 
 
 def _arguments(field: FieldNode, variables: Mapping[str, Any]) -> dict[str, Any]:

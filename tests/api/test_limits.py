@@ -131,6 +131,29 @@ def test_a_10000_row_bulk_update_with_every_result_field_is_within_the_limits() 
     assert codes == ["LIST_TOO_LONG"]
 
 
+def test_an_operations_cost_kept_per_sizes_is_the_cost_worked_out_afresh() -> None:
+    """A cost sized by variables is worked out once per set of sizes they give (an int, a
+    list's length, neither): each request's verdict is the one a fresh gate gives."""
+    query = ("query($n: Int, $m: Int, $ids: [ID!]!) { nodes(ids: $ids) { id ... on Product { "
+             "variants { id } } } productVariants(first: $n) { edges { node { product { "
+             "variants { id } } } } } sellers(first: $m) { edges { node { id } } } }")
+    limits = Limits(cost=2_000)
+    kept = Gate(schema._schema, limits, ())
+    document = kept.check(query).document
+    assert document is not None
+    requests = [{"n": n, "m": m, "ids": ids} for n in (1, 2, 10, 90, None, "x", 2.0, True)
+                for m in (0, 5, None) for ids in (["a"], ["a", "b"], ["b", "c"], [], "a")]
+    verdicts = set()
+    for variables in requests + requests:
+        fresh = Gate(schema._schema, limits, ())
+        fresh_document = fresh.check(query).document
+        assert fresh_document is not None
+        expected = [e.message for e in fresh.request_errors(fresh_document, None, variables)]
+        assert [e.message for e in kept.request_errors(document, None, variables)] == expected
+        verdicts.add(tuple(expected))
+    assert len(verdicts) > 5  # refused by several totals, and admitted
+
+
 async def test_a_batch_answers_each_operation_up_to_20(api: Api) -> None:
     response = await api.client.post(
         "/graphql", json=[{"query": "{ __typename }"}] * 20,
