@@ -32,6 +32,7 @@ from api.types import (
     ahead,
     denied,
     prefetch,
+    read_nodes_ahead,
     resolve_node,
 )
 from domain import models, permissions
@@ -191,16 +192,21 @@ class Query:
         self, info: Info, ids_: Annotated[list[strawberry.ID], strawberry.argument(name="ids")]
     ) -> list[Node | None]:
         _reader(info)
-
-        async def one(value: str) -> Node | None:
+        parsed: list[tuple[str, int] | None] = []
+        for value in ids_:
             try:
-                type_name, pk = ids.parse(value)
+                parsed.append(ids.parse(value))
             except ids.InvalidId:
-                return None
-            return await resolve_node(info, type_name, pk)  # type: ignore[no-any-return]
+                parsed.append(None)
+        await read_nodes_ahead(info, [each for each in parsed if each is not None])
 
-        # all at once, so each type's DataLoader reads its ids in one statement
-        found = list(await asyncio.gather(*(one(value) for value in ids_)))
+        async def one(each: tuple[str, int] | None) -> Node | None:
+            if each is None:
+                return None
+            return await resolve_node(info, *each)  # type: ignore[no-any-return]
+
+        # all at once, so each type's DataLoader reads what is not held yet in one statement
+        found = list(await asyncio.gather(*(one(each) for each in parsed)))
         await prefetch(info, [n for n in found if n is not None], ())
         return found
 

@@ -312,3 +312,45 @@ async def test_a_failed_read_ahead_leaves_the_fields_to_read_for_themselves(
     assert failures == [1]  # the 3 newest flagged stocks are one variant's
     assert len(hops) == 2  # the page (its read ahead failed), then the fields' own read
     assert "reading ahead of a page's fields failed" in caplog.text
+
+
+async def test_nodes_of_several_types_take_one_thread_hop(
+        api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each type's rows in one statement, all of them on one connection in one hop; the
+    stocks' `quantityAvailable` is their own figures (no read of its own)."""
+    market = _market(api)
+    picked = _mixed_ids(market, NODE_MIX)
+    await api.gql("{ __typename }")
+    hops = _hops(monkeypatch)
+
+    data = await api.gql(NODES, {"ids": [gid(t, pk) for t, pk in picked]})
+
+    assert len(hops) == 1
+    assert [(n["__typename"], n["id"]) for n in data["nodes"]] == [
+        (t, gid(t, pk)) for t, pk in picked]
+
+
+async def test_nodes_read_ahead_that_fails_leaves_each_type_to_read_for_itself(
+        api: Api, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    market = _market(api)
+    picked = _mixed_ids(market, SMALL_NODE_MIX)
+    products = ROW_READS["product"]
+    failures: list[int] = []
+
+    def fails_once(driver: Any, keys: Any) -> Any:
+        if not failures:
+            failures.append(len(keys))
+            raise OperationalError("SELECT", {}, RuntimeError("connection lost"))
+        return products(driver, keys)
+
+    monkeypatch.setitem(ROW_READS, "product", fails_once)
+    await api.gql("{ __typename }")
+    hops = _hops(monkeypatch)
+
+    data = await api.gql(NODES, {"ids": [gid(t, pk) for t, pk in picked]})
+
+    assert [(n["__typename"], n["id"]) for n in data["nodes"]] == [
+        (t, gid(t, pk)) for t, pk in picked]
+    assert failures == [1]
+    assert len(hops) == 1 + len({t for t, _ in picked})  # the read ahead, then one per type
+    assert "reading nodes ahead failed" in caplog.text

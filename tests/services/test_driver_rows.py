@@ -86,7 +86,7 @@ def test_children_are_cores_rows_in_order(db: Database, name: str) -> None:
                    .order_by(Warehouse.priority, Warehouse.id))
     with db.engine.connect() as conn:
         every = list(conn.execute(ordered))
-    keys = sorted({getattr(row, parent) for row in every}, reverse=True) + [10_000]
+    keys = [*sorted({getattr(row, parent) for row in every}, reverse=True), 10_000]
     found = _on_driver(db, ROW_READS[name], keys, planned_once=True)
 
     assert found[-1] == []
