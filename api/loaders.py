@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
@@ -33,6 +34,9 @@ V = TypeVar("V")
 R = TypeVar("R")
 
 Reader = Callable[..., Awaitable[Any]]
+KeysOf = Callable[[list[Any]], dict[str, list[Any]]]  # rows -> loader's name -> keys
+
+log = logging.getLogger("stockyard")
 
 
 class _Loader(DataLoader[K, V]):
@@ -118,6 +122,55 @@ def read_ahead(driver: Driver, wanted: dict[str, list[Any]]) -> dict[str, dict[A
             for name, keys in wanted.items()}
 
 
+def children_and_ahead(driver: Driver, name: str, keys: Sequence[Any],
+                       ahead: Sequence[KeysOf]) -> tuple[Sequence[Any], dict[str, dict[Any, Any]]]:
+    """Each parent's children (ROW_READS' `name`) and, on the same connection, what `ahead`
+    names of them (`read_ahead`). A failed read ahead is logged and leaves the fields to
+    read for themselves."""
+    found = ROW_READS[name](driver, keys)
+    children = [child for each in found for child in each]
+    wanted: dict[str, dict[Any, None]] = {}
+    for keys_of in ahead:
+        for loader_name, loader_keys in keys_of(children).items():
+            wanted.setdefault(loader_name, {}).update(dict.fromkeys(loader_keys))
+    if not wanted:
+        return found, {}
+    try:
+        return found, read_ahead(driver, {n: list(k) for n, k in wanted.items()})
+    except Exception:
+        log.warning("reading ahead of a list's fields failed; they read for themselves",
+                    exc_info=True)
+        return found, {}
+
+
+class _Children(_Loader[Any, list[Any]]):
+    """A loader of each parent's children whose batch also reads, in the same thread hop,
+    what the children's fields will load: a field asking for children first says how to
+    name those keys (`want`, once per selection), and the batch primes the loaders with
+    them."""
+
+    def __init__(self, loaders: Loaders, name: str) -> None:
+        self._loaders = loaders
+        self._name = name
+        self._ahead: dict[Any, KeysOf] = {}  # selection -> its keys of the children
+        super().__init__(load_fn=self._load_children)
+
+    def wants(self, selection: Any) -> bool:
+        """Whether the next batch already reads ahead for `selection`."""
+        return selection in self._ahead
+
+    def want(self, selection: Any, keys_of: KeysOf) -> None:
+        """Read what `keys_of` names of the children along with the next batch."""
+        self._ahead[selection] = keys_of
+
+    async def _load_children(self, keys: list[Any]) -> Sequence[list[Any]]:
+        ahead, self._ahead = list(self._ahead.values()), {}
+        found, values = await self._loaders.read_rows(children_and_ahead, self._name, keys,
+                                                      ahead)
+        self._loaders.prime(values)
+        return found  # type: ignore[no-any-return]
+
+
 class Loaders:
     """A request's DataLoaders, each made when a resolver first asks for it.
 
@@ -127,7 +180,7 @@ class Loaders:
 
     def __init__(self, read: Reader, read_rows: Reader) -> None:
         self._read = read
-        self._read_rows = read_rows
+        self.read_rows = read_rows
 
     def prime(self, found: dict[str, dict[Any, Any]]) -> None:
         """Hold values read ahead (`read_ahead`): their fields answer at once."""
@@ -136,39 +189,39 @@ class Loaders:
 
     @functools.cached_property
     def seller(self) -> DataLoader[int, Any]:
-        return _loader(self._read_rows, ROW_READS["seller"])
+        return _loader(self.read_rows, ROW_READS["seller"])
 
     @functools.cached_property
     def warehouse(self) -> DataLoader[int, Any]:
-        return _loader(self._read_rows, ROW_READS["warehouse"])
+        return _loader(self.read_rows, ROW_READS["warehouse"])
 
     @functools.cached_property
     def product(self) -> DataLoader[int, Any]:
-        return _loader(self._read_rows, ROW_READS["product"])
+        return _loader(self.read_rows, ROW_READS["product"])
 
     @functools.cached_property
     def variant(self) -> DataLoader[int, Any]:
-        return _loader(self._read_rows, ROW_READS["variant"])
+        return _loader(self.read_rows, ROW_READS["variant"])
 
     @functools.cached_property
     def order(self) -> DataLoader[int, Any]:
-        return _loader(self._read_rows, ROW_READS["order"])
+        return _loader(self.read_rows, ROW_READS["order"])
 
     @functools.cached_property
     def order_line(self) -> DataLoader[int, Any]:
-        return _loader(self._read_rows, ROW_READS["order_line"])
+        return _loader(self.read_rows, ROW_READS["order_line"])
 
     @functools.cached_property
     def movement(self) -> DataLoader[int, Any]:
-        return _loader(self._read_rows, ROW_READS["movement"])
+        return _loader(self.read_rows, ROW_READS["movement"])
 
     @functools.cached_property
     def stock(self) -> DataLoader[int, Any]:
-        return _loader(self._read_rows, ROW_READS["stock"])
+        return _loader(self.read_rows, ROW_READS["stock"])
 
     @functools.cached_property
     def purchase_order(self) -> DataLoader[int, Any]:
-        return _loader(self._read_rows, ROW_READS["purchase_order"])
+        return _loader(self.read_rows, ROW_READS["purchase_order"])
 
     @functools.cached_property
     def purchase_order_lines(self) -> DataLoader[Any, list[PurchaseOrderLine]]:
@@ -195,16 +248,16 @@ class Loaders:
         return _loader(self._read, reads.zone_ids_of_warehouses)
 
     @functools.cached_property
-    def variants_of_product(self) -> DataLoader[Any, list[Any]]:
-        return _loader(self._read_rows, ROW_READS["variants_of_product"])
+    def variants_of_product(self) -> _Children:
+        return _Children(self, "variants_of_product")
 
     @functools.cached_property
-    def stocks_of_variant(self) -> DataLoader[Any, list[Any]]:
-        return _loader(self._read_rows, ROW_READS["stocks_of_variant"])
+    def stocks_of_variant(self) -> _Children:
+        return _Children(self, "stocks_of_variant")
 
     @functools.cached_property
     def availability(self) -> DataLoader[Any, int]:
-        return _loader(self._read_rows, ROW_READS["availability"])
+        return _loader(self.read_rows, ROW_READS["availability"])
 
     @functools.cached_property
     def lines_of_order(self) -> DataLoader[Any, list[OrderLine]]:

@@ -182,9 +182,11 @@ class Product(_OfSeller):
 
     @strawberry.field
     async def variants(self, info: Info) -> list[ProductVariant]:
-        rows = await info.context.loaders.variants_of_product.load(self.pk)
+        loader = info.context.loaders.variants_of_product
+        read_children_ahead(info, loader, ProductVariant, ProductVariant.from_model)
+        rows = await loader.load(self.pk)
         variants = [ProductVariant.from_model(v) for v in rows]
-        await prefetch(info, variants, ())
+        await prefetch(info, variants, ())  # held already, unless asked before elsewhere
         return variants
 
 
@@ -210,8 +212,12 @@ class ProductVariant(Node):
         product = await info.context.loaders.product.load(self.product_pk)
         if not permissions.can_read_stock(info.context.principal, product.seller_id):
             return []
-        rows = await info.context.loaders.stocks_of_variant.load(self.pk)
-        return [Stock.from_model(s) for s in rows]
+        loader = info.context.loaders.stocks_of_variant
+        read_children_ahead(info, loader, Stock, Stock.from_model)
+        rows = await loader.load(self.pk)
+        stocks = [Stock.from_model(s) for s in rows]
+        await prefetch(info, stocks, ())  # held already, unless asked before elsewhere
+        return stocks
 
     @strawberry.field(description="Stock summed over all warehouses: for an admin and the "
                                   "variant's seller; null, with a PERMISSION_DENIED error, "
@@ -667,6 +673,17 @@ def ahead(info: Info, kind: type, path: Sequence[str]) -> Ahead:
     name = kind.__strawberry_definition__.name  # type: ignore[attr-defined]
     return Ahead(tuple((key_of, args) for field, key_of in PREFETCHED.get(kind, ())
                        for args in arguments_of(info, path, field, name)))
+
+
+def read_children_ahead(info: Info, loader: Any, kind: type,
+                        build: Callable[[Any], Any]) -> None:
+    """Have the children `loader` reads next (rows, made into nodes of `kind` by `build`)
+    come with what this field's selection will load of them (`ahead`), in the same hop."""
+    selection = (kind, *map(id, info._raw_info.field_nodes))  # the same for each parent's field
+    if not loader.wants(selection):
+        found = ahead(info, kind, ())
+        if found.wanted:
+            loader.want(selection, lambda rows: found.keys([build(row) for row in rows]))
 
 
 async def prefetch(info: Info, nodes: Sequence[Any], path: Sequence[str]) -> None:

@@ -354,3 +354,73 @@ async def test_nodes_read_ahead_that_fails_leaves_each_type_to_read_for_itself(
     assert failures == [1]
     assert len(hops) == 1 + len({t for t, _ in picked})  # the read ahead, then one per type
     assert "reading nodes ahead failed" in caplog.text
+
+
+async def test_a_products_variants_come_with_their_availability_in_one_hop(
+        api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The product page: the product, then its variants with their figures in COUNTRY read
+    in the variants' own hop (two statements on one connection)."""
+    market = _market(api)
+    product, variants = next(iter(market.products.items()))
+    await api.gql("{ __typename }")
+    hops = _hops(monkeypatch)
+
+    with counting(api.db) as seen:
+        data = await api.gql(PRODUCT_PAGE, {"id": gid("Product", product)})
+
+    assert len(hops) == 2
+    assert seen.count == STATEMENTS["product-page"], seen.sql
+    assert [(v["id"], v["quantityAvailable"]) for v in data["node"]["variants"]] == [
+        (gid("ProductVariant", v), market.available[v]) for v in variants]
+
+
+VARIANT_STOCKS = ("query($ids: [ID!]!) { nodes(ids: $ids) { ... on ProductVariant { sku "
+                  "a: stocks { quantity warehouse { id name } variant { sku } } "
+                  "b: stocks { id } } } }")
+
+
+async def test_variants_stocks_come_with_their_warehouses_in_one_hop(
+        api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+    """3 variants' stocks (4 warehouses each) with their warehouses and variants: one hop
+    for the variants and their products (the seller's check), one for the stocks with
+    what their fields load; an alias without those fields adds nothing."""
+    market = _market(api)
+    picked = next(iter(market.products.values()))[:3]
+    await api.gql("{ __typename }")
+    hops = _hops(monkeypatch)
+
+    data = await api.gql(VARIANT_STOCKS, {"ids": [gid("ProductVariant", v) for v in picked]})
+
+    assert len(hops) == 3  # the variants; their products; the stocks and warehouses
+    for node, variant in zip(data["nodes"], picked, strict=True):
+        serving, other = market.warehouses[:3], market.warehouses[3]
+        assert [s["warehouse"]["id"] for s in node["a"]] == [  # by priority, then id
+            gid("Warehouse", w) for w in (serving[0], other, *serving[1:])]
+        assert {s["variant"]["sku"] for s in node["a"]} == {market.sku[variant]}
+        assert len(node["b"]) == len(market.warehouses)
+
+
+async def test_a_failed_read_ahead_of_children_leaves_their_fields_to_read(
+        api: Api, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    market = _market(api)
+    product, variants = next(iter(market.products.items()))
+    figures = ROW_READS["availability"]
+    failures: list[int] = []
+
+    def fails_once(driver: Any, keys: Any) -> Any:
+        if not failures:
+            failures.append(len(keys))
+            raise OperationalError("SELECT", {}, RuntimeError("connection lost"))
+        return figures(driver, keys)
+
+    monkeypatch.setitem(ROW_READS, "availability", fails_once)
+    await api.gql("{ __typename }")
+    hops = _hops(monkeypatch)
+
+    data = await api.gql(PRODUCT_PAGE, {"id": gid("Product", product)})
+
+    assert [(v["id"], v["quantityAvailable"]) for v in data["node"]["variants"]] == [
+        (gid("ProductVariant", v), market.available[v]) for v in variants]
+    assert failures == [VARIANTS_PER_PRODUCT]
+    assert len(hops) == 3  # the product; the variants (their read ahead failed); the figures
+    assert "reading ahead of a list's fields failed" in caplog.text
