@@ -16,9 +16,11 @@ resolver, the non-null, list, leaf or object checks, the output coercion). An at
 that holds a plain string, number or boolean (`sku`, `quantity`, `name`) is read and
 coerced in place; one that holds an object or a list of objects of an object type (a
 page's `edges`, an edge's `node`, `pageInfo`) has its selection executed on it at once.
-Anything else, or a value that would not complete cleanly (null in a non-null field, an
-object its type does not claim, an error), takes graphql-core's own path, so answers and
-errors are graphql-core's.
+A list of objects that graphql-core completes itself (an async resolver's: `nodes`, a
+product's `variants`) has its items' selections executed at once as well, an interface's
+items as the strawberry type each is. Anything else, or a value that would not complete
+cleanly (null in a non-null field, an object its type does not claim, a cast object, an
+error), takes graphql-core's own path, so answers and errors are graphql-core's.
 
 Relies on strawberry's private back-reference from a graphql-core field to its
 definition (as `api.coercion` does); without the fast paths none of this is installed.
@@ -34,12 +36,14 @@ import strawberry
 from graphql import (
     GraphQLEnumType,
     GraphQLField,
+    GraphQLInterfaceType,
     GraphQLList,
     GraphQLNonNull,
     GraphQLObjectType,
     GraphQLOutputType,
     GraphQLResolveInfo,
     GraphQLScalarType,
+    get_nullable_type,
     is_leaf_type,
 )
 from graphql.execution import Executor
@@ -50,6 +54,7 @@ from graphql.pyutils import AwaitableOrValue, Path, Undefined, gather_with_cance
 from strawberry.relay.types import GlobalID
 from strawberry.schema.schema_converter import GraphQLCoreConverter
 from strawberry.types.base import StrawberryContainer, StrawberryMaybe
+from strawberry.types.cast import TYPE_CAST_ATTRIBUTE
 from strawberry.types.field import StrawberryField
 
 Resolve = Callable[..., Any]
@@ -199,6 +204,14 @@ def _checked_alike(type_: GraphQLObjectType) -> bool:
     info: no check at all, or strawberry's, which reads only the value."""
     check = type_.is_type_of
     return check is None or check.__qualname__.endswith("_get_is_type_of.<locals>.is_type_of")
+
+
+def _resolved_alike(type_: GraphQLInterfaceType) -> bool:
+    """Whether the interface's `resolve_type` is strawberry's own: an object of a strawberry
+    type that implements it, not cast, not generic, resolves to that type."""
+    resolve = type_.resolve_type
+    return resolve is not None and resolve.__qualname__.endswith(
+        "_get_resolve_type.<locals>.resolve_type")
 
 
 def _is(type_: GraphQLObjectType, value: Any) -> bool:
@@ -351,26 +364,97 @@ class DirectLeaves(Executor[Any]):
             if step.item_type is None:
                 return self._guarded(self.execute_fields(type_, value, path, selection, None),
                                      step.field.type, details, path)
-            return self._items(value, type_, step.item_type, details, path, selection)
+            kind = (type_, selection)
+            return self._items(value, [None if item is None else kind for item in value],
+                               step.item_type, details, path)
         except Exception as raw_error:  # as `execute_field`: null the field, or raise on
             self.handle_field_error(raw_error, step.field.type, details, path)
             return None
 
-    def _items(self, items: list[Any], type_: GraphQLObjectType, item_type: GraphQLOutputType,
-               details: FieldDetailsList, path: Path, selection: GroupedFieldSet) -> Any:
-        """The list's items completed, each error handled as `complete_list_item_value`."""
+    def complete_value(self, return_type: GraphQLOutputType,
+                       field_details_list: FieldDetailsList, info: GraphQLResolveInfo[Any],
+                       path: Path, result: Any, position_context: Any
+                       ) -> AwaitableOrValue[Any]:
+        """graphql-core's, but a clean list of objects (an async resolver's `nodes`, a
+        product's `variants`) has its items' selections executed at once (`_items`)."""
+        if type(result) is list and position_context is None:
+            kinds = self._kinds(return_type, field_details_list, result)
+            if kinds is not None:
+                item_type = get_nullable_type(return_type).of_type  # type: ignore[union-attr]
+                return self._items(result, kinds, item_type, field_details_list, path)
+        return super().complete_value(return_type, field_details_list, info, path, result,
+                                      position_context)
+
+    def _kinds(self, return_type: GraphQLOutputType, details: FieldDetailsList,
+               items: list[Any]) -> list[tuple[GraphQLObjectType, GroupedFieldSet] | None] | None:
+        """Each item's object type and selection (None for a null item), when `return_type`
+        is a list of an object type or of an interface strawberry resolves, and every item
+        completes cleanly: None where nulls may be, an object its type claims, no deferred
+        fragment. Otherwise None: graphql-core's way."""
+        list_type = get_nullable_type(return_type)
+        if not isinstance(list_type, GraphQLList):
+            return None
+        item_non_null = isinstance(list_type.of_type, GraphQLNonNull)
+        named = get_nullable_type(list_type.of_type)
+        if isinstance(named, GraphQLObjectType):
+            if not _checked_alike(named):
+                return None
+        elif not isinstance(named, GraphQLInterfaceType) or not _resolved_alike(named):
+            return None
+        kinds: list[tuple[GraphQLObjectType, GroupedFieldSet] | None] = []
+        seen: dict[Any, tuple[GraphQLObjectType, GroupedFieldSet] | None] = {}
+        for item in items:
+            if item is None:
+                if item_non_null:
+                    return None
+                kinds.append(None)
+                continue
+            cls = type(item)
+            if cls in seen:
+                kind = seen[cls]
+            else:
+                kind = seen[cls] = self._kind(named, cls, details)
+            if kind is None or not _is(kind[0], item) or \
+                    getattr(item, TYPE_CAST_ATTRIBUTE, None) is not None:
+                return None
+            kinds.append(kind)
+        return kinds
+
+    def _kind(self, named: GraphQLObjectType | GraphQLInterfaceType, cls: type,
+              details: FieldDetailsList) -> tuple[GraphQLObjectType, GroupedFieldSet] | None:
+        """The object type an item of class `cls` completes as, and its selection."""
+        if isinstance(named, GraphQLObjectType):
+            type_ = named
+        else:
+            definition = getattr(cls, "__strawberry_definition__", None)
+            if definition is None or definition.is_graphql_generic:
+                return None
+            found = self.schema.type_map.get(definition.name)
+            if not isinstance(found, GraphQLObjectType) or not _checked_alike(found) or \
+                    found.extensions.get(GraphQLCoreConverter.DEFINITION_BACKREF) \
+                    is not definition or not self.schema.is_sub_type(named, found):
+                return None
+            type_ = found
+        selection, deferred, _ = self.collect_subfields(type_, details)
+        return None if deferred else (type_, selection)
+
+    def _items(self, items: list[Any],
+               kinds: list[tuple[GraphQLObjectType, GroupedFieldSet] | None],
+               item_type: GraphQLOutputType, details: FieldDetailsList, path: Path) -> Any:
+        """The list's items completed, each as the object type `kinds` gives with its
+        selection, each error handled as `complete_list_item_value`."""
         completed: list[Any] = []
         awaitable_indices: list[int] = []
         is_awaitable = self.is_awaitable
         try:
-            for index, item in enumerate(items):
-                if item is None:
+            for index, (item, kind) in enumerate(zip(items, kinds, strict=True)):
+                if kind is None:
                     completed.append(None)
                     continue
                 item_path = Path(path, index, None)
                 try:
-                    done = self._guarded(self.execute_fields(type_, item, item_path,
-                                                             selection, None),
+                    done = self._guarded(self.execute_fields(kind[0], item, item_path,
+                                                             kind[1], None),
                                          item_type, details, item_path)
                 except Exception as raw_error:
                     self.handle_field_error(raw_error, item_type, details, item_path)

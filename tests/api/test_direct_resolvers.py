@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import enum
 from datetime import UTC, datetime
 from typing import Any
@@ -300,14 +301,52 @@ class Leafy(Named):
 
 
 @strawberry.type
+class Twin(Named):  # another type of the interface
+    twin: int = 2
+
+
+@strawberry.type
 class LeafQuery:
     @strawberry.field
     def leaves(self) -> list[Leafy | None]:
         return [_leafy(), None, _leafy(name="b", big=2**40), _leafy(missing=None)]
 
     @strawberry.field
+    async def named(self, which: str = "clean") -> list[Named | None]:  # `nodes`' kind
+        CALLS.append(f"named {which}")
+        return _named(which)
+
+    @strawberry.field
+    async def sure_named(self, which: str = "clean") -> list[Named]:
+        CALLS.append(f"sure named {which}")
+        return [each for each in _named(which) if each is not None]
+
+    @strawberry.field
+    async def kin(self, which: str = "clean") -> list[Leafy]:  # a product's `variants`' kind
+        CALLS.append(f"kin {which}")
+        items: list[Any] = [_leafy(name="k1"), _leafy(name="k2", missing=None)]
+        if which == "null":
+            items.insert(1, None)
+        elif which == "stranger":
+            items.append(Stranger(name="s"))
+        elif which == "awaitable":
+            items.append(_Later())
+        return items
+
+    @strawberry.field
     def one(self) -> Leafy:
         return _leafy(child=_leafy(name="inner"))
+
+
+def _named(which: str) -> list[Any]:
+    items: list[Any] = [_leafy(), None, Twin(name="t"), _leafy(name="b", big=2**40)]
+    if which == "stranger":  # an object that does not implement the interface
+        items.append(Stranger(name="s"))
+    elif which == "cast":  # cast by hand: strawberry's resolve_type reads the cast
+        items.append(strawberry.cast(Twin, Twin(name="c")))
+    elif which == "error":
+        items.append(ValueError("held"))
+    return items
 
 
 def _leafy(*, name: str = "a", big: int = 7, missing: str | None = "m",
@@ -344,13 +383,21 @@ LEAF_QUERIES = [
     "{ leaves { lost { name } } }",
     "{ one { kids { sure { name } later { name } } } }",
     "{ one { child { kids { child { name } } } } }",
+    "{ named { __typename name ... on Leafy { count doubled kids { name } } "
+    "... on Twin { twin } } }",
+    "{ named { name ... on Leafy { missing big } } }",  # errors inside clean items
+    "query($w: String!) { named(which: $w) { __typename name ... on Twin { twin } } "
+    "sureNamed(which: $w) { __typename name } }",
+    "query($w: String!) { kin(which: $w) { name doubled later { name } } }",
+    "query($w: String!) { kin(which: $w) { name missing } }",
+    "query($w: String!) { one { name } kin(which: $w) { ... @defer { name } } }",
 ]
 
 
 @pytest.mark.parametrize("query", LEAF_QUERIES)
 async def test_fields_completed_directly_answer_as_graphql_core(query: str) -> None:
     def made(executor: type[Any] | None) -> strawberry.Schema:
-        return strawberry.Schema(query=LeafQuery, types=[Stranger],
+        return strawberry.Schema(query=LeafQuery, types=[Stranger, Twin],
                                  execution_context_class=executor)
 
     plain, fast = made(None), made(FastExecutor)
@@ -359,20 +406,27 @@ async def test_fields_completed_directly_answer_as_graphql_core(query: str) -> N
         "name", "count", "ratio", "on", "maybe", "mood", "when", "big", "missing", "kids",
         "holes", "stranger", "plainly", "plains", "broken", "doubled", "child", "sure",
         "later", "stale", "pending", "scaled", "named", "lost"}
-    for variables in ({"yes": True, "by": 5, "t": ["p", "q"], "n": "v"},
-                      {"yes": False, "by": -1, "t": None, "n": ""}):
+    for variables in ({"yes": True, "by": 5, "t": ["p", "q"], "n": "v", "w": "clean"},
+                      {"yes": False, "by": -1, "t": None, "n": "", "w": "stranger"},
+                      {"w": "cast", "yes": True, "by": 1, "t": [], "n": "c"},
+                      {"w": "error", "yes": True, "by": 1, "t": [], "n": "e"},
+                      {"w": "null", "yes": True, "by": 1, "t": [], "n": "e"},
+                      {"w": "awaitable", "yes": True, "by": 1, "t": [], "n": "e"}):
         answers = []
         for each in (plain, fast):
             CALLS.clear()
-            answers.append((await each.execute(query, variable_values=variables,
-                                               context_value={"k": 1}), list(CALLS)))
+            result = await each.execute(query, variable_values=variables,
+                                        context_value={"k": 1})
+            for _ in range(5):  # what an error left running in the background ends here
+                await asyncio.sleep(0)
+            answers.append((result, list(CALLS)))
         (want, want_calls), (got, got_calls) = answers
         assert got.data == want.data, query
         assert [(e.message, e.path) for e in got.errors or ()] == \
             [(e.message, e.path) for e in want.errors or ()], query
         assert got_calls == want_calls, query  # each resolver called once, in order
         if not any(bad in query for bad in ("broken", "missing", "big", "stranger", "lost",
-                                            "stale", "plains")):
+                                            "stale", "plains", "$w")):
             assert got.errors is None, got.errors
 
 
@@ -394,6 +448,30 @@ async def test_clean_fields_skip_graphql_cores_field_execution(
     assert clean.errors is None and executed == []
     await fast.execute("{ leaves { missing } one { stranger { name } } }")
     assert executed == ["missing", "stranger"]  # graphql-core's way, for its errors
+
+
+async def test_clean_lists_from_async_resolvers_skip_graphql_cores_item_completion(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A list of an interface's objects (`nodes`) or of an object type (`variants`) from an
+    async resolver: no item goes through graphql-core's list, abstract or object
+    completion, unless it is not clean."""
+    completed: list[str] = []
+    for name in ("complete_list_value", "complete_abstract_value", "complete_object_value"):
+        original = getattr(FastExecutor, name)
+
+        def spy(self: Any, *args: Any, _name: str = name, _original: Any = original) -> Any:
+            completed.append(_name)
+            return _original(self, *args)
+
+        monkeypatch.setattr(FastExecutor, name, spy)
+    fast = strawberry.Schema(query=LeafQuery, types=[Stranger, Twin],
+                             execution_context_class=FastExecutor)
+    direct.install(fast)
+    clean = await fast.execute("{ named { name ... on Twin { twin } } sureNamed { name } "
+                               "kin { name kids { name } } }")
+    assert clean.errors is None and completed == []
+    cast = await fast.execute('{ named(which: "cast") { name } }')
+    assert cast.errors is None and "complete_abstract_value" in completed
 
 
 def test_the_served_schema_completes_plain_leaves_directly() -> None:
