@@ -377,13 +377,34 @@ class DirectLeaves(Executor[Any]):
                        ) -> AwaitableOrValue[Any]:
         """graphql-core's, but a clean list of objects (an async resolver's `nodes`, a
         product's `variants`) has its items' selections executed at once (`_items`)."""
-        if type(result) is list and position_context is None:
-            kinds = self._kinds(return_type, field_details_list, result)
-            if kinds is not None:
-                item_type = get_nullable_type(return_type).of_type  # type: ignore[union-attr]
-                return self._items(result, kinds, item_type, field_details_list, path)
+        if position_context is None and result is not None:
+            if type(result) is list:
+                kinds = self._kinds(return_type, field_details_list, result)
+                if kinds is not None:
+                    item_type = get_nullable_type(return_type).of_type  # type: ignore[union-attr]
+                    return self._items(result, kinds, item_type, field_details_list, path)
+            else:
+                kind = self._kind_of(get_nullable_type(return_type), field_details_list,
+                                     result)
+                if kind is not None:  # an object: its fields, as complete_object_value
+                    return self.execute_fields(kind[0], result, path, kind[1], None)
         return super().complete_value(return_type, field_details_list, info, path, result,
                                       position_context)
+
+    def _kind_of(self, named: Any, details: FieldDetailsList, value: Any
+                 ) -> tuple[GraphQLObjectType, GroupedFieldSet] | None:
+        """The object type and selection `value` completes with as `named` (an object type,
+        or an interface strawberry resolves), when it completes cleanly as one."""
+        if isinstance(named, GraphQLObjectType):
+            if not _checked_alike(named):
+                return None
+        elif not isinstance(named, GraphQLInterfaceType) or not _resolved_alike(named):
+            return None
+        kind = self._kind(named, type(value), details)
+        if kind is None or not _is(kind[0], value) or \
+                getattr(value, TYPE_CAST_ATTRIBUTE, None) is not None:
+            return None
+        return kind
 
     def _kinds(self, return_type: GraphQLOutputType, details: FieldDetailsList,
                items: list[Any]) -> list[tuple[GraphQLObjectType, GroupedFieldSet] | None] | None:

@@ -322,6 +322,16 @@ class LeafQuery:
         return [each for each in _named(which) if each is not None]
 
     @strawberry.field
+    async def thing(self, which: str = "clean") -> Named | None:  # `node`'s kind
+        CALLS.append(f"thing {which}")
+        return _named(which)[-1]
+
+    @strawberry.field
+    async def sure_thing(self, which: str = "clean") -> Leafy:
+        CALLS.append(f"sure thing {which}")
+        return _named(which)[-1]  # type: ignore[no-any-return]
+
+    @strawberry.field
     async def kin(self, which: str = "clean") -> list[Leafy]:  # a product's `variants`' kind
         CALLS.append(f"kin {which}")
         items: list[Any] = [_leafy(name="k1"), _leafy(name="k2", missing=None)]
@@ -389,6 +399,9 @@ LEAF_QUERIES = [
     "query($w: String!) { named(which: $w) { __typename name ... on Twin { twin } } "
     "sureNamed(which: $w) { __typename name } }",
     "query($w: String!) { kin(which: $w) { name doubled later { name } } }",
+    "query($w: String!) { thing(which: $w) { __typename name ... on Leafy { count kids "
+    "{ name } } ... on Twin { twin } } sureThing(which: $w) { name count } }",
+    "{ thing { name ... on Leafy { big } } }",  # an error inside a clean object
     "query($w: String!) { kin(which: $w) { name missing } }",
     "query($w: String!) { one { name } kin(which: $w) { ... @defer { name } } }",
 ]
@@ -452,9 +465,9 @@ async def test_clean_fields_skip_graphql_cores_field_execution(
 
 async def test_clean_lists_from_async_resolvers_skip_graphql_cores_item_completion(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    """A list of an interface's objects (`nodes`) or of an object type (`variants`) from an
-    async resolver: no item goes through graphql-core's list, abstract or object
-    completion, unless it is not clean."""
+    """A list of an interface's objects (`nodes`) or of an object type (`variants`), or one
+    object (`node`), from an async resolver: none goes through graphql-core's list,
+    abstract or object completion, unless it is not clean."""
     completed: list[str] = []
     for name in ("complete_list_value", "complete_abstract_value", "complete_object_value"):
         original = getattr(FastExecutor, name)
@@ -468,7 +481,8 @@ async def test_clean_lists_from_async_resolvers_skip_graphql_cores_item_completi
                              execution_context_class=FastExecutor)
     direct.install(fast)
     clean = await fast.execute("{ named { name ... on Twin { twin } } sureNamed { name } "
-                               "kin { name kids { name } } }")
+                               "kin { name kids { name } } thing { name } "
+                               'sureThing(which: "null") { name } }')
     assert clean.errors is None and completed == []
     cast = await fast.execute('{ named(which: "cast") { name } }')
     assert cast.errors is None and "complete_abstract_value" in completed
