@@ -15,6 +15,7 @@ from graphql import GraphQLError
 from api import ids
 from api.token_types import ApiToken
 from api.types import (
+    NOT_HELD,
     Ahead,
     Info,
     MarketplaceConfiguration,
@@ -31,6 +32,7 @@ from api.types import (
     Warehouse,
     ahead,
     denied,
+    node_now,
     prefetch,
     read_nodes_ahead,
     resolve_node,
@@ -199,14 +201,15 @@ class Query:
             except ids.InvalidId:
                 parsed.append(None)
         await read_nodes_ahead(info, [each for each in parsed if each is not None])
-
-        async def one(each: tuple[str, int] | None) -> Node | None:
-            if each is None:
-                return None
-            return await resolve_node(info, *each)  # type: ignore[no-any-return]
-
-        # all at once, so each type's DataLoader reads what is not held yet in one statement
-        found = list(await asyncio.gather(*(one(each) for each in parsed)))
+        # those whose rows are held answer at once; the others are read all at once, so
+        # each type's DataLoader reads what is not held yet in one statement
+        found = [None if each is None else node_now(info, *each) for each in parsed]
+        pending = [(i, each) for i, (each, node) in enumerate(zip(parsed, found, strict=True))
+                   if each is not None and node is NOT_HELD]
+        if pending:
+            loaded = await asyncio.gather(*(resolve_node(info, *each) for _, each in pending))
+            for (i, _), node in zip(pending, loaded, strict=True):
+                found[i] = node
         await prefetch(info, [n for n in found if n is not None], ())
         return found
 

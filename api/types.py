@@ -517,14 +517,90 @@ async def read_nodes_ahead(info: Info, found: Sequence[tuple[str, int]]) -> None
         log.warning("reading nodes ahead failed; they read for themselves", exc_info=True)
 
 
-async def resolve_node(info: Info, type_name: str, pk: int) -> Any:
-    """The Node for a decoded ID, or None when it names nothing the caller may see."""
+class _NotHeld(Exception):
+    """A row `_row_node` needs that its loader does not hold (loaded, without error)."""
+
+    def __init__(self, loader: DataLoader[Any, Any], key: Any) -> None:
+        self.loader = loader
+        self.key = key
+
+
+def _held(loader: DataLoader[Any, Any], key: Any) -> Any:
+    future = loader.cache_map.get(key)
+    if future is None or not future.done() or future.cancelled() or \
+            future.exception() is not None:
+        raise _NotHeld(loader, key)
+    return future.result()
+
+
+# stock-side objects belong to the seller of their warehouse: type name -> (its loader's
+# name, how it is built)
+_STOCK_SIDE: dict[str, tuple[str, Callable[[Any], Any]]] = {
+    "Stock": ("stock", lambda row: Stock.from_model(row)),
+    "PurchaseOrder": ("purchase_order", lambda row: PurchaseOrder.from_model(row)),
+    "StockMovement": ("movement", lambda row: StockMovement.from_model(row)),
+}
+_ROW_NODES = frozenset({"Seller", "Warehouse", "Product", "ProductVariant", *_STOCK_SIDE})
+
+
+def _row_node(info: Info, type_name: str, pk: int) -> Any:
+    """`resolve_node` of the types built from the rows of ROW_READS loaders alone, from
+    what the loaders hold (`_NotHeld` names the first row they do not)."""
     loaders = info.context.loaders
     principal = info.context.principal
 
     def visible(seller_id: int) -> bool:
         return permissions.can_see_seller_data(principal, seller_id)
 
+    if type_name == "Seller":
+        seller = _held(loaders.seller, pk)
+        return Seller.from_model(seller) if seller and visible(seller.id) else None
+    if type_name == "Warehouse":
+        warehouse = _held(loaders.warehouse, pk)
+        return Warehouse.from_model(warehouse) \
+            if warehouse and visible(warehouse.seller_id) else None
+    if type_name == "Product":
+        product = _held(loaders.product, pk)
+        return Product.from_model(product) if product and visible(product.seller_id) else None
+    if type_name == "ProductVariant":
+        variant = _held(loaders.variant, pk)  # its seller_id is its product's
+        return ProductVariant.from_model(variant) \
+            if variant is not None and visible(variant.seller_id) else None
+    name, build = _STOCK_SIDE[type_name]
+    row = _held(getattr(loaders, name), pk)
+    if row is None:
+        return None
+    if permissions.can_read_stock(principal):  # an admin: no owner to look up
+        return build(row)
+    owner = _held(loaders.warehouse, row.warehouse_id)
+    return build(row) if permissions.can_read_stock(principal, owner.seller_id) else None
+
+
+NOT_HELD = object()  # `node_now`: the node needs a read first (`resolve_node`)
+
+
+def node_now(info: Info, type_name: str, pk: int) -> Any:
+    """The node `resolve_node` gives, when the loaders hold all it reads (after
+    `read_nodes_ahead`, say): without a coroutine, a task and a loop turn; else NOT_HELD."""
+    if type_name not in _ROW_NODES:
+        return NOT_HELD
+    try:
+        return _row_node(info, type_name, pk)
+    except _NotHeld:
+        return NOT_HELD
+
+
+async def resolve_node(info: Info, type_name: str, pk: int) -> Any:
+    """The Node for a decoded ID, or None when it names nothing the caller may see."""
+    loaders = info.context.loaders
+    principal = info.context.principal
+
+    if type_name in _ROW_NODES:
+        while True:  # each row it needs loaded in turn, then answered from them
+            try:
+                return _row_node(info, type_name, pk)
+            except _NotHeld as missing:
+                await missing.loader.load(missing.key)  # an error is the field's
     if type_name == "SalesChannel":
         from api.channels import SalesChannel as ChannelNode  # it builds on this module
 
@@ -535,38 +611,9 @@ async def resolve_node(info: Info, type_name: str, pk: int) -> Any:
         from api.token_types import token_node  # it builds on this module's types
 
         return await token_node(info, pk)
-    if type_name == "Seller":
-        seller = await loaders.seller.load(pk)
-        return Seller.from_model(seller) if seller and visible(seller.id) else None
     if type_name == "ShippingZone":
         zone = await loaders.zone.load(pk)
         return ShippingZone.from_row(zone) if zone else None
-    if type_name == "Warehouse":
-        warehouse = await loaders.warehouse.load(pk)
-        return Warehouse.from_model(warehouse) \
-            if warehouse and visible(warehouse.seller_id) else None
-    if type_name == "Product":
-        product = await loaders.product.load(pk)
-        return Product.from_model(product) if product and visible(product.seller_id) else None
-    if type_name == "ProductVariant":
-        variant = await loaders.variant.load(pk)  # its seller_id is its product's
-        return ProductVariant.from_model(variant) \
-            if variant is not None and visible(variant.seller_id) else None
-    # stock-side objects belong to the seller of their warehouse
-    stock_side: dict[str, tuple[Any, Any]] = {
-        "Stock": (loaders.stock, Stock.from_model),
-        "PurchaseOrder": (loaders.purchase_order, PurchaseOrder.from_model),
-        "StockMovement": (loaders.movement, StockMovement.from_model),
-    }
-    if type_name in stock_side:
-        loader, build = stock_side[type_name]
-        row = await loader.load(pk)
-        if row is None:
-            return None
-        if permissions.can_read_stock(principal):  # an admin: no owner to look up
-            return build(row)
-        owner = await loaders.warehouse.load(row.warehouse_id)
-        return build(row) if permissions.can_read_stock(principal, owner.seller_id) else None
     if type_name == "SupplierFeed":
         from api.feeds import SupplierFeed as FeedNode  # it builds on this module
 

@@ -588,6 +588,23 @@ async def test_node(w: Matrix, type_name: str, caller: str, expected: Outcome) -
     await check_node(w, caller, expected, type_name)
 
 
+@pytest.mark.anyio
+@pytest.mark.parametrize("caller", [c for c in CALLERS if c != "anonymous"])
+async def test_nodes_answers_each_id_as_node_does(w: Matrix, caller: str) -> None:
+    """`nodes` of one object of every Node type (their rows read ahead together, and each
+    answered from them, or its owner read after) hides and shows what `node` of each does."""
+    ids = [w.targets[t] for t in NODES]
+    status, body = await ask(w, caller, NODES_QUERY, {"ids": [*ids, *ids]})
+    singles = []
+    for each in ids:
+        one_status, one = await ask(w, caller, NODE, {"id": each})
+        assert one_status == 200 and "errors" not in one, one
+        singles.append(one["data"]["node"])
+    assert (status, body) == (200, {"data": {"nodes": [*singles, *singles]}})
+    assert any(n is None for n in singles) or caller == "admin"
+    assert any(n is not None for n in singles)
+
+
 # ---------------------------------------------------------------------------- changing
 
 @dataclass
