@@ -34,8 +34,11 @@ from typing import Any, NamedTuple
 
 import strawberry
 from graphql import (
+    GraphQLBoolean,
     GraphQLEnumType,
     GraphQLField,
+    GraphQLID,
+    GraphQLInt,
     GraphQLInterfaceType,
     GraphQLList,
     GraphQLNonNull,
@@ -43,6 +46,7 @@ from graphql import (
     GraphQLOutputType,
     GraphQLResolveInfo,
     GraphQLScalarType,
+    GraphQLString,
     get_nullable_type,
     is_leaf_type,
 )
@@ -170,6 +174,7 @@ class _Step(NamedTuple):
     non_null: bool
     item_type: GraphQLOutputType | None  # a list's item type; None: not a list
     item_non_null: bool
+    same: type | None = None  # a leaf's values of this exact type coerce to themselves
 
 
 def _step(field: GraphQLField) -> _Step | None:
@@ -185,7 +190,7 @@ def _step(field: GraphQLField) -> _Step | None:
     type_: Any = field.type.of_type if isinstance(field.type, GraphQLNonNull) else field.type
     if isinstance(type_, GraphQLScalarType | GraphQLEnumType):
         return _Step(field, attribute, reads_info is True, type_.coerce_output_value, None,
-                     non_null, None, False)
+                     non_null, None, False, _SAME.get(type_))
     item_type = None
     item_non_null = False
     if isinstance(type_, GraphQLList):
@@ -567,6 +572,13 @@ class DirectLeaves(Executor[Any]):
             return None, _NO_ARGUMENTS  # graphql-core raises it again, in its place
 
 
+# graphql-core's scalars whose output coercion returns a value of this exact type as it is
+# (Int does too within its 32 bits: `_complete_leaf` checks them)
+_SAME: dict[Any, type] = {GraphQLString: str, GraphQLID: str, GraphQLBoolean: bool,
+                          GraphQLInt: int}
+_INT_MIN, _INT_MAX = -(2**31), 2**31 - 1
+
+
 def _complete_leaf(source: Any, step: _Step) -> Any:
     """An attribute leaf's completed value, or `_SLOW` for graphql-core's path."""
     try:
@@ -579,6 +591,8 @@ def _complete_leaf(source: Any, step: _Step) -> Any:
 def _coerced(value: Any, step: _Step) -> Any:
     """The leaf value coerced as `complete_leaf_value` would, or `_SLOW` where graphql-core
     does something else (null in a non-null field, an exception, an awaitable) or raises."""
+    if type(value) is step.same and (type(value) is not int or _INT_MIN <= value <= _INT_MAX):
+        return value  # what the scalar's coercion returns: the value itself
     if value is None:
         return _SLOW if step.non_null else None
     if type(value) not in _PLAIN and (isinstance(value, Exception) or isawaitable(value)):

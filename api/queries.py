@@ -88,7 +88,7 @@ class Connection(Generic[T]):
 
 
 def _cursor(pk: int) -> str:
-    return base64.b64encode(f"cursor:{pk}".encode()).decode()
+    return binascii.b2a_base64(f"cursor:{pk}".encode(), newline=False).decode()
 
 
 def _after(cursor: str | None) -> int | None:

@@ -493,6 +493,10 @@ def test_the_served_schema_completes_plain_leaves_directly() -> None:
     stock = getattr(schema._schema.type_map["Stock"], direct.LEAVES)
     assert {"id", "quantity", "quantityAllocated", "lowStockThreshold",
             "quantityAvailable"} <= stock.keys()
+    # leaves whose values come back as they are, unless an Int's is past 32 bits
+    assert (stock["quantity"].same, stock["id"].same) == (int, str)
+    assert getattr(schema._schema.type_map["ProductVariant"], direct.LEAVES)[
+        "trackInventory"].same is bool
     variant = stock["variant"]  # an object, through its resolver, which reads its info
     assert variant.attribute is None and variant.info and variant.coerce is None
     assert "quantityIncoming" in stock and stock["quantityIncoming"].info  # async
