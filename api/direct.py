@@ -222,8 +222,9 @@ def _resolved_alike(type_: GraphQLInterfaceType) -> bool:
 def _is(type_: GraphQLObjectType, value: Any) -> bool:
     """Whether `value` completes as an object of `type_` at once: not an exception or an
     awaitable (graphql-core raises or awaits those), and claimed by `is_type_of` if any."""
-    if type_.is_type_of is None:
-        return not isinstance(value, Exception) and not isawaitable(value)
+    if type_.is_type_of is None:  # graphql-core nulls Undefined
+        return value is not Undefined and not isinstance(value, Exception) and \
+            not isawaitable(value)
     return type_.is_type_of(value, None) is True  # type: ignore[arg-type]  # unread
 
 
@@ -382,7 +383,7 @@ class DirectLeaves(Executor[Any]):
                        ) -> AwaitableOrValue[Any]:
         """graphql-core's, but a clean list of objects (an async resolver's `nodes`, a
         product's `variants`) has its items' selections executed at once (`_items`)."""
-        if position_context is None and result is not None:
+        if position_context is None and result is not None and result is not Undefined:
             if type(result) is list:
                 kinds = self._kinds(return_type, field_details_list, result)
                 if kinds is not None:

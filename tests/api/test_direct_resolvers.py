@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 import strawberry
+from graphql.pyutils import Undefined
 from strawberry.dataloader import DataLoader
 from strawberry.extensions import SchemaExtension
 
@@ -332,6 +333,18 @@ class LeafQuery:
         return _named(which)[-1]  # type: ignore[no-any-return]
 
     @strawberry.field
+    async def nothing(self) -> Plain | None:  # graphql-core's Undefined: null
+        return Undefined  # type: ignore[no-any-return]
+
+    @strawberry.field
+    async def sure_nothing(self) -> Plain:
+        return Undefined  # type: ignore[no-any-return]
+
+    @strawberry.field
+    async def nothings(self) -> list[Plain | None]:
+        return [Plain(name="p"), Undefined]
+
+    @strawberry.field
     async def kin(self, which: str = "clean") -> list[Leafy]:  # a product's `variants`' kind
         CALLS.append(f"kin {which}")
         items: list[Any] = [_leafy(name="k1"), _leafy(name="k2", missing=None)]
@@ -402,6 +415,8 @@ LEAF_QUERIES = [
     "query($w: String!) { thing(which: $w) { __typename name ... on Leafy { count kids "
     "{ name } } ... on Twin { twin } } sureThing(which: $w) { name count } }",
     "{ thing { name ... on Leafy { big } } }",  # an error inside a clean object
+    "{ nothing { name } nothings { name } }",
+    "{ one { name } sureNothing { name } }",
     "query($w: String!) { kin(which: $w) { name missing } }",
     "query($w: String!) { one { name } kin(which: $w) { ... @defer { name } } }",
 ]
@@ -439,7 +454,7 @@ async def test_fields_completed_directly_answer_as_graphql_core(query: str) -> N
             [(e.message, e.path) for e in want.errors or ()], query
         assert got_calls == want_calls, query  # each resolver called once, in order
         if not any(bad in query for bad in ("broken", "missing", "big", "stranger", "lost",
-                                            "stale", "plains", "$w")):
+                                            "stale", "plains", "$w", "sureNothing")):
             assert got.errors is None, got.errors
 
 
