@@ -30,7 +30,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from inspect import isawaitable
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeGuard
 
 import strawberry
 from graphql import (
@@ -219,6 +219,14 @@ def _resolved_alike(type_: GraphQLInterfaceType) -> bool:
         "_get_resolve_type.<locals>.resolve_type")
 
 
+def _completed_alike(named: Any) -> TypeGuard[GraphQLObjectType | GraphQLInterfaceType]:
+    """Whether `DirectLeaves` completes values of `named` as graphql-core would: an object
+    type `_checked_alike` or an interface `_resolved_alike`."""
+    if isinstance(named, GraphQLObjectType):
+        return _checked_alike(named)
+    return isinstance(named, GraphQLInterfaceType) and _resolved_alike(named)
+
+
 def _is(type_: GraphQLObjectType, value: Any) -> bool:
     """Whether `value` completes as an object of `type_` at once: not an exception or an
     awaitable (graphql-core raises or awaits those), and claimed by `is_type_of` if any."""
@@ -238,6 +246,8 @@ _SLOW = object()
 # when it is one (and asked for without directives) with its arguments' values
 _Steps = tuple[tuple[str, FieldDetailsList, _Step | None, dict[str, Any]], ...]
 _NO_ARGUMENTS: dict[str, Any] = {}
+# an object's type and its selection's fields there
+_Kind = tuple[GraphQLObjectType, GroupedFieldSet]
 
 
 class DirectLeaves(Executor[Any]):
@@ -390,30 +400,34 @@ class DirectLeaves(Executor[Any]):
                     item_type = get_nullable_type(return_type).of_type  # type: ignore[union-attr]
                     return self._items(result, kinds, item_type, field_details_list, path)
             else:
-                kind = self._kind_of(get_nullable_type(return_type), field_details_list,
-                                     result)
+                named = get_nullable_type(return_type)
+                kind = self._kind_of(named, field_details_list, result) \
+                    if _completed_alike(named) else None
                 if kind is not None:  # an object: its fields, as complete_object_value
                     return self.execute_fields(kind[0], result, path, kind[1], None)
         return super().complete_value(return_type, field_details_list, info, path, result,
                                       position_context)
 
-    def _kind_of(self, named: Any, details: FieldDetailsList, value: Any
-                 ) -> tuple[GraphQLObjectType, GroupedFieldSet] | None:
-        """The object type and selection `value` completes with as `named` (an object type,
-        or an interface strawberry resolves), when it completes cleanly as one."""
-        if isinstance(named, GraphQLObjectType):
-            if not _checked_alike(named):
-                return None
-        elif not isinstance(named, GraphQLInterfaceType) or not _resolved_alike(named):
-            return None
-        kind = self._kind(named, type(value), details)
+    def _kind_of(self, named: GraphQLObjectType | GraphQLInterfaceType,
+                 details: FieldDetailsList, value: Any,
+                 seen: dict[type, _Kind | None] | None = None) -> _Kind | None:
+        """The object type and selection `value` completes with as `named` (one
+        `_completed_alike`), when it completes cleanly as one; `seen` keeps each class's
+        across a list's items."""
+        cls = type(value)
+        if seen is None:
+            kind = self._kind(named, cls, details)
+        elif cls in seen:
+            kind = seen[cls]
+        else:
+            kind = seen[cls] = self._kind(named, cls, details)
         if kind is None or not _is(kind[0], value) or \
                 getattr(value, TYPE_CAST_ATTRIBUTE, None) is not None:
             return None
         return kind
 
     def _kinds(self, return_type: GraphQLOutputType, details: FieldDetailsList,
-               items: list[Any]) -> list[tuple[GraphQLObjectType, GroupedFieldSet] | None] | None:
+               items: list[Any]) -> list[_Kind | None] | None:
         """Each item's object type and selection (None for a null item), when `return_type`
         is a list of an object type or of an interface strawberry resolves, and every item
         completes cleanly: None where nulls may be, an object its type claims, no deferred
@@ -423,32 +437,24 @@ class DirectLeaves(Executor[Any]):
             return None
         item_non_null = isinstance(list_type.of_type, GraphQLNonNull)
         named = get_nullable_type(list_type.of_type)
-        if isinstance(named, GraphQLObjectType):
-            if not _checked_alike(named):
-                return None
-        elif not isinstance(named, GraphQLInterfaceType) or not _resolved_alike(named):
+        if not _completed_alike(named):
             return None
-        kinds: list[tuple[GraphQLObjectType, GroupedFieldSet] | None] = []
-        seen: dict[Any, tuple[GraphQLObjectType, GroupedFieldSet] | None] = {}
+        kinds: list[_Kind | None] = []
+        seen: dict[type, _Kind | None] = {}
         for item in items:
             if item is None:
                 if item_non_null:
                     return None
                 kinds.append(None)
                 continue
-            cls = type(item)
-            if cls in seen:
-                kind = seen[cls]
-            else:
-                kind = seen[cls] = self._kind(named, cls, details)
-            if kind is None or not _is(kind[0], item) or \
-                    getattr(item, TYPE_CAST_ATTRIBUTE, None) is not None:
+            kind = self._kind_of(named, details, item, seen)
+            if kind is None:
                 return None
             kinds.append(kind)
         return kinds
 
     def _kind(self, named: GraphQLObjectType | GraphQLInterfaceType, cls: type,
-              details: FieldDetailsList) -> tuple[GraphQLObjectType, GroupedFieldSet] | None:
+              details: FieldDetailsList) -> _Kind | None:
         """The object type an item of class `cls` completes as, and its selection."""
         if isinstance(named, GraphQLObjectType):
             type_ = named
@@ -465,8 +471,7 @@ class DirectLeaves(Executor[Any]):
         selection, deferred, _ = self.collect_subfields(type_, details)
         return None if deferred else (type_, selection)
 
-    def _items(self, items: list[Any],
-               kinds: list[tuple[GraphQLObjectType, GroupedFieldSet] | None],
+    def _items(self, items: list[Any], kinds: list[_Kind | None],
                item_type: GraphQLOutputType, details: FieldDetailsList, path: Path) -> Any:
         """The list's items completed, each as the object type `kinds` gives with its
         selection, each error handled as `complete_list_item_value`."""

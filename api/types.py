@@ -182,12 +182,8 @@ class Product(_OfSeller):
 
     @strawberry.field
     async def variants(self, info: Info) -> list[ProductVariant]:
-        loader = info.context.loaders.variants_of_product
-        read_children_ahead(info, loader, ProductVariant, ProductVariant.from_model)
-        rows = await loader.load(self.pk)
-        variants = [ProductVariant.from_model(v) for v in rows]
-        await prefetch(info, variants, ())  # held already, unless asked before elsewhere
-        return variants
+        return await children(info, info.context.loaders.variants_of_product, self.pk,
+                              ProductVariant)
 
 
 @strawberry.type
@@ -212,12 +208,7 @@ class ProductVariant(Node):
         product = await info.context.loaders.product.load(self.product_pk)
         if not permissions.can_read_stock(info.context.principal, product.seller_id):
             return []
-        loader = info.context.loaders.stocks_of_variant
-        read_children_ahead(info, loader, Stock, Stock.from_model)
-        rows = await loader.load(self.pk)
-        stocks = [Stock.from_model(s) for s in rows]
-        await prefetch(info, stocks, ())  # held already, unless asked before elsewhere
-        return stocks
+        return await children(info, info.context.loaders.stocks_of_variant, self.pk, Stock)
 
     @strawberry.field(description="Stock summed over all warehouses: for an admin and the "
                                   "variant's seller; null, with a PERMISSION_DENIED error, "
@@ -536,9 +527,9 @@ def _held(loader: DataLoader[Any, Any], key: Any) -> Any:
 # stock-side objects belong to the seller of their warehouse: type name -> (its loader's
 # name, how it is built)
 _STOCK_SIDE: dict[str, tuple[str, Callable[[Any], Any]]] = {
-    "Stock": ("stock", lambda row: Stock.from_model(row)),
-    "PurchaseOrder": ("purchase_order", lambda row: PurchaseOrder.from_model(row)),
-    "StockMovement": ("movement", lambda row: StockMovement.from_model(row)),
+    "Stock": ("stock", Stock.from_model),
+    "PurchaseOrder": ("purchase_order", PurchaseOrder.from_model),
+    "StockMovement": ("movement", StockMovement.from_model),
 }
 _ROW_NODES = frozenset({"Seller", "Warehouse", "Product", "ProductVariant", *_STOCK_SIDE})
 
@@ -722,15 +713,22 @@ def ahead(info: Info, kind: type, path: Sequence[str]) -> Ahead:
                        for args in arguments_of(info, path, field, name)))
 
 
-def read_children_ahead(info: Info, loader: Any, kind: type,
-                        build: Callable[[Any], Any]) -> None:
-    """Have the children `loader` reads next (rows, made into nodes of `kind` by `build`)
-    come with what this field's selection will load of them (`ahead`), in the same hop."""
-    selection = (kind, *map(id, info._raw_info.field_nodes))  # the same for each parent's field
+N = TypeVar("N")
+
+
+async def children(info: Info, loader: Any, parent: int, kind: type[N]) -> list[N]:
+    """A parent's children, read by `loader` (a `loaders._Children`) and made into nodes of
+    `kind` (its `from_model`), with what this field's selection will load of them (`ahead`)
+    read in the same hop: once per selection, however many parents ask."""
+    build: Callable[[Any], N] = kind.from_model  # type: ignore[attr-defined]
+    selection = (kind, *map(id, info._raw_info.field_nodes))  # each parent's field alike
     if not loader.wants(selection):
         found = ahead(info, kind, ())
         if found.wanted:
             loader.want(selection, lambda rows: found.keys([build(row) for row in rows]))
+    nodes = [build(row) for row in await loader.load(parent)]
+    await prefetch(info, nodes, ())  # held already, unless asked before elsewhere
+    return nodes
 
 
 async def prefetch(info: Info, nodes: Sequence[Any], path: Sequence[str]) -> None:
