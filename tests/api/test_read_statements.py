@@ -244,6 +244,22 @@ async def test_node_reads_its_object_and_at_most_its_owner(api: Api, type_name: 
     assert seen.count == STATEMENTS[f"node {type_name}"], seen.sql
 
 
+def _fails_once(monkeypatch: pytest.MonkeyPatch, name: str) -> list[int]:
+    """ROW_READS' `name` read failing on its first call, as a lost connection would; the
+    number of keys each failed call had."""
+    read = ROW_READS[name]
+    failures: list[int] = []
+
+    def fails_once(driver: Any, keys: Any) -> Any:
+        if not failures:
+            failures.append(len(keys))
+            raise OperationalError("SELECT", {}, RuntimeError("connection lost"))
+        return read(driver, keys)
+
+    monkeypatch.setitem(ROW_READS, name, fails_once)
+    return failures
+
+
 def _hops(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
     """Every call the app hands its service threads from now on."""
     calls: list[Any] = []
@@ -291,16 +307,7 @@ async def test_a_failed_read_ahead_leaves_the_fields_to_read_for_themselves(
     newest = market.flag(3)
     sku_of = {int(s): market.sku[int(v)] for s, v in
               api.db.rows("SELECT id, variant_id FROM stock")}
-    variants = ROW_READS["variant"]
-    failures: list[int] = []
-
-    def fails_once(driver: Any, keys: Any) -> Any:
-        if not failures:
-            failures.append(len(keys))
-            raise OperationalError("SELECT", {}, RuntimeError("connection lost"))
-        return variants(driver, keys)
-
-    monkeypatch.setitem(ROW_READS, "variant", fails_once)
+    failures = _fails_once(monkeypatch, "variant")
     token = api.token(Role.SELLER, market.seller)
     await api.gql("{ __typename }", token=token)
     hops = _hops(monkeypatch)
@@ -334,16 +341,7 @@ async def test_nodes_read_ahead_that_fails_leaves_each_type_to_read_for_itself(
         api: Api, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
     market = _market(api)
     picked = _mixed_ids(market, SMALL_NODE_MIX)
-    products = ROW_READS["product"]
-    failures: list[int] = []
-
-    def fails_once(driver: Any, keys: Any) -> Any:
-        if not failures:
-            failures.append(len(keys))
-            raise OperationalError("SELECT", {}, RuntimeError("connection lost"))
-        return products(driver, keys)
-
-    monkeypatch.setitem(ROW_READS, "product", fails_once)
+    failures = _fails_once(monkeypatch, "product")
     await api.gql("{ __typename }")
     hops = _hops(monkeypatch)
 
@@ -404,16 +402,7 @@ async def test_a_failed_read_ahead_of_children_leaves_their_fields_to_read(
         api: Api, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
     market = _market(api)
     product, variants = next(iter(market.products.items()))
-    figures = ROW_READS["availability"]
-    failures: list[int] = []
-
-    def fails_once(driver: Any, keys: Any) -> Any:
-        if not failures:
-            failures.append(len(keys))
-            raise OperationalError("SELECT", {}, RuntimeError("connection lost"))
-        return figures(driver, keys)
-
-    monkeypatch.setitem(ROW_READS, "availability", fails_once)
+    failures = _fails_once(monkeypatch, "availability")
     await api.gql("{ __typename }")
     hops = _hops(monkeypatch)
 
