@@ -22,18 +22,26 @@ items as the strawberry type each is. Anything else, or a value that would not c
 cleanly (null in a non-null field, an object its type does not claim, a cast object, an
 error), takes graphql-core's own path, so answers and errors are graphql-core's.
 
+What sorting out a selection finds (graphql-core's collected fields, the steps) depends on
+the document alone when it has no directives (`@skip`, `@include`, `@defer` read
+variables), except for arguments given as variables: then it is kept with the operation
+(`_Shared`) and later requests of the same document (parsed once, cached by query text)
+start from it instead of collecting and sorting their fields again.
+
 Relies on strawberry's private back-reference from a graphql-core field to its
 definition (as `api.coercion` does); without the fast paths none of this is installed.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import weakref
+from collections.abc import Callable, Sequence
 from inspect import isawaitable
 from typing import Any, NamedTuple, TypeGuard
 
 import strawberry
 from graphql import (
+    FragmentSpreadNode,
     GraphQLBoolean,
     GraphQLEnumType,
     GraphQLField,
@@ -47,11 +55,22 @@ from graphql import (
     GraphQLResolveInfo,
     GraphQLScalarType,
     GraphQLString,
+    ListValueNode,
+    Node,
+    ObjectValueNode,
+    OperationDefinitionNode,
+    VariableNode,
     get_nullable_type,
     is_leaf_type,
 )
 from graphql.execution import Executor
-from graphql.execution.collect_fields import FieldDetailsList, GroupedFieldSet
+from graphql.execution.collect_fields import (
+    CollectedFields,
+    DeferUsage,
+    FieldDetailsList,
+    FragmentDetails,
+    GroupedFieldSet,
+)
 from graphql.execution.executor import to_nodes
 from graphql.execution.values import get_argument_values
 from graphql.pyutils import AwaitableOrValue, Path, Undefined, gather_with_cancel
@@ -250,6 +269,91 @@ _NO_ARGUMENTS: dict[str, Any] = {}
 _Kind = tuple[GraphQLObjectType, GroupedFieldSet]
 
 
+class _Shared:
+    """What every execution of one operation without directives finds alike: the root's
+    selection, graphql-core's collected fields of each selection (by its object type and the
+    id of the field details they are collected from), and the steps of each selection whose
+    arguments are literals (by its id). `known` holds the ids of the selections and field
+    details kept here, which these hold alive: only those are looked up or kept, so a
+    selection made afresh per execution neither misses forever nor piles up."""
+
+    __slots__ = ("known", "root", "steps", "subfields")
+
+    def __init__(self) -> None:
+        self.root: dict[GraphQLObjectType, GroupedFieldSet] = {}
+        self.subfields: dict[tuple[GraphQLObjectType, int], CollectedFields] = {}
+        self.steps: dict[int, tuple[GroupedFieldSet, _Steps | None]] = {}
+        self.known: set[int] = set()
+
+    def keep(self, selection: GroupedFieldSet) -> None:
+        self.known.add(id(selection))
+        self.known.update(id(details) for details in selection.values())
+
+
+# id of an operation -> a weak reference to it and what its executions share (None: nothing)
+_SHARED: dict[int, tuple[weakref.ref[OperationDefinitionNode], _Shared | None]] = {}
+
+
+def _shared_of(operation: OperationDefinitionNode, fragments: dict[str, FragmentDetails]
+               ) -> _Shared | None:
+    """What executions of `operation` share, made on its first execution; None when its
+    selections read variables (a directive, a fragment's own variables or arguments)."""
+    key = id(operation)
+    kept = _SHARED.get(key)
+    if kept is not None and kept[0]() is operation:
+        return kept[1]
+    shared = _Shared() if _without_directives(operation, fragments, set()) else None
+
+    def forget(ref: weakref.ref[OperationDefinitionNode]) -> None:
+        entry = _SHARED.get(key)
+        if entry is not None and entry[0] is ref:
+            del _SHARED[key]
+
+    _SHARED[key] = (weakref.ref(operation, forget), shared)
+    return shared
+
+
+def _without_directives(node: Any, fragments: dict[str, FragmentDetails], seen: set[str]
+                        ) -> bool:
+    """Whether the selections under `node`, and the fragments they spread, have no
+    directives, fragment variables or fragment arguments."""
+    selection_set = getattr(node, "selection_set", None)
+    if selection_set is None:
+        return True
+    for selection in selection_set.selections:
+        if selection.directives:
+            return False
+        if not isinstance(selection, FragmentSpreadNode):  # a field, an inline fragment
+            if not _without_directives(selection, fragments, seen):
+                return False
+            continue
+        if selection.arguments:
+            return False
+        name = selection.name.value
+        if name in seen:
+            continue
+        seen.add(name)
+        fragment = fragments.get(name)
+        if fragment is None:
+            continue  # graphql-core skips it too
+        definition = fragment.definition
+        if definition.directives or definition.variable_definitions or \
+                not _without_directives(definition, fragments, seen):
+            return False
+    return True
+
+
+def _literal(value: Node) -> bool:
+    """Whether an argument's value holds no variable."""
+    if isinstance(value, VariableNode):
+        return False
+    if isinstance(value, ListValueNode):
+        return all(_literal(item) for item in value.values)
+    if isinstance(value, ObjectValueNode):
+        return all(_literal(field.value) for field in value.fields)
+    return True
+
+
 class DirectLeaves(Executor[Any]):
     """graphql-core's executor, completing the fields it can without its field machinery.
 
@@ -271,6 +375,43 @@ class DirectLeaves(Executor[Any]):
         super().__init__(*args, **kwargs)
         # each selection's steps by its id, kept with the selection so the id stays its own
         self._steps: dict[int, tuple[GroupedFieldSet, _Steps | None]] = {}
+        self._shared = _shared_of(self.operation, self.fragments)
+
+    def execute_collected_root_fields(
+        self,
+        root_type: GraphQLObjectType,
+        root_value: Any,
+        grouped_field_set: GroupedFieldSet,
+        serially: bool,
+        new_defer_usages: Sequence[DeferUsage],
+    ) -> AwaitableOrValue[dict[str, Any]]:
+        """graphql-core's, on the root selection kept for the operation when it shares."""
+        shared = self._shared
+        if shared is not None and not new_defer_usages:
+            kept = shared.root.get(root_type)
+            if kept is None:
+                kept = shared.root[root_type] = grouped_field_set
+                shared.keep(kept)
+            grouped_field_set = kept
+        return super().execute_collected_root_fields(root_type, root_value, grouped_field_set,
+                                                     serially, new_defer_usages)
+
+    def collect_subfields(self, return_type: GraphQLObjectType,
+                          field_details_list: FieldDetailsList) -> CollectedFields:
+        """graphql-core's, kept for the operation when it shares and the field details are
+        its own."""
+        shared = self._shared
+        if shared is None or id(field_details_list) not in shared.known:
+            return super().collect_subfields(return_type, field_details_list)
+        key = (return_type, id(field_details_list))
+        collected = shared.subfields.get(key)
+        if collected is None:
+            collected = super().collect_subfields(return_type, field_details_list)
+            if collected.new_defer_usages or collected.forbidden_directive_instances:
+                return collected
+            shared.keep(collected.grouped_field_set)
+            shared.subfields[key] = collected
+        return collected
 
     def execute_fields(
         self,
@@ -546,17 +687,28 @@ class DirectLeaves(Executor[Any]):
                   ) -> tuple[GroupedFieldSet, _Steps | None]:
         """The selection's steps (None when none of its fields is one to complete
         directly), kept for the rest of the execution."""
-        direct = getattr(parent_type, LEAVES, None)
-        steps: _Steps | None = None
         # a middleware wraps every resolver: then graphql-core's path for all (strawberry
         # passes a manager per request, empty unless an extension resolves)
         wrapped = self.middleware_manager is not None and self.middleware_manager.middlewares
+        shared = self._shared if not wrapped and id(grouped_field_set) in (
+            self._shared.known if self._shared is not None else ()) else None
+        if shared is not None:
+            kept = shared.steps.get(id(grouped_field_set))
+            if kept is not None:
+                self._steps[id(grouped_field_set)] = kept
+                return kept
+        direct = getattr(parent_type, LEAVES, None)
+        steps: _Steps | None = None
         if direct and not wrapped:
             found = tuple((response_name, details, *self._step_of(direct, details))
                           for response_name, details in grouped_field_set.items())
             if any(step is not None for _, _, step, _ in found):
                 steps = found
         kept = self._steps[id(grouped_field_set)] = (grouped_field_set, steps)
+        if shared is not None and all(  # arguments given as variables differ per execution
+                _literal(argument.value) for details in grouped_field_set.values()
+                for argument in details[0].node.arguments or ()):
+            shared.steps[id(grouped_field_set)] = kept
         return kept
 
     def _step_of(self, direct: dict[str, _Step], details: FieldDetailsList

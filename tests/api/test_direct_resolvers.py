@@ -10,9 +10,14 @@ from typing import Any
 
 import pytest
 import strawberry
+from graphql import execute as graphql_execute
+from graphql import parse
+from graphql.execution import executor as executor_module
+from graphql.execution.collect_fields import FragmentDetails
 from graphql.pyutils import Undefined
 from strawberry.dataloader import DataLoader
 from strawberry.extensions import SchemaExtension
+from strawberry.utils.await_maybe import await_maybe
 
 from api import direct, lookahead
 from api.loaders import now_or_later
@@ -548,3 +553,91 @@ def test_an_extension_that_resolves_sees_every_leaf() -> None:
     direct.install(fast)
     assert fast.execute_sync("{ one { name count } }").errors is None
     assert seen == ["one", "name", "count"]
+
+
+SHARED_QUERY = (
+    "query($by: Int!, $n: String!, $w: String!) { one { scaled a: scaled(by: 3) "
+    "b: scaled(by: $by) kids { name scaled(by: $by) ...Kid } } leaves { name ...Kid } "
+    "named(which: $w) { __typename name ... on Twin { twin } } "
+    "kin(which: $w) { name named(name: $n) { name } } }"
+    " fragment Kid on Leafy { count doubled }")
+
+
+async def test_a_document_without_directives_is_sorted_out_once(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Later executions of the same document reuse its collected fields and steps, and still
+    take their arguments from each execution's variables; answers as graphql-core's."""
+    collected: list[str] = []
+    sorted_out: list[str] = []
+    original_collect = executor_module.collect_subfields
+    original_step_of = FastExecutor._step_of
+
+    def collect(*args: Any) -> Any:
+        collected.append(args[4].name)
+        return original_collect(*args)
+
+    def step_of(self: Any, steps: Any, details: Any) -> Any:
+        sorted_out.append(details[0].node.name.value)
+        return original_step_of(self, steps, details)
+
+    monkeypatch.setattr(executor_module, "collect_subfields", collect)
+    monkeypatch.setattr(FastExecutor, "_step_of", step_of)
+    plain = strawberry.Schema(query=LeafQuery, types=[Stranger, Twin])
+    fast = strawberry.Schema(query=LeafQuery, types=[Stranger, Twin],
+                             execution_context_class=FastExecutor)
+    direct.install(fast)
+    document = parse(SHARED_QUERY)
+    rounds = []
+    for by, n, w in ((5, "v", "clean"), (-1, "", "stranger"), (2, "z", "null"),
+                     (7, "q", "clean")):
+        variables = {"by": by, "n": n, "w": w}
+        collected.clear()
+        sorted_out.clear()
+        CALLS.clear()
+        got = await await_maybe(graphql_execute(
+            fast._schema, document, variable_values=variables, context_value={"k": 1},
+            executor_class=FastExecutor))
+        got_calls = list(CALLS)
+        rounds.append((list(collected), list(sorted_out)))
+        CALLS.clear()
+        want = await plain.execute(SHARED_QUERY, variable_values=variables,
+                                   context_value={"k": 1})
+        assert got.data == want.data, variables
+        assert [(e.message, e.path) for e in got.errors or ()] == \
+            [(e.message, e.path) for e in want.errors or ()]
+        assert got_calls == list(CALLS)
+    first_collected, first_sorted = rounds[0]
+    assert first_collected and first_sorted
+    for again_collected, again_sorted in rounds[1:]:
+        assert again_collected == []  # graphql-core's collection: kept from the first
+        # only the selections with an argument given as a variable are sorted out again
+        # only selections with an argument given as a variable are sorted out again: the
+        # root, `one`'s, `kids`' and `kin`'s; not `leaves`', `named`'s items' or `named`'s
+        assert sorted(again_sorted) == sorted([
+            "one", "leaves", "named", "kin", "scaled", "scaled", "scaled", "kids", "name", "scaled",
+            "count", "doubled", "name", "named"])
+        assert len(first_sorted) > len(again_sorted)
+
+
+@pytest.mark.parametrize(("query", "shared"), [
+    ("{ one { name } }", True),
+    ("query($x: Int!) { one { ...F kids { name } } } fragment F on Leafy { scaled(by: $x) }",
+     True),
+    ("query($y: Boolean!) { one { name @include(if: $y) } }", False),
+    ("query($y: Boolean!) { one { ... @skip(if: $y) { name } } }", False),
+    ("query($y: Boolean!) { one { ...F } } fragment F on Leafy { name @skip(if: $y) }",
+     False),
+    ("{ one { ...F @include(if: true) } } fragment F on Leafy { name }", False),
+])
+def test_only_documents_without_directives_share(query: str, shared: bool) -> None:
+    document = parse(query)
+    operation = document.definitions[0]
+    fragments = {d.name.value: FragmentDetails(d) for d in document.definitions[1:]}
+    kept = direct._shared_of(operation, fragments)  # type: ignore[arg-type]
+    assert (kept is not None) is shared
+    assert direct._shared_of(operation, fragments) is kept  # type: ignore[arg-type]
+    key = id(operation)
+    del document, operation
+    import gc
+    gc.collect()
+    assert key not in direct._SHARED  # forgotten with its document
