@@ -63,7 +63,8 @@ class Services:
         connection (planned once) the loaders' reads of the other keys `keys_of` names
         (`loaders.read_ahead`). A failed read ahead leaves the fields to read for
         themselves (and meet the error)."""
-        rows = self.read_driver(reads.page, model, query)
+        rows = self.read_driver(reads.page, model, query,
+                                planned_once=reads.planned_once(query))
         nodes = [build(row) for row in rows[:query.first]]
         found = carried(query, rows[:query.first])
         wanted = {name: missing for name, keys in keys_of(nodes).items()

@@ -18,12 +18,12 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Engine, Select
+from sqlalchemy import Engine, Integer, Select
 
 from domain.db import DRIVER_DIALECTS, driver_errors, driver_pool
 
 Process = Callable[[Any], Any]
-_EXPANDED_KEPT = 256  # texts kept per statement, one per combination of list lengths
+_EXPANDED_KEPT = 256  # texts kept per statement, one per combination of list lengths and literals
 
 
 class Unsupported(ValueError):
@@ -79,7 +79,9 @@ class Compiled:
     """`statement` compiled for `dialect`'s driver; `rows()` runs it.
 
     A parameter the statement binds with `expanding=True` takes a list: its placeholders are
-    rendered per list length, once. An empty list matches nothing, as in SQLAlchemy.
+    rendered per list length, once. An empty list matches nothing, as in SQLAlchemy. An
+    Integer parameter bound with `literal_execute=True` (a page's LIMIT) is written into
+    the text, as SQLAlchemy does: a prepared statement's generic plan then knows it.
 
     What it cannot run as Core would, it refuses when built (`Unsupported`), so a new
     statement fails in its first test rather than answering differently: columns without a
@@ -96,11 +98,16 @@ class Compiled:
         self._defaults: dict[str, Any] = {}
         self._binds: dict[str, Process] = {}
         self._expanding: list[str] = []
+        self._literals: list[str] = []
         for bind, name in compiled.bind_names.items():
             if not bind.required:
                 self._defaults[name] = bind.effective_value
             if bind.expanding and name not in self._expanding:  # a list used twice: once
                 self._expanding.append(name)
+            elif bind.literal_execute and not bind.expanding and name not in self._literals:
+                if not isinstance(bind.type, Integer):
+                    raise Unsupported(f"a literal parameter must be an Integer: {name!r}")
+                self._literals.append(name)
             process = bind.type.dialect_impl(driver_dialect).bind_processor(driver_dialect)
             if process is not None:
                 self._binds[name] = process
@@ -126,9 +133,9 @@ class Compiled:
             if any(other.startswith(f"{name}_") for other in taken):
                 raise Unsupported(f"the list {name!r}'s item names collide with {taken}")
         markers = set(re.findall(r"__\[POSTCOMPILE_(\w+)\]", self._sql))
-        if markers != set(self._expanding):
+        if markers != {*self._expanding, *self._literals}:
             raise Unsupported(f"post-compile markers {markers} are not the lists "
-                              f"{self._expanding}")
+                              f"{self._expanding} and literals {self._literals}")
 
     def rows(self, driver: Driver, params: Mapping[str, Any]) -> list[Any]:
         """The statement's rows for `params` (each bind's name -> its Python value)."""
@@ -149,26 +156,32 @@ class Compiled:
             value = values[name]
             values[name] = [process(v) for v in value] if name in self._expanding \
                 else process(value)
-        if not self._expanding:
+        if not self._expanding and not self._literals:
             return self._sql, values
         return self._expand(values), values
 
     def _expand(self, values: dict[str, Any]) -> str:
-        """The text with each expanding bind's placeholders (one per item), and `values` with
-        each item under its own name."""
-        lengths = []
+        """The text with each expanding bind's placeholders (one per item) and each literal's
+        value, and `values` with each item under its own name and without the literals."""
+        key: list[int] = []
         for name in self._expanding:
             items: Sequence[Any] = values.pop(name)
-            lengths.append(len(items))
+            key.append(len(items))
             values.update((f"{name}_{i}", item) for i, item in enumerate(items, 1))
-        key = tuple(lengths)
-        sql = self._expanded.get(key)
+        for name in self._literals:
+            literal = values.pop(name)
+            if type(literal) is not int:  # only ever an int is written into the text
+                raise TypeError(f"{name!r} must be an int, not {type(literal).__name__}")
+            key.append(literal)
+        sql = self._expanded.get(tuple(key))
         if sql is None:
             sql = self._sql
-            for name, length in zip(self._expanding, lengths, strict=True):
+            for name, length in zip(self._expanding, key, strict=False):
                 listed = ", ".join(self._placeholder.format(f"{name}_{i}")
                                    for i in range(1, length + 1))
                 sql = sql.replace(f"__[POSTCOMPILE_{name}]", listed or "NULL")
+            for name, literal in zip(self._literals, key[len(self._expanding):], strict=True):
+                sql = sql.replace(f"__[POSTCOMPILE_{name}]", str(literal))
             if len(self._expanded) < _EXPANDED_KEPT:
-                self._expanded[key] = sql
+                self._expanded[tuple(key)] = sql
         return sql

@@ -10,11 +10,13 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 from sqlalchemy import (
+    ARRAY,
     Integer,
     Select,
     String,
     bindparam,
     func,
+    literal_column,
     select,
     true,
     union_all,
@@ -334,6 +336,14 @@ def page(driver: Driver, model: type[M], query: PageQuery) -> list[Any]:
     return statement.rows(driver, params)
 
 
+def planned_once(query: PageQuery) -> bool:
+    """Whether the page's statement has one plan good for any values, so that PostgreSQL
+    may plan it once (`Services.read_driver`): a page by SKUs (`_asked_skus`). Left to
+    choose, PostgreSQL planned it anew for every request (its custom plan looked cheaper
+    than the generic one), which cost more than running it."""
+    return query.skus is not None
+
+
 def page_text(dialect: str, model: type[M], query: PageQuery) -> tuple[str, dict[str, Any]]:
     """What `page` sends the driver: the SQL text and its values (the bench's EXPLAIN)."""
     statement, params = _page_call(dialect, model, query)
@@ -394,7 +404,7 @@ def _page_select(model: type[Base], dialect: str,
     table: Any = model.__table__
     column: Any = model
     stmt: Select[Any] = (select(table).order_by(pk.desc())
-                         .limit(bindparam("limit", type_=Integer)))
+                         .limit(_limit()))
     for name, value in shape:
         param: Any = bindparam(name)
         if name == "before_id":
@@ -433,9 +443,7 @@ def _page_select(model: type[Base], dialect: str,
             below = (Stock.low_stock_threshold.is_not(None)) & (free < Stock.low_stock_threshold)
             stmt = stmt.where(below if value else ~below)
         elif name == "skus":
-            # an expanding IN, not one array: PostgreSQL's generic plan for `= ANY($1)`
-            # (a prepared statement's, from its 6th run) walked the whole table by id
-            stmt = stmt.where(ProductVariant.sku.in_(bindparam(name, expanding=True)))
+            stmt = _asked_skus(stmt, dialect)
         elif name == "statuses":
             stmt = stmt.where(Order.status.in_(bindparam(name, expanding=True)))
         elif name == "types":
@@ -447,6 +455,27 @@ def _page_select(model: type[Base], dialect: str,
         else:
             raise AssertionError(f"no filter {name}")
     return stmt
+
+
+def _asked_skus(stmt: Select[Any], dialect: str) -> Select[Any]:
+    """The variants among `stmt`'s whose SKU is asked (`:skus`, a short list).
+
+    On PostgreSQL, looked up by SKU and then sorted, whatever the table's size. The
+    generic plan of a prepared statement (from its sixth run) otherwise walked the variants
+    by id, newest first, keeping those asked: with an unknown LIMIT the walk looks cheap.
+    That read every variant newer than the oldest one asked (all 1,000 of the bench's
+    seeded ones, 130 µs of PostgreSQL's time in each storefront read) and built the IN
+    list's array for each. So the SKUs are one array, joined once each, and the order is
+    on `id + 0`, which the primary key's index cannot hand over; with few variants
+    PostgreSQL hashes the asked SKUs and scans, with many it looks each one up in the
+    (sku, seller_id) index.
+    """
+    if dialect != "postgresql":
+        return stmt.where(ProductVariant.sku.in_(bindparam("skus", expanding=True)))
+    asked = select(func.unnest(bindparam("skus", type_=ARRAY(String))).label("sku")) \
+        .distinct().subquery("asked")
+    return stmt.join(asked, ProductVariant.sku == asked.c.sku).order_by(None) \
+        .order_by(_unindexed(ProductVariant.id).desc())
 
 
 def _orders_of_seller(dialect: str, shape: tuple[tuple[str, Any], ...]) -> Select[Any]:
@@ -465,22 +494,38 @@ def _orders_of_seller(dialect: str, shape: tuple[tuple[str, Any], ...]) -> Selec
         .with_only_columns(Order.id)
     holding = select(OrderLine.order_id.label("id")) \
         .where(OrderLine.seller_id == bindparam("order_seller_id"))
-    if any(name in ("statuses", "types") for name, _ in rest):
-        holding = holding.join(Order, Order.id == OrderLine.order_id)
     for name, _ in rest:
         if name == "before_id":
             holding = holding.where(OrderLine.order_id < bindparam(name))
-        elif name == "statuses":
-            holding = holding.where(Order.status.in_(bindparam(name, expanding=True)))
-        elif name == "types":
-            holding = holding.where(Order.type.in_(bindparam(name, expanding=True)))
+        elif name in ("statuses", "types"):
+            # each line's order looked up as the seller's lines are walked, newest first: a
+            # join let the plan merge them with a walk of all orders by id
+            of_line = select(Order.status if name == "statuses" else Order.type) \
+                .where(Order.id == OrderLine.order_id).scalar_subquery()
+            holding = holding.where(of_line.in_(bindparam(name, expanding=True)))
         else:
             raise AssertionError(f"no filter {name} for a seller's orders")
     holding = holding.distinct().order_by(OrderLine.order_id.desc()) \
-        .limit(bindparam("limit", type_=Integer))
+        .limit(_limit())
     newest = union_all(select(created.subquery().c.id), select(holding.subquery().c.id))
-    return (select(Order.__table__).where(Order.id.in_(newest)).order_by(Order.id.desc())
-            .limit(bindparam("limit", type_=Integer)))
+    # sorted after they are found, not by the primary key's index: walking that newest
+    # first, as the generic plan of a prepared statement did, read every newer order
+    return (select(Order.__table__).where(Order.id.in_(newest))
+            .order_by(_unindexed(Order.id).desc()).limit(_limit()))
+
+
+def _limit() -> Any:
+    """A page's LIMIT, written into the statement's text (`rows.Compiled`): PostgreSQL's
+    generic plan of a prepared statement takes a LIMIT it cannot see for a tenth of the
+    rows, so walking an index in the page's order, keeping the rows that match, looks
+    cheap, however many rows the walk passes before it finds a page."""
+    return bindparam("limit", type_=Integer, literal_execute=True)
+
+
+def _unindexed(column: Any) -> Any:
+    """`column + 0`: the same order, which no index hands over, so PostgreSQL finds the
+    few rows asked first and sorts them, instead of walking an index in that order."""
+    return column.op("+")(literal_column("0"))
 
 
 def _per_warehouse(model: type[Base], dialect: str, shape: tuple[tuple[str, Any], ...],
@@ -501,5 +546,5 @@ def _per_warehouse(model: type[Base], dialect: str, shape: tuple[tuple[str, Any]
               .lateral("newest"))
     return (select(*newest.c).select_from(Warehouse).join(newest, true())
             .where(Warehouse.seller_id == bindparam(seller))
-            .order_by(newest.c.id.desc()).limit(bindparam("limit", type_=Integer)))
+            .order_by(newest.c.id.desc()).limit(_limit()))
 

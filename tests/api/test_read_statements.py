@@ -30,6 +30,7 @@ from bench.reads import (
     SPECS,
     TRIVIAL,
 )
+from domain import rows
 from domain.models import Role
 from domain.services import stock
 from tests.api.test_query_counts import Statements, counting
@@ -123,19 +124,31 @@ async def test_the_trivial_query_runs_no_statement(api: Api) -> None:
     assert seen.count == STATEMENTS[TRIVIAL], seen.sql
 
 
-async def test_availability_of_5_skus_reads_them_in_one_statement(api: Api) -> None:
+async def test_availability_of_5_skus_reads_them_in_one_statement(
+        api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
     """5 variants by SKU, each with its availability over the 3 warehouses serving
     COUNTRY: the page carries the sums (`PageQuery.available_in`)."""
     market = _market(api)
     picked = [variants[v] for variants in market.products.values() for v in (2, 7)][:5]
     skus = [market.sku[v] for v in picked]
 
+    planned: list[bool] = []
+    connect = rows.connect
+
+    def watched(engine: Any, *, planned_once: bool) -> Any:
+        planned.append(planned_once)
+        return connect(engine, planned_once=planned_once)
+
+    monkeypatch.setattr(rows, "connect", watched)
     data, seen = await _counted(api, "storefront", AVAILABILITY, {"skus": skus})
 
     figures = {e["node"]["sku"]: e["node"]["quantityAvailable"]
                for e in data["productVariants"]["edges"]}
     assert figures == {market.sku[v]: market.available[v] for v in picked}
     assert seen.count == STATEMENTS["availability"], seen.sql
+    # its plan holds for any SKUs (reads._asked_skus): on PostgreSQL planned once, not
+    # planned again for each request as the engine's pool left PostgreSQL to choose
+    assert planned == [True]
 
 
 async def test_a_product_page_of_10_variants_runs_one_statement_per_level(api: Api) -> None:

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import bindparam, func, select
+from sqlalchemy import Integer, String, bindparam, func, select
 
 from api.loaders import ROW_READS
 from domain import rows
@@ -168,3 +168,23 @@ def test_what_it_cannot_run_as_core_would_is_refused_when_built(dialect: str) ->
     if dialect == "postgresql":  # psycopg's Float processor wants the driver's type code
         with pytest.raises(rows.Unsupported, match="type code"):
             rows.Compiled(select(SalesChannel.__table__), dialect)
+
+
+@pytest.mark.parametrize("dialect", ["postgresql", "sqlite"])
+def test_an_integer_literal_is_written_into_the_text(dialect: str) -> None:
+    limited = select(ProductVariant.id).where(ProductVariant.sku.in_(
+        bindparam("skus", expanding=True))).order_by(ProductVariant.id.desc()).limit(
+        bindparam("limit", type_=Integer, literal_execute=True))
+    compiled = rows.Compiled(limited, dialect)
+
+    sql, values = compiled.text({"skus": ["a", "b"], "limit": 7})
+    again, _ = compiled.text({"skus": ["c"], "limit": 3})
+
+    assert "LIMIT 7" in sql and "limit" not in values and len(values) >= 2
+    assert "LIMIT 3" in again and "LIMIT 7" not in again
+    with pytest.raises(TypeError):  # only an int is ever written into SQL
+        compiled.text({"skus": ["a"], "limit": "1; DROP TABLE stock"})
+    with pytest.raises(rows.Unsupported, match="Integer"):
+        rows.Compiled(select(ProductVariant.id).where(
+            ProductVariant.sku == bindparam("sku", type_=String, literal_execute=True)),
+            dialect)
