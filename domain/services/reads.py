@@ -15,6 +15,7 @@ from sqlalchemy import (
     Select,
     String,
     bindparam,
+    cast,
     func,
     literal_column,
     select,
@@ -24,7 +25,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Session
 
 from domain import stock_rules
-from domain.db import id_list, in_ids
+from domain.db import id_list, in_ids, pg_array
 from domain.models import (
     Allocation,
     Base,
@@ -359,6 +360,8 @@ def _page_call(dialect: str, model: type[M], query: PageQuery
         value = getattr(query, name)
         if name == "sku_prefix":
             params["sku_prefix"] = _escaped(value) + "%"
+        elif name == "skus" and dialect == "postgresql":
+            params["skus"] = pg_array(value)  # one text, cast (`_asked_skus`)
         elif name not in _SHAPED:
             params[name] = list(value) if isinstance(value, tuple) else value
     return _page_statement(model, dialect, shape), params
@@ -465,15 +468,15 @@ def _asked_skus(stmt: Select[Any], dialect: str) -> Select[Any]:
     by id, newest first, keeping those asked: with an unknown LIMIT the walk looks cheap.
     That read every variant newer than the oldest one asked (all 1,000 of the bench's
     seeded ones, 130 µs of PostgreSQL's time in each storefront read) and built the IN
-    list's array for each. So the SKUs are one array, joined once each, and the order is
-    on `id + 0`, which the primary key's index cannot hand over; with few variants
-    PostgreSQL hashes the asked SKUs and scans, with many it looks each one up in the
-    (sku, seller_id) index.
+    list's array for each. So the SKUs are one array (one text parameter: `db.pg_array`),
+    joined once each, and the order is on `id + 0`, which the primary key's index cannot
+    hand over; with few variants PostgreSQL hashes the asked SKUs and scans, with many it
+    looks each one up in the (sku, seller_id) index.
     """
     if dialect != "postgresql":
         return stmt.where(ProductVariant.sku.in_(bindparam("skus", expanding=True)))
-    asked = select(func.unnest(bindparam("skus", type_=ARRAY(String))).label("sku")) \
-        .distinct().subquery("asked")
+    asked = select(func.unnest(cast(bindparam("skus", type_=String), ARRAY(String)))
+                   .label("sku")).distinct().subquery("asked")
     return stmt.join(asked, ProductVariant.sku == asked.c.sku).order_by(None) \
         .order_by(_unindexed(ProductVariant.id).desc())
 

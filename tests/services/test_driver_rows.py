@@ -188,3 +188,16 @@ def test_an_integer_literal_is_written_into_the_text(dialect: str) -> None:
         rows.Compiled(select(ProductVariant.id).where(
             ProductVariant.sku == bindparam("sku", type_=String, literal_execute=True)),
             dialect)
+
+
+def test_a_page_by_skus_finds_any_sku_as_written(db: Database) -> None:
+    # on PostgreSQL the SKUs go as one array literal (db.pg_array): quotes, backslashes,
+    # commas, braces, blanks and the word NULL stay what they are
+    s = shop(db, stock1=1)
+    odd = ['a"b', "c\\d", "e,f", "{g}", "h i", "NULL", "ü-ß", 'i\\"j']
+    made = {s.world.variant(s.product, sku=sku): sku for sku in odd}
+    query = reads.PageQuery(first=50, skus=(*odd, odd[0], "absent"))
+
+    found = _on_driver(db, reads.page, ProductVariant, query)
+
+    assert [(row.id, row.sku) for row in found] == sorted(made.items(), reverse=True)
