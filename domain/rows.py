@@ -20,7 +20,7 @@ from typing import Any
 
 from sqlalchemy import Engine, Integer, Select
 
-from domain.db import DRIVER_DIALECTS, driver_errors, driver_pool
+from domain.db import DRIVER_DIALECTS, driver_connections, driver_errors
 
 Process = Callable[[Any], Any]
 _EXPANDED_KEPT = 256  # texts kept per statement, one per combination of list lengths and literals
@@ -43,10 +43,11 @@ def connect(engine: Engine, *, planned_once: bool) -> Iterator[Driver]:
     """A pooled DBAPI connection of `engine`'s database, in autocommit: each statement reads
     what was committed when it began, as the reader sessions do.
 
-    On PostgreSQL, `planned_once` takes it from the driver pool (`db.driver_pool`), where a
-    prepared statement is planned once for any values: for rows by id and sums over ids.
-    Otherwise from the engine's own pool, planned for the values given (a page: its LIMIT, a
-    skewed filter). A connection that is broken or not idle afterwards is not pooled again.
+    On PostgreSQL, `planned_once` borrows one of the driver connections
+    (`db.DriverConnections`), where a prepared statement is planned once for any values: for
+    rows by id, sums over ids and pages by SKUs. Otherwise from the engine's own pool,
+    planned for the values given (a page: a skewed filter). A connection that is broken or
+    not idle afterwards is not pooled again.
     """
     dialect = engine.dialect.name
     if dialect != "postgresql":
@@ -56,9 +57,13 @@ def connect(engine: Engine, *, planned_once: bool) -> Iterator[Driver]:
         finally:
             pooled.close()
         return
+    if planned_once:
+        with driver_connections(engine).lend() as lent:
+            yield Driver(lent, dialect)
+        return
     from psycopg.pq import TransactionStatus
 
-    pooled = (driver_pool(engine) if planned_once else engine).raw_connection()
+    pooled = engine.raw_connection()
     raw: Any = pooled.driver_connection
     own = not raw.autocommit  # the engine's pool: its sessions want transactions back
     try:

@@ -9,7 +9,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from domain.db import driver_pool
+from domain.db import driver_connections
 from domain.events import Event
 
 Publish = Callable[[Event], None]
@@ -77,33 +77,26 @@ class UnitOfWork:
         that is one statement, `ledger.execute_last`) or that frames its own (SQLite's
         `begin_immediate`, which takes the writer turn). The session's machinery cost more
         CPU than the order path's own work. Then `committed_on_driver()` publishes events.
-        On PostgreSQL the connection comes from a pool of its own (`db.driver_pool`).
+        On PostgreSQL the connection is lent by `db.driver_connections`.
 
         Like `with uow:` for the session, this starts the unit: the events emitted since are
         what `committed_on_driver()` publishes, and an earlier attempt's are dropped.
         """
-        engine = driver_pool(self._session_factory.kw["bind"])
+        engine = self._session_factory.kw["bind"]
         self.events = []
+        if engine.dialect.name == "postgresql":
+            # one that comes back broken or in a transaction is closed, not lent again
+            with driver_connections(engine).lend() as lent:
+                yield lent
+            return
         pooled = engine.raw_connection()
         raw: Any = pooled.driver_connection
-        if engine.dialect.name != "postgresql":
-            try:
-                yield raw  # pysqlite without isolation_level: autocommit until a BEGIN
-            finally:
-                try:
-                    if raw.in_transaction:
-                        raw.rollback()  # and gives the writer turn back
-                finally:
-                    pooled.close()
-            return
-        from psycopg.pq import TransactionStatus
-
         try:
-            yield raw
+            yield raw  # pysqlite without isolation_level: autocommit until a BEGIN
         finally:
             try:
-                if raw.broken or raw.info.transaction_status != TransactionStatus.IDLE:
-                    pooled.invalidate()  # it does not go back to the pool like this
+                if raw.in_transaction:
+                    raw.rollback()  # and gives the writer turn back
             finally:
                 pooled.close()
 

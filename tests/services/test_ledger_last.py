@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import functools
 import threading
-from typing import Any
 
 import pytest
 from sqlalchemy import text
 
 from domain import ledger, placement
-from domain.db import driver_pool, make_engine
+from domain.db import driver_connections, driver_pool, make_engine
 from domain.events import Event, StockChanged
 from domain.models import OrderType, Seller
 from domain.services import orders
@@ -253,14 +252,9 @@ def test_the_driver_connection_goes_back_to_the_pool_clean(db: Database) -> None
     if db.engine.dialect.name == "postgresql":
         from psycopg.pq import TransactionStatus
 
-        pool = driver_pool(db.engine)
-        pooled = pool.raw_connection()  # the failed statement's connection went back here
-        try:
-            raw: Any = pooled.driver_connection
+        with driver_connections(db.engine).lend() as raw:  # lent again, or a new one
             assert raw.autocommit and raw.info.transaction_status == TransactionStatus.IDLE
             assert raw.execute("SHOW plan_cache_mode").fetchone() == ("force_generic_plan",)
-        finally:
-            pooled.close()
         session_side = db.engine.raw_connection()
         try:
             assert session_side.driver_connection.autocommit is False  # type: ignore[union-attr]
@@ -279,12 +273,14 @@ def test_postgresql_plans_the_order_path_once_and_the_rest_per_call(db: Database
         assert conn.execute("SHOW plan_cache_mode").fetchone() == ("force_generic_plan",)
     with db.engine.connect() as connection:
         assert connection.execute(text("SHOW plan_cache_mode")).scalar() == "auto"
-    pool = driver_pool(db.engine)
-    assert pool is not db.engine and pool.pool.checkedin() >= 1
+    connections = driver_connections(db.engine)
+    assert driver_pool(db.engine) is connections.factory is not db.engine
+    assert connections.idle() >= 1
     engine = make_engine(db.settings)
     try:
-        with driver_pool(engine).connect():
-            pass
+        with driver_connections(engine).lend() as lent:
+            assert lent.execute("SELECT 1").fetchone() == (1,)
+        assert driver_connections(engine).idle() == 1
     finally:
         engine.dispose()
-    assert driver_pool(engine).pool.checkedin() == 0
+    assert driver_connections(engine).idle() == 0 and lent.closed

@@ -1,0 +1,73 @@
+"""db.DriverConnections: the order path's and the planned-once reads' PostgreSQL
+connections, lent without SQLAlchemy's pool."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from domain import db as dbmodule
+from domain.db import DriverConnections, driver_connections, make_engine
+from tests.conftest import Database
+
+
+def _connections(pg_db: Database, limit: int) -> DriverConnections:
+    return DriverConnections(driver_connections(pg_db.engine).factory, limit)
+
+
+def test_a_connection_is_lent_again_unless_it_comes_back_unfit(pg_db: Database) -> None:
+    connections = _connections(pg_db, 2)
+    with connections.lend() as first:
+        assert first.autocommit
+        assert first.execute("SHOW plan_cache_mode").fetchone() == ("force_generic_plan",)
+    with connections.lend() as again:
+        assert again is first
+        again.execute("BEGIN")  # left in a transaction: not lent again
+    assert first.closed and connections.idle() == 0
+    with pytest.raises(ZeroDivisionError), connections.lend() as failing:
+        raise ZeroDivisionError
+    assert connections.idle() == 1  # an error of the borrower's: the connection is fine
+    with connections.lend() as next_one:
+        assert next_one is failing
+    connections.close()
+    assert connections.idle() == 0 and failing.closed
+
+
+def test_at_most_limit_are_lent_at_once(pg_db: Database, monkeypatch: pytest.MonkeyPatch
+                                        ) -> None:
+    connections = _connections(pg_db, 1)
+    monkeypatch.setattr(dbmodule, "LEND_TIMEOUT", 0.2)
+    refused: list[BaseException] = []
+
+    def borrow() -> None:
+        try:
+            with connections.lend():
+                pass
+        except TimeoutError as exc:
+            refused.append(exc)
+
+    with connections.lend():
+        other = threading.Thread(target=borrow)
+        other.start()
+        other.join()
+    assert len(refused) == 1
+    borrow()  # free again
+    assert len(refused) == 1
+    connections.close()
+
+
+def test_disposing_the_engine_closes_them(pg_db: Database) -> None:
+    engine = make_engine(pg_db.settings)
+    connections = driver_connections(engine)
+    with connections.lend() as kept, connections.lend() as lent:
+        pass
+    assert connections.idle() == 2
+    with connections.lend() as out:
+        engine.dispose()
+        assert kept.closed or lent.closed
+    assert out.closed and connections.idle() == 0
+    with connections.lend() as after:  # the engine may be used again, as SQLAlchemy's
+        assert after.execute("SELECT 1").fetchone() == (1,)
+    assert connections.idle() == 1
+    connections.close()
