@@ -162,9 +162,9 @@ def make_engine(settings: Settings, **kwargs: Any) -> Engine:
 
 
 # engine -> the connections `UnitOfWork.driver` and the planned-once reads draw from
-_DRIVER_POOLS: weakref.WeakKeyDictionary[Engine, DriverConnections] = \
+_DRIVER_CONNECTIONS: weakref.WeakKeyDictionary[Engine, DriverConnections] = \
     weakref.WeakKeyDictionary()
-_DRIVER_POOLS_LOCK = threading.Lock()
+_DRIVER_CONNECTIONS_LOCK = threading.Lock()
 LEND_TIMEOUT = 30.0  # seconds a thread waits for a driver connection, as SQLAlchemy's pool
 
 
@@ -175,7 +175,7 @@ class DriverConnections:
     SQLAlchemy's pool around each loan (a fairy and its record, events, the reset on
     return) cost 60-80 µs of CPU per loan in the server, a tenth of the storefront's
     availability read; a loan here is a deque's pop and append. `factory`
-    (`_generic_plan_pool`) makes each connection, which is then detached from it. At most
+    (`_planned_once_connections`) makes each connection, which is then detached from it. At most
     `limit` are lent at once (more callers wait, up to LEND_TIMEOUT); at most `limit` stay
     idle. One that comes back broken or not idle (a transaction left open) is closed, as
     are the idle ones when the engine is disposed, and those lent then when they come back.
@@ -233,12 +233,12 @@ class DriverConnections:
 
 def driver_connections(engine: Engine) -> DriverConnections:
     """The driver connections of a PostgreSQL `engine` (made on first use)."""
-    connections = _DRIVER_POOLS.get(engine)
+    connections = _DRIVER_CONNECTIONS.get(engine)
     if connections is None:
-        with _DRIVER_POOLS_LOCK:
-            connections = _DRIVER_POOLS.get(engine)
+        with _DRIVER_CONNECTIONS_LOCK:
+            connections = _DRIVER_CONNECTIONS.get(engine)
             if connections is None:
-                connections = _DRIVER_POOLS[engine] = _generic_plan_pool(engine)
+                connections = _DRIVER_CONNECTIONS[engine] = _planned_once_connections(engine)
     return connections
 
 
@@ -251,7 +251,7 @@ def driver_pool(engine: Engine) -> Engine:
     return driver_connections(engine).factory
 
 
-def _generic_plan_pool(engine: Engine) -> DriverConnections:
+def _planned_once_connections(engine: Engine) -> DriverConnections:
     """Connections to `engine`'s database of their own, as many as its pool's and four
     more, in autocommit, where a statement psycopg prepares (from its 5th run on a
     connection) is planned once: plan_cache_mode = force_generic_plan. Closed when `engine`

@@ -181,7 +181,7 @@ class Compiled:
         sql = self._expanded.get(tuple(key))
         if sql is None:
             sql = self._sql
-            for name, length in zip(self._expanding, key, strict=False):
+            for name, length in zip(self._expanding, key[:len(self._expanding)], strict=True):
                 listed = ", ".join(self._placeholder.format(f"{name}_{i}")
                                    for i in range(1, length + 1))
                 sql = sql.replace(f"__[POSTCOMPILE_{name}]", listed or "NULL")
