@@ -281,7 +281,8 @@ class _Shared:
 
     def __init__(self) -> None:
         self.root: dict[GraphQLObjectType, GroupedFieldSet] = {}
-        self.subfields: dict[tuple[GraphQLObjectType, int], CollectedFields] = {}
+        self.subfields: dict[tuple[GraphQLObjectType, int],
+                             tuple[FieldDetailsList, CollectedFields]] = {}
         self.steps: dict[int, tuple[GroupedFieldSet, _Steps | None]] = {}
         self.known: set[int] = set()
 
@@ -390,8 +391,9 @@ class DirectLeaves(Executor[Any]):
         if shared is not None and not new_defer_usages:
             kept = shared.root.get(root_type)
             if kept is None:
-                kept = shared.root[root_type] = grouped_field_set
-                shared.keep(kept)
+                kept = shared.root.setdefault(root_type, grouped_field_set)  # first one kept
+                if kept is grouped_field_set:
+                    shared.keep(kept)
             grouped_field_set = kept
         return super().execute_collected_root_fields(root_type, root_value, grouped_field_set,
                                                      serially, new_defer_usages)
@@ -404,14 +406,16 @@ class DirectLeaves(Executor[Any]):
         if shared is None or id(field_details_list) not in shared.known:
             return super().collect_subfields(return_type, field_details_list)
         key = (return_type, id(field_details_list))
-        collected = shared.subfields.get(key)
-        if collected is None:
+        kept = shared.subfields.get(key)
+        if kept is None:
             collected = super().collect_subfields(return_type, field_details_list)
             if collected.new_defer_usages or collected.forbidden_directive_instances:
                 return collected
-            shared.keep(collected.grouped_field_set)
-            shared.subfields[key] = collected
-        return collected
+            # the first one kept (another thread's, if it came first), its details with it
+            kept = shared.subfields.setdefault(key, (field_details_list, collected))
+            if kept[1] is collected:
+                shared.keep(collected.grouped_field_set)
+        return kept[1]
 
     def execute_fields(
         self,

@@ -40,6 +40,7 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql.psycopg import dialect as psycopg_dialect
 from sqlalchemy.dialects.sqlite import dialect as sqlite_dialect
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import NullPool, QueuePool
 
@@ -177,8 +178,9 @@ class DriverConnections:
     availability read; a loan here is a deque's pop and append. `factory`
     (`_planned_once_connections`) makes each connection, which is then detached from it. At most
     `limit` are lent at once (more callers wait, up to LEND_TIMEOUT); at most `limit` stay
-    idle. One that comes back broken or not idle (a transaction left open) is closed, as
-    are the idle ones when the engine is disposed, and those lent then when they come back.
+    idle. One that comes back not idle (a transaction left open) is closed; one that comes
+    back broken closes the idle ones too (the server went away), as disposing the engine
+    does, and those lent then are closed when they come back.
     """
 
     def __init__(self, factory: Engine, limit: int) -> None:
@@ -187,13 +189,14 @@ class DriverConnections:
         self._lendable = threading.BoundedSemaphore(limit)
         self._limit = limit
         self._generation = 0  # one more at each close: what was lent before is not kept
+        self._lock = threading.Lock()  # a connection taken back, against a close
 
     @contextlib.contextmanager
     def lend(self) -> Iterator[Any]:
         """A psycopg connection in autocommit, outside any transaction."""
-        if not self._lendable.acquire(timeout=LEND_TIMEOUT):
-            raise TimeoutError(f"no driver connection free within {LEND_TIMEOUT:.0f} s "
-                               f"({self._limit} lent)")
+        if not self._lendable.acquire(timeout=LEND_TIMEOUT):  # as SQLAlchemy's pool raises
+            raise SQLAlchemyTimeoutError(f"no driver connection free within "
+                                         f"{LEND_TIMEOUT:.0f} s ({self._limit} lent)")
         try:
             generation = self._generation
             try:
@@ -215,20 +218,26 @@ class DriverConnections:
     def close(self) -> None:
         """Close the idle connections; those lent now are closed when they come back. Later
         loans make new ones (as an engine's pool after `dispose`)."""
-        self._generation += 1
-        while self._idle:
+        with self._lock:
+            self._generation += 1
+            idle, self._idle = self._idle, collections.deque()
+        for raw in idle:
             with contextlib.suppress(Exception):
-                self._idle.pop().close()
+                raw.close()
 
     def _take_back(self, raw: Any, generation: int) -> None:
         from psycopg.pq import TransactionStatus
 
-        if generation != self._generation or raw.broken or len(self._idle) >= self._limit \
-                or raw.info.transaction_status != TransactionStatus.IDLE:
-            with contextlib.suppress(Exception):
-                raw.close()
-        else:
-            self._idle.append(raw)
+        if raw.broken:  # the server went away, or restarted: so did the idle ones
+            self.close()
+        with self._lock:
+            if generation == self._generation and not raw.broken and \
+                    len(self._idle) < self._limit and \
+                    raw.info.transaction_status == TransactionStatus.IDLE:
+                self._idle.append(raw)
+                return
+        with contextlib.suppress(Exception):
+            raw.close()
 
 
 def driver_connections(engine: Engine) -> DriverConnections:

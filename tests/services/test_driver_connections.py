@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import threading
 
+import psycopg
 import pytest
+from sqlalchemy import text
+from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
 
 from domain import db as dbmodule
 from domain.db import DriverConnections, driver_connections, make_engine
@@ -44,7 +47,7 @@ def test_at_most_limit_are_lent_at_once(pg_db: Database, monkeypatch: pytest.Mon
         try:
             with connections.lend():
                 pass
-        except TimeoutError as exc:
+        except SQLAlchemyTimeoutError as exc:  # what SQLAlchemy's pool raised
             refused.append(exc)
 
     with connections.lend():
@@ -70,4 +73,21 @@ def test_disposing_the_engine_closes_them(pg_db: Database) -> None:
     with connections.lend() as after:  # the engine may be used again, as SQLAlchemy's
         assert after.execute("SELECT 1").fetchone() == (1,)
     assert connections.idle() == 1
+    connections.close()
+
+
+def test_a_connection_that_comes_back_broken_closes_the_idle_ones(pg_db: Database) -> None:
+    connections = _connections(pg_db, 3)
+    with connections.lend() as first, connections.lend() as second:
+        pass
+    assert connections.idle() == 2
+    with connections.lend() as lent, pytest.raises(psycopg.OperationalError):
+        pid = lent.info.backend_pid
+        with pg_db.engine.begin() as admin:
+            admin.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+        lent.execute("SELECT 1")  # the server ended it, as a restart would
+    assert lent.broken
+    assert connections.idle() == 0 and first.closed and second.closed
+    with connections.lend() as fresh:
+        assert fresh.execute("SELECT 1").fetchone() == (1,)
     connections.close()
