@@ -74,6 +74,7 @@ from graphql.execution.collect_fields import (
 from graphql.execution.executor import to_nodes
 from graphql.execution.values import get_argument_values
 from graphql.pyutils import AwaitableOrValue, Path, Undefined, gather_with_cancel
+from graphql.type.scalars import GRAPHQL_MAX_INT, GRAPHQL_MIN_INT
 from strawberry.relay.types import GlobalID
 from strawberry.schema.schema_converter import GraphQLCoreConverter
 from strawberry.types.base import StrawberryContainer, StrawberryMaybe
@@ -694,8 +695,9 @@ class DirectLeaves(Executor[Any]):
         # a middleware wraps every resolver: then graphql-core's path for all (strawberry
         # passes a manager per request, empty unless an extension resolves)
         wrapped = self.middleware_manager is not None and self.middleware_manager.middlewares
-        shared = self._shared if not wrapped and id(grouped_field_set) in (
-            self._shared.known if self._shared is not None else ()) else None
+        shared = self._shared
+        if wrapped or shared is None or id(grouped_field_set) not in shared.known:
+            shared = None
         if shared is not None:
             kept = shared.steps.get(id(grouped_field_set))
             if kept is not None:
@@ -738,7 +740,6 @@ class DirectLeaves(Executor[Any]):
 # (Int does too within its 32 bits: `_complete_leaf` checks them)
 _SAME: dict[Any, type] = {GraphQLString: str, GraphQLID: str, GraphQLBoolean: bool,
                           GraphQLInt: int}
-_INT_MIN, _INT_MAX = -(2**31), 2**31 - 1
 
 
 def _complete_leaf(source: Any, step: _Step) -> Any:
@@ -753,7 +754,8 @@ def _complete_leaf(source: Any, step: _Step) -> Any:
 def _coerced(value: Any, step: _Step) -> Any:
     """The leaf value coerced as `complete_leaf_value` would, or `_SLOW` where graphql-core
     does something else (null in a non-null field, an exception, an awaitable) or raises."""
-    if type(value) is step.same and (type(value) is not int or _INT_MIN <= value <= _INT_MAX):
+    if type(value) is step.same and (
+            type(value) is not int or GRAPHQL_MIN_INT <= value <= GRAPHQL_MAX_INT):
         return value  # what the scalar's coercion returns: the value itself
     if value is None:
         return _SLOW if step.non_null else None

@@ -60,11 +60,20 @@ def now_or_later(loader: DataLoader[K, V], key: K, then: Callable[[V], R]
     A resolver returning a plain value costs graphql-core no coroutine, task or loop turn;
     for the items of a list, that was most of a small read's time.
     """
+    value = held(loader, key)
+    return _later(loader, key, then) if value is NOT_LOADED else then(value)
+
+
+NOT_LOADED = object()  # `held`: the loader has no value for the key (yet, or failed)
+
+
+def held(loader: DataLoader[K, V], key: K) -> Any:
+    """The value the loader holds for `key`, loaded without error; else NOT_LOADED."""
     future = loader.cache_map.get(key)
-    if future is not None and future.done() and not future.cancelled() \
-            and future.exception() is None:
-        return then(future.result())
-    return _later(loader, key, then)
+    if future is None or not future.done() or future.cancelled() or \
+            future.exception() is not None:
+        return NOT_LOADED
+    return future.result()
 
 
 async def _later(loader: DataLoader[K, V], key: K, then: Callable[[V], R]) -> R:

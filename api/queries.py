@@ -88,7 +88,7 @@ class Connection(Generic[T]):
 
 
 def _cursor(pk: int) -> str:
-    return binascii.b2a_base64(f"cursor:{pk}".encode(), newline=False).decode()
+    return ids.encode("cursor", pk)  # spelled as an ID, of the pseudo-type "cursor"
 
 
 def _after(cursor: str | None) -> int | None:

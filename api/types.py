@@ -16,7 +16,7 @@ from strawberry.dataloader import DataLoader
 from api import ids
 from api.context import Context
 from api.errors import INT_MAX
-from api.loaders import now_or_later, read_ahead
+from api.loaders import NOT_LOADED, held, now_or_later, read_ahead
 from api.lookahead import arguments_of
 from domain import models, permissions, stock_rules
 from domain.countries import normalize_country
@@ -517,11 +517,10 @@ class _NotHeld(Exception):
 
 
 def _held(loader: DataLoader[Any, Any], key: Any) -> Any:
-    future = loader.cache_map.get(key)
-    if future is None or not future.done() or future.cancelled() or \
-            future.exception() is not None:
+    value = held(loader, key)
+    if value is NOT_LOADED:
         raise _NotHeld(loader, key)
-    return future.result()
+    return value
 
 
 # stock-side objects belong to the seller of their warehouse: type name -> (its loader's

@@ -251,15 +251,6 @@ def driver_connections(engine: Engine) -> DriverConnections:
     return connections
 
 
-def driver_pool(engine: Engine) -> Engine:
-    """Where `UnitOfWork.driver` takes its connections for `engine`: on PostgreSQL the
-    engine that makes the driver connections (`driver_connections`), elsewhere the engine
-    itself."""
-    if engine.dialect.name != "postgresql":
-        return engine
-    return driver_connections(engine).factory
-
-
 def _planned_once_connections(engine: Engine) -> DriverConnections:
     """Connections to `engine`'s database of their own, as many as its pool's and four
     more, in autocommit, where a statement psycopg prepares (from its 5th run on a
