@@ -13,6 +13,7 @@ from sqlalchemy import (
     Enum,
     Float,
     ForeignKey,
+    ForeignKeyConstraint,
     Index,
     Integer,
     String,
@@ -133,8 +134,9 @@ class Product(Base):
     # False: no sales channel is told this product's figures (its listings are left alone)
     inventory_sync: Mapped[bool] = mapped_column(Boolean, default=True, server_default="1")
 
-    # a seller's products newest first, a page at a time (migration 0022)
-    __table_args__ = (Index("ix_product_seller", "seller_id", "id"),)
+    # a seller's products newest first, a page at a time (migration 0022); unique, so that a
+    # variant's (seller_id, product_id) can refer to it (migration 0023)
+    __table_args__ = (Index("ix_product_seller", "seller_id", "id", unique=True),)
 
 
 class ProductVariant(Base):
@@ -151,6 +153,11 @@ class ProductVariant(Base):
     __table_args__ = (
         # SKU first: it also serves lookups by SKU alone (`productVariants(skus:)`)
         UniqueConstraint("sku", "seller_id", name="uq_product_variant_sku_seller"),
+        # the seller is its product's, as the database holds (migration 0023): which
+        # warehouses may serve the variant is known without reading its product
+        # (`stock_rules.serves`)
+        ForeignKeyConstraint(["seller_id", "product_id"], ["product.seller_id", "product.id"],
+                             name="fk_product_variant_product_seller"),
         # a seller's variants newest first, a page at a time (migration 0022)
         Index("ix_product_variant_seller", "seller_id", "id"),
     )

@@ -54,7 +54,6 @@ from domain.models import (
     OrderStatus,
     OrderType,
     OrderTypeAllocation,
-    Product,
     ProductVariant,
     Stock,
     Warehouse,
@@ -390,7 +389,6 @@ def _stock_statement(*, with_config: bool, lock: bool, array: str | None = None
         select(*columns)
         .join(Warehouse, Warehouse.id == Stock.warehouse_id)
         .join(ProductVariant, ProductVariant.id == Stock.variant_id)
-        .join(Product, Product.id == ProductVariant.product_id)
         .where(_variants_in(array))
         .order_by(Stock.id)
     )

@@ -11,7 +11,13 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, and_, case, exists
 
-from domain.models import Product, ShippingZoneCountry, Stock, Warehouse, warehouse_shipping_zone
+from domain.models import (
+    ProductVariant,
+    ShippingZoneCountry,
+    Stock,
+    Warehouse,
+    warehouse_shipping_zone,
+)
 
 # On-hand minus allocated: below 0 after a forced recount left a shortfall. A guarded
 # allocation of n units requires FREE >= n.
@@ -35,10 +41,12 @@ def serves(country: Any) -> ColumnElement[bool]:
     """The stock's warehouse may ship the variant to `country` (a value or bind parameter):
     it belongs to the variant's seller and one of its shipping zones holds the country.
 
-    SQL over a statement that joins the stock's `Warehouse` and its variant's `Product`.
+    SQL over a statement that joins the stock's `Warehouse` and its `ProductVariant`, whose
+    seller is its product's (the database holds it: a foreign key on both), so the product
+    is not read.
     """
     return and_(
-        Warehouse.seller_id == Product.seller_id,
+        Warehouse.seller_id == ProductVariant.seller_id,
         exists().where(
             warehouse_shipping_zone.c.warehouse_id == Warehouse.id,
             ShippingZoneCountry.zone_id == warehouse_shipping_zone.c.zone_id,

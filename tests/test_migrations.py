@@ -116,3 +116,50 @@ def test_order_lines_get_their_variants_seller_on_a_database_with_data(empty_url
         conn.execute(text("INSERT INTO order_line (order_id, variant_id, quantity, "
                           "quantity_fulfilled) VALUES (1, 1, 1, 0)"))
     engine.dispose()
+
+
+def test_a_variants_seller_is_held_to_its_products_on_a_database_with_data(
+        empty_url: str) -> None:
+    """0023 keeps every variant and every stock and line pointing at one; afterwards the
+    database refuses a variant whose seller is not its product's (`stock_rules.serves`
+    reads the variant's), and 0022 comes back on a downgrade."""
+    command.upgrade(_alembic(empty_url), "0022")
+    engine = make_engine(Settings(database_url=empty_url))
+    with engine.begin() as conn:
+        for sql in (
+                "INSERT INTO seller (id, name) VALUES (1, 'A'), (2, 'B')",
+                "INSERT INTO warehouse (id, seller_id, name, priority) VALUES (1, 2, 'B', 0)",
+                "INSERT INTO product (id, seller_id, name) VALUES (1, 1, 'tee'), (2, 2, 'mug')",
+                "INSERT INTO product_variant (id, product_id, seller_id, sku, track_inventory) "
+                "VALUES (1, 1, 1, 'TEE', true), (2, 2, 2, 'MUG', true)",
+                "INSERT INTO stock (id, variant_id, warehouse_id, quantity, quantity_allocated) "
+                "VALUES (1, 2, 1, 5, 1)",
+                "INSERT INTO orders (id, type, status, shipping_country, allocated) "
+                "VALUES (1, 'REGULAR', 'UNFULFILLED', 'DE', true)",
+                "INSERT INTO order_line (id, order_id, variant_id, seller_id, quantity, "
+                "quantity_fulfilled) VALUES (1, 1, 2, 2, 1, 0)"):
+            conn.execute(text(sql))
+    engine.dispose()  # SQLite's rebuild must not wait for this engine's connections
+
+    command.upgrade(_alembic(empty_url), "head")
+
+    engine = make_engine(Settings(database_url=empty_url))
+    with engine.begin() as conn:
+        assert conn.execute(text("SELECT id, product_id, seller_id, sku FROM product_variant "
+                                 "ORDER BY id")).all() == [(1, 1, 1, "TEE"), (2, 2, 2, "MUG")]
+        assert conn.execute(text("SELECT variant_id FROM stock")).all() == [(2,)]
+        assert conn.execute(text("SELECT variant_id FROM order_line")).all() == [(2,)]
+        conn.execute(text("INSERT INTO product_variant (id, product_id, seller_id, sku, "
+                          "track_inventory) VALUES (3, 1, 1, 'TEE-L', true)"))
+    with pytest.raises(IntegrityError), engine.begin() as conn:  # B's variant of A's tee
+        conn.execute(text("INSERT INTO product_variant (id, product_id, seller_id, sku, "
+                          "track_inventory) VALUES (4, 1, 2, 'TEE', true)"))
+    with pytest.raises(IntegrityError), engine.begin() as conn:
+        conn.execute(text("UPDATE product_variant SET seller_id = 2 WHERE id = 1"))
+    engine.dispose()
+
+    command.downgrade(_alembic(empty_url), "0022")
+    engine = make_engine(Settings(database_url=empty_url))
+    with engine.begin() as conn:
+        assert conn.execute(text("SELECT count(*) FROM product_variant")).scalar() == 3
+    engine.dispose()

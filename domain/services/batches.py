@@ -45,7 +45,6 @@ from domain.models import (
     PickBatch,
     PickBatchLine,
     PickBatchStatus,
-    Product,
     ProductVariant,
     Stock,
     Warehouse,
@@ -353,9 +352,7 @@ def _lock_lines(s: Session, batch_id: int) -> tuple[list[_Held], dict[int, int]]
 def _sellers_of_orders(s: Session, order_ids: Sequence[int]) -> dict[int, set[int]]:
     found: dict[int, set[int]] = defaultdict(set)
     for oid, seller in s.execute(
-            select(OrderLine.order_id, Product.seller_id).distinct()
-            .join(ProductVariant, ProductVariant.id == OrderLine.variant_id)
-            .join(Product, Product.id == ProductVariant.product_id)
+            select(OrderLine.order_id, OrderLine.seller_id).distinct()
             .where(OrderLine.order_id.in_(order_ids))):
         found[oid].add(seller)
     return found

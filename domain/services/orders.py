@@ -57,7 +57,6 @@ from domain.models import (
     PickBatch,
     PickBatchLine,
     PickBatchStatus,
-    Product,
     ProductVariant,
     Role,
     SalesChannel,
@@ -799,18 +798,14 @@ def _lock_line_for_change(s: Session, principal: Principal | None, line_id: int
 def _line_sellers(s: Session, order_id: int) -> dict[int, int]:
     """Line id -> the seller of its variant."""
     return dict(s.execute(
-        select(OrderLine.id, Product.seller_id)
-        .join(ProductVariant, ProductVariant.id == OrderLine.variant_id)
-        .join(Product, Product.id == ProductVariant.product_id)
-        .where(OrderLine.order_id == order_id)).all())
+        select(OrderLine.id, OrderLine.seller_id).where(OrderLine.order_id == order_id)).all())
 
 
 def _require_own_variants(s: Session, seller_id: int, lines: Sequence[LineRequest]) -> None:
     """A seller's order lines are its own variants; another seller's is NOT_FOUND, as an
     unknown variant is."""
     owners = dict(s.execute(
-        select(ProductVariant.id, Product.seller_id)
-        .join(Product, Product.id == ProductVariant.product_id)
+        select(ProductVariant.id, ProductVariant.seller_id)
         .where(ProductVariant.id.in_({ln.variant_id for ln in lines}))).all())
     raise_all([NotFound("variant not found", field=f"lines.{i}.variantId",
                         variant_id=ln.variant_id)

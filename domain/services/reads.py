@@ -14,6 +14,7 @@ from sqlalchemy import (
     Integer,
     Select,
     String,
+    any_,
     bindparam,
     cast,
     func,
@@ -36,7 +37,6 @@ from domain.models import (
     OrderLine,
     OrderStatus,
     OrderType,
-    Product,
     ProductVariant,
     PurchaseOrder,
     PurchaseOrderLine,
@@ -157,9 +157,8 @@ def _availability_statement(dialect: str, by_country: bool) -> Compiled:
 
 def _serving(statement: Select[Any], country: Any) -> Select[Any]:
     """`statement` over stocks (and their variants) kept to the warehouses that serve
-    `country` (`stock_rules.serves`, which reads the warehouse and the variant's product)."""
+    `country` (`stock_rules.serves`, which reads the warehouse and the variant)."""
     return (statement.join(Warehouse, Warehouse.id == Stock.warehouse_id)
-            .join(Product, Product.id == ProductVariant.product_id)
             .where(stock_rules.serves(country)))
 
 
@@ -258,8 +257,7 @@ def allocations_of_lines(session: Session, keys: Sequence[int]) -> list[list[All
 def sellers_of_variants(session: Session, keys: Sequence[int]) -> list[int | None]:
     """Each variant's seller (None: no such variant)."""
     found = dict(session.execute(
-        select(ProductVariant.id, Product.seller_id)
-        .join(Product, Product.id == ProductVariant.product_id)
+        select(ProductVariant.id, ProductVariant.seller_id)
         .where(ProductVariant.id.in_(set(keys)))).all())
     return [found.get(k) for k in keys]
 
@@ -267,9 +265,7 @@ def sellers_of_variants(session: Session, keys: Sequence[int]) -> list[int | Non
 def sellers_of_orders(session: Session, keys: Sequence[int]) -> list[frozenset[int]]:
     """The sellers whose variants each order's lines hold."""
     pairs = session.execute(
-        select(OrderLine.order_id, Product.seller_id).distinct()
-        .join(ProductVariant, ProductVariant.id == OrderLine.variant_id)
-        .join(Product, Product.id == ProductVariant.product_id)
+        select(OrderLine.order_id, OrderLine.seller_id).distinct()
         .where(OrderLine.order_id.in_(set(keys)))).all()
     return [frozenset(sellers) for sellers in _grouped(pairs, keys)]
 
@@ -463,21 +459,26 @@ def _page_select(model: type[Base], dialect: str,
 def _asked_skus(stmt: Select[Any], dialect: str) -> Select[Any]:
     """The variants among `stmt`'s whose SKU is asked (`:skus`, a short list).
 
-    On PostgreSQL, looked up by SKU and then sorted, whatever the table's size. The
-    generic plan of a prepared statement (from its sixth run) otherwise walked the variants
-    by id, newest first, keeping those asked: with an unknown LIMIT the walk looks cheap.
-    That read every variant newer than the oldest one asked (all 1,000 of the bench's
-    seeded ones, 130 µs of PostgreSQL's time in each storefront read) and built the IN
-    list's array for each. So the SKUs are one array (one text parameter: `db.pg_array`),
-    joined once each, and the order is on `id + 0`, which the primary key's index cannot
-    hand over; with few variants PostgreSQL hashes the asked SKUs and scans, with many it
-    looks each one up in the (sku, seller_id) index.
+    On PostgreSQL, each SKU asked is looked up in the (sku, seller_id) index and the few
+    variants found are sorted, whatever the table's size. The SKUs are one array (one
+    text parameter: `db.pg_array`). The generic plan of a prepared statement (from its
+    sixth run) otherwise walked the variants by id, newest first, keeping those asked
+    (with a LIMIT it cannot see the walk looks cheap): every variant newer than the oldest
+    one asked, 130 µs of PostgreSQL's time in each storefront read on the bench's 1,000.
+    Joined to the SKUs as a table, a catalog that small was hashed whole instead (a scan
+    of every variant, ~60 µs); a LATERAL lookup with `OFFSET 0` is not merged into the
+    join, so each SKU is an index probe. The order is on `id + 0`, which the primary
+    key's index cannot hand over.
     """
     if dialect != "postgresql":
         return stmt.where(ProductVariant.sku.in_(bindparam("skus", expanding=True)))
     asked = select(func.unnest(cast(bindparam("skus", type_=String), ARRAY(String)))
                    .label("sku")).distinct().subquery("asked")
-    return stmt.join(asked, ProductVariant.sku == asked.c.sku).order_by(None) \
+    variant: Any = ProductVariant.__table__.alias("by_sku")
+    found = (select(variant.c.id).where(variant.c.sku == asked.c.sku)
+             .offset(literal_column("0")).lateral("found"))
+    ids = select(found.c.id).select_from(asked).join(found, true()).scalar_subquery()
+    return stmt.where(ProductVariant.id == any_(func.array(ids))).order_by(None) \
         .order_by(_unindexed(ProductVariant.id).desc())
 
 

@@ -33,7 +33,6 @@ from domain.models import (
     Allocation,
     MovementType,
     OrderLine,
-    Product,
     ProductVariant,
     PurchaseOrder,
     PurchaseOrderLine,
@@ -73,9 +72,7 @@ def below_allocated(session: Session, stock: Stock, quantity: int, field: str) -
 
 
 def _seller_of_variant(s: Session, variant_id: int) -> int | None:
-    return s.scalar(select(Product.seller_id)
-                    .join(ProductVariant, ProductVariant.product_id == Product.id)
-                    .where(ProductVariant.id == variant_id))
+    return s.scalar(select(ProductVariant.seller_id).where(ProductVariant.id == variant_id))
 
 
 def _warehouse_of(s: Session, principal: Principal, warehouse_id: int, seller_id: int,
@@ -278,8 +275,7 @@ def create_purchase_order(
                      warehouse_id=warehouse_id))
         assert warehouse is not None
         sellers = dict(s.execute(
-            select(ProductVariant.id, Product.seller_id)
-            .join(Product, Product.id == ProductVariant.product_id)
+            select(ProductVariant.id, ProductVariant.seller_id)
             .where(ProductVariant.id.in_(merged))).all())
         errors: list[DomainError] = []
         for i, line in enumerate(lines):
