@@ -21,6 +21,7 @@ from sqlalchemy import (
     literal_column,
     select,
     true,
+    tuple_,
     union_all,
 )
 from sqlalchemy.orm import Session
@@ -407,7 +408,8 @@ def _page_select(model: type[Base], dialect: str,
     for name, value in shape:
         param: Any = bindparam(name)
         if name == "before_id":
-            stmt = stmt.where(pk < param)
+            if not (dialect == "postgresql" and "order_token_id" in given):  # (_of_token)
+                stmt = stmt.where(pk < param)
         elif name == "seller_id":
             stmt = stmt.where(column.seller_id == param)
         elif name == "only_id":
@@ -448,7 +450,8 @@ def _page_select(model: type[Base], dialect: str,
         elif name == "types":
             stmt = stmt.where(Order.type.in_(bindparam(name, expanding=True)))
         elif name == "order_token_id":  # (with order_seller_id: _orders_of_seller)
-            stmt = stmt.where(Order.created_by_token_id == param)
+            stmt = _of_token(stmt, "before_id" in given) if dialect == "postgresql" \
+                else stmt.where(Order.created_by_token_id == param)
         elif name == "available_in":
             stmt = stmt.add_columns(_available_in(param))
         else:
@@ -516,6 +519,27 @@ def _orders_of_seller(dialect: str, shape: tuple[tuple[str, Any], ...]) -> Selec
     # first, as the generic plan of a prepared statement did, read every newer order
     return (select(Order.__table__).where(Order.id.in_(newest))
             .order_by(_unindexed(Order.id).desc()).limit(_limit()))
+
+
+def _of_token(stmt: Select[Any], before: bool) -> Select[Any]:
+    """The orders of `stmt` a token created (`:order_token_id`), newest first, below
+    `:before_id` if `before` (PostgreSQL): a walk of the index on (created_by_token_id, id)
+    from the cursor, whatever the plan.
+
+    When one token had made most orders, the generic plan of `created_by_token_id = :token
+    ORDER BY id DESC` walked every order by id (its estimate of a token's orders is their
+    average: most of them), keeping a few of another token's. Ordering by the token too
+    does not stop that while the token is an equality: PostgreSQL drops a sort key held to
+    one value. So the token is a range of one value, and the cursor a row comparison,
+    which the index takes as where its walk begins.
+    """
+    token, order_id = Order.created_by_token_id, Order.id
+    param = bindparam("order_token_id", type_=Integer)
+    cursor = bindparam("before_id", type_=Integer)
+    upper = tuple_(token, order_id) < tuple_(param, cursor) if before \
+        else token <= param
+    return stmt.where(upper, token >= param).order_by(None) \
+        .order_by(token.desc(), order_id.desc())
 
 
 def _limit() -> Any:
