@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
@@ -16,7 +17,9 @@ from api.limits import Gate
 from api.loaders import Loaders, carried, read_ahead
 from api.threads import Threads
 from domain import rows
+from domain.db import driver_connections
 from domain.permissions import Principal
+from domain.rows import DriverRead
 from domain.services import reads
 from domain.uow import Publish, UnitOfWork
 
@@ -65,19 +68,24 @@ class Services:
         themselves (and meet the error)."""
         rows = self.read_driver(reads.page, model, query,
                                 planned_once=reads.planned_once(query))
-        nodes = [build(row) for row in rows[:query.first]]
-        found = carried(query, rows[:query.first])
-        wanted = {name: missing for name, keys in keys_of(nodes).items()
-                  if (missing := [k for k in keys if k not in found.get(name, {})])}
-        if not wanted:
-            return rows, nodes, found
-        try:
-            for name, values in self.read_driver(read_ahead, wanted, planned_once=True).items():
-                found.setdefault(name, {}).update(values)
-        except Exception:
-            log.warning("reading ahead of a page's fields failed; they read for themselves",
-                        exc_info=True)
+        nodes, found, wanted = _after_page(query, rows, build, keys_of)
+        if wanted:
+            with _ahead_failing("a page's"):
+                _gather(found, self.read_driver(read_ahead, wanted, planned_once=True))
         return rows, nodes, found
+
+    async def read_on_loop(self, fn: DriverRead[P, R], *args: P.args, **kwargs: P.kwargs
+                           ) -> R | NotNow:
+        """`fn` run on the event loop on an idle driver connection (PostgreSQL, planned
+        once: `rows.run_on_loop`); NOT_NOW if there is none idle (or on SQLite): the caller
+        then hops to a thread, which waits for one or makes one."""
+        engine = self.writer.kw["bind"]
+        if engine.dialect.name != "postgresql":
+            return NOT_NOW
+        with driver_connections(engine).lend_now() as raw:
+            if raw is None:
+                return NOT_NOW
+            return await rows.run_on_loop(raw, fn.reading("postgresql", *args, **kwargs))
 
 
 @dataclass(slots=True)
@@ -107,9 +115,12 @@ class Context:
         """Run a read function with a read-only session in a worker thread."""
         return await self.services.threads.run(functools.partial(self.services.read, fn, *args))
 
-    async def read_rows(self, fn: Callable[..., R], *args: Any) -> R:
-        """Run a read of rows by id or sums over ids (`Services.read_driver`, planned once)
-        in a worker thread."""
+    async def read_rows(self, fn: DriverRead[..., R], *args: Any) -> R:
+        """Run a read of rows by id or sums over ids (planned once) on the event loop
+        (`Services.read_on_loop`), else in a worker thread (`Services.read_driver`)."""
+        found = await self.services.read_on_loop(fn, *args)
+        if found is not NOT_NOW:
+            return found  # type: ignore[return-value]
         return await self.services.threads.run(
             functools.partial(self.services.read_driver, fn, *args, planned_once=True))
 
@@ -118,8 +129,64 @@ class Context:
                         ) -> tuple[list[Any], list[N]]:
         """A page's rows and the nodes `build` makes of the first `query.first`, in one
         thread hop with what the nodes' fields will load (`keys_of`), which the loaders then
-        hold: the page's fields answer without a hop of their own (`Services.read_page`)."""
-        rows, nodes, found = await self.services.threads.run(
-            functools.partial(self.services.read_page, model, query, build, keys_of))
+        hold: the page's fields answer without a hop of their own (`Services.read_page`).
+        A page planned once (by SKUs) is read on the event loop when a connection is idle,
+        with what its fields load, on that connection (`page_and_ahead`)."""
+        on_loop: Any = NOT_NOW
+        if reads.planned_once(query):
+            on_loop = await self.services.read_on_loop(page_and_ahead, model, query, build,
+                                                       keys_of)
+        if on_loop is NOT_NOW:
+            on_loop = await self.services.threads.run(
+                functools.partial(self.services.read_page, model, query, build, keys_of))
+        rows, nodes, found = on_loop
         self.loaders.prime(found)
         return rows, nodes
+
+
+class NotNow:
+    """`Services.read_on_loop`'s answer when no connection is idle."""
+
+
+NOT_NOW = NotNow()
+
+
+def _after_page(query: reads.PageQuery, found_rows: list[Any], build: Callable[[Any], N],
+                keys_of: KeysOf[N]
+                ) -> tuple[list[N], dict[str, dict[Any, Any]], dict[str, list[Any]]]:
+    """A page's nodes, the loader values its rows carry (`loaders.carried`), and the keys
+    its nodes' fields will load that they do not (`keys_of`)."""
+    nodes = [build(row) for row in found_rows[:query.first]]
+    found = carried(query, found_rows[:query.first])
+    wanted = {name: missing for name, keys in keys_of(nodes).items()
+              if (missing := [k for k in keys if k not in found.get(name, {})])}
+    return nodes, found, wanted
+
+
+@contextlib.contextmanager
+def _ahead_failing(what: str) -> Iterator[None]:
+    """A failed read ahead is logged: the fields read for themselves (and meet the error)."""
+    try:
+        yield
+    except Exception:
+        log.warning("reading ahead of %s fields failed; they read for themselves", what,
+                    exc_info=True)
+
+
+def _gather(found: dict[str, dict[Any, Any]], more: dict[str, dict[Any, Any]]) -> None:
+    for name, values in more.items():
+        found.setdefault(name, {}).update(values)
+
+
+@rows.DriverRead
+def page_and_ahead(dialect: str, model: type[Any], query: reads.PageQuery,
+                   build: Callable[[Any], Any], keys_of: KeysOf[Any]
+                   ) -> rows.Reading[tuple[list[Any], list[Any], dict[str, dict[Any, Any]]]]:
+    """`Services.read_page`'s work as one reading, on one connection planned once (a page
+    by SKUs): for the event loop (`Services.read_on_loop`)."""
+    found_rows = yield from reads.page.reading(dialect, model, query)
+    nodes, found, wanted = _after_page(query, found_rows, build, keys_of)
+    if wanted:
+        with _ahead_failing("a page's"):
+            _gather(found, (yield from read_ahead.reading(dialect, wanted)))
+    return found_rows, nodes, found

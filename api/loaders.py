@@ -24,7 +24,7 @@ from domain.models import (
     Warehouse,
     WebhookSubscription,
 )
-from domain.rows import Driver
+from domain.rows import DriverRead, Reading
 from domain.services import batches, channel_reads, feeds, reads, webhooks
 from domain.services.batches import BatchView
 from domain.services.orders import AllocationView, FulfillmentView
@@ -94,18 +94,18 @@ def _by_id(read: Reader, model: type[Any]) -> DataLoader[int, Any]:
     return _Loader(load_fn=load)
 
 
-def _rows_of(model: type[Any]) -> Callable[[Driver, Sequence[int]], list[Any]]:
-    def read(driver: Driver, keys: Sequence[int]) -> list[Any]:
-        return reads.rows_by_id(driver, model, keys)
+def _rows_of(model: type[Any]) -> DriverRead[[Sequence[int]], list[Any]]:
+    def read(dialect: str, keys: Sequence[int]) -> Reading[list[Any]]:
+        return reads.rows_by_id.reading(dialect, model, keys)
 
-    return read
+    return DriverRead(read)
 
 
 # loader's name -> its batch read on a driver connection planned once (Context.read_rows):
 # rows by id and a parent's children (a product's variants, a variant's stocks), as rows with
 # the model's column attributes, not ORM objects (`reads.rows_by_id`), and sums over ids;
 # the same reads serve reads ahead (`read_ahead`)
-ROW_READS: dict[str, Callable[[Driver, Sequence[Any]], Sequence[Any]]] = {
+ROW_READS: dict[str, DriverRead[..., Any]] = {
     "seller": _rows_of(Seller), "warehouse": _rows_of(Warehouse),
     "product": _rows_of(Product), "variant": _rows_of(ProductVariant),
     "order": _rows_of(Order), "order_line": _rows_of(OrderLine),
@@ -125,18 +125,24 @@ def carried(query: reads.PageQuery, rows: Sequence[Any]) -> dict[str, dict[Any, 
                              for row in rows}}
 
 
-def read_ahead(driver: Driver, wanted: dict[str, list[Any]]) -> dict[str, dict[Any, Any]]:
+@DriverRead
+def read_ahead(dialect: str, wanted: dict[str, list[Any]]
+               ) -> Reading[dict[str, dict[Any, Any]]]:
     """Loader's name -> {key: value} for the keys `wanted` of each (ROW_READS' loaders)."""
-    return {name: dict(zip(keys, ROW_READS[name](driver, keys), strict=True))
-            for name, keys in wanted.items()}
+    found: dict[str, dict[Any, Any]] = {}
+    for name, keys in wanted.items():
+        values = yield from ROW_READS[name].reading(dialect, keys)
+        found[name] = dict(zip(keys, values, strict=True))
+    return found
 
 
-def children_and_ahead(driver: Driver, name: str, keys: Sequence[Any],
-                       ahead: Sequence[KeysOf]) -> tuple[Sequence[Any], dict[str, dict[Any, Any]]]:
+@DriverRead
+def children_and_ahead(dialect: str, name: str, keys: Sequence[Any], ahead: Sequence[KeysOf]
+                       ) -> Reading[tuple[Sequence[Any], dict[str, dict[Any, Any]]]]:
     """Each parent's children (ROW_READS' `name`) and, on the same connection, what `ahead`
     names of them (`read_ahead`). A failed read ahead is logged and leaves the fields to
     read for themselves."""
-    found = ROW_READS[name](driver, keys)
+    found = yield from ROW_READS[name].reading(dialect, keys)
     children = [child for each in found for child in each]
     wanted: dict[str, dict[Any, None]] = {}
     for keys_of in ahead:
@@ -145,7 +151,8 @@ def children_and_ahead(driver: Driver, name: str, keys: Sequence[Any],
     if not wanted:
         return found, {}
     try:
-        return found, read_ahead(driver, {n: list(k) for n, k in wanted.items()})
+        return found, (yield from read_ahead.reading(
+            dialect, {n: list(k) for n, k in wanted.items()}))
     except Exception:
         log.warning("reading ahead of a list's fields failed; they read for themselves",
                     exc_info=True)

@@ -212,6 +212,28 @@ class DriverConnections:
         finally:
             self._lendable.release()
 
+    @contextlib.contextmanager
+    def lend_now(self) -> Iterator[Any]:
+        """An idle connection, as `lend`'s, or None at once: never waits for one nor makes
+        one (for the event loop, which must not block: the caller then takes `lend` on a
+        thread)."""
+        if not self._lendable.acquire(blocking=False):
+            yield None
+            return
+        try:
+            generation = self._generation
+            try:
+                raw = self._idle.pop()
+            except IndexError:
+                yield None
+                return
+            try:
+                yield raw
+            finally:
+                self._take_back(raw, generation)
+        finally:
+            self._lendable.release()
+
     def idle(self) -> int:
         return len(self._idle)
 

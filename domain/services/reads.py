@@ -48,7 +48,7 @@ from domain.models import (
     Warehouse,
     warehouse_shipping_zone,
 )
-from domain.rows import Compiled, Driver
+from domain.rows import Compiled, DriverRead, Reading
 from domain.services.orders import AllocationView, FulfillmentView
 
 M = TypeVar("M", bound=Base)
@@ -83,13 +83,15 @@ def _rows_by_id_statement(model: type[Base], dialect: str) -> Compiled:
     return Compiled(select(table).where(in_ids(table.c.id, "ids", dialect)), dialect)
 
 
-def rows_by_id(driver: Driver, model: type[Base], keys: Sequence[int]) -> list[Any]:
+@DriverRead
+def rows_by_id(dialect: str, model: type[Base], keys: Sequence[int]) -> Reading[list[Any]]:
     """`model`'s rows by primary key, aligned to keys (None: no such row), as rows with the
     model's column attributes (the same names), read without the ORM's statement building
     and object loading (four fifths of a small read) or Core's execution (domain/rows.py)."""
-    found = {row.id: row for row in _rows_by_id_statement(model, driver.dialect).rows(
-        driver, {"ids": id_list(keys, driver.dialect)})}
-    return [found.get(k) for k in keys]
+    found = yield from _rows_by_id_statement(model, dialect).reading(
+        {"ids": id_list(keys, dialect)})
+    by_id = {row.id: row for row in found}
+    return [by_id.get(k) for k in keys]
 
 
 def zones(session: Session, keys: Sequence[int]) -> list[ZoneRow | None]:
@@ -121,11 +123,12 @@ def _variants_of_products_statement(dialect: str) -> Compiled:
                     .order_by(table.c.id), dialect)
 
 
-def variants_of_products(driver: Driver, keys: Sequence[int]) -> list[list[Any]]:
+@DriverRead
+def variants_of_products(dialect: str, keys: Sequence[int]) -> Reading[list[list[Any]]]:
     """Each product's variants, oldest first, as rows with the model's column attributes
     (`rows_by_id`'s kind: the ORM's loading was half of a product page's CPU)."""
-    found = _variants_of_products_statement(driver.dialect).rows(
-        driver, {"ids": id_list(keys, driver.dialect)})
+    found = yield from _variants_of_products_statement(dialect).reading(
+        {"ids": id_list(keys, dialect)})
     return _grouped(((row.product_id, row) for row in found), keys)
 
 
@@ -137,11 +140,12 @@ def _stocks_of_variants_statement(dialect: str) -> Compiled:
                     .order_by(Warehouse.priority, Warehouse.id), dialect)
 
 
-def stocks_of_variants(driver: Driver, keys: Sequence[int]) -> list[list[Any]]:
+@DriverRead
+def stocks_of_variants(dialect: str, keys: Sequence[int]) -> Reading[list[list[Any]]]:
     """Each variant's stocks in the order allocation takes their warehouses (priority,
     then id), as rows with the model's column attributes."""
-    found = _stocks_of_variants_statement(driver.dialect).rows(
-        driver, {"ids": id_list(keys, driver.dialect)})
+    found = yield from _stocks_of_variants_statement(dialect).reading(
+        {"ids": id_list(keys, dialect)})
     return _grouped(((row.variant_id, row) for row in found), keys)
 
 
@@ -163,21 +167,21 @@ def _serving(statement: Select[Any], country: Any) -> Select[Any]:
             .where(stock_rules.serves(country)))
 
 
-def availability(driver: Driver, keys: Sequence[tuple[int, str | None]]) -> list[int]:
+@DriverRead
+def availability(dialect: str, keys: Sequence[tuple[int, str | None]]) -> Reading[list[int]]:
     """Sum of available per (variant, country) over the warehouses that serve the country
     (as an order would allocate); over all warehouses if None. One statement per country
     asked, built once (a storefront's most frequent read)."""
     by_country: dict[str | None, set[int]] = defaultdict(set)
     for variant_id, country in keys:
         by_country[country].add(variant_id)
-    dialect = driver.dialect
     totals: dict[tuple[int, str | None], int] = {}
     for country, variant_ids in by_country.items():
         params = {"ids": id_list(variant_ids, dialect)}
         if country is not None:
             params["country"] = country
         statement = _availability_statement(dialect, country is not None)
-        for variant_id, total in statement.rows(driver, params):
+        for variant_id, total in (yield from statement.reading(params)):
             totals[(variant_id, country)] = int(total or 0)
     return [totals.get(k, 0) for k in keys]
 
@@ -322,7 +326,8 @@ _FILTERS = tuple(name for name in PageQuery.__slots__ if name != "first")
 _LIKE_ESCAPE = "/"
 
 
-def page(driver: Driver, model: type[M], query: PageQuery) -> list[Any]:
+@DriverRead
+def page(dialect: str, model: type[Base], query: PageQuery) -> Reading[list[Any]]:
     """The page's rows, with the model's column attributes (no ORM objects), read on the
     DBAPI connection (no Session or Core execution around one statement: domain/rows.py).
 
@@ -330,8 +335,8 @@ def page(driver: Driver, model: type[M], query: PageQuery) -> list[Any]:
     (`_page_statement`), the values go as parameters: building it for every request cost
     more than running it.
     """
-    statement, params = _page_call(driver.dialect, model, query)
-    return statement.rows(driver, params)
+    statement, params = _page_call(dialect, model, query)
+    return (yield from statement.reading(params))
 
 
 def planned_once(query: PageQuery) -> bool:

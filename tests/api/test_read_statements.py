@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from sqlalchemy.exc import OperationalError
 
+from api.context import NOT_NOW, Services
 from api.loaders import ROW_READS
 from api.threads import Threads
 from bench.reads import (
@@ -139,7 +140,13 @@ async def test_availability_of_5_skus_reads_them_in_one_statement(
         planned.append(planned_once)
         return connect(engine, planned_once=planned_once)
 
+    async def on_loop(connection: Any, reading: Any) -> Any:  # a driver connection's
+        planned.append(True)
+        return await run_on_loop(connection, reading)
+
+    run_on_loop = rows.run_on_loop
     monkeypatch.setattr(rows, "connect", watched)
+    monkeypatch.setattr(rows, "run_on_loop", on_loop)
     data, seen = await _counted(api, "storefront", AVAILABILITY, {"skus": skus})
 
     figures = {e["node"]["sku"]: e["node"]["quantityAvailable"]
@@ -263,26 +270,39 @@ def _fails_once(monkeypatch: pytest.MonkeyPatch, name: str) -> list[int]:
     read = ROW_READS[name]
     failures: list[int] = []
 
-    def fails_once(driver: Any, keys: Any) -> Any:
+    def fails_once(dialect: str, keys: Any) -> rows.Reading[Any]:
         if not failures:
             failures.append(len(keys))
             raise OperationalError("SELECT", {}, RuntimeError("connection lost"))
-        return read(driver, keys)
+        return (yield from read.reading(dialect, keys))
 
-    monkeypatch.setitem(ROW_READS, name, fails_once)
+    monkeypatch.setitem(ROW_READS, name, rows.DriverRead(fails_once))
     return failures
 
 
 def _hops(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
-    """Every call the app hands its service threads from now on."""
+    """Every read the app hands its service threads from now on, and every read it runs on
+    the event loop instead (`Services.read_on_loop`, PostgreSQL): each is a trip of its own
+    to the database, which the fields' values then wait for."""
     calls: list[Any] = []
-    run = Threads.run
+    run, on_loop = Threads.run, Services.read_on_loop
 
     async def counted(self: Threads, fn: Any) -> Any:
         calls.append(fn)
         return await run(self, fn)
 
+    async def counted_on_loop(self: Services, fn: Any, *args: Any) -> Any:
+        try:
+            found = await on_loop(self, fn, *args)
+        except BaseException:
+            calls.append(fn)  # it went to the database, and failed there
+            raise
+        if found is not NOT_NOW:
+            calls.append(fn)
+        return found
+
     monkeypatch.setattr(Threads, "run", counted)
+    monkeypatch.setattr(Services, "read_on_loop", counted_on_loop)
     return calls
 
 

@@ -1,0 +1,150 @@
+"""rows.run_on_loop: the planned-once reads run on the event loop itself (PostgreSQL), a
+statement sent and its answer awaited on the connection's socket, instead of a thread hop."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from sqlalchemy.exc import OperationalError, ProgrammingError
+
+from api.loaders import ROW_READS, children_and_ahead
+from domain import rows
+from domain.db import DriverConnections, driver_connections
+from domain.models import ProductVariant
+from domain.rows import DriverRead, Reading
+from domain.services import reads
+from tests.conftest import Database
+from tests.factories import shop
+
+pytestmark = pytest.mark.anyio
+
+
+def _connections(pg_db: Database, limit: int = 2) -> DriverConnections:
+    return DriverConnections(driver_connections(pg_db.engine).factory, limit)
+
+
+def _warm(connections: DriverConnections) -> None:
+    """One idle connection: `lend_now` never makes one."""
+    with connections.lend():
+        pass
+
+
+async def test_reads_on_the_loop_answer_as_on_a_thread(pg_db: Database) -> None:
+    s = shop(pg_db, stock1=7, stock2=5)
+    odd = s.world.variant(s.product, sku='a"b\\c,{NULL}', stocks={s.w1: 3})
+    connections = _connections(pg_db)
+    _warm(connections)
+    asks: list[tuple[DriverRead[..., Any], tuple[Any, ...]]] = [
+        (ROW_READS["variant"], ([s.variant, odd, 10**9],)),
+        (ROW_READS["stock"], ([1, 2, 3],)),
+        (reads.availability, ([(s.variant, "DE"), (odd, "DE"), (s.variant, None)],)),
+        (reads.page, (ProductVariant, reads.PageQuery(
+            first=5, skus=('a"b\\c,{NULL}', "SKU-1", "absent"), available_in="DE"))),
+        (children_and_ahead, ("stocks_of_variant", [s.variant, odd],
+                              [lambda stocks: {"warehouse": [t.warehouse_id for t in stocks]}])),
+    ]
+    for read, args in asks:
+        with connections.lend() as raw:
+            expected = read(rows.Driver(raw, "postgresql"), *args)
+        for _ in range(2):  # prepared on the first, run prepared on the second
+            with connections.lend_now() as raw:
+                assert raw is not None
+                found = await rows.run_on_loop(raw, read.reading("postgresql", *args))
+            assert found == expected, read
+            assert [type(r) for r in _flat(found)] == [type(r) for r in _flat(expected)]
+    with connections.lend_now() as raw:
+        prepared = raw.execute("SELECT count(*) FROM pg_prepared_statements "
+                               "WHERE name LIKE 'stockyard_%'").fetchone()[0]
+    assert 0 < prepared == len(rows._prepared[raw])  # each statement prepared once
+    connections.close()
+
+
+def _flat(found: Any) -> list[Any]:
+    if isinstance(found, (list, tuple)) and not hasattr(found, "_fields"):
+        return [item for each in found for item in _flat(each)]
+    if isinstance(found, dict):
+        return [item for each in found.values() for item in _flat(each)]
+    return [found]
+
+
+async def test_a_failed_statement_is_raised_into_the_reading_and_the_connection_kept(
+        pg_db: Database) -> None:
+    connections = _connections(pg_db)
+    _warm(connections)
+
+    def reading(dialect: str) -> Reading[list[Any]]:
+        try:
+            yield ("SELECT no_such_column FROM seller", {})
+        except ProgrammingError as exc:  # SQLAlchemy's, as the thread's reads raise it
+            caught.append(exc)
+        found = yield ("SELECT %(n)s::INTEGER + 1, '100%%'", {"n": 41})
+        return list(found)
+
+    caught: list[BaseException] = []
+    with connections.lend_now() as raw:
+        assert await rows.run_on_loop(raw, reading("postgresql")) == [(42, "100%")]
+    assert len(caught) == 1 and "no_such_column" in str(caught[0])
+    with connections.lend_now() as again:
+        assert again is raw and not raw.closed  # still idle: lent again
+    with connections.lend() as raw, pytest.raises(ProgrammingError):  # on a thread, the same
+        rows.run(rows.Driver(raw, "postgresql"), reading_failing())
+    connections.close()
+
+
+def reading_failing() -> Reading[Any]:
+    yield ("SELECT no_such_column FROM seller", {})
+
+
+async def test_a_read_cancelled_on_the_loop_closes_its_connection(pg_db: Database) -> None:
+    connections = _connections(pg_db)
+    with connections.lend(), connections.lend():  # two idle
+        pass
+
+    def slow(dialect: str) -> Reading[Any]:
+        yield ("SELECT pg_sleep(%(s)s::FLOAT)", {"s": 5})
+
+    async def read() -> None:
+        with connections.lend_now() as raw:
+            lent.append(raw)
+            await rows.run_on_loop(raw, slow("postgresql"))
+
+    lent: list[Any] = []
+    task = asyncio.ensure_future(read())
+    await asyncio.sleep(0.2)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert lent[0].closed  # a query may still run on it: not lent again
+    assert connections.idle() == 1  # the others stay
+    with connections.lend_now() as other:
+        assert other is not None and other is not lent[0]
+        assert other.execute("SELECT 1").fetchone() == (1,)
+    connections.close()
+
+
+async def test_a_broken_connection_on_the_loop_is_raised_and_not_lent_again(
+        pg_db: Database) -> None:
+    connections = _connections(pg_db)
+    _warm(connections)
+    with connections.lend_now() as raw:
+        pid = raw.info.backend_pid
+        with pg_db.engine.connect() as admin:
+            admin.exec_driver_sql(f"SELECT pg_terminate_backend({pid})")
+        with pytest.raises(OperationalError):
+            await rows.run_on_loop(raw, reads.rows_by_id.reading(
+                "postgresql", ProductVariant, [1]))
+    assert raw.closed and connections.idle() == 0
+
+
+async def test_lend_now_never_waits_nor_connects(pg_db: Database) -> None:
+    connections = _connections(pg_db, limit=1)
+    with connections.lend_now() as raw:
+        assert raw is None  # none idle: the caller takes a thread, which makes one
+    _warm(connections)
+    with connections.lend() as busy, connections.lend_now() as raw:
+        assert busy is not None and raw is None  # all lent: not waited for
+    with connections.lend_now() as raw:
+        assert raw is busy
+    connections.close()
