@@ -12,6 +12,7 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.requests import Request
 
+from api import loop_reads
 from api.auth import TokenCache
 from api.limits import Gate
 from api.loaders import Loaders, carried, read_ahead
@@ -77,7 +78,7 @@ class Services:
     async def read_on_loop(self, fn: DriverRead[P, R], *args: P.args, **kwargs: P.kwargs
                            ) -> R | NotNow:
         """`fn` run on the event loop on an idle driver connection (PostgreSQL, planned
-        once: `rows.run_on_loop`); NOT_NOW if there is none idle (or on SQLite): the caller
+        once: `loop_reads.run_on_loop`); NOT_NOW if there is none idle (or on SQLite): the caller
         then hops to a thread, which waits for one or makes one."""
         engine = self.writer.kw["bind"]
         if engine.dialect.name != "postgresql":
@@ -85,7 +86,7 @@ class Services:
         with driver_connections(engine).lend_now() as raw:
             if raw is None:
                 return NOT_NOW
-            return await rows.run_on_loop(raw, fn.reading("postgresql", *args, **kwargs))
+            return await loop_reads.run_on_loop(raw, fn.reading("postgresql", *args, **kwargs))
 
 
 @dataclass(slots=True)

@@ -171,7 +171,7 @@ LEND_TIMEOUT = 30.0  # seconds a thread waits for a driver connection, as SQLAlc
 
 class DriverConnections:
     """A PostgreSQL engine's driver connections (autocommit, planned once), each lent to one
-    thread at a time.
+    borrower at a time: a service thread (`lend`), or a read on the event loop (`lend_now`).
 
     SQLAlchemy's pool around each loan (a fairy and its record, events, the reset on
     return) cost 60-80 µs of CPU per loan in the server, a tenth of the storefront's
@@ -243,7 +243,11 @@ class DriverConnections:
         with self._lock:
             self._generation += 1
             idle, self._idle = self._idle, collections.deque()
-        for raw in idle:
+        while True:  # popped, not iterated: a loan may still pop one it read before
+            try:
+                raw = idle.pop()
+            except IndexError:
+                break
             with contextlib.suppress(Exception):
                 raw.close()
 

@@ -11,12 +11,10 @@ row a named tuple with the Core row's attribute names.
 
 from __future__ import annotations
 
-import asyncio
 import collections
 import contextlib
 import functools
 import re
-import weakref
 from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Concatenate, Generic, ParamSpec, TypeVar
@@ -33,7 +31,7 @@ _EXPANDED_KEPT = 256  # texts kept per statement, one per combination of list le
 
 # A read written once for both ways of running it: a generator that yields each statement
 # it needs, (text, values), is sent the driver's tuples, and returns its result. `run` runs
-# it on a DBAPI connection in the calling thread; `run_on_loop` on the event loop itself.
+# it on a DBAPI connection in the calling thread; api/loop_reads.py on the event loop.
 Reading = Generator[tuple[str, dict[str, Any]], Sequence[Sequence[Any]], T]
 
 
@@ -230,7 +228,8 @@ def run(driver: Driver, reading: Reading[T]) -> T:
 
 class DriverRead(Generic[P, T]):
     """A read on a driver connection, written once as a `Reading`: call it with a `Driver`
-    to run it there (`run`); `reading(dialect, ...)` is the generator, for `run_on_loop`."""
+    to run it there (`run`); `reading(dialect, ...)` is the generator, for the event loop
+    (api/loop_reads.py)."""
 
     def __init__(self, reading: Callable[Concatenate[str, P], Reading[T]]) -> None:
         self.reading = reading
@@ -239,127 +238,3 @@ class DriverRead(Generic[P, T]):
     def __call__(self, driver: Driver, *args: P.args, **kwargs: P.kwargs) -> T:
         return run(driver, self.reading(driver.dialect, *args, **kwargs))
 
-
-async def run_on_loop(connection: Any, reading: Reading[T]) -> T:
-    """`reading`'s result, each statement it asks for run on `connection` (psycopg's, in
-    autocommit, idle, lent to this call alone) without leaving the event loop: sent, then
-    awaited on its socket (`_on_loop`). The answers are the tuples `run` gets there, its
-    errors SQLAlchemy's too.
-
-    The thread hop around a read cost more than the read: ~100 µs of CPU per storefront
-    availability read in the server, of ~600 (a service thread waking, the GIL handed over
-    and back, the answer handed to the loop; bench/README "Reads on the event loop").
-    A statement is prepared once per connection (PostgreSQL plans it once there, as
-    `driver_connections` have it). Cancelled, or failing below SQL, it closes the
-    connection: a query may still be running on it.
-    """
-    try:
-        request = next(reading)
-        while True:
-            sql, values = request
-            try:
-                with driver_errors(sql, values, connection=connection):
-                    found = await _on_loop(connection, sql, values)
-            except Exception as exc:
-                request = reading.throw(exc)
-            else:
-                request = reading.send(found)
-    except StopIteration as stop:
-        return stop.value  # type: ignore[no-any-return]
-
-
-_PREPARED_KEPT = 512  # statements prepared per connection; others run unprepared
-_PLACEHOLDER = re.compile(r"%\((\w+)\)s|%%")
-_prepared: weakref.WeakKeyDictionary[Any, dict[str, tuple[bytes, tuple[str, ...]]]] = \
-    weakref.WeakKeyDictionary()
-
-
-@functools.lru_cache(maxsize=1024)
-def _numbered(sql: str) -> tuple[bytes, tuple[str, ...]]:
-    """psycopg's `%(name)s` text as PostgreSQL's `$1`..., and the names in that order."""
-    names: list[str] = []
-
-    def number(match: re.Match[str]) -> str:
-        if match.group(0) == "%%":
-            return "%"
-        if match.group(1) not in names:
-            names.append(match.group(1))
-        return f"${names.index(match.group(1)) + 1}"
-
-    return _PLACEHOLDER.sub(number, sql).encode(), tuple(names)
-
-
-async def _on_loop(connection: Any, sql: str, values: Mapping[str, Any]) -> list[Any]:
-    from psycopg import adapt, errors, pq
-
-    pgconn = connection.pgconn
-    if pgconn.status != pq.ConnStatus.OK or \
-            pgconn.transaction_status != pq.TransactionStatus.IDLE:
-        raise errors.OperationalError("the connection is not idle")
-    statements = _prepared.setdefault(connection, {})
-    entry = statements.get(sql)
-    try:
-        if entry is None and len(statements) < _PREPARED_KEPT:
-            text, names = _numbered(sql)
-            name = b"stockyard_%d" % len(statements)
-            pgconn.send_prepare(name, text)
-            await _answer(connection, pq.ExecStatus.COMMAND_OK)
-            entry = statements[sql] = (name, names)
-        transformer = adapt.Transformer(connection)
-        text, names = entry if entry is not None else _numbered(sql)
-        params = [values[n] for n in names]
-        dumped = transformer.dump_sequence(params, [adapt.PyFormat.TEXT] * len(params))
-        if entry is not None:
-            pgconn.send_query_prepared(entry[0], dumped)
-        else:
-            pgconn.send_query_params(text, dumped)
-        result = await _answer(connection, pq.ExecStatus.TUPLES_OK)
-    except BaseException as exc:
-        if not isinstance(exc, errors.Error) or pgconn.status != pq.ConnStatus.OK:
-            connection.close()  # cancelled mid-query, or broken: not lent again
-        raise
-    transformer.set_pgresult(result)
-    return transformer.load_rows(0, result.ntuples, tuple)
-
-
-async def _answer(connection: Any, expected: Any) -> Any:
-    """The result of the command sent on `connection`'s non-blocking libpq connection,
-    awaited on its socket; a failed one raised as psycopg raises it."""
-    from psycopg import errors, pq
-
-    pgconn = connection.pgconn
-    loop = asyncio.get_running_loop()
-    socket = pgconn.socket
-    while pgconn.flush():
-        await _ready(loop, loop.add_writer, loop.remove_writer, socket)
-    last = None
-    while True:
-        while pgconn.is_busy():
-            await _ready(loop, loop.add_reader, loop.remove_reader, socket)
-            pgconn.consume_input()
-        result = pgconn.get_result()
-        if result is None:
-            break
-        last = result
-    if last is None:
-        raise errors.OperationalError(pgconn.get_error_message() or "no answer")
-    if last.status != expected:
-        if last.status == pq.ExecStatus.FATAL_ERROR:
-            raise errors.error_from_result(last, encoding=connection.info.encoding)
-        raise errors.InterfaceError(f"unexpected answer {pq.ExecStatus(last.status).name}")
-    return last
-
-
-async def _ready(loop: asyncio.AbstractEventLoop, add: Callable[..., None],
-                 remove: Callable[[int], Any], socket: int) -> None:
-    ready: asyncio.Future[None] = loop.create_future()
-    add(socket, _settle, ready)
-    try:
-        await ready
-    finally:
-        remove(socket)
-
-
-def _settle(ready: asyncio.Future[None]) -> None:
-    if not ready.done():
-        ready.set_result(None)

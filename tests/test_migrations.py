@@ -162,4 +162,24 @@ def test_a_variants_seller_is_held_to_its_products_on_a_database_with_data(
     engine = make_engine(Settings(database_url=empty_url))
     with engine.begin() as conn:
         assert conn.execute(text("SELECT count(*) FROM product_variant")).scalar() == 3
+        conn.execute(text("INSERT INTO product_variant (id, product_id, seller_id, sku, "
+                          "track_inventory) VALUES (4, 1, 2, 'TEE', true)"))  # key gone
     engine.dispose()
+
+
+def test_a_variant_of_another_sellers_product_fails_the_upgrade(empty_url: str) -> None:
+    """0023 on a database where a variant's seller is not its product's: it refuses, on
+    SQLite too (whose rebuild copies the table with its foreign keys off)."""
+    command.upgrade(_alembic(empty_url), "0022")
+    engine = make_engine(Settings(database_url=empty_url))
+    with engine.begin() as conn:
+        for sql in (
+                "INSERT INTO seller (id, name) VALUES (1, 'A'), (2, 'B')",
+                "INSERT INTO product (id, seller_id, name) VALUES (1, 1, 'tee')",
+                "INSERT INTO product_variant (id, product_id, seller_id, sku, track_inventory) "
+                "VALUES (1, 1, 2, 'TEE', true)"):
+            conn.execute(text(sql))
+    engine.dispose()
+
+    with pytest.raises(RuntimeError, match="not their product's"):
+        command.upgrade(_alembic(empty_url), "head")

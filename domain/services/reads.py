@@ -467,8 +467,10 @@ def _page_select(model: type[Base], dialect: str,
 def _asked_skus(stmt: Select[Any], dialect: str) -> Select[Any]:
     """The variants among `stmt`'s whose SKU is asked (`:skus`, a short list).
 
-    On PostgreSQL, each SKU asked is looked up in the (sku, seller_id) index and the few
-    variants found are sorted, whatever the table's size. The SKUs are one array (one
+    On PostgreSQL, each SKU asked is looked up on its own and the few variants found are
+    sorted: by the (sku, seller_id) index from about a thousand variants on; on a catalog
+    of a few hundred PostgreSQL may scan it for each SKU instead (cheap at that size, and
+    tested as the bound). The SKUs are one array (one
     text parameter: `db.pg_array`). The generic plan of a prepared statement (from its
     sixth run) otherwise walked the variants by id, newest first, keeping those asked
     (with a LIMIT it cannot see the walk looks cheap): every variant newer than the oldest

@@ -6,6 +6,7 @@ Revises: 0022
 """
 from collections.abc import Sequence
 
+import sqlalchemy as sa
 from alembic import op
 
 from migrations.sqlite_rebuild import foreign_keys_off
@@ -21,7 +22,14 @@ def upgrade() -> None:
     # through its product, a join in every availability sum and in every order's read of
     # its stocks. The variant carries its seller (written from the product's); with this
     # key the database holds that they agree, and the product is no longer read.
-    # A variant whose seller is not its product's fails the upgrade.
+    # A variant whose seller is not its product's fails the upgrade (checked here: SQLite
+    # copies the table with its foreign keys off, and its check looks at the keys that
+    # point at the table, not at those it holds).
+    wrong = op.get_bind().execute(sa.text(
+        "SELECT v.id FROM product_variant v JOIN product p ON p.id = v.product_id "
+        "WHERE v.seller_id <> p.seller_id ORDER BY v.id LIMIT 5")).scalars().all()
+    if wrong:
+        raise RuntimeError(f"variants whose seller is not their product's: {wrong}")
     op.drop_index("ix_product_seller", table_name="product")
     op.create_index("ix_product_seller", "product", ["seller_id", "id"], unique=True)
     # SQLite adds a foreign key by rebuilding the table stocks and lines point at

@@ -39,12 +39,12 @@ def counting(db: Database) -> Iterator[Statements]:
     if db.engine.dialect.name == "postgresql":
         import psycopg
 
-        from domain import rows
+        from api import loop_reads
 
-        # and the reads the event loop runs itself (rows.run_on_loop)
+        # and the reads the event loop runs itself (loop_reads.run_on_loop)
         patched: list[tuple[Any, str, Any]] = [(psycopg.Connection, "execute",
                                                 psycopg.Connection.execute),
-                                               (rows, "_on_loop", rows._on_loop)]
+                                               (loop_reads, "_on_loop", loop_reads._on_loop)]
     else:
         pooled = db.engine.raw_connection()
         gated = type(pooled.driver_connection)
@@ -56,7 +56,7 @@ def counting(db: Database) -> Iterator[Statements]:
             if not str(statement).startswith("BEGIN"):
                 seen.sql.append(str(statement))
             return original(self, statement, *args, **kwargs)
-        return call  # (rows._on_loop's first argument is the connection, as `self` here)
+        return call  # (loop_reads._on_loop's first argument is the connection, as `self` here)
 
     # reads by id and sums over ids run on the driver connections (PostgreSQL), which the
     # psycopg patch above counts; Core's statements are counted on the engine

@@ -1,4 +1,4 @@
-"""rows.run_on_loop: the planned-once reads run on the event loop itself (PostgreSQL), a
+"""loop_reads.run_on_loop: the planned-once reads run on the event loop itself (PostgreSQL), a
 statement sent and its answer awaited on the connection's socket, instead of a thread hop."""
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from sqlalchemy.exc import OperationalError, ProgrammingError
 
+from api import loop_reads
 from api.loaders import ROW_READS, children_and_ahead
 from domain import rows
 from domain.db import DriverConnections, driver_connections
@@ -51,18 +52,19 @@ async def test_reads_on_the_loop_answer_as_on_a_thread(pg_db: Database) -> None:
         for _ in range(2):  # prepared on the first, run prepared on the second
             with connections.lend_now() as raw:
                 assert raw is not None
-                found = await rows.run_on_loop(raw, read.reading("postgresql", *args))
+                found = await loop_reads.run_on_loop(raw, read.reading("postgresql", *args))
             assert found == expected, read
             assert [type(r) for r in _flat(found)] == [type(r) for r in _flat(expected)]
     with connections.lend_now() as raw:
         prepared = raw.execute("SELECT count(*) FROM pg_prepared_statements "
                                "WHERE name LIKE 'stockyard_%'").fetchone()[0]
-    assert 0 < prepared == len(rows._prepared[raw])  # each statement prepared once
+    assert 0 < prepared == len(loop_reads._prepared[raw])  # each statement prepared once
     connections.close()
 
 
 def _flat(found: Any) -> list[Any]:
-    if isinstance(found, (list, tuple)) and not hasattr(found, "_fields"):
+    """Every value in `found`, rows' values included, to compare their types."""
+    if isinstance(found, (list, tuple)):
         return [item for each in found for item in _flat(each)]
     if isinstance(found, dict):
         return [item for each in found.values() for item in _flat(each)]
@@ -84,7 +86,7 @@ async def test_a_failed_statement_is_raised_into_the_reading_and_the_connection_
 
     caught: list[BaseException] = []
     with connections.lend_now() as raw:
-        assert await rows.run_on_loop(raw, reading("postgresql")) == [(42, "100%")]
+        assert await loop_reads.run_on_loop(raw, reading("postgresql")) == [(42, "100%")]
     assert len(caught) == 1 and "no_such_column" in str(caught[0])
     with connections.lend_now() as again:
         assert again is raw and not raw.closed  # still idle: lent again
@@ -108,15 +110,23 @@ async def test_a_read_cancelled_on_the_loop_closes_its_connection(pg_db: Databas
     async def read() -> None:
         with connections.lend_now() as raw:
             lent.append(raw)
-            await rows.run_on_loop(raw, slow("postgresql"))
+            await loop_reads.run_on_loop(raw, slow("postgresql"))
 
     lent: list[Any] = []
     task = asyncio.ensure_future(read())
     await asyncio.sleep(0.2)
+    pid = lent[0].info.backend_pid
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
     assert lent[0].closed  # a query may still run on it: not lent again
+    for _ in range(50):  # and the server was asked to cancel it
+        if not pg_db.scalar(f"SELECT count(*) FROM pg_stat_activity WHERE pid = {pid} "
+                            "AND state = 'active'"):
+            break
+        await asyncio.sleep(0.05)
+    else:
+        raise AssertionError("the cancelled read still runs on the server")
     assert connections.idle() == 1  # the others stay
     with connections.lend_now() as other:
         assert other is not None and other is not lent[0]
@@ -127,15 +137,17 @@ async def test_a_read_cancelled_on_the_loop_closes_its_connection(pg_db: Databas
 async def test_a_broken_connection_on_the_loop_is_raised_and_not_lent_again(
         pg_db: Database) -> None:
     connections = _connections(pg_db)
-    _warm(connections)
+    with connections.lend() as first, connections.lend() as second:  # two idle
+        pass
     with connections.lend_now() as raw:
         pid = raw.info.backend_pid
         with pg_db.engine.connect() as admin:
             admin.exec_driver_sql(f"SELECT pg_terminate_backend({pid})")
         with pytest.raises(OperationalError):
-            await rows.run_on_loop(raw, reads.rows_by_id.reading(
+            await loop_reads.run_on_loop(raw, reads.rows_by_id.reading(
                 "postgresql", ProductVariant, [1]))
-    assert raw.closed and connections.idle() == 0
+    assert raw.closed and connections.idle() == 0  # the other one was closed too
+    assert first.closed and second.closed
 
 
 async def test_lend_now_never_waits_nor_connects(pg_db: Database) -> None:
