@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import functools
-import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
@@ -15,7 +13,7 @@ from starlette.requests import Request
 from api import loop_reads
 from api.auth import TokenCache
 from api.limits import Gate
-from api.loaders import Loaders, carried, read_ahead
+from api.loaders import Loaders, ahead_failing, carried, read_ahead
 from api.threads import Threads
 from domain import rows
 from domain.db import driver_connections
@@ -28,8 +26,6 @@ P = ParamSpec("P")
 R = TypeVar("R")
 N = TypeVar("N")
 KeysOf = Callable[[list[N]], dict[str, list[Any]]]  # nodes -> loader's name -> keys
-
-log = logging.getLogger("stockyard")
 
 
 @dataclass(slots=True)
@@ -71,7 +67,7 @@ class Services:
                                 planned_once=reads.planned_once(query))
         nodes, found, wanted = _after_page(query, rows, build, keys_of)
         if wanted:
-            with _ahead_failing("a page's"):
+            with ahead_failing("a page's"):
                 _gather(found, self.read_driver(read_ahead, wanted, planned_once=True))
         return rows, nodes, found
 
@@ -164,16 +160,6 @@ def _after_page(query: reads.PageQuery, found_rows: list[Any], build: Callable[[
     return nodes, found, wanted
 
 
-@contextlib.contextmanager
-def _ahead_failing(what: str) -> Iterator[None]:
-    """A failed read ahead is logged: the fields read for themselves (and meet the error)."""
-    try:
-        yield
-    except Exception:
-        log.warning("reading ahead of %s fields failed; they read for themselves", what,
-                    exc_info=True)
-
-
 def _gather(found: dict[str, dict[Any, Any]], more: dict[str, dict[Any, Any]]) -> None:
     for name, values in more.items():
         found.setdefault(name, {}).update(values)
@@ -188,6 +174,6 @@ def page_and_ahead(dialect: str, model: type[Any], query: reads.PageQuery,
     found_rows = yield from reads.page.reading(dialect, model, query)
     nodes, found, wanted = _after_page(query, found_rows, build, keys_of)
     if wanted:
-        with _ahead_failing("a page's"):
+        with ahead_failing("a page's"):
             _gather(found, (yield from read_ahead.reading(dialect, wanted)))
     return found_rows, nodes, found

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
 from strawberry.dataloader import DataLoader
@@ -148,15 +149,22 @@ def children_and_ahead(dialect: str, name: str, keys: Sequence[Any], ahead: Sequ
     for keys_of in ahead:
         for loader_name, loader_keys in keys_of(children).items():
             wanted.setdefault(loader_name, {}).update(dict.fromkeys(loader_keys))
-    if not wanted:
-        return found, {}
+    values: dict[str, dict[Any, Any]] = {}
+    if wanted:
+        with ahead_failing("a list's"):
+            values = yield from read_ahead.reading(
+                dialect, {n: list(k) for n, k in wanted.items()})
+    return found, values
+
+
+@contextlib.contextmanager
+def ahead_failing(what: str) -> Iterator[None]:
+    """A failed read ahead is logged: the fields read for themselves (and meet the error)."""
     try:
-        return found, (yield from read_ahead.reading(
-            dialect, {n: list(k) for n, k in wanted.items()}))
+        yield
     except Exception:
-        log.warning("reading ahead of a list's fields failed; they read for themselves",
+        log.warning("reading ahead of %s fields failed; they read for themselves", what,
                     exc_info=True)
-        return found, {}
 
 
 class _Children(_Loader[Any, list[Any]]):

@@ -194,30 +194,23 @@ class DriverConnections:
     @contextlib.contextmanager
     def lend(self) -> Iterator[Any]:
         """A psycopg connection in autocommit, outside any transaction."""
-        if not self._lendable.acquire(timeout=LEND_TIMEOUT):  # as SQLAlchemy's pool raises
-            raise SQLAlchemyTimeoutError(f"no driver connection free within "
-                                         f"{LEND_TIMEOUT:.0f} s ({self._limit} lent)")
-        try:
-            generation = self._generation
-            try:
-                raw = self._idle.pop()
-            except IndexError:
-                pooled = self.factory.raw_connection()
-                raw = pooled.driver_connection
-                pooled.detach()
-            try:
-                yield raw
-            finally:
-                self._take_back(raw, generation)
-        finally:
-            self._lendable.release()
+        yield from self._lent(wait=True)
 
     @contextlib.contextmanager
     def lend_now(self) -> Iterator[Any]:
         """An idle connection, as `lend`'s, or None at once: never waits for one nor makes
         one (for the event loop, which must not block: the caller then takes `lend` on a
         thread)."""
-        if not self._lendable.acquire(blocking=False):
+        yield from self._lent(wait=False)
+
+    def _lent(self, *, wait: bool) -> Iterator[Any]:
+        """A loan: the slot (waited for up to LEND_TIMEOUT if `wait`), an idle connection
+        (else a new one if `wait`), and both back afterwards; None without waiting."""
+        if wait:
+            if not self._lendable.acquire(timeout=LEND_TIMEOUT):  # as SQLAlchemy's pool
+                raise SQLAlchemyTimeoutError(f"no driver connection free within "
+                                             f"{LEND_TIMEOUT:.0f} s ({self._limit} lent)")
+        elif not self._lendable.acquire(blocking=False):
             yield None
             return
         try:
@@ -225,8 +218,12 @@ class DriverConnections:
             try:
                 raw = self._idle.pop()
             except IndexError:
-                yield None
-                return
+                if not wait:
+                    yield None
+                    return
+                pooled = self.factory.raw_connection()
+                raw = pooled.driver_connection
+                pooled.detach()
             try:
                 yield raw
             finally:

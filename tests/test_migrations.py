@@ -48,6 +48,17 @@ def _alembic(url: str) -> Config:
     return config
 
 
+def _at_revision_with(url: str, revision: str, *statements: str) -> None:
+    """Migrate the database at `url` to `revision`, run `statements` there, and let go of
+    it (SQLite's rebuild must not wait for this engine's connections)."""
+    command.upgrade(_alembic(url), revision)
+    engine = make_engine(Settings(database_url=url))
+    with engine.begin() as conn:
+        for sql in statements:
+            conn.execute(text(sql))
+    engine.dispose()
+
+
 def test_skus_become_unique_per_seller_on_a_database_with_data(empty_url: str) -> None:
     """0010 copies each variant's seller from its product, keeps every row and every
     stock pointing at it, then lets two sellers share a SKU but not one seller twice."""
@@ -80,28 +91,28 @@ def test_skus_become_unique_per_seller_on_a_database_with_data(empty_url: str) -
     engine.dispose()
 
 
+# two sellers, B's warehouse, a product and a variant of each, B's variant in stock with
+# one unit allocated to an order (its lines are each test's own)
+_SELLERS_AND_VARIANTS = (
+    "INSERT INTO seller (id, name) VALUES (1, 'A'), (2, 'B')",
+    "INSERT INTO warehouse (id, seller_id, name, priority) VALUES (1, 2, 'B', 0)",
+    "INSERT INTO product (id, seller_id, name) VALUES (1, 1, 'tee'), (2, 2, 'mug')",
+    "INSERT INTO product_variant (id, product_id, seller_id, sku, track_inventory) "
+    "VALUES (1, 1, 1, 'TEE', true), (2, 2, 2, 'MUG', true)",
+    "INSERT INTO stock (id, variant_id, warehouse_id, quantity, quantity_allocated) "
+    "VALUES (1, 2, 1, 5, 1)",
+    "INSERT INTO orders (id, type, status, shipping_country, allocated) "
+    "VALUES (1, 'REGULAR', 'UNFULFILLED', 'DE', true)")
+
+
 def test_order_lines_get_their_variants_seller_on_a_database_with_data(empty_url: str) -> None:
     """0021 copies each line's seller from its variant and keeps every line, and every
     allocation pointing at one, as it was."""
-    command.upgrade(_alembic(empty_url), "0020")
-    engine = make_engine(Settings(database_url=empty_url))
-    with engine.begin() as conn:
-        for sql in (
-                "INSERT INTO seller (id, name) VALUES (1, 'A'), (2, 'B')",
-                "INSERT INTO warehouse (id, seller_id, name, priority) VALUES (1, 2, 'B', 0)",
-                "INSERT INTO product (id, seller_id, name) VALUES (1, 1, 'tee'), (2, 2, 'mug')",
-                "INSERT INTO product_variant (id, product_id, seller_id, sku, track_inventory) "
-                "VALUES (1, 1, 1, 'TEE', true), (2, 2, 2, 'MUG', true)",
-                "INSERT INTO stock (id, variant_id, warehouse_id, quantity, quantity_allocated) "
-                "VALUES (1, 2, 1, 5, 1)",
-                "INSERT INTO orders (id, type, status, shipping_country, allocated) "
-                "VALUES (1, 'REGULAR', 'UNFULFILLED', 'DE', true)",
-                "INSERT INTO order_line (id, order_id, variant_id, quantity, quantity_fulfilled) "
-                "VALUES (1, 1, 1, 2, 0), (2, 1, 2, 1, 0)",
-                "INSERT INTO allocation (id, order_line_id, stock_id, quantity) "
-                "VALUES (1, 2, 1, 1)"):
-            conn.execute(text(sql))
-    engine.dispose()  # SQLite's rebuild must not wait for this engine's connections
+    _at_revision_with(
+        empty_url, "0020", *_SELLERS_AND_VARIANTS,
+        "INSERT INTO order_line (id, order_id, variant_id, quantity, quantity_fulfilled) "
+        "VALUES (1, 1, 1, 2, 0), (2, 1, 2, 1, 0)",
+        "INSERT INTO allocation (id, order_line_id, stock_id, quantity) VALUES (1, 2, 1, 1)")
 
     command.upgrade(_alembic(empty_url), "head")
 
@@ -123,23 +134,10 @@ def test_a_variants_seller_is_held_to_its_products_on_a_database_with_data(
     """0023 keeps every variant and every stock and line pointing at one; afterwards the
     database refuses a variant whose seller is not its product's (`stock_rules.serves`
     reads the variant's), and 0022 comes back on a downgrade."""
-    command.upgrade(_alembic(empty_url), "0022")
-    engine = make_engine(Settings(database_url=empty_url))
-    with engine.begin() as conn:
-        for sql in (
-                "INSERT INTO seller (id, name) VALUES (1, 'A'), (2, 'B')",
-                "INSERT INTO warehouse (id, seller_id, name, priority) VALUES (1, 2, 'B', 0)",
-                "INSERT INTO product (id, seller_id, name) VALUES (1, 1, 'tee'), (2, 2, 'mug')",
-                "INSERT INTO product_variant (id, product_id, seller_id, sku, track_inventory) "
-                "VALUES (1, 1, 1, 'TEE', true), (2, 2, 2, 'MUG', true)",
-                "INSERT INTO stock (id, variant_id, warehouse_id, quantity, quantity_allocated) "
-                "VALUES (1, 2, 1, 5, 1)",
-                "INSERT INTO orders (id, type, status, shipping_country, allocated) "
-                "VALUES (1, 'REGULAR', 'UNFULFILLED', 'DE', true)",
-                "INSERT INTO order_line (id, order_id, variant_id, seller_id, quantity, "
-                "quantity_fulfilled) VALUES (1, 1, 2, 2, 1, 0)"):
-            conn.execute(text(sql))
-    engine.dispose()  # SQLite's rebuild must not wait for this engine's connections
+    _at_revision_with(
+        empty_url, "0022", *_SELLERS_AND_VARIANTS,
+        "INSERT INTO order_line (id, order_id, variant_id, seller_id, quantity, "
+        "quantity_fulfilled) VALUES (1, 1, 2, 2, 1, 0)")
 
     command.upgrade(_alembic(empty_url), "head")
 
@@ -170,16 +168,12 @@ def test_a_variants_seller_is_held_to_its_products_on_a_database_with_data(
 def test_a_variant_of_another_sellers_product_fails_the_upgrade(empty_url: str) -> None:
     """0023 on a database where a variant's seller is not its product's: it refuses, on
     SQLite too (whose rebuild copies the table with its foreign keys off)."""
-    command.upgrade(_alembic(empty_url), "0022")
-    engine = make_engine(Settings(database_url=empty_url))
-    with engine.begin() as conn:
-        for sql in (
-                "INSERT INTO seller (id, name) VALUES (1, 'A'), (2, 'B')",
-                "INSERT INTO product (id, seller_id, name) VALUES (1, 1, 'tee')",
-                "INSERT INTO product_variant (id, product_id, seller_id, sku, track_inventory) "
-                "VALUES (1, 1, 2, 'TEE', true)"):
-            conn.execute(text(sql))
-    engine.dispose()
+    _at_revision_with(
+        empty_url, "0022",
+        "INSERT INTO seller (id, name) VALUES (1, 'A'), (2, 'B')",
+        "INSERT INTO product (id, seller_id, name) VALUES (1, 1, 'tee')",
+        "INSERT INTO product_variant (id, product_id, seller_id, sku, track_inventory) "
+        "VALUES (1, 1, 2, 'TEE', true)")
 
     with pytest.raises(RuntimeError, match="not their product's"):
         command.upgrade(_alembic(empty_url), "head")
