@@ -74,15 +74,23 @@ class Services:
     async def read_on_loop(self, fn: DriverRead[P, R], *args: P.args, **kwargs: P.kwargs
                            ) -> R | NotNow:
         """`fn` run on the event loop on an idle driver connection (PostgreSQL, planned
-        once: `loop_reads.run_on_loop`); NOT_NOW if there is none idle (or on SQLite): the caller
-        then hops to a thread, which waits for one or makes one."""
+        once: `loop_reads.run_on_loop`), waiting there for a loan to end when all are lent
+        (`loop_reads.one_returned`); NOT_NOW when a loan is free but no connection idle (or
+        on SQLite): the caller then hops to a thread, which makes one."""
         engine = self.writer.kw["bind"]
         if engine.dialect.name != "postgresql":
             return NOT_NOW
-        with driver_connections(engine).lend_now() as raw:
-            if raw is None:
-                return NOT_NOW
-            return await loop_reads.run_on_loop(raw, fn.reading("postgresql", *args, **kwargs))
+        connections = driver_connections(engine)
+        waited = False
+        while True:
+            with connections.lend_now() as raw:
+                if raw is not None:
+                    return await loop_reads.run_on_loop(
+                        raw, fn.reading("postgresql", *args, **kwargs))
+            if not connections.all_lent():
+                return NOT_NOW  # fewer connections than loans: a thread makes one
+            await loop_reads.one_returned(connections, again=waited)
+            waited = True
 
 
 @dataclass(slots=True)

@@ -180,7 +180,9 @@ class DriverConnections:
     `limit` are lent at once (more callers wait, up to LEND_TIMEOUT); at most `limit` stay
     idle. One that comes back not idle (a transaction left open) is closed; one that comes
     back broken closes the idle ones too (the server went away), as disposing the engine
-    does, and those lent then are closed when they come back.
+    does, and those lent then are closed when they come back. After each loan the
+    `listeners` are called, on the borrower's thread: the event loop's readers wait for a
+    connection there (`api/loop_reads.py`), not on a thread.
     """
 
     def __init__(self, factory: Engine, limit: int) -> None:
@@ -188,6 +190,8 @@ class DriverConnections:
         self._idle: collections.deque[Any] = collections.deque()
         self._lendable = threading.BoundedSemaphore(limit)
         self._limit = limit
+        self._lent_out = 0  # loans under way (changed under _lock)
+        self.listeners: list[Callable[[], None]] = []  # called after each loan
         self._generation = 0  # one more at each close: what was lent before is not kept
         self._lock = threading.Lock()  # a connection taken back, against a close
 
@@ -213,6 +217,8 @@ class DriverConnections:
         elif not self._lendable.acquire(blocking=False):
             yield None
             return
+        with self._lock:
+            self._lent_out += 1
         try:
             generation = self._generation
             try:
@@ -229,10 +235,19 @@ class DriverConnections:
             finally:
                 self._take_back(raw, generation)
         finally:
+            with self._lock:
+                self._lent_out -= 1
             self._lendable.release()
+            for listener in self.listeners:
+                listener()
 
     def idle(self) -> int:
         return len(self._idle)
+
+    def all_lent(self) -> bool:
+        """Whether `limit` loans are under way: a borrower that will not wait in a thread
+        waits for a listener's call (else a loan is free, and a thread may connect)."""
+        return self._lent_out >= self._limit
 
     def close(self) -> None:
         """Close the idle connections; those lent now are closed when they come back. Later

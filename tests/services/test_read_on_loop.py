@@ -4,13 +4,20 @@ statement sent and its answer awaited on the connection's socket, instead of a t
 from __future__ import annotations
 
 import asyncio
+import collections
+import threading
+import time
 from typing import Any
 
 import pytest
 from sqlalchemy.exc import OperationalError, ProgrammingError
+from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
+from sqlalchemy.orm import sessionmaker
 
 from api import loop_reads
+from api.context import NOT_NOW, NotNow, Services
 from api.loaders import ROW_READS, children_and_ahead
+from api.threads import Threads
 from domain import rows
 from domain.db import DriverConnections, driver_connections
 from domain.models import ProductVariant
@@ -160,3 +167,111 @@ async def test_lend_now_never_waits_nor_connects(pg_db: Database) -> None:
     with connections.lend_now() as raw:
         assert raw is busy
     connections.close()
+
+
+async def _held(connections: DriverConnections, seconds: float) -> None:
+    """A loan held for `seconds` on a thread of its own, as a service's."""
+    def hold() -> None:
+        with connections.lend():
+            lent.set()
+            time.sleep(seconds)
+
+    lent = threading.Event()
+    threading.Thread(target=hold, daemon=True).start()
+    await asyncio.to_thread(lent.wait)
+
+
+async def test_a_reader_on_the_loop_waits_there_until_a_loan_ends(pg_db: Database) -> None:
+    connections = _connections(pg_db, limit=1)
+    _warm(connections)
+    await _held(connections, 0.3)
+    assert connections.all_lent()
+    started = time.monotonic()
+    await loop_reads.one_returned(connections)  # woken from the thread that lent
+    assert time.monotonic() - started >= 0.2 and not connections.all_lent()
+    with connections.lend_now() as raw:
+        assert raw is not None
+        assert await loop_reads.run_on_loop(raw, reads.rows_by_id.reading(
+            "postgresql", ProductVariant, [10**9])) == [None]
+    await loop_reads.one_returned(connections)  # none lent: at once
+    connections.close()
+
+
+async def test_readers_waiting_on_the_loop_are_woken_one_per_loan_in_turn(
+        pg_db: Database) -> None:
+    connections = _connections(pg_db, limit=1)
+    _warm(connections)
+    order: list[int] = []
+
+    async def reader(n: int) -> None:
+        waited = False
+        while True:
+            with connections.lend_now() as raw:
+                if raw is not None:
+                    order.append(n)
+                    await asyncio.sleep(0.01)  # a loan ended on the loop wakes the next
+                    return
+            await loop_reads.one_returned(connections, again=waited)
+            waited = True
+
+    with connections.lend_now() as busy:
+        readers = [asyncio.ensure_future(reader(n)) for n in range(3)]
+        await asyncio.sleep(0.05)
+        assert order == [] and busy is not None
+    await asyncio.wait_for(asyncio.gather(*readers), 5)
+    assert order == [0, 1, 2]
+    connections.close()
+
+
+async def test_a_waiter_woken_then_cancelled_passes_its_turn_on(pg_db: Database) -> None:
+    connections = _connections(pg_db, limit=1)
+    _warm(connections)
+    with connections.lend_now():
+        first = asyncio.ensure_future(loop_reads.one_returned(connections))
+        second = asyncio.ensure_future(loop_reads.one_returned(connections))
+        await asyncio.sleep(0.05)
+    first.cancel()  # woken by the loan's end, cancelled before it ran
+    await asyncio.wait_for(second, 5)
+    assert first.cancelled()
+    connections.close()
+
+
+async def test_a_reader_waits_on_the_loop_no_longer_than_a_thread_would(
+        pg_db: Database, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(loop_reads, "LEND_TIMEOUT", 0.1)
+    connections = _connections(pg_db, limit=1)
+    with connections.lend_now() as raw, pytest.raises(SQLAlchemyTimeoutError):
+        assert raw is None  # none made yet: lent, but no connection idle
+        with connections.lend():
+            await loop_reads.one_returned(connections)
+    assert loop_reads._waiters_of(connections) == collections.deque()
+    connections.close()
+
+
+async def test_services_read_on_the_loop_when_all_are_lent(pg_db: Database) -> None:
+    """`Services.read_on_loop` waits for a loan to end on the loop, not on a thread; with a
+    loan free but no connection idle it leaves the read to a thread, which connects."""
+    s = shop(pg_db, stock1=7, stock2=5)
+    services = Services(sessionmaker(bind=pg_db.engine), sessionmaker(bind=pg_db.engine),
+                        lambda *_: None, Threads(1))
+    connections = driver_connections(pg_db.engine)
+    connections.close()
+    assert await services.read_on_loop(ROW_READS["variant"], [s.variant]) is NOT_NOW
+    holders = [threading.Event() for _ in range(connections._limit)]
+    release = threading.Event()
+
+    def hold(lent: threading.Event) -> None:
+        with connections.lend():
+            lent.set()
+            release.wait(5)
+
+    for lent in holders:
+        threading.Thread(target=hold, args=(lent,), daemon=True).start()
+    for lent in holders:
+        await asyncio.to_thread(lent.wait, 5)
+    assert connections.all_lent()
+    asyncio.get_running_loop().call_later(0.2, release.set)
+    found = await services.read_on_loop(ROW_READS["variant"], [s.variant])
+    assert release.is_set() and not isinstance(found, NotNow)
+    assert [row.id for row in found] == [s.variant]
+    services.threads.close()
