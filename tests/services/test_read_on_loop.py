@@ -240,10 +240,13 @@ async def test_a_reader_waits_on_the_loop_no_longer_than_a_thread_would(
         pg_db: Database, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(loop_reads, "LEND_TIMEOUT", 0.1)
     connections = _connections(pg_db, limit=1)
-    with connections.lend_now() as raw, pytest.raises(SQLAlchemyTimeoutError):
-        assert raw is None  # none made yet: lent, but no connection idle
-        with connections.lend():
+    _warm(connections)
+    started = time.monotonic()
+    with connections.lend_now() as raw:
+        assert raw is not None and connections.all_lent()
+        with pytest.raises(SQLAlchemyTimeoutError, match="no driver connection free"):
             await loop_reads.one_returned(connections)
+    assert time.monotonic() - started < 5  # its own timeout, not the thread's 30 s
     assert loop_reads._waiters_of(connections) == collections.deque()
     connections.close()
 
