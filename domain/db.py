@@ -188,12 +188,12 @@ class DriverConnections:
     def __init__(self, factory: Engine, limit: int) -> None:
         self.factory = factory
         self._idle: collections.deque[Any] = collections.deque()
-        self._lendable = threading.BoundedSemaphore(limit)
         self._limit = limit
-        self._lent_out = 0  # loans under way (changed under _lock)
+        self._lent_out = 0  # loans under way (under _lock)
         self.listeners: list[Callable[[], None]] = []  # called after each loan
         self._generation = 0  # one more at each close: what was lent before is not kept
         self._lock = threading.Lock()  # a connection taken back, against a close
+        self._lendable = threading.Condition(self._lock)  # a loan ended: _lent_out < limit
 
     @contextlib.contextmanager
     def lend(self) -> Iterator[Any]:
@@ -210,15 +210,17 @@ class DriverConnections:
     def _lent(self, *, wait: bool) -> Iterator[Any]:
         """A loan: the slot (waited for up to LEND_TIMEOUT if `wait`), an idle connection
         (else a new one if `wait`), and both back afterwards; None without waiting."""
-        if wait:
-            if not self._lendable.acquire(timeout=LEND_TIMEOUT):  # as SQLAlchemy's pool
+        with self._lendable:
+            lent = self._free() or (
+                wait and self._lendable.wait_for(self._free, timeout=LEND_TIMEOUT))
+            if lent:
+                self._lent_out += 1
+        if not lent:
+            if wait:  # as SQLAlchemy's pool raises
                 raise SQLAlchemyTimeoutError(f"no driver connection free within "
                                              f"{LEND_TIMEOUT:.0f} s ({self._limit} lent)")
-        elif not self._lendable.acquire(blocking=False):
             yield None
             return
-        with self._lock:
-            self._lent_out += 1
         try:
             generation = self._generation
             try:
@@ -235,14 +237,17 @@ class DriverConnections:
             finally:
                 self._take_back(raw, generation)
         finally:
-            with self._lock:
+            with self._lendable:
                 self._lent_out -= 1
-            self._lendable.release()
+                self._lendable.notify()
             for listener in self.listeners:
                 listener()
 
     def idle(self) -> int:
         return len(self._idle)
+
+    def _free(self) -> bool:
+        return self._lent_out < self._limit
 
     def all_lent(self) -> bool:
         """Whether `limit` loans are under way: a borrower that will not wait in a thread

@@ -4,6 +4,7 @@ connections, lent without SQLAlchemy's pool."""
 from __future__ import annotations
 
 import threading
+from typing import Any
 
 import psycopg
 import pytest
@@ -57,6 +58,24 @@ def test_at_most_limit_are_lent_at_once(pg_db: Database, monkeypatch: pytest.Mon
     assert len(refused) == 1
     borrow()  # free again
     assert len(refused) == 1
+    connections.close()
+
+
+def test_a_thread_waiting_for_a_loan_gets_the_one_that_ends(pg_db: Database) -> None:
+    connections = _connections(pg_db, 1)
+    got: list[Any] = []
+
+    def borrow() -> None:
+        with connections.lend() as raw:
+            got.append(raw)
+
+    with connections.lend() as first:
+        other = threading.Thread(target=borrow)
+        other.start()
+        other.join(0.2)
+        assert other.is_alive() and got == []  # waiting
+    other.join(5)
+    assert got == [first]
     connections.close()
 
 
