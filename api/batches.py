@@ -15,7 +15,6 @@ from api.queries import (
     PageInfo,
     _after,
     _allowed,
-    _cursor,
     _filter_id,
     _first,
     _utc,
@@ -160,6 +159,6 @@ class BatchQueries:
             _filter_id(warehouse_id, "Warehouse", "warehouseId"),
             models.PickBatchStatus(status) if status is not None else None,
             permissions.seller_scope(principal))
-        edges = [Edge(node=PickBatch.from_view(r), cursor=_cursor(r.id)) for r in rows[:size]]
+        edges = [Edge(node=PickBatch.from_view(r), pk=r.id) for r in rows[:size]]
         return Connection(edges=edges, page_info=PageInfo.of(
             edges, after, has_next_page=len(rows) > size))

@@ -10,7 +10,7 @@ import strawberry
 
 from api import ids
 from api.errors import StockyardError, errors_from
-from api.queries import Connection, Edge, PageInfo, _after, _allowed, _cursor, _first
+from api.queries import Connection, Edge, PageInfo, _after, _allowed, _first
 from api.types import Info, Node, Product, ProductVariant, Seller, Warehouse
 from domain import permissions
 from domain.errors import DomainError
@@ -110,7 +110,7 @@ class SalesChannel(Node):
         size = _first(first)
         rows = await info.context.read(channel_reads.listings_page, self.pk, size,
                                        _after(after), unmatched, pending)
-        edges = [Edge(node=Listing.from_view(r), cursor=_cursor(r.id)) for r in rows[:size]]
+        edges = [Edge(node=Listing.from_view(r), pk=r.id) for r in rows[:size]]
         return Connection(edges=edges, page_info=PageInfo.of(
             edges, after, has_next_page=len(rows) > size))
 
@@ -292,7 +292,7 @@ class ChannelQueries:
         size = _first(first)
         rows = await info.context.read(channel_reads.channels_page, size, _after(after),
                                        wanted, status.value if status else None)
-        edges = [Edge(node=SalesChannel.from_model(r), cursor=_cursor(r.id))
+        edges = [Edge(node=SalesChannel.from_model(r), pk=r.id)
                  for r in rows[:size]]
         return Connection(edges=edges, page_info=PageInfo.of(
             edges, after, has_next_page=len(rows) > size))

@@ -9,7 +9,7 @@ import strawberry
 from api import ids
 from api.channels import ChannelStatus, status_of
 from api.errors import StockyardError, errors_from
-from api.queries import Connection, Edge, PageInfo, _after, _cursor, _first, _utc
+from api.queries import Connection, Edge, PageInfo, _after, _first, _utc
 from api.types import Info, Node, ProductVariant, Seller, Warehouse, _warehouse
 from domain.errors import DomainError
 from domain.models import SupplierFeed as FeedModel
@@ -68,7 +68,7 @@ class SupplierFeed(Node):
         edges = [Edge(node=SupplierFeedItem(supplier_sku=r.supplier_sku,
                                             supplier_quantity=r.supplier_quantity,
                                             shortfall=r.shortfall, variant_pk=r.variant_id),
-                      cursor=_cursor(r.id)) for r in rows[:size]]
+                      pk=r.id) for r in rows[:size]]
         return Connection(edges=edges, page_info=PageInfo.of(
             edges, after, has_next_page=len(rows) > size))
 

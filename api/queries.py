@@ -71,14 +71,20 @@ class PageInfo:
         or of a row another filter listed, answers true as well.
         """
         return cls(has_next_page=has_next_page, has_previous_page=after is not None,
-                   start_cursor=edges[0].cursor if edges else None,
-                   end_cursor=edges[-1].cursor if edges else None)
+                   start_cursor=_cursor(edges[0].pk) if edges else None,
+                   end_cursor=_cursor(edges[-1].pk) if edges else None)
 
 
 @strawberry.type
 class Edge(Generic[T]):
     node: T
-    cursor: str
+    pk: strawberry.Private[int]  # the node's row id, which its cursor names
+
+    @strawberry.field
+    def cursor(self) -> str:
+        """Spelled when asked for: a dashboard's page selects `pageInfo { endCursor }`,
+        seldom each edge's."""
+        return _cursor(self.pk)
 
 
 @strawberry.type
@@ -147,7 +153,7 @@ async def _page(
     rows, nodes = await info.context.read_page(
         model, query, kind.from_model,  # type: ignore[attr-defined]
         (plan or ahead(info, kind, _NODES)).keys)
-    edges = [Edge(node=node, cursor=_cursor(row.id))
+    edges = [Edge(node=node, pk=row.id)
              for node, row in zip(nodes, rows[:query.first], strict=True)]
     return Connection(edges=edges,
                       page_info=PageInfo.of(edges, after, has_next_page=len(rows) > query.first))

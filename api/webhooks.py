@@ -9,7 +9,7 @@ import strawberry
 from api import ids
 from api.channels import ChannelStatus, status_of
 from api.errors import StockyardError, errors_from
-from api.queries import Connection, Edge, PageInfo, _after, _allowed, _cursor, _first, _utc
+from api.queries import Connection, Edge, PageInfo, _after, _allowed, _first, _utc
 from api.types import Info, Node, Seller
 from domain import permissions
 from domain.errors import DomainError
@@ -158,7 +158,7 @@ class WebhookQueries:
         size = _first(first)
         rows = await info.context.read(webhooks.page, size, _after(after), wanted,
                                        permissions.seller_scope(principal))
-        edges = [Edge(node=WebhookSubscription.from_model(r), cursor=_cursor(r.id))
+        edges = [Edge(node=WebhookSubscription.from_model(r), pk=r.id)
                  for r in rows[:size]]
         return Connection(edges=edges, page_info=PageInfo.of(
             edges, after, has_next_page=len(rows) > size))
