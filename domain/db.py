@@ -211,8 +211,8 @@ class DriverConnections:
         """A loan: the slot (waited for up to LEND_TIMEOUT if `wait`), an idle connection
         (else a new one if `wait`), and both back afterwards; None without waiting."""
         with self._lendable:
-            lent = self._free() or (
-                wait and self._lendable.wait_for(self._free, timeout=LEND_TIMEOUT))
+            lent = not self.all_lent() or (wait and self._lendable.wait_for(
+                lambda: not self.all_lent(), timeout=LEND_TIMEOUT))
             if lent:
                 self._lent_out += 1
         if not lent:
@@ -245,9 +245,6 @@ class DriverConnections:
 
     def idle(self) -> int:
         return len(self._idle)
-
-    def _free(self) -> bool:
-        return self._lent_out < self._limit
 
     def all_lent(self) -> bool:
         """Whether `limit` loans are under way: a borrower that will not wait in a thread
