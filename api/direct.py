@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import weakref
 from collections.abc import Callable, Sequence
-from inspect import isawaitable
 from typing import Any, NamedTuple, TypeGuard
 
 import strawberry
@@ -75,6 +74,7 @@ from graphql.execution.executor import to_nodes
 from graphql.execution.values import get_argument_values
 from graphql.pyutils import AwaitableOrValue, Path, Undefined, gather_with_cancel
 from graphql.type.scalars import GRAPHQL_MAX_INT, GRAPHQL_MIN_INT
+from strawberry.execution import optimized_is_awaitable as is_awaitable  # the executor's
 from strawberry.relay.types import GlobalID
 from strawberry.schema.schema_converter import GraphQLCoreConverter
 from strawberry.types.base import StrawberryContainer, StrawberryMaybe
@@ -252,7 +252,7 @@ def _is(type_: GraphQLObjectType, value: Any) -> bool:
     awaitable (graphql-core raises or awaits those), and claimed by `is_type_of` if any."""
     if type_.is_type_of is None:  # graphql-core nulls Undefined
         return value is not Undefined and not isinstance(value, Exception) and \
-            not isawaitable(value)
+            not is_awaitable(value)
     return type_.is_type_of(value, None) is True  # type: ignore[arg-type]  # unread
 
 
@@ -759,7 +759,7 @@ def _coerced(value: Any, step: _Step) -> Any:
         return value  # what the scalar's coercion returns: the value itself
     if value is None:
         return _SLOW if step.non_null else None
-    if type(value) not in _PLAIN and (isinstance(value, Exception) or isawaitable(value)):
+    if type(value) not in _PLAIN and (isinstance(value, Exception) or is_awaitable(value)):
         return _SLOW
     try:
         coerced = step.coerce(value)  # type: ignore[misc]

@@ -11,12 +11,11 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar, cast
 
 import strawberry
 from graphql import GraphQLError
-from strawberry.dataloader import DataLoader
 
 from api import ids
 from api.context import Context
 from api.errors import INT_MAX
-from api.loaders import NOT_LOADED, held, now_or_later, read_ahead
+from api.loaders import NOT_LOADED, Loader, held, now_or_later, read_ahead
 from api.lookahead import arguments_of
 from domain import models, permissions, stock_rules
 from domain.countries import normalize_country
@@ -498,7 +497,7 @@ async def read_nodes_ahead(info: Info, found: Sequence[tuple[str, int]]) -> None
     wanted: dict[str, list[int]] = {}
     for type_name, pk in found:
         name = ROW_LOADER_OF.get(type_name)
-        if name is not None and getattr(loaders, name).cache_map.get(pk) is None:
+        if name is not None and not getattr(loaders, name).holds(pk):
             wanted.setdefault(name, []).append(pk)
     if len(wanted) < 2:
         return  # one loader reads its keys in one hop itself
@@ -511,12 +510,12 @@ async def read_nodes_ahead(info: Info, found: Sequence[tuple[str, int]]) -> None
 class _NotHeld(Exception):
     """A row `_row_node` needs that its loader does not hold (loaded, without error)."""
 
-    def __init__(self, loader: DataLoader[Any, Any], key: Any) -> None:
+    def __init__(self, loader: Loader[Any, Any], key: Any) -> None:
         self.loader = loader
         self.key = key
 
 
-def _held(loader: DataLoader[Any, Any], key: Any) -> Any:
+def _held(loader: Loader[Any, Any], key: Any) -> Any:
     value = held(loader, key)
     if value is NOT_LOADED:
         raise _NotHeld(loader, key)
@@ -743,7 +742,7 @@ async def prefetch(info: Info, nodes: Sequence[Any], path: Sequence[str]) -> Non
             loader = getattr(loaders, name)
             for key in keys:
                 # the loader's own future, not the shielded one each field awaits
-                future = cast("asyncio.Future[Any]", DataLoader.load(loader, key))
+                future = loader.shared(key)
                 if not future.done():
                     pending.add(future)
     if pending:

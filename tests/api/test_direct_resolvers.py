@@ -15,12 +15,11 @@ from graphql import parse
 from graphql.execution import executor as executor_module
 from graphql.execution.collect_fields import FragmentDetails
 from graphql.pyutils import Undefined
-from strawberry.dataloader import DataLoader
 from strawberry.extensions import SchemaExtension
 from strawberry.utils.await_maybe import await_maybe
 
 from api import direct, lookahead
-from api.loaders import now_or_later
+from api.loaders import NOT_LOADED, Loader, held, now_or_later
 from api.lookahead import arguments_of
 from api.schema import FastExecutor, schema, schema_for
 from api.types import PREFETCHED
@@ -103,10 +102,54 @@ async def test_a_loaded_value_answers_at_once_and_a_missing_one_later() -> None:
     async def load(keys: list[int]) -> list[int]:
         return [k * 10 for k in keys]
 
-    loader: DataLoader[int, int] = DataLoader(load_fn=load)
+    loader: Loader[int, int] = Loader(load_fn=load)
     later = now_or_later(loader, 1, str)
     assert await later == "10"  # type: ignore[misc]
     assert now_or_later(loader, 1, str) == "10"  # loaded now: a plain value
+
+
+async def test_values_read_ahead_are_held_as_a_dataloader_primes_them() -> None:
+    asked: list[list[int]] = []
+
+    async def load(keys: list[int]) -> list[int]:
+        asked.append(keys)
+        return [k * 10 for k in keys]
+
+    loader: Loader[int, int] = Loader(load_fn=load)
+    assert await loader.load(1) == 10
+
+    loader.prime_many({1: -1, 2: 20, 3: 30})
+
+    assert held(loader, 1) == 10  # a key already loaded keeps its value, as DataLoader's
+    assert held(loader, 2) == 20 and now_or_later(loader, 3, str) == "30"
+    assert held(loader, 4) is NOT_LOADED
+    assert await loader.load(2) == 20 and await loader.load_many([3, 1]) == [30, 10]
+    assert loader.holds(2) and not loader.holds(4)
+    assert asked == [[1]]  # nothing given was read again
+
+    loader.prime_many({2: -2})
+    assert held(loader, 2) == 20  # cached now: kept
+    loader.prime_many({2: 22, 5: 50}, force=True)
+    assert held(loader, 2) == 22 and held(loader, 5) == 50
+    loader.clear(5)
+    loader.prime_many({6: 60})
+    loader.clear_many([6])
+    assert held(loader, 5) is NOT_LOADED and held(loader, 6) is NOT_LOADED
+    loader.prime_many({7: 70})
+    loader.clear_all()
+    assert held(loader, 7) is NOT_LOADED and held(loader, 2) is NOT_LOADED
+
+
+async def test_a_value_given_while_its_key_waits_in_a_batch_settles_the_batch() -> None:
+    async def load(keys: list[int]) -> list[int]:
+        return [k * 10 for k in keys]
+
+    loader: Loader[int, int] = Loader(load_fn=load)
+    waiting = loader.load(8)  # in a batch not sent yet
+
+    loader.prime_many({8: 80, 9: 90})
+
+    assert await waiting == 80 and held(loader, 9) == 90
 
 
 @strawberry.interface
