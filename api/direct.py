@@ -263,8 +263,11 @@ _SLOW = object()
 
 
 # one selection's fields in order: its response name, its field details, and the `_Step`
-# when it is one (and asked for without directives) with its arguments' values
-_Steps = tuple[tuple[str, FieldDetailsList, _Step | None, dict[str, Any]], ...]
+# when it is one (and asked for without directives) with its arguments' values; for a leaf
+# read as an attribute, the attribute and the type whose values coerce to themselves (the
+# commonest field, completed inline)
+_Steps = tuple[tuple[str, FieldDetailsList, _Step | None, dict[str, Any], str | None,
+                     type | None], ...]
 _NO_ARGUMENTS: dict[str, Any] = {}
 # an object's type and its selection's fields there
 _Kind = tuple[GraphQLObjectType, GroupedFieldSet]
@@ -436,18 +439,24 @@ class DirectLeaves(Executor[Any]):
         is_awaitable = self.is_awaitable
         name = parent_type.name
         try:
-            for response_name, field_details_list, step, arguments in steps:
+            for response_name, field_details_list, step, arguments, attribute, same in steps:
                 result = _SLOW
-                if step is not None:
-                    if step.coerce is not None and step.attribute is not None:
-                        value = _complete_leaf(source_value, step)  # the commonest, inline
-                        if value is not _SLOW:
-                            results[response_name] = value
-                            continue
-                    elif position_context is None:
-                        result = self._direct(parent_type, source_value, step,
-                                              field_details_list,
-                                              Path(path, response_name, name), arguments)
+                if attribute is not None:  # a leaf read as an attribute: the commonest field
+                    value: Any
+                    try:
+                        value = getattr(source_value, attribute)
+                    except Exception:
+                        value = _SLOW
+                    else:
+                        if type(value) is not same or (same is int and not (  # 32 bits
+                                GRAPHQL_MIN_INT <= value <= GRAPHQL_MAX_INT)):  # type: ignore[operator]
+                            value = _coerced(value, step)  # type: ignore[arg-type]
+                    if value is not _SLOW:
+                        results[response_name] = value
+                        continue
+                elif step is not None and position_context is None:
+                    result = self._direct(parent_type, source_value, step, field_details_list,
+                                          Path(path, response_name, name), arguments)
                 if result is _SLOW:
                     result = self.execute_field(parent_type, source_value, field_details_list,
                                                 Path(path, response_name, name),
@@ -706,9 +715,9 @@ class DirectLeaves(Executor[Any]):
         direct = getattr(parent_type, LEAVES, None)
         steps: _Steps | None = None
         if direct and not wrapped:
-            found = tuple((response_name, details, *self._step_of(direct, details))
+            found = tuple(_with_leaf(response_name, details, *self._step_of(direct, details))
                           for response_name, details in grouped_field_set.items())
-            if any(step is not None for _, _, step, _ in found):
+            if any(step is not None for _, _, step, _, _, _ in found):
                 steps = found
         kept = self._steps[id(grouped_field_set)] = (grouped_field_set, steps)
         if shared is not None and all(  # arguments given as variables differ per execution
@@ -737,18 +746,19 @@ class DirectLeaves(Executor[Any]):
 
 
 # graphql-core's scalars whose output coercion returns a value of this exact type as it is
-# (Int does too within its 32 bits: `_complete_leaf` checks them)
+# (Int does too within its 32 bits: `execute_fields` and `_coerced` check them)
 _SAME: dict[Any, type] = {GraphQLString: str, GraphQLID: str, GraphQLBoolean: bool,
                           GraphQLInt: int}
 
 
-def _complete_leaf(source: Any, step: _Step) -> Any:
-    """An attribute leaf's completed value, or `_SLOW` for graphql-core's path."""
-    try:
-        value = getattr(source, step.attribute)  # type: ignore[arg-type]
-    except Exception:
-        return _SLOW
-    return _coerced(value, step)
+def _with_leaf(response_name: str, details: FieldDetailsList, step: _Step | None,
+               arguments: dict[str, Any]) -> tuple[str, FieldDetailsList, _Step | None,
+                                                   dict[str, Any], str | None, type | None]:
+    """A field's entry in `_Steps`: a leaf read as an attribute names it (its `same` type
+    may be None: then every value goes through `_coerced`)."""
+    leaf = step is not None and step.coerce is not None and step.attribute is not None
+    return (response_name, details, step, arguments,
+            step.attribute if leaf else None, step.same if leaf else None)  # type: ignore[union-attr]
 
 
 def _coerced(value: Any, step: _Step) -> Any:
