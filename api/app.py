@@ -80,19 +80,20 @@ def _dumps(data: object) -> bytes:
         return json.dumps(data, separators=(",", ":")).encode()
 
 
+# 19 digits in a row: perhaps an int beyond 64 bits, which orjson reads as a float
+_LONG_DIGITS = re.compile(rb"[0-9]{19}")
+
+
 def _loads(data: str | bytes) -> Any:
     """A request's JSON, read as `json.loads` reads it: orjson where it can, `json.loads`
-    for what orjson refuses (NaN, a body in UTF-16) and for a body with 19 digits in a row,
-    where orjson reads an int beyond 64 bits as a float."""
-    try:
-        if _LONG_DIGITS.search(data) is None:  # type: ignore[arg-type]
+    for what orjson refuses (NaN, a body in UTF-16), for a body with `_LONG_DIGITS`, and for
+    text (a GET's parameters)."""
+    if isinstance(data, bytes) and _LONG_DIGITS.search(data) is None:
+        try:
             return orjson.loads(data)
-    except (ValueError, TypeError):  # orjson.JSONDecodeError; re on a str body
-        pass
+        except ValueError:  # orjson.JSONDecodeError
+            pass
     return json.loads(data)
-
-
-_LONG_DIGITS = re.compile(rb"[0-9]{19}")
 
 
 class RateLimited(HTTPException):

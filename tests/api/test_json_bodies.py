@@ -50,8 +50,10 @@ def test_an_answer_reads_back_as_what_was_written(value: Any) -> None:
     '{"s": "é"}'.encode("utf-32"),
     b'{"a": 1, "a": 2}',
     b'[{"q": "{ a }"}]',
+    '{"s": "é", "n": 1}',  # text: a GET's parameters
 ])
-def test_the_bodies_orjson_reads_otherwise_read_as_json_loads_reads_them(body: bytes) -> None:
+def test_the_bodies_orjson_reads_otherwise_read_as_json_loads_reads_them(
+        body: str | bytes) -> None:
     got = _loads(body)
 
     assert got == json.loads(body)
