@@ -756,9 +756,9 @@ def _with_leaf(response_name: str, details: FieldDetailsList, step: _Step | None
                                                    dict[str, Any], str | None, type | None]:
     """A field's entry in `_Steps`: a leaf read as an attribute names it (its `same` type
     may be None: then every value goes through `_coerced`)."""
-    leaf = step is not None and step.coerce is not None and step.attribute is not None
-    return (response_name, details, step, arguments,
-            step.attribute if leaf else None, step.same if leaf else None)  # type: ignore[union-attr]
+    if step is None or step.coerce is None or step.attribute is None:
+        return response_name, details, step, arguments, None, None
+    return response_name, details, step, arguments, step.attribute, step.same
 
 
 def _coerced(value: Any, step: _Step) -> Any:
